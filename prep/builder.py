@@ -1,0 +1,433 @@
+"""Personal haplotypes around TSSs or inside intervals: the hapflow engine.
+
+:class:`HaplotypeBuilder` opens a reference FASTA and a phased VCF once, reads the VCF once per
+batch of nearby regions, and runs the numba kernels of :mod:`prep.kernels` in parallel over
+(region, haplotype) pairs (threads: ``NUMBA_NUM_THREADS``).
+
+Two modes:
+
+``ragged``
+    The haplotype of a 0-based half-open interval ``[start, end)`` exactly as
+    ``samtools faidx REF CHR:start+1-end | bcftools consensus -s SAMPLE -H 1pIu VCF`` builds it
+    (``-H 2pIu`` for the second haplotype). Intervals past the contig end are clipped, as
+    samtools does.
+``fixed``
+    ``L`` bases of the haplotype centred on the haplotype position of the reference TSS: the
+    base where reference position ``tss`` lands sits at index ``L // 2``. Deletions pull in more
+    personal flanking sequence, insertions push it out; positions past contig ends are N.
+    A TSS inside a deletion is placed on the first base after the deleted stretch; a TSS that is
+    the anchor base of an insertion stays on the anchor (the inserted bases follow it); an
+    insertion whose anchor is the base before the TSS lies entirely upstream of it. With
+    ``reverse_minus`` windows of minus-strand genes are reverse-complemented (the TSS base then
+    sits at ``L - 1 - L // 2``). With SNPs only this is the reference window with alleles
+    substituted.
+
+Haplotype 0 of a sample is the first allele of its GT (``-H 1``), haplotype 1 the second.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from prep import kernels
+from prep.reference import Reference
+from prep.variants import (
+    ReferenceMismatchError,
+    UnphasedGenotypeError,
+    VariantBlock,
+    VariantReader,
+    VcfError,
+)
+
+__all__ = [
+    "HaplotypeBuilder",
+    "FixedHaplotypes",
+    "RaggedHaplotypes",
+    "COUNT_NAMES",
+    "ReferenceMismatchError",
+    "UnphasedGenotypeError",
+    "VcfError",
+]
+
+COUNT_NAMES = ("applied", "overlap_skipped", "missing", "symbolic_skipped", "not_snp_skipped")
+"""Per-haplotype counters, in kernel order (see :mod:`prep.kernels`)."""
+
+_GROUP_GAP = 1_000_000  # regions further apart than this are read from the VCF separately
+
+
+def _counts_dict(counts: np.ndarray, n_samples: int) -> dict[str, np.ndarray]:
+    """(n_regions, n_hap, N_COUNTS) int32 -> {name: (n_regions, n_samples, 2)}."""
+    n_regions = counts.shape[0]
+    c = counts.reshape(n_regions, n_samples, 2, kernels.N_COUNTS)
+    return {name: c[..., i].copy() for i, name in enumerate(COUNT_NAMES)}
+
+
+@dataclass
+class FixedHaplotypes:
+    """Fixed-length haplotype windows.
+
+    Attributes
+    ----------
+    seqs : np.ndarray, shape (n_regions, n_samples, 2, L), uint8
+        Codes A, C, G, T, N = 0..4.
+    tss_index : int
+        Index of the TSS base in each window (``L // 2``; before any reverse complement).
+    counts : dict of str -> np.ndarray (n_regions, n_samples, 2), int32
+        Per haplotype: variants applied, skipped as overlapping, missing genotypes, symbolic
+        alleles skipped, non-SNPs skipped (snps_only), over the reference span walked.
+    n_variants : np.ndarray, shape (n_regions,), int64
+        VCF records in the span walked.
+    n_ref_mismatch : np.ndarray, shape (n_regions,), int64
+        Records skipped because REF disagreed with the FASTA (``ref_mismatch="skip"``).
+    samples : list of str
+    """
+
+    seqs: np.ndarray
+    tss_index: int
+    counts: dict
+    n_variants: np.ndarray
+    n_ref_mismatch: np.ndarray
+    samples: list
+
+
+@dataclass
+class RaggedHaplotypes:
+    """Variable-length haplotypes of intervals: a flat array plus offsets.
+
+    Attributes
+    ----------
+    data : np.ndarray, shape (offsets[-1],), uint8
+        All haplotypes back to back, codes 0..4.
+    offsets : np.ndarray, shape (n_regions * n_samples * 2 + 1,), int64
+        Haplotype ``(g, s, h)`` is ``data[offsets[i]:offsets[i + 1]]`` with
+        ``i = (g * n_samples + s) * 2 + h``.
+    counts, n_variants, n_ref_mismatch, samples
+        As in :class:`FixedHaplotypes` (the span is the interval).
+    """
+
+    data: np.ndarray
+    offsets: np.ndarray
+    counts: dict
+    n_variants: np.ndarray
+    n_ref_mismatch: np.ndarray
+    samples: list
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.samples)
+
+    def get(self, region: int, sample: int, hap: int) -> np.ndarray:
+        """Codes of one haplotype, shape (length,), uint8 (a view)."""
+        i = (region * self.n_samples + sample) * 2 + hap
+        return self.data[self.offsets[i] : self.offsets[i + 1]]
+
+    def lengths(self) -> np.ndarray:
+        """Haplotype lengths, shape (n_regions, n_samples, 2), int64."""
+        return np.diff(self.offsets).reshape(-1, self.n_samples, 2)
+
+
+def _groups(centres: np.ndarray, gap: int) -> list[np.ndarray]:
+    """Split region indexes into groups of nearby regions (sorted by ``centres``)."""
+    order = np.argsort(centres, kind="stable")
+    if order.size == 0:
+        return []
+    breaks = np.nonzero(np.diff(centres[order]) > gap)[0] + 1
+    return np.split(order, breaks)
+
+
+class HaplotypeBuilder:
+    """Builds personal haplotypes from a reference FASTA and a phased VCF.
+
+    Parameters
+    ----------
+    reference : str or Path
+        FASTA, plain or bgzip, indexed (``samtools faidx``).
+    vcf : str or Path
+        VCF/BCF, bgzipped and indexed.
+    samples : list of str, optional
+        Samples to build, in this order; ``None``: all samples of the VCF.
+    snps_only : bool
+        Apply only alleles as long as their REF (SNPs and MNPs): the paper's sequences.
+    unphased : {"error", "reference", "as-phased", "random"}
+        Policy for unphased heterozygous genotypes (see :class:`prep.variants.VariantReader`).
+    ref_mismatch : {"error", "skip"}
+        A REF that disagrees with the FASTA stops the run naming the site, or is skipped and
+        counted.
+    seed : int
+        Seed of the ``random`` unphased policy.
+    """
+
+    def __init__(
+        self,
+        reference: str | os.PathLike,
+        vcf: str | os.PathLike,
+        samples: list[str] | None = None,
+        *,
+        snps_only: bool = False,
+        unphased: str = "error",
+        ref_mismatch: str = "error",
+        seed: int = 0,
+    ):
+        if ref_mismatch not in ("error", "skip"):
+            raise ValueError(f"ref_mismatch must be 'error' or 'skip', not {ref_mismatch!r}")
+        self.reference = reference if isinstance(reference, Reference) else Reference(reference)
+        self.variants = VariantReader(vcf, samples, unphased=unphased, seed=seed)
+        self.snps_only = bool(snps_only)
+        self.ref_mismatch = ref_mismatch
+
+    @property
+    def samples(self) -> list[str]:
+        return self.variants.samples
+
+    @property
+    def n_haplotypes(self) -> int:
+        return 2 * len(self.samples)
+
+    # ------------------------------------------------------------------ fixed windows
+    def fixed(
+        self,
+        chrom: str,
+        tss: np.ndarray,
+        length: int,
+        minus: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+    ) -> FixedHaplotypes:
+        """Fixed-length windows centred on each TSS.
+
+        Parameters
+        ----------
+        chrom : str
+            Contig (aliases accepted).
+        tss : np.ndarray, shape (n_regions,), int64
+            0-based reference TSS positions.
+        length : int
+            Window length L.
+        minus : np.ndarray, shape (n_regions,), bool, optional
+            Regions to reverse-complement (minus-strand genes); default none.
+        out : np.ndarray, shape (n_regions, n_samples, 2, L), uint8, optional
+            Buffer to fill (reusing one across calls spares the allocation); ``seqs`` is a view.
+
+        Returns
+        -------
+        FixedHaplotypes
+        """
+        tss = np.atleast_1d(np.asarray(tss, dtype=np.int64))
+        if length <= 0:
+            raise ValueError(f"window length must be positive, got {length}")
+        self._check_positions(chrom, tss)
+        minus = self._minus(minus, tss.shape[0])
+        n_regions, n_hap = tss.shape[0], self.n_haplotypes
+        shape = (n_regions, len(self.samples), 2, length)
+        if out is None:
+            out = np.empty(shape, dtype=np.uint8)
+        elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}")
+        out = out.reshape(n_regions, n_hap, length)
+        counts = np.zeros((n_regions, n_hap, kernels.N_COUNTS), dtype=np.int32)
+        n_var = np.zeros(n_regions, dtype=np.int64)
+        n_bad = np.zeros(n_regions, dtype=np.int64)
+        for idx in _groups(tss, _GROUP_GAP):
+            self._fixed_group(chrom, tss[idx], length, minus[idx], idx, out, counts, n_var, n_bad)
+        return FixedHaplotypes(
+            seqs=out.reshape(n_regions, len(self.samples), 2, length),
+            tss_index=length // 2,
+            counts=_counts_dict(counts, len(self.samples)),
+            n_variants=n_var,
+            n_ref_mismatch=n_bad,
+            samples=list(self.samples),
+        )
+
+    def _fixed_group(self, chrom, tss, length, minus, idx, out, counts, n_var, n_bad):
+        half = length // 2
+        margin = 4096
+        while True:
+            lo = int(tss.min()) - half - margin
+            hi = int(tss.max()) + (length - half) + margin
+            block = self._read(chrom, lo, hi)
+            span_lo, span_hi, rec_bound = _fixed_spans(block, tss, length)
+            if span_lo.min() >= lo and rec_bound.max() <= hi:
+                break
+            margin *= 4  # indels reach further than the margin: read a wider block
+        rec_lo = np.searchsorted(block.pos, span_lo, side="left")
+        rec_hi = np.searchsorted(block.pos, rec_bound, side="left")
+        block_start = int(span_lo.min())
+        ref_block = self.reference.fetch(chrom, block_start, int(span_hi.max()))
+        kernels.fixed_windows(
+            ref_block, block_start, span_lo - block_start, span_hi - block_start,
+            rec_lo, rec_hi, tss, minus, *self._kernel_arrays(block), self.snps_only,
+            idx.astype(np.int64), out, counts,
+        )
+        n_var[idx] = rec_hi - rec_lo
+        n_bad[idx] = _count_in_ranges(block.ref_mismatch, rec_lo, rec_hi)
+
+    # ------------------------------------------------------------------ ragged intervals
+    def ragged(
+        self,
+        chrom: str,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        minus: np.ndarray | None = None,
+    ) -> RaggedHaplotypes:
+        """Haplotypes of intervals, byte-exact with bcftools consensus.
+
+        Parameters
+        ----------
+        chrom : str
+        starts, ends : np.ndarray, shape (n_regions,), int64
+            0-based half-open intervals; ends past the contig are clipped.
+        minus : np.ndarray, shape (n_regions,), bool, optional
+            Intervals to reverse-complement.
+        """
+        starts = np.atleast_1d(np.asarray(starts, dtype=np.int64))
+        ends = np.atleast_1d(np.asarray(ends, dtype=np.int64))
+        if starts.shape != ends.shape:
+            raise ValueError("starts and ends must have the same length")
+        if (starts < 0).any() or (ends < starts).any():
+            i = int(np.nonzero((starts < 0) | (ends < starts))[0][0])
+            raise ValueError(
+                f"interval {i} ({chrom}:{starts[i]}-{ends[i]}, 0-based half-open) is invalid: "
+                "start must be >= 0 and end >= start"
+            )
+        contig_len = self.reference.length(chrom)
+        ends = np.minimum(ends, contig_len)
+        starts = np.minimum(starts, ends)
+        minus = self._minus(minus, starts.shape[0])
+        n_regions, n_hap = starts.shape[0], self.n_haplotypes
+        lengths = np.zeros((n_regions, n_hap), dtype=np.int64)
+        counts = np.zeros((n_regions, n_hap, kernels.N_COUNTS), dtype=np.int32)
+        n_var = np.zeros(n_regions, dtype=np.int64)
+        n_bad = np.zeros(n_regions, dtype=np.int64)
+        prepared = []
+        for idx in _groups(starts, _GROUP_GAP):
+            lo, hi = int(starts[idx].min()), int(ends[idx].max())
+            block = self._read(chrom, lo, hi)
+            ref_block = self.reference.fetch(chrom, lo, hi)
+            rec_lo = np.searchsorted(block.pos, starts[idx], side="left")
+            rec_hi = np.searchsorted(block.pos, ends[idx], side="left")
+            args = (ref_block, lo, starts[idx] - lo, ends[idx] - lo, rec_lo, rec_hi)
+            sub_len = np.zeros((len(idx), n_hap), dtype=np.int64)
+            sub_counts = np.zeros((len(idx), n_hap, kernels.N_COUNTS), dtype=np.int32)
+            kernels.ragged_lengths(
+                *args, *self._kernel_arrays(block), self.snps_only, sub_len, sub_counts
+            )
+            lengths[idx] = sub_len
+            counts[idx] = sub_counts
+            n_var[idx] = rec_hi - rec_lo
+            n_bad[idx] = _count_in_ranges(block.ref_mismatch, rec_lo, rec_hi)
+            prepared.append((idx, args, block))
+        offsets = np.zeros(n_regions * n_hap + 1, dtype=np.int64)
+        np.cumsum(lengths.reshape(-1), out=offsets[1:])
+        data = np.empty(int(offsets[-1]), dtype=np.uint8)
+        for idx, args, block in prepared:
+            # the group's haplotypes, in its own order, then scattered to their slots
+            sub_off = np.zeros(len(idx) * n_hap + 1, dtype=np.int64)
+            np.cumsum(lengths[idx].reshape(-1), out=sub_off[1:])
+            sub_data = np.empty(int(sub_off[-1]), dtype=np.uint8)
+            kernels.ragged_fill(
+                *args, minus[idx], *self._kernel_arrays(block), self.snps_only, sub_off, sub_data
+            )
+            for j, g in enumerate(idx):
+                dst = offsets[g * n_hap]
+                src_lo, src_hi = sub_off[j * n_hap], sub_off[(j + 1) * n_hap]
+                data[dst : dst + (src_hi - src_lo)] = sub_data[src_lo:src_hi]
+        return RaggedHaplotypes(
+            data=data,
+            offsets=offsets,
+            counts=_counts_dict(counts, len(self.samples)),
+            n_variants=n_var,
+            n_ref_mismatch=n_bad,
+            samples=list(self.samples),
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _read(self, chrom: str, lo: int, hi: int) -> VariantBlock:
+        return self.variants.read(chrom, lo, hi, self.reference, self.ref_mismatch)
+
+    @staticmethod
+    def _kernel_arrays(block: VariantBlock) -> tuple:
+        return (
+            block.pos,
+            block.ref_len,
+            block.first_allele,
+            block.allele_offsets,
+            block.allele_codes,
+            block.allele_flags,
+            block.hap_allele,
+        )
+
+    @staticmethod
+    def _minus(minus, n: int) -> np.ndarray:
+        if minus is None:
+            return np.zeros(n, dtype=np.bool_)
+        minus = np.asarray(minus, dtype=np.bool_)
+        if minus.shape != (n,):
+            raise ValueError(f"minus must have shape ({n},), got {minus.shape}")
+        return minus
+
+    def _check_positions(self, chrom: str, tss: np.ndarray) -> None:
+        n = self.reference.length(chrom)
+        bad = (tss < 0) | (tss >= n)
+        if bad.any():
+            i = int(np.nonzero(bad)[0][0])
+            raise ValueError(
+                f"TSS {chrom}:{int(tss[i]) + 1} (1-based) lies outside the contig, which has "
+                f"{n} bases in {self.reference.path}; check the genome build of the TSS table"
+            )
+
+    def close(self) -> None:
+        self.variants.close()
+        self.reference.close()
+
+
+def _count_in_ranges(mask: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    cum = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
+    return cum[hi] - cum[lo]
+
+
+def _fixed_spans(block: VariantBlock, tss: np.ndarray, length: int):
+    """Reference spans to walk so each window is filled, whatever the haplotype's indels.
+
+    Returns ``(span_lo, span_hi, rec_bound)``, int64 arrays of shape (n_regions,): the span
+    ``[span_lo, span_hi)`` (0-based reference) and the position below which records are walked
+    (records start in ``[span_lo, rec_bound)``; ``span_hi`` also covers their REF ends).
+
+    The left edge moves left by every base that records upstream of the TSS could delete, then
+    further while a record starting before it overlaps it (so no record is cut in half); the
+    right edge moves right by every base downstream records could delete.
+    """
+    half = length // 2
+    pos, ends = block.pos, block.pos + block.ref_len
+    cum = np.concatenate([[0], np.cumsum(block.max_deletion())])
+    max_len = int(block.ref_len.max()) if block.n_records else 1
+    n = tss.shape[0]
+    span_lo = np.empty(n, dtype=np.int64)
+    span_hi = np.empty(n, dtype=np.int64)
+    rec_end = np.empty(n, dtype=np.int64)
+    for g in range(n):
+        t = int(tss[g])
+        a = t - half
+        while True:
+            d = cum[np.searchsorted(pos, t + 1)] - cum[np.searchsorted(pos, a)]
+            if t - half - d >= a:
+                break
+            a = t - half - d
+        while True:
+            over = (pos < a) & (ends > a)
+            if not over.any():
+                break
+            a = int(pos[over].min())
+        b = t + (length - half)
+        first = np.searchsorted(pos, t - max_len)
+        while True:
+            d = cum[np.searchsorted(pos, b)] - cum[first]
+            if t + (length - half) + d <= b:
+                break
+            b = t + (length - half) + d
+        i0, i1 = np.searchsorted(pos, a), np.searchsorted(pos, b)
+        span_lo[g] = a
+        span_hi[g] = max(b, int(ends[i0:i1].max()) if i1 > i0 else b)
+        rec_end[g] = b
+    return span_lo, span_hi, rec_end

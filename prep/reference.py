@@ -1,0 +1,86 @@
+"""Reference genome access: FASTA (plain or bgzip, indexed) through pysam, as uint8 codes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from prep.contigs import resolve_contig
+from prep.encoding import ENCODE_TABLE, N_CODE
+
+__all__ = ["Reference", "ReferenceError"]
+
+
+class ReferenceError(ValueError):
+    """The reference FASTA cannot be opened or read."""
+
+
+class Reference:
+    """A reference FASTA served as A, C, G, T, N codes (soft-masked lower case is upper case).
+
+    Parameters
+    ----------
+    path : str or Path
+        FASTA, plain or bgzip-compressed, with a ``.fai`` index (and ``.gzi`` for bgzip); an
+        index missing next to a plain FASTA is built by pysam.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        import pysam
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ReferenceError(f"reference FASTA {self.path} does not exist")
+        try:
+            self._fasta = pysam.FastaFile(str(self.path))
+        except (OSError, ValueError) as err:
+            hint = ""
+            if str(self.path).endswith(".gz"):
+                hint = (
+                    " If it is plain gzip, recompress it with `bgzip` (htslib) and index it "
+                    "with `samtools faidx`."
+                )
+            raise ReferenceError(f"cannot open reference FASTA {self.path}: {err}.{hint}") from None
+        self.lengths = dict(zip(self._fasta.references, self._fasta.lengths, strict=True))
+
+    @property
+    def contigs(self) -> list[str]:
+        """Contig names as the FASTA spells them."""
+        return list(self.lengths)
+
+    def resolve(self, chrom: str) -> str:
+        """The FASTA's name for ``chrom`` (aliases ``chr22``/``22``, ``chrM``/``MT``)."""
+        return resolve_contig(chrom, self.lengths, f"reference FASTA {self.path}")
+
+    def length(self, chrom: str) -> int:
+        """Length in bases of ``chrom``."""
+        return self.lengths[self.resolve(chrom)]
+
+    def fetch(self, chrom: str, start: int, end: int) -> np.ndarray:
+        """Reference codes of ``chrom:[start, end)``, 0-based half-open.
+
+        Positions before 0 or past the contig end are N (code 4), so the result always has
+        ``end - start`` entries.
+
+        Returns
+        -------
+        np.ndarray, shape (end - start,), uint8, values 0..4
+        """
+        name = self.resolve(chrom)
+        n = end - start
+        out = np.full(max(n, 0), N_CODE, dtype=np.uint8)
+        lo, hi = max(start, 0), min(end, self.lengths[name])
+        if hi > lo:
+            raw = self._fasta.fetch(name, lo, hi).encode("ascii")
+            if len(raw) != hi - lo:
+                raise ReferenceError(
+                    f"{self.path}: read {len(raw)} bases for {name}:{lo + 1}-{hi}, expected "
+                    f"{hi - lo}; the .fai index may be stale (re-run `samtools faidx`)"
+                )
+            out[lo - start : hi - start] = ENCODE_TABLE[np.frombuffer(raw, dtype=np.uint8)]
+        return out
+
+    def close(self) -> None:
+        self._fasta.close()
