@@ -164,9 +164,15 @@ def read_expression(path: str | os.PathLike, format: Format = "auto") -> pl.Data
         format = detect_format(path)
     if _is_parquet(path):
         table = pl.read_parquet(path)
-        n_annot = 1
+        n_annot, format = 1, "matrix"
     else:
         fields, sep = _header_fields(path)
+        repeated = sorted({f for f in fields if fields.count(f) > 1})
+        if repeated:
+            raise ExpressionError(
+                f"{path}: column(s) {', '.join(repeated[:3])} appear more than once in the "
+                "header; each individual needs exactly one column"
+            )
         n_annot = _annotation_columns(fields, format, path)
         table = pl.read_csv(
             path, separator=sep, schema_overrides={f: pl.String for f in fields[:n_annot]}
