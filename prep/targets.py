@@ -219,8 +219,9 @@ def _validate_matrix(matrix: pl.DataFrame, source: str) -> pl.DataFrame:
         )
     if matrix.height == 0:
         raise ExpressionError(f"{source}: no genes")
+    schema = matrix.schema
     for col in matrix.columns[1:]:
-        if not matrix.schema[col].is_numeric():
+        if not schema[col].is_numeric():
             bad = matrix.filter(
                 pl.col(col).cast(pl.Float64, strict=False).is_null() & pl.col(col).is_not_null()
             )
@@ -524,31 +525,22 @@ def compute_targets(
 
 
 def _match_pairs(expression: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
-    """Inner-join the long expression with the splits on (gene key, individual), sorted."""
+    """The splits' pairs found in the matrix, with Y, sorted by matrix gene then individual.
+
+    Returns columns gene (matrix spelling), individual, split, Y, _g (matrix row) and _i
+    (matrix individual), without building the long matrix: Y is ``values[_g, _i]``.
+    """
     genes = expression["gene"].to_list()
     individuals = expression.columns[1:]
-    keys = pl.DataFrame(
-        {"gene": genes, "_key": [gene_key(g) for g in genes], "_g": np.arange(len(genes))}
-    )
-    long = expression.unpivot(index="gene", variable_name="individual", value_name="Y")
-    long = long.join(keys, on="gene").with_columns(
-        pl.col("individual")
-        .replace_strict({s: i for i, s in enumerate(individuals)}, return_dtype=pl.Int64)
-        .alias("_i")
-    )
-    split_genes = splits["gene"].unique(maintain_order=True)
-    split_keys = splits.join(
-        pl.DataFrame({"gene": split_genes, "_key": [gene_key(g) for g in split_genes]}),
-        on="gene",
-        maintain_order="left",
-    )
-    clash = split_keys.filter(pl.struct("_key", "individual").is_duplicated())
-    if clash.height:
-        raise ExpressionError(
-            f"splits: gene {clash['gene'][0]} appears under two spellings for individual "
-            f"{clash['individual'][0]} once the Ensembl version is ignored; keep one"
-        )
-    pairs = long.join(split_keys.drop("gene"), on=["_key", "individual"], how="inner")
+    row_of_key = {gene_key(g): row for row, g in enumerate(genes)}
+    split_genes = splits["gene"].unique(maintain_order=True).to_list()
+    row_of_gene = {g: row_of_key.get(gene_key(g)) for g in split_genes}
+    pairs = splits.with_columns(
+        _g=pl.col("gene").replace_strict(row_of_gene, default=None, return_dtype=pl.Int64),
+        _i=pl.col("individual").replace_strict(
+            {s: i for i, s in enumerate(individuals)}, default=None, return_dtype=pl.Int64
+        ),
+    ).drop_nulls(["_g", "_i"])
     if pairs.height == 0:
         raise ExpressionError(
             "no (gene, individual) pair is in both the expression matrix and the splits: "
@@ -556,17 +548,30 @@ def _match_pairs(expression: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame
             f"individuals look like {individuals[0]}, split individuals like "
             f"{splits['individual'][0]}. Map gene symbols to the matrix's ids first"
         )
+    matched_rows = [r for r in row_of_gene.values() if r is not None]
+    if len(set(matched_rows)) < len(matched_rows):  # two spellings of one gene, e.g. .9 and .10
+        clash = pairs.filter(pl.struct("_g", "_i").is_duplicated())
+        if clash.height:
+            raise ExpressionError(
+                f"splits: gene {clash['gene'][0]} appears under two spellings for individual "
+                f"{clash['individual'][0]} once the Ensembl version is ignored; keep one"
+            )
+    pairs = pairs.sort("_g", "_i")
+    rows, cols = pairs["_g"].to_numpy(), pairs["_i"].to_numpy()
+    pairs = pairs.with_columns(
+        gene=expression["gene"].gather(rows), Y=pl.Series(_values(expression)[rows, cols])
+    )
     n_genes = pairs["_g"].n_unique()
     log.info(
         "Matched %d (gene, individual) pairs: %d of %d matrix genes, %d of %d split genes",
         pairs.height,
         n_genes,
         len(genes),
-        n_genes,
-        splits["gene"].n_unique(),
+        sum(r is not None for r in row_of_gene.values()),
+        len(split_genes),
     )
     assert set(pairs["split"].unique()) <= set(SPLIT_LABELS), "validated split labels"
-    return pairs.sort("_g", "_i")
+    return pairs
 
 
 # ------------------------------------------------------------------------------------ stage
