@@ -1,0 +1,308 @@
+"""The hapflow shard format: WebDataset tar files of compressed haplotype groups.
+
+Why groups
+----------
+A tar member costs a 512-byte header plus its data padded to 512 bytes, so one member per
+(gene, individual) would cost over 1 kB before any sequence, while a diploid 49,152 bp sample
+compresses to tens of bytes. Shards therefore store *groups*: up to ``group_size`` individuals of
+one gene and split per WebDataset sample. :func:`unpack_groups` turns each group back into one
+sample per (gene, individual), keyed ``{gene}__{individual}``.
+
+Members of a shard, in order
+----------------------------
+``{gene}__reference.ref.zst``
+    The gene's reference window (codes, shape (W,), uint8; reverse-complemented when the
+    haplotypes are), zstd-compressed. Written once per gene per shard, before its groups.
+``{gene}__{split}{NNNN}.hap.zst``
+    The group's haplotypes, codes of shape (n, 2, W) uint8 (individual, haplotype, position),
+    as one zstd frame compressed with the reference window as a raw-content dictionary, so only
+    the differences from the reference cost bytes.
+``{gene}__{split}{NNNN}.json``
+    UTF-8 JSON: gene, chrom, tss (0-based), strand, split, length (L), flank, window (W =
+    L + 2 * flank), tss_index (index of the TSS in the stored window), reverse_complemented,
+    individuals, populations, targets ``Y``/``Z``/``P`` (lists), per-haplotype variant counts.
+
+Keys hold no dots (WebDataset splits member names at the first dot): the gene id's dots become
+underscores in keys (``ENSG00000099889.9`` -> ``ENSG00000099889_9``); the JSON keeps the real id.
+
+Everything here is torch-free; the loader imports it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import zstandard as zstd
+
+__all__ = [
+    "FORMAT_VERSION",
+    "REF_EXT",
+    "HAP_EXT",
+    "META_EXT",
+    "safe_key",
+    "group_key",
+    "reference_key",
+    "sample_key",
+    "encode_reference",
+    "decode_reference",
+    "encode_group",
+    "decode_group",
+    "ShardWriter",
+    "ShardFormatError",
+    "read_tar_members",
+    "unpack_groups",
+    "iter_shard",
+]
+
+FORMAT_VERSION = 1
+REF_EXT = "ref.zst"
+HAP_EXT = "hap.zst"
+META_EXT = "json"
+
+
+class ShardFormatError(ValueError):
+    """A shard or one of its members is corrupt or inconsistent; the message names it."""
+
+
+def safe_key(gene: str) -> str:
+    """A gene id usable in a WebDataset key: no dots, no slashes."""
+    return gene.replace(".", "_").replace("/", "_")
+
+
+def group_key(gene: str, split: str, index: int) -> str:
+    """Key of a gene's ``index``-th group in ``split``: ``{gene}__{split}{NNNN}``."""
+    return f"{safe_key(gene)}__{split}{index:04d}"
+
+
+def reference_key(gene: str) -> str:
+    return f"{safe_key(gene)}__reference"
+
+
+def sample_key(gene: str, individual: str) -> str:
+    return f"{safe_key(gene)}__{safe_key(individual)}"
+
+
+def encode_reference(window: np.ndarray) -> bytes:
+    """Compress a reference window. ``window``: shape (W,), uint8 codes."""
+    window = np.ascontiguousarray(window, dtype=np.uint8)
+    return zstd.ZstdCompressor(level=19).compress(window.tobytes())
+
+
+def decode_reference(blob: bytes) -> np.ndarray:
+    """Inverse of :func:`encode_reference`: shape (W,), uint8."""
+    return np.frombuffer(zstd.ZstdDecompressor().decompress(blob), dtype=np.uint8)
+
+
+def _dictionary(reference: np.ndarray) -> zstd.ZstdCompressionDict:
+    return zstd.ZstdCompressionDict(
+        np.ascontiguousarray(reference, dtype=np.uint8).tobytes(),
+        dict_type=zstd.DICT_TYPE_RAWCONTENT,
+    )
+
+
+def encode_group(haplotypes: np.ndarray, reference: np.ndarray, level: int = 3) -> bytes:
+    """Compress a group's haplotypes against their reference window.
+
+    Parameters
+    ----------
+    haplotypes : np.ndarray, shape (n, 2, W), uint8
+    reference : np.ndarray, shape (W,), uint8
+    level : int
+        zstd level; 3 is fast, higher levels save a little space slowly.
+
+    Returns
+    -------
+    bytes
+        One zstd frame (long-distance matching on, so haplotypes share matches). Deterministic.
+    """
+    haplotypes = np.ascontiguousarray(haplotypes, dtype=np.uint8)
+    if haplotypes.ndim != 3 or haplotypes.shape[1] != 2 or haplotypes.shape[2] != reference.shape[0]:
+        raise ValueError(
+            f"haplotypes must have shape (n, 2, {reference.shape[0]}), got {haplotypes.shape}"
+        )
+    size = max(haplotypes.nbytes, 1)
+    window_log = min(max(int(np.ceil(np.log2(size))) + 1, 20), 27)
+    params = zstd.ZstdCompressionParameters.from_level(
+        level, window_log=window_log, enable_ldm=True, threads=0
+    )
+    cctx = zstd.ZstdCompressor(compression_params=params, dict_data=_dictionary(reference))
+    return cctx.compress(haplotypes.tobytes())
+
+
+def decode_group(blob: bytes, reference: np.ndarray, n: int) -> np.ndarray:
+    """Inverse of :func:`encode_group`: shape (n, 2, W), uint8 (read-only view).
+
+    Raises
+    ------
+    ShardFormatError
+        If the frame is corrupt or does not hold ``n * 2 * W`` bytes.
+    """
+    width = reference.shape[0]
+    want = n * 2 * width
+    try:
+        raw = zstd.ZstdDecompressor(
+            dict_data=_dictionary(reference), max_window_size=1 << 27
+        ).decompress(blob, max_output_size=want)
+    except zstd.ZstdError as err:
+        raise ShardFormatError(f"corrupt haplotype group: {err}") from None
+    if len(raw) != want:
+        raise ShardFormatError(f"haplotype group holds {len(raw)} bytes, expected {want}")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(n, 2, width)
+
+
+class ShardWriter:
+    """Writes one shard deterministically and atomically.
+
+    Members get fixed metadata (mtime 0, uid/gid 0, mode 0444), so the same content gives the
+    same bytes. Data goes to ``PATH.tmp`` and is renamed to ``PATH`` by :meth:`close`; an
+    interrupted shard never appears under its final name.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._fh = open(self._tmp, "wb")
+        self._tar = tarfile.open(fileobj=self._fh, mode="w", format=tarfile.USTAR_FORMAT)
+        self.genes_with_reference: set[str] = set()
+        self.n_samples = 0
+
+    def add(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = 0
+        info.mode = 0o444
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        self._tar.addfile(info, io.BytesIO(data))
+
+    def add_reference(self, gene: str, window: np.ndarray) -> None:
+        if gene not in self.genes_with_reference:
+            self.add(f"{reference_key(gene)}.{REF_EXT}", encode_reference(window))
+            self.genes_with_reference.add(gene)
+
+    def add_group(self, key: str, hap_blob: bytes, meta: dict) -> None:
+        self.add(f"{key}.{HAP_EXT}", hap_blob)
+        self.add(f"{key}.{META_EXT}", json.dumps(meta, separators=(",", ":")).encode())
+        self.n_samples += len(meta["individuals"])
+
+    def close(self) -> None:
+        self._tar.close()
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        os.chmod(self._tmp, 0o644)
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self._tar.close()
+            self._fh.close()
+        finally:
+            if self._tmp.exists():
+                self._tmp.unlink()
+
+
+def read_tar_members(path: str | os.PathLike) -> Iterator[dict]:
+    """Raw WebDataset-style samples of one local shard: ``{"__key__", ext: bytes, ...}``.
+
+    Consecutive members with the same key form one sample. A truncated or corrupt tar raises
+    :class:`ShardFormatError` naming the shard.
+    """
+    path = Path(path)
+    current: dict | None = None
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                base = os.path.basename(info.name)
+                key, _, ext = base.partition(".")
+                data = tar.extractfile(info).read()
+                if len(data) != info.size:
+                    raise ShardFormatError(f"shard {path}: member {info.name} is truncated")
+                if current is not None and current["__key__"] != key:
+                    yield current
+                    current = None
+                if current is None:
+                    current = {"__key__": key, "__url__": str(path)}
+                current[ext] = data
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise ShardFormatError(f"shard {path} is corrupt or truncated: {err}") from None
+    if current is not None:
+        yield current
+
+
+def unpack_groups(samples: Iterable[dict]) -> Iterator[dict]:
+    """WebDataset stage: raw shard samples in, one sample per (gene, individual) out.
+
+    Input samples are dicts with ``__key__`` and member bytes (as :func:`read_tar_members` or
+    ``webdataset.WebDataset(...)`` without decoding yield them). Reference members are cached
+    per gene; each group is decompressed and split.
+
+    Yields
+    ------
+    dict
+        ``__key__`` (``{gene}__{individual}``), ``seq`` (np.ndarray (2, W) uint8), ``gene``,
+        ``individual``, ``population``, ``split``, ``Y``, ``Z``, ``P`` (float), ``chrom``,
+        ``tss``, ``strand``, ``tss_index``, ``flank``, ``length``, ``counts`` (dict of [h1, h2]),
+        ``__url__`` (the shard) when known.
+    """
+    references: dict[str, np.ndarray] = {}
+    for sample in samples:
+        key = sample["__key__"]
+        url = sample.get("__url__", "?")
+        if REF_EXT in sample:
+            gene_key = key[: -len("__reference")]
+            try:
+                references[gene_key] = decode_reference(sample[REF_EXT])
+            except zstd.ZstdError as err:
+                raise ShardFormatError(f"shard {url}: reference {key} is corrupt: {err}") from None
+            continue
+        if HAP_EXT not in sample or META_EXT not in sample:
+            raise ShardFormatError(
+                f"shard {url}: sample {key} lacks its .{HAP_EXT} or .{META_EXT} member"
+            )
+        meta = json.loads(sample[META_EXT])
+        gkey = safe_key(meta["gene"])
+        if gkey not in references:
+            raise ShardFormatError(
+                f"shard {url}: group {key} comes before the reference window of {meta['gene']}"
+            )
+        n = len(meta["individuals"])
+        try:
+            haps = decode_group(sample[HAP_EXT], references[gkey], n)
+        except ShardFormatError as err:
+            raise ShardFormatError(f"shard {url}: group {key}: {err}") from None
+        counts = meta.get("counts", {})
+        for i, individual in enumerate(meta["individuals"]):
+            yield {
+                "__key__": sample_key(meta["gene"], individual),
+                "__url__": url,
+                "seq": haps[i],
+                "gene": meta["gene"],
+                "individual": individual,
+                "population": meta["populations"][i],
+                "split": meta["split"],
+                "Y": meta["Y"][i],
+                "Z": meta["Z"][i],
+                "P": meta["P"][i],
+                "chrom": meta["chrom"],
+                "tss": meta["tss"],
+                "strand": meta["strand"],
+                "tss_index": meta["tss_index"],
+                "flank": meta["flank"],
+                "length": meta["length"],
+                "counts": {k: v[i] for k, v in counts.items()},
+            }
+
+
+def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
+    """Every (gene, individual) sample of a local shard, decoded (see :func:`unpack_groups`)."""
+    return unpack_groups(read_tar_members(path))

@@ -1,0 +1,612 @@
+"""The data-prep stage: haplotypes + targets + splits -> WebDataset shards.
+
+:func:`plan_study` decides, from tables alone, which (gene, individual) samples exist, their
+targets and split, and which group and shard each lands in; :func:`run_shard` builds the
+haplotypes and writes the shards of one part of that plan. Layout under ``DIR/shards``::
+
+    {split}/shard-NNNNNN.tar   WebDataset shards (format: prep.shard_format)
+    manifest.parquet           one row per sample: split, shard, group, index, key, gene, ...
+    splits.parquet             the split actually used (gene, individual, split)
+    quality.json               data-quality summary (drops and why; per split; per gene)
+    meta.json                  resolved config, versions, input checksums, counts, shard sha256
+    config.toml                the resolved config
+
+Every file is written atomically; a re-run skips finished shards (``overwrite`` rebuilds), and
+the same inputs and seed give byte-identical outputs. ``part=(K, N)`` builds every shard whose
+index (over all splits, in order) is K-1 modulo N, so N machines share a study and the union of
+their outputs equals a single run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from prep.config import atomic_write_bytes, atomic_write_text, config_to_dict, save_config
+from prep.export import HaplotypesConfig, read_sample_list, validate_length
+from prep.shard_format import (
+    FORMAT_VERSION,
+    ShardWriter,
+    encode_group,
+    group_key,
+    read_tar_members,
+    sample_key,
+)
+
+__all__ = ["ShardConfig", "StudyPlan", "ShardError", "plan_study", "run_shard", "parse_part"]
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+class ShardError(ValueError):
+    """The study cannot be sharded as configured; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """Targets, splits and shard layout (TOML section ``[shard]``)."""
+
+    expression: str | None = field(default=None, metadata={"path": True})
+    """Expression matrix (genes x individuals); default DIR/expression/expression.parquet."""
+    expression_format: Literal["auto", "matrix", "bed", "geuvadis_rpkm"] = "auto"
+    """Layout of ``expression`` (see prep.targets.read_expression)."""
+    splits: Literal["random", "population", "unseen", "file", "paper"] = "random"
+    """How individuals are split per gene: generated (random, population, unseen), a file of
+    your own (long gene,individual,split or wide genes x individuals), or the paper's files."""
+    splits_file: str | None = field(default=None, metadata={"path": True})
+    """Split table for ``file``; the paper's sample_splits.csv for ``paper``."""
+    gene_classes: str | None = field(default=None, metadata={"path": True})
+    """The paper's gene_class.csv (``paper`` splits: unseen genes go entirely to test)."""
+    n_test: int | None = None
+    """Random split: test individuals per gene (the paper: 77 of 421)."""
+    test_fraction: float | None = 0.2
+    """Random split: fraction of individuals to test, when n_test is not set."""
+    val_fraction: float = 0.05
+    """Fraction of non-test individuals put in validation."""
+    population: str = "YRI"
+    """Population split: the population held out as test."""
+    samples_table: str | None = field(default=None, metadata={"path": True})
+    """Table sample,population (population split; populations in the shards' metadata)."""
+    test_chroms: list[str] = field(default_factory=list)
+    """Unseen-gene split: chromosomes whose genes go entirely to test."""
+    seed: int = 0
+    """Seed of generated splits."""
+    target_reference: Literal["train", "all"] = "train"
+    """Individuals whose statistics define Z and P: train (no leak) or all (the paper's way)."""
+    group_size: int = 64
+    """Individuals of one gene and split stored together (0: all of them in one group)."""
+    shard_samples: int = 2048
+    """Samples per shard (groups are never split; a shard may run over by one group)."""
+    flank: int = 8
+    """Extra real bases stored each side of the L-bp window, for shift augmentation."""
+    compression_level: int = 3
+    """zstd level of haplotype groups."""
+    workers: int = 0
+    """Threads for building and compressing (0: all cores)."""
+    batch_mb: int = 256
+    """Memory budget for one batch of genes' haplotypes, in MB."""
+
+    def __post_init__(self):
+        if self.group_size < 0 or self.shard_samples <= 0 or self.flank < 0:
+            raise ShardError("group_size must be >= 0, shard_samples > 0 and flank >= 0")
+
+
+@dataclass
+class StudyPlan:
+    """What a study's shards hold, decided before any sequence is built.
+
+    Attributes
+    ----------
+    manifest : pl.DataFrame
+        One row per sample: split, shard (path relative to DIR/shards), group, index (row in the
+        group), key, gene, individual, population, chrom, tss (0-based), strand, Y, Z, P.
+    genes : pl.DataFrame
+        name, chrom, tss, strand of every gene in the manifest, in build order.
+    individuals : list of str
+        Every individual of the manifest (sorted).
+    splits : pl.DataFrame
+        The split used (gene, individual, split).
+    drops : dict
+        Why inputs were left out: reason -> {"count": n, "examples": [...]}.
+    """
+
+    manifest: pl.DataFrame
+    genes: pl.DataFrame
+    individuals: list
+    splits: pl.DataFrame
+    drops: dict
+
+    @property
+    def shards(self) -> list[str]:
+        """Shard paths relative to DIR/shards, in build order (split, then number)."""
+        return self.manifest["shard"].unique(maintain_order=True).to_list()
+
+
+def parse_part(text: str | None) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N) with 1 <= K <= N; ``None`` -> (1, 1)."""
+    if not text:
+        return 1, 1
+    try:
+        k, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise ShardError(f"--part {text!r}: expected K/N, e.g. 2/8") from None
+    if not 1 <= k <= n:
+        raise ShardError(f"--part {text}: K must be between 1 and N")
+    return k, n
+
+
+def _drop(drops: dict, reason: str, items: list) -> None:
+    if items:
+        drops[reason] = {"count": len(items), "examples": sorted(map(str, items))[:5]}
+
+
+def _vcf_samples(path: str) -> list[str]:
+    from cyvcf2 import VCF
+
+    v = VCF(path, lazy=True)
+    try:
+        return list(v.samples)
+    finally:
+        v.close()
+
+
+def plan_study(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir: str | os.PathLike) -> StudyPlan:
+    """Join TSSs, expression, VCF samples and splits into the list of samples to shard.
+
+    Raises
+    ------
+    ShardError
+        Inputs that leave nothing to shard, contigs missing from the FASTA or VCF, unknown
+        samples; each names the file and what to fix. Raised before anything is written.
+    """
+    from prep.reference import Reference
+    from prep.regions import read_tss_table
+    from prep.splits import (
+        population_split,
+        random_split,
+        read_paper_splits,
+        read_samples,
+        read_splits,
+        unseen_gene_split,
+    )
+    from prep.targets import compute_targets, gene_key, read_expression
+
+    for what, value in (("reference", hcfg.reference), ("vcf", hcfg.vcf), ("tss", hcfg.tss)):
+        if not value:
+            raise ShardError(f"[haplotypes] {what} is not set; prep.shard needs it")
+    expression_path = scfg.expression or str(Path(workdir) / "expression" / "expression.parquet")
+    if not Path(expression_path).exists():
+        raise ShardError(
+            f"expression matrix {expression_path} does not exist: set [shard] expression or run "
+            "`python -m prep.expression` with the same --workdir first"
+        )
+    drops: dict = {}
+    tss = read_tss_table(hcfg.tss, one_based=hcfg.tss_one_based)
+    matrix = read_expression(expression_path, scfg.expression_format)
+    vcf_samples = set(_vcf_samples(hcfg.vcf))
+    wanted = read_sample_list(hcfg.samples, hcfg.samples_file)
+    expr_individuals = [c for c in matrix.columns if c != "gene"]
+    if wanted is not None:
+        unknown = [s for s in wanted if s not in vcf_samples]
+        if unknown:
+            raise ShardError(
+                f"{len(unknown)} requested sample(s) are not in {hcfg.vcf}, e.g. {unknown[:5]}"
+            )
+        expr_individuals = [s for s in expr_individuals if s in set(wanted)]
+        _drop(drops, "requested but without expression", [s for s in wanted
+                                                             if s not in set(matrix.columns)])
+    _drop(drops, "individual has expression but is not in the VCF",
+          [s for s in expr_individuals if s not in vcf_samples])
+    _drop(drops, "individual is in the VCF but has no expression",
+          sorted(vcf_samples - set(expr_individuals) - ({"gene"})) if wanted is None else [])
+    individuals = sorted(s for s in expr_individuals if s in vcf_samples)
+    if not individuals:
+        raise ShardError(
+            f"no individual is both in the expression matrix {expression_path} and the VCF "
+            f"{hcfg.vcf}; check that both use the same sample ids"
+        )
+
+    # genes: TSS table x expression matrix, matched by id without version (case-insensitive)
+    tss = tss.with_columns(pl.col("name").map_elements(gene_key, return_dtype=pl.Utf8).alias("_k"))
+    matrix_keys = {gene_key(g): g for g in matrix["gene"]}
+    _drop(drops, "gene has a TSS but no expression",
+          [n for n, k in zip(tss["name"], tss["_k"], strict=True) if k not in matrix_keys])
+    _drop(drops, "gene has expression but no TSS",
+          [g for k, g in matrix_keys.items() if k not in set(tss["_k"])])
+    tss = tss.filter(pl.col("_k").is_in(list(matrix_keys)))
+    if tss.height == 0:
+        raise ShardError(
+            f"no gene of the TSS table {hcfg.tss} is in the expression matrix {expression_path}; "
+            "gene ids must match (Ensembl version suffixes are ignored)"
+        )
+    tss = tss.with_columns(
+        pl.col("_k").replace_strict(matrix_keys, return_dtype=pl.Utf8).alias("gene")
+    )
+    _check_contigs(tss, hcfg, Reference)
+    matrix = matrix.filter(pl.col("gene").is_in(tss["gene"].to_list())).select(
+        ["gene", *individuals]
+    )
+
+    # splits
+    genes = tss["gene"].to_list()
+    if scfg.splits == "random":
+        splits = random_split(genes, individuals, n_test=scfg.n_test,
+                              test_fraction=None if scfg.n_test is not None else scfg.test_fraction,
+                              val_fraction=scfg.val_fraction, seed=scfg.seed)
+    elif scfg.splits == "population":
+        if not scfg.samples_table:
+            raise ShardError("[shard] splits = 'population' needs samples_table (sample,population)")
+        splits = population_split(genes, read_samples(scfg.samples_table), scfg.population,
+                                  individuals=individuals, val_fraction=scfg.val_fraction,
+                                  seed=scfg.seed)
+    elif scfg.splits == "unseen":
+        if not scfg.test_chroms:
+            raise ShardError("[shard] splits = 'unseen' needs test_chroms, e.g. ['chr22']")
+        splits = unseen_gene_split(dict(zip(genes, tss["chrom"], strict=True)), scfg.test_chroms,
+                                   individuals, val_fraction=scfg.val_fraction, seed=scfg.seed)
+    else:
+        if not scfg.splits_file:
+            raise ShardError(f"[shard] splits = '{scfg.splits}' needs splits_file")
+        if scfg.splits == "paper":
+            if not scfg.gene_classes:
+                raise ShardError("[shard] splits = 'paper' needs gene_classes (gene_class.csv)")
+            splits = read_paper_splits(scfg.splits_file, scfg.gene_classes)
+        else:
+            splits = read_splits(scfg.splits_file)
+        splits = _match_split_genes(splits, tss, drops)
+        _drop(drops, "split lists an individual without genotypes or expression",
+              sorted(set(splits["individual"]) - set(individuals)))
+        splits = splits.filter(pl.col("individual").is_in(individuals))
+        if splits.height == 0:
+            raise ShardError(
+                f"the split file {scfg.splits_file} shares no (gene, individual) pair with the "
+                "TSS table, expression matrix and VCF"
+            )
+    targets = compute_targets(matrix, splits, reference=scfg.target_reference)
+    nan = targets.filter(pl.col("Y").is_nan() | pl.col("Z").is_nan() | pl.col("P").is_nan())
+    _drop(drops, "target is NaN", [f"{g}/{i}" for g, i in zip(nan["gene"], nan["individual"],
+                                                                strict=True)])
+    targets = targets.filter(~(pl.col("Y").is_nan() | pl.col("Z").is_nan() | pl.col("P").is_nan()))
+
+    populations = {}
+    if scfg.samples_table:
+        table = read_samples(scfg.samples_table)
+        populations = dict(zip(table["sample"], table["population"], strict=True))
+    order = _gene_order(tss, hcfg)
+    manifest = _assign_shards(targets, order, populations, scfg)
+    genes_df = order.filter(pl.col("gene").is_in(manifest["gene"].unique().to_list()))
+    used = targets.select("gene", "individual", "split")
+    return StudyPlan(manifest=manifest, genes=genes_df, individuals=individuals, splits=used,
+                     drops=drops)
+
+
+def _check_contigs(tss: pl.DataFrame, hcfg: HaplotypesConfig, reference_cls) -> None:
+    from prep.contigs import ContigError, resolve_contig
+
+    ref = reference_cls(hcfg.reference)
+    from cyvcf2 import VCF
+
+    v = VCF(hcfg.vcf, lazy=True)
+    vcf_contigs = list(v.seqnames)
+    v.close()
+    for chrom in tss["chrom"].unique(maintain_order=True):
+        genes = tss.filter(pl.col("chrom") == chrom)["name"].to_list()
+        try:
+            ref.resolve(chrom)
+            resolve_contig(chrom, vcf_contigs, f"VCF {hcfg.vcf}")
+        except ContigError as err:
+            raise ShardError(
+                f"{len(genes)} gene(s) (e.g. {genes[0]}) lie on {chrom}: {err}. Drop them from "
+                "the TSS table or use matching files."
+            ) from None
+        n = ref.length(chrom)
+        bad = tss.filter((pl.col("chrom") == chrom) & (pl.col("tss") >= n))
+        if bad.height:
+            raise ShardError(
+                f"gene {bad['name'][0]} has its TSS at {chrom}:{bad['tss'][0] + 1}, past the end "
+                f"of the contig ({n} bases) in {hcfg.reference}: check the genome build"
+            )
+    ref.close()
+
+
+def _match_split_genes(splits: pl.DataFrame, tss: pl.DataFrame, drops: dict) -> pl.DataFrame:
+    """Map split-file gene names (ids or symbols, any case) to the expression matrix's ids."""
+    from prep.targets import gene_key
+
+    lookup = dict(zip(tss["_k"], tss["gene"], strict=True))
+    for sym, gene in zip(tss["symbol"], tss["gene"], strict=True):
+        if sym:
+            lookup.setdefault(sym.upper(), gene)
+    names = splits["gene"].unique().to_list()
+    mapping = {n: lookup.get(gene_key(n), lookup.get(n.upper())) for n in names}
+    _drop(drops, "split names a gene without TSS or expression",
+          [n for n, g in mapping.items() if g is None])
+    known = {n: g for n, g in mapping.items() if g is not None}
+    return splits.filter(pl.col("gene").is_in(list(known))).with_columns(
+        pl.col("gene").replace_strict(known, return_dtype=pl.Utf8)
+    )
+
+
+def _gene_order(tss: pl.DataFrame, hcfg: HaplotypesConfig) -> pl.DataFrame:
+    """Genes in build order: contigs as first met in the TSS table, then by TSS."""
+    contig_rank = {c: i for i, c in enumerate(tss["chrom"].unique(maintain_order=True))}
+    return (
+        tss.with_columns(pl.col("chrom").replace_strict(contig_rank, return_dtype=pl.Int64)
+                         .alias("_c"))
+        .sort(["_c", "tss", "gene"])
+        .select("gene", "name", "chrom", "tss", "strand")
+    )
+
+
+def _assign_shards(targets, order, populations, scfg: ShardConfig) -> pl.DataFrame:
+    rank = {g: i for i, g in enumerate(order["gene"])}
+    info = {r["gene"]: r for r in order.iter_rows(named=True)}
+    rows = []
+    for split in SPLITS:
+        part = targets.filter(pl.col("split") == split)
+        if part.height == 0:
+            continue
+        part = part.with_columns(
+            pl.col("gene").replace_strict(rank, return_dtype=pl.Int64).alias("_r")
+        ).sort(["_r", "individual"])
+        shard, in_shard, group_no = 0, 0, {}
+        for (gene,), gdf in part.group_by(["gene"], maintain_order=True):
+            inds = gdf["individual"].to_list()
+            size = scfg.group_size or len(inds)
+            for lo in range(0, len(inds), size):
+                chunk = gdf.slice(lo, size)
+                if in_shard and in_shard + chunk.height > scfg.shard_samples:
+                    shard, in_shard = shard + 1, 0
+                g = group_no.get(gene, 0)
+                group_no[gene] = g + 1
+                key = group_key(gene, split, g)
+                gi = info[gene]
+                for j, r in enumerate(chunk.iter_rows(named=True)):
+                    rows.append({
+                        "split": split, "shard": f"{split}/shard-{shard:06d}.tar", "group": key,
+                        "index": j, "key": sample_key(gene, r["individual"]), "gene": gene,
+                        "individual": r["individual"],
+                        "population": populations.get(r["individual"], "NA"),
+                        "chrom": gi["chrom"], "tss": gi["tss"], "strand": gi["strand"],
+                        "Y": r["Y"], "Z": r["Z"], "P": r["P"],
+                    })
+                in_shard += chunk.height
+    return pl.DataFrame(rows, schema={
+        "split": pl.Utf8, "shard": pl.Utf8, "group": pl.Utf8, "index": pl.Int32, "key": pl.Utf8,
+        "gene": pl.Utf8, "individual": pl.Utf8, "population": pl.Utf8, "chrom": pl.Utf8,
+        "tss": pl.Int64, "strand": pl.Utf8, "Y": pl.Float64, "Z": pl.Float64, "P": pl.Float64,
+    })
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_parquet(df: pl.DataFrame, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    df.write_parquet(buf, compression="zstd", statistics=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def run_shard(
+    hcfg: HaplotypesConfig,
+    scfg: ShardConfig,
+    workdir: str | os.PathLike,
+    part: tuple[int, int] = (1, 1),
+    overwrite: bool = False,
+) -> dict:
+    """Write the shards of one part of a study. Returns a summary dict.
+
+    Steps: plan (tables only; errors before any write) -> manifest, splits, config -> build and
+    write the missing shards of this part -> when every shard exists, quality.json and
+    meta.json.
+    """
+    from tqdm import tqdm
+
+    length = validate_length(hcfg.length)
+    out_dir = Path(workdir) / "shards"
+    plan = plan_study(hcfg, scfg, workdir)
+    _log_plan(plan)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_parquet(plan.manifest, out_dir / "manifest.parquet")
+    _write_parquet(plan.splits, out_dir / "splits.parquet")
+    save_config({"haplotypes": hcfg, "shard": scfg}, out_dir / "config.toml")
+
+    k, n = part
+    mine = [s for i, s in enumerate(plan.shards) if i % n == k - 1]
+    if overwrite:
+        for s in mine:
+            (out_dir / s).unlink(missing_ok=True)
+    todo = [s for s in mine if not (out_dir / s).exists()]
+    log.info("Part %d/%d: %d shard(s), %d already written, %d to build", k, n, len(mine),
+             len(mine) - len(todo), len(todo))
+    if todo:
+        _build_shards(plan, set(todo), hcfg, scfg, out_dir, length, tqdm)
+    summary = {"shards": len(plan.shards), "built": len(todo), "part": f"{k}/{n}",
+               "samples": plan.manifest.height}
+    if all((out_dir / s).exists() for s in plan.shards):
+        _finalize(plan, hcfg, scfg, out_dir, workdir)
+        summary["finalized"] = True
+    else:
+        log.info("Other parts' shards are still missing; meta.json is written by the last part")
+    return summary
+
+
+def _build_shards(plan, todo, hcfg, scfg, out_dir, length, tqdm):
+    import numba
+
+    from prep.builder import HaplotypeBuilder
+
+    if scfg.workers > 0:
+        numba.set_num_threads(min(scfg.workers, numba.config.NUMBA_NUM_THREADS))
+    workers = scfg.workers or os.cpu_count() or 1
+    width = length + 2 * scfg.flank
+    manifest = plan.manifest.filter(pl.col("shard").is_in(list(todo)))
+    groups_per_shard = manifest.group_by("shard").agg(pl.col("group").n_unique())
+    remaining = dict(zip(groups_per_shard["shard"], groups_per_shard["group"], strict=True))
+    genes = plan.genes.filter(pl.col("gene").is_in(manifest["gene"].unique().to_list()))
+    builder = HaplotypeBuilder(
+        hcfg.reference, hcfg.vcf, plan.individuals, snps_only=hcfg.snps_only,
+        unphased=hcfg.unphased, ref_mismatch=hcfg.ref_mismatch, seed=hcfg.seed,
+    )
+    row_of = {s: i for i, s in enumerate(plan.individuals)}
+    per_batch = max(1, (scfg.batch_mb << 20) // (2 * len(plan.individuals) * width))
+    by_gene = manifest.partition_by("gene", as_dict=True, maintain_order=True)
+    writers: dict[str, ShardWriter] = {}
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        with tqdm(total=genes.height, unit="gene", desc="shards", disable=None) as bar:
+            for chrom_df in genes.partition_by("chrom", maintain_order=True):
+                chrom = chrom_df["chrom"][0]
+                for lo in range(0, chrom_df.height, per_batch):
+                    batch = chrom_df.slice(lo, per_batch)
+                    minus = (batch["strand"] == "-").to_numpy() & hcfg.reverse_minus
+                    tss = batch["tss"].to_numpy()
+                    res = builder.fixed(chrom, tss, width, minus)
+                    for b, gene in enumerate(batch["gene"]):
+                        ref = builder.reference.fetch(chrom, int(tss[b]) - width // 2,
+                                                      int(tss[b]) - width // 2 + width)
+                        if minus[b]:
+                            from prep.encoding import reverse_complement
+
+                            ref = reverse_complement(ref)
+                        gene_rows = by_gene[(gene,)]
+                        _write_gene(gene, gene_rows, res, b, ref, row_of, writers, remaining,
+                                    out_dir, scfg, length, width, bool(minus[b]), pool)
+                        bar.update(1)
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    finally:
+        pool.shutdown()
+        builder.close()
+    assert not writers, f"shards left open: {sorted(writers)}"
+
+
+def _write_gene(gene, rows, res, b, ref, row_of, writers, remaining, out_dir, scfg, length,
+                width, minus, pool):
+    groups = rows.partition_by("group", maintain_order=True)
+    seqs = res.seqs[b]  # (n_individuals, 2, W)
+    counts = {k: v[b] for k, v in res.counts.items()}
+    jobs = []
+    for g in groups:
+        idx = np.array([row_of[i] for i in g["individual"]], dtype=np.int64)
+        jobs.append(pool.submit(encode_group, seqs[idx], ref, scfg.compression_level))
+    for g, job in zip(groups, jobs, strict=True):
+        shard = g["shard"][0]
+        idx = [row_of[i] for i in g["individual"]]
+        first = g.row(0, named=True)
+        meta = {
+            "format": FORMAT_VERSION, "gene": gene, "chrom": first["chrom"], "tss": first["tss"],
+            "strand": first["strand"], "split": first["split"], "length": length,
+            "flank": scfg.flank, "window": width,
+            "tss_index": (width - 1 - width // 2) if minus else width // 2,
+            "reverse_complemented": minus,
+            "n_variants": int(res.n_variants[b]), "n_ref_mismatch": int(res.n_ref_mismatch[b]),
+            "individuals": g["individual"].to_list(), "populations": g["population"].to_list(),
+            "Y": g["Y"].to_list(), "Z": g["Z"].to_list(), "P": g["P"].to_list(),
+            "counts": {k: v[idx].tolist() for k, v in counts.items()},
+        }
+        if shard not in writers:
+            writers[shard] = ShardWriter(out_dir / shard)
+        w = writers[shard]
+        w.add_reference(gene, ref)
+        w.add_group(first["group"], job.result(), meta)
+        remaining[shard] -= 1
+        if remaining[shard] == 0:
+            writers.pop(shard).close()
+
+
+def _log_plan(plan: StudyPlan) -> None:
+    m = plan.manifest
+    for split in SPLITS:
+        s = m.filter(pl.col("split") == split)
+        if s.height:
+            log.info("%s: %d genes, %d individuals, %d samples", split, s["gene"].n_unique(),
+                     s["individual"].n_unique(), s.height)
+    for reason, d in plan.drops.items():
+        log.info("Left out: %d (%s), e.g. %s", d["count"], reason, ", ".join(d["examples"][:3]))
+
+
+def _finalize(plan, hcfg, scfg, out_dir, workdir) -> None:
+    """quality.json and meta.json, once every shard exists (re-reads the shards' metadata)."""
+    import importlib.metadata as md
+
+    gene_stats: dict[str, dict] = {}
+    shard_info = {}
+    for shard in plan.shards:
+        path = out_dir / shard
+        n = 0
+        for sample in read_tar_members(path):
+            if "json" not in sample:
+                continue
+            meta = json.loads(sample["json"])
+            n += len(meta["individuals"])
+            st = gene_stats.setdefault(meta["gene"], {
+                "chrom": meta["chrom"], "tss": meta["tss"], "variants_in_window":
+                meta["n_variants"], "ref_mismatches": meta["n_ref_mismatch"],
+                "missing_genotypes": 0, "individuals": 0})
+            st["missing_genotypes"] += int(np.sum(meta["counts"].get("missing", 0)))
+            st["individuals"] += len(meta["individuals"])
+        shard_info[shard] = {"sha256": _sha256(path), "bytes": path.stat().st_size, "samples": n}
+    m = plan.manifest
+    per_split = {
+        s: {"genes": m.filter(pl.col("split") == s)["gene"].n_unique(),
+            "individuals": m.filter(pl.col("split") == s)["individual"].n_unique(),
+            "samples": m.filter(pl.col("split") == s).height,
+            "shards": m.filter(pl.col("split") == s)["shard"].n_unique()}
+        for s in SPLITS
+    }
+    quality = {"splits": per_split, "dropped": plan.drops,
+               "genes": dict(sorted(gene_stats.items()))}
+    atomic_write_text(out_dir / "quality.json", json.dumps(quality, indent=1) + "\n")
+    inputs = {}
+    for name, p in (("reference", hcfg.reference), ("vcf", hcfg.vcf), ("tss", hcfg.tss),
+                    ("expression", scfg.expression or str(Path(workdir) / "expression" /
+                                                          "expression.parquet")),
+                    ("splits_file", scfg.splits_file), ("gene_classes", scfg.gene_classes),
+                    ("samples_table", scfg.samples_table)):
+        if p:
+            inputs[name] = {"path": os.path.basename(p), "sha256": _sha256(Path(p))}
+    versions = {}
+    for pkg in ("hapflow", "numpy", "numba", "cyvcf2", "pysam", "polars", "zstandard"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    total = sum(v["bytes"] for v in shard_info.values())
+    meta = {
+        "format": FORMAT_VERSION,
+        "config": {"haplotypes": config_to_dict(hcfg), "shard": config_to_dict(scfg)},
+        "versions": versions, "inputs": inputs,
+        "counts": {"samples": m.height, "genes": m["gene"].n_unique(),
+                   "individuals": m["individual"].n_unique(), "shards": len(shard_info),
+                   "bytes": total, "bytes_per_sample": total / max(m.height, 1)},
+        "splits": per_split, "shards": shard_info,
+    }
+    atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=1) + "\n")
+    log.info("Wrote %d shards (%d samples, %.0f bytes per diploid sample) to %s",
+             len(shard_info), m.height, total / max(m.height, 1), out_dir)
+    n_missing = sum(s["missing_genotypes"] for s in gene_stats.values())
+    n_mis = sum(s["ref_mismatches"] for s in gene_stats.values())
+    log.info("Data quality: %d genes; %d missing genotypes kept the reference; %d REF "
+             "mismatches skipped; details in %s", len(gene_stats), n_missing, n_mis,
+             out_dir / "quality.json")
