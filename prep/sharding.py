@@ -431,8 +431,10 @@ def run_shard(
 
     k, n = part
     mine = [s for i, s in enumerate(plan.shards) if i % n == k - 1]
-    if overwrite:
-        for s in mine:
+    for s in mine:  # temp files of a killed run (this part's shards only)
+        for stale in (out_dir / s).parent.glob(f".{Path(s).name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        if overwrite:
             (out_dir / s).unlink(missing_ok=True)
     todo = [s for s in mine if not (out_dir / s).exists()]
     log.info("Part %d/%d: %d shard(s), %d already written, %d to build", k, n, len(mine),
