@@ -409,16 +409,13 @@ def _fixed_spans(block: VariantBlock, tss: np.ndarray, length: int):
     for g in range(n):
         t = int(tss[g])
         a = t - half
-        while True:
+        while True:  # until neither deletions upstream nor records cut by the edge move it
             d = cum[np.searchsorted(pos, t + 1)] - cum[np.searchsorted(pos, a)]
-            if t - half - d >= a:
-                break
-            a = t - half - d
-        while True:
             over = (pos < a) & (ends > a)
-            if not over.any():
+            a_new = min(t - half - d, int(pos[over].min()) if over.any() else a)
+            if a_new >= a:
                 break
-            a = int(pos[over].min())
+            a = a_new
         b = t + (length - half)
         first = np.searchsorted(pos, t - max_len)
         while True:
