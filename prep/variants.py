@@ -357,10 +357,11 @@ class VariantReader:
             gt[het] = 0
         elif self.unphased == "random":
             i, s = np.nonzero(het)
-            key = (
-                block.pos[i].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-                ^ _mix64(self._sample_ids[s] + np.uint64(self.seed) * np.uint64(0x632BE59BD9B4E019))
-            )
+            with np.errstate(over="ignore"):  # wrap-around multiplication is the point
+                salt = np.uint64(self.seed) * np.uint64(0x632BE59BD9B4E019)
+                key = block.pos[i].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ _mix64(
+                    self._sample_ids[s] + salt
+                )
             flip = (_mix64(key) & np.uint64(1)).astype(bool)
             pairs = gt[i, s]
             gt[i[flip], s[flip]] = pairs[flip][:, ::-1]
