@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 from prep.contigs import resolve_contig
 from prep.encoding import ENCODE_TABLE
@@ -162,6 +163,62 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
+@njit(cache=True, nogil=True)
+def parse_genotypes(buf, offsets, gt, phased):
+    """Parse the GT field of every sample column of every record.
+
+    Parameters
+    ----------
+    buf : uint8 (n_bytes,)
+        Sample columns of record ``r`` (tab-separated, GT first) in
+        ``buf[offsets[r]:offsets[r + 1]]``.
+    offsets : int64 (n_rec + 1,)
+    gt : int16 (n_rec, n_samples, 2), out
+        Allele indexes; ``.`` is -1; a haploid genotype's second entry is 0 (reference).
+    phased : bool (n_rec, n_samples), out
+        Whether the separator before the second allele is ``|`` (haploid: True).
+
+    Returns
+    -------
+    int
+        -1, or the first record with fewer sample columns than ``gt`` has samples.
+    """
+    n_rec, n_s = gt.shape[0], gt.shape[1]
+    for r in range(n_rec):
+        i = offsets[r]
+        end = offsets[r + 1]
+        for s in range(n_s):
+            if i >= end:
+                return r
+            k = 0
+            val = -1
+            ph = True
+            gt[r, s, 1] = 0
+            while i < end:
+                c = buf[i]
+                if c == 58 or c == 9 or c == 10:  # ':' TAB LF
+                    break
+                if 48 <= c <= 57:
+                    val = (val if val > 0 else 0) * 10 + (c - 48)
+                elif c == 46:  # '.'
+                    val = -1
+                elif c == 124 or c == 47:  # '|' '/'
+                    if k < 2:
+                        gt[r, s, k] = val
+                    k += 1
+                    if k == 1:
+                        ph = c == 124
+                    val = -1
+                i += 1
+            if k < 2:
+                gt[r, s, k] = val
+            phased[r, s] = ph
+            while i < end and buf[i] != 9:
+                i += 1
+            i += 1
+    return -1
+
+
 class VariantReader:
     """An open VCF/BCF (bgzipped and indexed) read by region through cyvcf2.
 
@@ -224,6 +281,17 @@ class VariantReader:
         # Column of each requested sample in cyvcf2's (file-ordered) genotype array.
         self._columns = np.array([order[s] for s in samples], dtype=np.int64)
         self._sample_ids = np.array([all_samples.index(s) for s in samples], dtype=np.uint64)
+        # Column of each requested sample among all of the file's samples (text fast path).
+        self._all_columns = self._sample_ids.astype(np.int64)
+        self._n_all = len(all_samples)
+        self._tabix = None
+        if self.path.suffix == ".gz" and os.path.exists(str(self.path) + ".tbi"):
+            import pysam
+
+            try:
+                self._tabix = pysam.TabixFile(str(self.path))
+            except (OSError, ValueError):
+                self._tabix = None
         if not self._has_index():
             raise VcfError(
                 f"VCF {self.path} has no index; bgzip it and run `tabix -p vcf` "
@@ -257,27 +325,16 @@ class VariantReader:
         """
         vcf_chrom = self.resolve(chrom)
         n_s = len(self.samples)
-        pos: list[int] = []
+        if self._tabix is not None:
+            pos, refs, alts, gt, ph = self._records_text(vcf_chrom, start, end)
+        else:
+            pos, refs, alts, gt, ph = self._records_cyvcf2(vcf_chrom, start, end)
         ref_len: list[int] = []
         first: list[int] = []
         codes: list[bytes] = []
         flags: list[int] = []
-        gts: list[np.ndarray] = []
-        phased: list[np.ndarray] = []
-        refs: list[str] = []
-        alts: list[list[str]] = []
         n_alleles = 0
-        region = f"{vcf_chrom}:{max(start, 0) + 1}-{max(end, 1)}"
-        try:
-            records = self._vcf(region)
-        except Exception as err:
-            raise VcfError(f"cannot read {region} from {self.path}: {err}") from None
-        for rec in records:
-            alt = rec.ALT
-            if not alt:
-                continue  # no ALT allele: nothing to apply
-            ref = rec.REF
-            pos.append(rec.POS - 1)
+        for ref, alt in zip(refs, alts, strict=True):
             ref_len.append(len(ref))
             first.append(n_alleles)
             for a in alt:
@@ -288,26 +345,11 @@ class VariantReader:
                 flags.append(int(f))
                 codes.append(b"" if sym else a.encode("ascii", errors="replace"))
             n_alleles += len(alt)
-            g = rec.genotype.array()[self._columns]  # (n_s, ploidy + 1) int16
-            if g.shape[1] >= 3:
-                gts.append(g[:, :2])
-            else:  # haploid record: the second haplotype keeps the reference (as bcftools)
-                gts.append(np.concatenate([g[:, :1], np.zeros((n_s, 1), g.dtype)], axis=1))
-            phased.append(g[:, -1] != 0)
-            refs.append(ref)
-            alts.append(list(alt))
         n_rec = len(pos)
         lens = np.array([len(c) for c in codes], dtype=np.int64)
         offsets = np.zeros(len(codes) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
         flat = np.frombuffer(b"".join(codes), dtype=np.uint8)
-        if n_rec:
-            gt = np.stack(gts).astype(np.int16)  # (n_rec, n_s, 2)
-            ph = np.stack(phased)  # (n_rec, n_s)
-        else:
-            gt = np.zeros((0, n_s, 2), dtype=np.int16)
-            ph = np.zeros((0, n_s), dtype=bool)
-        gt[gt == -2] = 0  # vector end (haploid sample in a diploid record): reference
         n_alt = np.diff(np.append(np.array(first, dtype=np.int64), n_alleles))
         bad = gt > n_alt[:, None, None]
         if bad.any():
@@ -335,6 +377,73 @@ class VariantReader:
         # (n_rec, n_s, 2) -> (n_s * 2, n_rec): each haplotype's alleles contiguous for the kernels
         block.hap_allele = np.ascontiguousarray(gt.reshape(n_rec, 2 * n_s).T)
         return block
+
+    def _records_cyvcf2(self, vcf_chrom: str, start: int, end: int):
+        """(pos, refs, alts, gt (n_rec, n_s, 2) int16, phased (n_rec, n_s) bool) via cyvcf2.
+
+        Used for BCF and any file pysam cannot read as tabix-indexed text.
+        """
+        n_s = len(self.samples)
+        region = f"{vcf_chrom}:{max(start, 0) + 1}-{max(end, 1)}"
+        try:
+            records = self._vcf(region)
+        except Exception as err:
+            raise VcfError(f"cannot read {region} from {self.path}: {err}") from None
+        pos, refs, alts, gts, phased = [], [], [], [], []
+        for rec in records:
+            if not rec.ALT:
+                continue  # no ALT allele: nothing to apply
+            pos.append(rec.POS - 1)
+            refs.append(rec.REF)
+            alts.append(list(rec.ALT))
+            g = rec.genotype.array()[self._columns]  # (n_s, ploidy + 1) int16
+            if g.shape[1] >= 3:
+                pair = g[:, :2].copy()
+            else:  # haploid record
+                pair = np.concatenate([g[:, :1], np.zeros((n_s, 1), g.dtype)], axis=1)
+            ends_early = pair[:, 1] == -2  # vector end: a haploid sample in a diploid record
+            pair[ends_early, 1] = 0  # the second haplotype keeps the reference, as in bcftools
+            gts.append(pair)
+            phased.append((g[:, -1] != 0) | ends_early | (g.shape[1] < 3))
+        gt = np.stack(gts).astype(np.int16) if gts else np.zeros((0, n_s, 2), np.int16)
+        ph = np.stack(phased) if phased else np.zeros((0, n_s), bool)
+        return pos, refs, alts, gt, ph
+
+    def _records_text(self, vcf_chrom: str, start: int, end: int):
+        """Same as :meth:`_records_cyvcf2`, parsing tabix text lines with a numba GT parser."""
+        try:
+            lines = list(self._tabix.fetch(vcf_chrom, max(start, 0), max(end, 1)))
+        except (ValueError, OSError) as err:
+            raise VcfError(f"cannot read {vcf_chrom}:{start + 1}-{end} from {self.path}: "
+                           f"{err}") from None
+        pos, refs, alts, columns, has_gt = [], [], [], [], []
+        for line in lines:
+            f = line.split("\t", 9)
+            if len(f) < 10:
+                raise VcfError(f"{self.path}: record at {f[0]}:{f[1] if len(f) > 1 else '?'} has "
+                               f"{len(f)} columns; expected 9 plus one per sample")
+            if f[4] == ".":
+                continue
+            pos.append(int(f[1]) - 1)
+            refs.append(f[3])
+            alts.append(f[4].split(","))
+            has_gt.append(f[8] == "GT" or f[8].startswith("GT:"))
+            columns.append(f[9])
+        n_rec, n_all = len(pos), self._n_all
+        buf = np.frombuffer("\t".join(columns).encode("ascii", errors="replace"), np.uint8)
+        offsets = np.zeros(n_rec + 1, dtype=np.int64)
+        np.cumsum([len(c) + 1 for c in columns], out=offsets[1:])
+        gt = np.empty((n_rec, n_all, 2), dtype=np.int16)
+        ph = np.empty((n_rec, n_all), dtype=np.bool_)
+        bad = parse_genotypes(buf, offsets, gt, ph)
+        if bad >= 0:
+            raise VcfError(f"{self.path}: record {vcf_chrom}:{pos[bad] + 1} has fewer sample "
+                           f"columns than the header's {n_all} samples")
+        no_gt = ~np.array(has_gt, dtype=bool)
+        if no_gt.any():  # no GT field: nothing applies (bcftools skips the record)
+            gt[no_gt] = 0
+            ph[no_gt] = True
+        return pos, refs, alts, gt[:, self._all_columns], ph[:, self._all_columns]
 
     def _apply_unphased_policy(self, block: VariantBlock, gt: np.ndarray, ph: np.ndarray):
         het = (~ph) & (gt[:, :, 0] != gt[:, :, 1])
@@ -397,3 +506,5 @@ class VariantReader:
 
     def close(self) -> None:
         self._vcf.close()
+        if self._tabix is not None:
+            self._tabix.close()
