@@ -20,7 +20,9 @@ Members of a shard, in order
 ``{gene}__{split}{NNNN}.json``
     UTF-8 JSON: gene, chrom, tss (0-based), strand, split, length (L), flank, window (W =
     L + 2 * flank), tss_index (index of the TSS in the stored window), reverse_complemented,
-    individuals, populations, targets ``Y``/``Z``/``P`` (lists), per-haplotype variant counts.
+    individuals, populations, targets ``Y``/``Z``/``P`` (lists, float32 precision), ``applied``
+    (variants applied per individual and haplotype), group totals of missing genotypes and
+    overlapping variants skipped, and the gene's ``n_variants`` / ``n_ref_mismatch``.
 
 Keys hold no dots (WebDataset splits member names at the first dot): the gene id's dots become
 underscores in keys (``ENSG00000099889.9`` -> ``ENSG00000099889_9``); the JSON keeps the real id.
@@ -251,8 +253,8 @@ def unpack_groups(samples: Iterable[dict]) -> Iterator[dict]:
     dict
         ``__key__`` (``{gene}__{individual}``), ``seq`` (np.ndarray (2, W) uint8), ``gene``,
         ``individual``, ``population``, ``split``, ``Y``, ``Z``, ``P`` (float), ``chrom``,
-        ``tss``, ``strand``, ``tss_index``, ``flank``, ``length``, ``counts`` (dict of [h1, h2]),
-        ``__url__`` (the shard) when known.
+        ``tss``, ``strand``, ``tss_index``, ``flank``, ``length``, ``applied`` (variants applied
+        to haplotype 1 and 2), ``__url__`` (the shard) when known. Targets are float32 values.
     """
     references: dict[str, np.ndarray] = {}
     for sample in samples:
@@ -280,7 +282,7 @@ def unpack_groups(samples: Iterable[dict]) -> Iterator[dict]:
             haps = decode_group(sample[HAP_EXT], references[gkey], n)
         except ShardFormatError as err:
             raise ShardFormatError(f"shard {url}: group {key}: {err}") from None
-        counts = meta.get("counts", {})
+        applied = meta["applied"]
         for i, individual in enumerate(meta["individuals"]):
             yield {
                 "__key__": sample_key(meta["gene"], individual),
@@ -299,7 +301,7 @@ def unpack_groups(samples: Iterable[dict]) -> Iterator[dict]:
                 "tss_index": meta["tss_index"],
                 "flank": meta["flank"],
                 "length": meta["length"],
-                "counts": {k: v[i] for k, v in counts.items()},
+                "applied": applied[i],
             }
 
 

@@ -524,8 +524,10 @@ def _write_gene(gene, rows, res, b, ref, row_of, writers, remaining, out_dir, sc
             "reverse_complemented": minus,
             "n_variants": int(res.n_variants[b]), "n_ref_mismatch": int(res.n_ref_mismatch[b]),
             "individuals": g["individual"].to_list(), "populations": g["population"].to_list(),
-            "Y": g["Y"].to_list(), "Z": g["Z"].to_list(), "P": g["P"].to_list(),
-            "counts": {k: v[idx].tolist() for k, v in counts.items()},
+            "Y": _float32_list(g["Y"]), "Z": _float32_list(g["Z"]), "P": _float32_list(g["P"]),
+            "applied": counts["applied"][idx].tolist(),
+            "missing_genotypes": int(counts["missing"][idx].sum()),
+            "overlap_skipped": int(counts["overlap_skipped"][idx].sum()),
         }
         if shard not in writers:
             writers[shard] = ShardWriter(out_dir / shard)
@@ -535,6 +537,13 @@ def _write_gene(gene, rows, res, b, ref, row_of, writers, remaining, out_dir, sc
         remaining[shard] -= 1
         if remaining[shard] == 0:
             writers.pop(shard).close()
+
+
+def _float32_list(values: pl.Series) -> list[float]:
+    """Values at float32 precision, written with the fewest digits that round-trip
+    (training reads float32; the manifest keeps full precision)."""
+    return [float(np.format_float_positional(np.float32(v), unique=True, trim="-"))
+            for v in values.to_numpy()]
 
 
 def _log_plan(plan: StudyPlan) -> None:
@@ -566,7 +575,7 @@ def _finalize(plan, hcfg, scfg, out_dir, workdir) -> None:
                 "chrom": meta["chrom"], "tss": meta["tss"], "variants_in_window":
                 meta["n_variants"], "ref_mismatches": meta["n_ref_mismatch"],
                 "missing_genotypes": 0, "individuals": 0})
-            st["missing_genotypes"] += int(np.sum(meta["counts"].get("missing", 0)))
+            st["missing_genotypes"] += meta["missing_genotypes"]
             st["individuals"] += len(meta["individuals"])
         shard_info[shard] = {"sha256": _sha256(path), "bytes": path.stat().st_size, "samples": n}
     m = plan.manifest
