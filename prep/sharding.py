@@ -37,6 +37,7 @@ from prep.shard_format import (
     FORMAT_VERSION,
     ShardWriter,
     encode_group,
+    encode_reference,
     group_key,
     read_tar_members,
     sample_key,
@@ -507,6 +508,7 @@ def _write_gene(gene, rows, res, b, ref, row_of, writers, remaining, out_dir, sc
                 width, minus, pool):
     groups = rows.partition_by("group", maintain_order=True)
     seqs = res.seqs[b]  # (n_individuals, 2, W)
+    packed_ref = encode_reference(ref)
     counts = {k: v[b] for k, v in res.counts.items()}
     jobs = []
     for g in groups:
@@ -532,7 +534,7 @@ def _write_gene(gene, rows, res, b, ref, row_of, writers, remaining, out_dir, sc
         if shard not in writers:
             writers[shard] = ShardWriter(out_dir / shard)
         w = writers[shard]
-        w.add_reference(gene, ref)
+        w.add_reference(gene, packed_ref)
         w.add_group(first["group"], job.result(), meta)
         remaining[shard] -= 1
         if remaining[shard] == 0:

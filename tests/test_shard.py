@@ -92,8 +92,8 @@ def test_shards_readable_by_tar_and_webdataset(study):
     shard = sorted((study / "shards" / "train").glob("*.tar"))[0]
     with tarfile.open(shard) as tar:
         names = tar.getnames()
-    assert names[0].endswith("__reference.ref.zst")
-    assert {n.split(".", 1)[1] for n in names} == {"ref.zst", "hap.zst", "json"}
+    assert names[0].endswith("__reference.ref.2bit")
+    assert {n.split(".", 1)[1] for n in names} == {"ref.2bit", "hap.zst", "json"}
     raw = list(wds.WebDataset(str(shard), shardshuffle=False))
     assert len(raw) == len({n.split(".", 1)[0] for n in names})
     unpacked = list(unpack_groups(raw))
@@ -216,3 +216,25 @@ def test_read_tar_members_names_truncated_shard(study, tmp_path):
     with pytest.raises(Exception, match="bad.tar"):
         list(iter_shard(bad))
     assert list(read_tar_members(shard))
+
+
+@pytest.mark.parametrize("window, n_runs", [
+    ("ACGTNNACGTA", 1), ("NNNN", 1), ("ACGT", 0), ("A", 0), ("NACGNNTTN", 3),
+])
+def test_reference_window_round_trip(window, n_runs):
+    from prep.encoding import decode, encode
+    from prep.shard_format import decode_reference, encode_reference
+
+    blob = encode_reference(encode(window))
+    assert decode(decode_reference(blob)) == window
+    assert len(blob) == 12 + 8 * n_runs + (len(window) + 3) // 4
+
+
+def test_decode_reference_raises_on_truncation():
+    from prep.encoding import encode
+    from prep.shard_format import ShardFormatError, decode_reference, encode_reference
+
+    with pytest.raises(ShardFormatError, match="truncated"):
+        decode_reference(encode_reference(encode("ACGTACGT"))[:-1])
+    with pytest.raises(ShardFormatError, match="magic"):
+        decode_reference(b"nonsense-bytes")
