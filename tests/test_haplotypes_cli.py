@@ -1,0 +1,73 @@
+"""python -m prep.haplotypes: FASTA records named NAME|SAMPLE|HAP, equal to the engine."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from prep.builder import HaplotypeBuilder
+from prep.encoding import decode
+from prep.export import fasta_records, validate_length
+from prep.haplotypes import main
+from tests.conftest import CHR22_REF, CHR22_TSS, CHR22_VCF, ROOT
+
+
+def read_fasta(path):
+    opener = gzip.open if str(path).endswith(".gz") else open
+    records, name = {}, None
+    with opener(path, "rt") as fh:
+        for line in fh:
+            line = line.strip()
+            if line.startswith(">"):
+                name = line[1:]
+                records[name] = []
+            else:
+                records[name].append(line)
+    return {k: "".join(v) for k, v in records.items()}
+
+
+def test_fasta_records_wraps_at_60():
+    rec = fasta_records("x", np.zeros(61, np.uint8))
+    assert rec == b">x\n" + b"A" * 60 + b"\nA\n"
+    assert fasta_records("y", np.zeros(60, np.uint8)) == b">y\n" + b"A" * 60 + b"\n"
+
+
+def test_validate_length():
+    assert validate_length(49_152) == 49_152
+    for bad in (0, 100, 393_216 + 128):
+        with pytest.raises(ValueError, match="multiple of 128"):
+            validate_length(bad)
+
+
+def test_cli_bed_matches_engine(tmp_path):
+    bed = tmp_path / "iv.bed"
+    bed.write_text("22\t20030000\t20031000\tA\n22\t20067000\t20068200\tB\n")
+    out = tmp_path / "out.fa"
+    rc = main(["--reference", str(CHR22_REF), "--vcf", str(CHR22_VCF), "--bed", str(bed),
+               "--samples", "HG00096,HG00428", "--output", str(out), "--quiet"])
+    assert rc == 0
+    recs = read_fasta(out)
+    assert list(recs)[:2] == ["A|HG00096|1", "A|HG00096|2"] and len(recs) == 8
+    b = HaplotypeBuilder(CHR22_REF, CHR22_VCF, ["HG00096", "HG00428"])
+    rag = b.ragged("22", np.array([20030000, 20067000]), np.array([20031000, 20068200]))
+    assert recs["B|HG00428|2"] == decode(rag.get(1, 1, 1))
+
+
+def test_cli_config_fixed_windows_gz(tmp_path):
+    out = tmp_path / "out.fa.gz"
+    rc = main(["--config", str(ROOT / "configs" / "demo.toml"), "--samples", "HG00097",
+               "--length", "1024", "--output", str(out), "--quiet"])
+    assert rc == 0
+    recs = read_fasta(out)
+    assert len(recs) == 2 * sum(1 for line in open(CHR22_TSS) if not line.startswith("#"))
+    assert {len(s) for s in recs.values()} == {1024}
+
+
+def test_cli_reports_bad_input(tmp_path, capsys):
+    bed = tmp_path / "iv.bed"
+    bed.write_text("chr7\t100\t200\tX\n")
+    rc = main(["--reference", str(CHR22_REF), "--vcf", str(CHR22_VCF), "--bed", str(bed),
+               "--output", str(tmp_path / "o.fa")])
+    assert rc == 2
+    assert "chr7" in capsys.readouterr().err
+    assert not (tmp_path / "o.fa").exists()
