@@ -193,6 +193,7 @@ def make_plan(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "reference": str(reference),
         "vcf": str(vcf),
         "chrom": CHROM,
+        "real_span": list(REAL_SPAN),
         "samples": samples,
         "lengths": list(args.lengths),
         "regions": regions,
@@ -511,6 +512,17 @@ def worker_hapflow(plan: dict, threads: int) -> dict:
         rows.append(row("hapflow fixed", length, threads, timing))
         timing = time_cycling(run_ragged, chunks, plan["seconds"])
         rows.append(row("hapflow ragged", length, threads, timing))
+        # The VCF read once up front, as pyconsensus-rs' engine and gvl.write do.
+        t0 = time.perf_counter()
+        builder.preload(chrom, *plan["real_span"])
+        setup.append({"tool": "hapflow", "L": length, "threads": threads,
+                      "step": "preload (VCF read once)",
+                      "seconds": round(time.perf_counter() - t0, 3)})
+        timing = time_cycling(run_fixed, chunks, plan["seconds"])
+        rows.append(row("hapflow fixed, preloaded", length, threads, timing))
+        timing = time_cycling(run_ragged, chunks, plan["seconds"])
+        rows.append(row("hapflow ragged, preloaded", length, threads, timing))
+        builder._preloaded = None
 
     cases = plan["checks"]
     rag = builder.ragged(
@@ -670,7 +682,7 @@ def goals(rows: list[dict]) -> list[str]:
     by_key = {(r["tool"], r["L"], r["threads"]): r for r in rows}
     lines = []
     for (tool, length, threads), r in sorted(by_key.items()):
-        if tool != "hapflow fixed":
+        if not tool.startswith("hapflow fixed"):
             continue
         for other, need in (("pyconsensus-rs (in Rust)", 1.0), ("bcftools", 50.0)):
             o = by_key.get((other, length, threads))
@@ -682,7 +694,7 @@ def goals(rows: list[dict]) -> list[str]:
                 "ok" if min(wall, cpu) >= need else "MISSED" if max(wall, cpu) < need else "mixed"
             )
             lines.append(
-                f"goal L={length} threads={threads}: hapflow fixed / {other} = {wall:.2f} wall, "
+                f"goal L={length} threads={threads}: {tool} / {other} = {wall:.2f} wall, "
                 f"{cpu:.2f} CPU (need >= {need:g}) {verdict}"
             )
     return lines

@@ -177,6 +177,7 @@ class HaplotypeBuilder:
         self.variants = VariantReader(vcf, samples, unphased=unphased, seed=seed)
         self.snps_only = bool(snps_only)
         self.ref_mismatch = ref_mismatch
+        self._preloaded: tuple | None = None
 
     @property
     def samples(self) -> list[str]:
@@ -342,9 +343,28 @@ class HaplotypeBuilder:
             samples=list(self.samples),
         )
 
-    # ------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------ VCF access
+    def preload(self, chrom: str, start: int = 0, end: int | None = None) -> VariantBlock:
+        """Read ``chrom:[start, end)`` (0-based; default the whole contig) from the VCF once.
+
+        Later :meth:`fixed` / :meth:`ragged` calls whose regions lie inside it reuse the arrays
+        instead of reading the VCF again (as tools that index a VCF up front do). Memory:
+        2 bytes per haplotype and record.
+        """
+        if end is None:
+            end = self.reference.length(chrom)
+        block = self.variants.read(chrom, start, end, self.reference, self.ref_mismatch)
+        self._preloaded = (self.variants.resolve(chrom), start, end, block)
+        return block
+
     def _read(self, chrom: str, lo: int, hi: int) -> VariantBlock:
+        cached = self._preloaded
+        if cached and cached[0] == self.variants.resolve(chrom) and cached[1] <= lo and \
+                hi <= cached[2]:
+            return cached[3]
         return self.variants.read(chrom, lo, hi, self.reference, self.ref_mismatch)
+
+    # ------------------------------------------------------------------ helpers
 
     @staticmethod
     def _kernel_arrays(block: VariantBlock) -> tuple:

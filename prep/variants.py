@@ -127,6 +127,7 @@ class VariantBlock:
     alt_alleles: list[list[str]] = field(default_factory=list)
     ref_mismatch: np.ndarray | None = None
     n_unphased: int = 0
+    _max_deletion: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_records(self) -> int:
@@ -135,20 +136,21 @@ class VariantBlock:
     def max_deletion(self) -> np.ndarray:
         """Upper bound of bases each record can remove: max(0, REF len - shortest ALT len).
 
+        Symbolic alleles do not count. Computed once per block.
+
         Returns
         -------
         np.ndarray, shape (n_rec,), int64
         """
-        lens = np.diff(self.allele_offsets)
-        ok = (self.allele_flags & SYMBOLIC) == 0
-        out = np.zeros(self.n_records, dtype=np.int64)
-        for i in range(self.n_records):
-            lo = self.first_allele[i]
-            hi = self.first_allele[i + 1] if i + 1 < self.n_records else lens.shape[0]
-            alens = lens[lo:hi][ok[lo:hi]]
-            if alens.size:
-                out[i] = max(0, int(self.ref_len[i] - alens.min()))
-        return out
+        if self._max_deletion is None:
+            lens = np.diff(self.allele_offsets)
+            lens = np.where((self.allele_flags & SYMBOLIC) != 0, np.iinfo(np.int64).max, lens)
+            out = np.zeros(self.n_records, dtype=np.int64)
+            if self.n_records:
+                shortest = np.minimum.reduceat(lens, self.first_allele)
+                out = np.maximum(0, self.ref_len - np.minimum(shortest, self.ref_len))
+            self._max_deletion = out
+        return self._max_deletion
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:

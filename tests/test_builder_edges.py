@@ -490,3 +490,22 @@ def test_symbolic_alleles_are_skipped_and_counted(genome, tmp_path):
     assert got == ("ACGTACGTACGGTTACAAGT",) * 2
     assert _counts(rag, "symbolic_skipped") == (2, 1)
     assert _counts(rag, "applied") == (1, 1)
+
+
+def test_preload_gives_same_windows_as_reading_per_call():
+    import numpy as np
+
+    from prep.builder import HaplotypeBuilder
+    from tests.conftest import CHR20_REF, CHR20_VCF
+
+    tss = np.array([1_200_000, 1_200_500, 1_650_000])
+    per_call = HaplotypeBuilder(CHR20_REF, CHR20_VCF)
+    preloaded = HaplotypeBuilder(CHR20_REF, CHR20_VCF)
+    block = preloaded.preload("20", 1_000_000, 2_000_000)
+    assert block.n_records > 7000
+    a, b = per_call.fixed("20", tss, 4096), preloaded.fixed("20", tss, 4096)
+    assert np.array_equal(a.seqs, b.seqs)
+    assert np.array_equal(a.n_variants, b.n_variants)
+    r1 = per_call.ragged("20", tss - 700, tss + 900)
+    r2 = preloaded.ragged("20", tss - 700, tss + 900)
+    assert np.array_equal(r1.data, r2.data) and np.array_equal(r1.offsets, r2.offsets)
