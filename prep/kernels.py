@@ -56,7 +56,12 @@ def _emit(src, s, e, out, k, out_lo):
     lo = max(k, out_lo)
     hi = min(k + n, out_lo + out.shape[0])
     if hi > lo:
-        out[lo - out_lo : hi - out_lo] = src[s + lo - k : s + hi - k]
+        # An explicit loop over two views: vectorised by LLVM, several times faster than
+        # numba's slice assignment.
+        dst = out[lo - out_lo : hi - out_lo]
+        part = src[s + lo - k : s + hi - k]
+        for i in range(dst.shape[0]):
+            dst[i] = part[i]
     return k + n
 
 
@@ -260,7 +265,7 @@ def fixed_windows(
         )
         # the span is wide enough to fill the window; N only guards against a short haplotype
         if win_lo < 0:
-            o[: -win_lo] = _N
+            o[: min(-win_lo, length)] = _N
         if n_built < win_lo + length:
             o[max(n_built - win_lo, 0) :] = _N
         if minus[g]:
