@@ -323,17 +323,10 @@ class HaplotypeBuilder:
         np.cumsum(lengths.reshape(-1), out=offsets[1:])
         data = np.empty(int(offsets[-1]), dtype=np.uint8)
         for idx, args, block in prepared:
-            # the group's haplotypes, in its own order, then scattered to their slots
-            sub_off = np.zeros(len(idx) * n_hap + 1, dtype=np.int64)
-            np.cumsum(lengths[idx].reshape(-1), out=sub_off[1:])
-            sub_data = np.empty(int(sub_off[-1]), dtype=np.uint8)
             kernels.ragged_fill(
-                *args, minus[idx], *self._kernel_arrays(block), self.snps_only, sub_off, sub_data
+                *args, minus[idx], *self._kernel_arrays(block), self.snps_only,
+                idx.astype(np.int64), offsets, data,
             )
-            for j, g in enumerate(idx):
-                dst = offsets[g * n_hap]
-                src_lo, src_hi = sub_off[j * n_hap], sub_off[(j + 1) * n_hap]
-                data[dst : dst + (src_hi - src_lo)] = sub_data[src_lo:src_hi]
         return RaggedHaplotypes(
             data=data,
             offsets=offsets,

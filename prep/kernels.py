@@ -328,13 +328,15 @@ def ragged_fill(
     allele_flags,
     hap_allele,
     snps_only,
+    rows,
     offsets,
     data,
 ):
     """Write every haplotype of every interval into ``data`` (second pass of ragged mode).
 
-    ``offsets`` : int64 (n_regions * n_hap + 1,), haplotype ``(g, h)`` goes to
-    ``data[offsets[g * n_hap + h] : offsets[g * n_hap + h + 1]]``.
+    ``rows`` : int64 (n_regions,), ``offsets`` : int64 (n_out_rows * n_hap + 1,): haplotype
+    ``h`` of region ``g`` goes to ``data[offsets[i] : offsets[i + 1]]`` with
+    ``i = rows[g] * n_hap + h``.
     """
     n_regions = span_lo.shape[0]
     n_hap = hap_allele.shape[0]
@@ -342,7 +344,8 @@ def ragged_fill(
     for job in prange(n_regions * n_hap):
         g = job // n_hap
         h = job % n_hap
-        o = data[offsets[job] : offsets[job + 1]]
+        i = rows[g] * n_hap + h
+        o = data[offsets[i] : offsets[i + 1]]
         walk_haplotype(
             ref_block[span_lo[g] : span_hi[g]], block_start + span_lo[g], pos, ref_len,
             first_allele, allele_offsets, allele_codes, allele_flags, hap_allele[h],
