@@ -473,6 +473,8 @@ def _build_shards(plan, todo, hcfg, scfg, out_dir, length, tqdm):
     per_batch = max(1, (scfg.batch_mb << 20) // (2 * len(plan.individuals) * width))
     by_gene = manifest.partition_by("gene", as_dict=True, maintain_order=True)
     writers: dict[str, ShardWriter] = {}
+    # one output buffer for every batch: fresh pages would cost more than building them
+    buffer = np.empty((min(per_batch, genes.height), len(plan.individuals), 2, width), np.uint8)
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         with tqdm(total=genes.height, unit="gene", desc="shards", disable=None) as bar:
@@ -482,7 +484,8 @@ def _build_shards(plan, todo, hcfg, scfg, out_dir, length, tqdm):
                     batch = chrom_df.slice(lo, per_batch)
                     minus = (batch["strand"] == "-").to_numpy() & hcfg.reverse_minus
                     tss = batch["tss"].to_numpy()
-                    res = builder.fixed(chrom, tss, width, minus)
+                    out = buffer[: batch.height]
+                    res = builder.fixed(chrom, tss, width, minus, out=out)
                     for b, gene in enumerate(batch["gene"]):
                         ref = builder.reference.fetch(chrom, int(tss[b]) - width // 2,
                                                       int(tss[b]) - width // 2 + width)
