@@ -85,7 +85,7 @@ def run_hapflow(length: int, workdir: Path, workers: int) -> dict:
     seconds = time.perf_counter() - t0
     meta = json.loads((workdir / "shards" / "meta.json").read_text())
     n = meta["counts"]["samples"]
-    parts = {"hap.zst": 0, "ref.zst": 0, "json": 0}
+    parts = {"hap.zst": 0, "ref.2bit": 0, "json": 0}
     for shard in meta["shards"]:
         with tarfile.open(workdir / "shards" / shard) as tar:
             for m in tar:
@@ -96,7 +96,7 @@ def run_hapflow(length: int, workdir: Path, workers: int) -> dict:
         "seconds": round(seconds, 2), "samples/s": round(n / seconds, 1),
         "bytes/sample": round(total / n, 1),
         "haplotypes B/sample": round(parts["hap.zst"] / n, 1),
-        "reference B/sample": round(parts["ref.zst"] / n, 1),
+        "reference B/sample": round(parts["ref.2bit"] / n, 1),
         "json B/sample": round(parts["json"] / n, 1),
         "tar B/sample": round((total - sum(parts.values())) / n, 1),
     }
