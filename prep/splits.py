@@ -197,6 +197,26 @@ def _wide_to_long(wide: pl.DataFrame, path: str | os.PathLike) -> pl.DataFrame:
     return validate_splits(long, str(path))
 
 
+def _read_keyed_table(path: str | os.PathLike, key: str, value: str, empty_hint: str):
+    """Columns ``key``, ``value`` of a CSV/TSV/Parquet table; each key once, none empty."""
+    table = _read_table(path)
+    missing = [c for c in (key, value) if c not in table.columns]
+    if missing:
+        raise SplitError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected a header {key},{value}"
+        )
+    table = table.select(key, value)
+    if table.height == 0:
+        raise SplitError(f"{path}: {empty_hint}")
+    empty = table.filter(pl.col(key).is_null() | pl.col(value).is_null())
+    if empty.height:
+        raise SplitError(f"{path}: {empty.height} row(s) lack a {key} or a {value}; fill them")
+    dups = table.filter(pl.col(key).is_duplicated())[key]
+    if len(dups):
+        raise SplitError(f"{path}: {key} {dups[0]} is listed more than once; keep one row")
+    return table
+
+
 def read_gene_classes(path: str | os.PathLike) -> pl.DataFrame:
     """Read a gene → class table (the paper's ``gene_class.csv``: columns gene, class).
 
@@ -207,22 +227,7 @@ def read_gene_classes(path: str | os.PathLike) -> pl.DataFrame:
     pl.DataFrame, shape=(n_genes, 2)
         Columns gene, class, in file order.
     """
-    table = _read_table(path)
-    missing = [c for c in ("gene", "class") if c not in table.columns]
-    if missing:
-        raise SplitError(
-            f"{path}: missing column(s) {', '.join(missing)}; expected a header gene,class"
-        )
-    table = table.select("gene", "class")
-    if table.height == 0:
-        raise SplitError(f"{path}: no genes listed; add rows gene,class")
-    empty = table.filter(pl.col("gene").is_null() | pl.col("class").is_null())
-    if empty.height:
-        raise SplitError(f"{path}: {empty.height} row(s) lack a gene or a class; fill them")
-    dups = table.filter(pl.col("gene").is_duplicated())["gene"]
-    if len(dups):
-        raise SplitError(f"{path}: gene {dups[0]} is listed more than once; keep one row")
-    return table
+    return _read_keyed_table(path, "gene", "class", "no genes listed; add rows gene,class")
 
 
 def read_paper_splits(
@@ -289,19 +294,7 @@ def read_samples(path: str | os.PathLike) -> pl.DataFrame:
     pl.DataFrame, shape=(n_samples, 2)
         Columns sample, population, in file order.
     """
-    table = _read_table(path)
-    missing = [c for c in ("sample", "population") if c not in table.columns]
-    if missing:
-        raise SplitError(
-            f"{path}: missing column(s) {', '.join(missing)}; expected a header sample,population"
-        )
-    table = table.select("sample", "population")
-    if table.height == 0:
-        raise SplitError(f"{path}: no samples listed")
-    dups = table.filter(pl.col("sample").is_duplicated())["sample"]
-    if len(dups):
-        raise SplitError(f"{path}: sample {dups[0]} is listed more than once; keep one row")
-    return table
+    return _read_keyed_table(path, "sample", "population", "no samples listed")
 
 
 def write_splits(splits: pl.DataFrame, path: str | os.PathLike) -> Path:
