@@ -1,0 +1,406 @@
+"""Loader throughput: hapflow shards against .npy WebDataset shards, a naive loader and GenVarLoader.
+
+Run from the repository root (about 6 minutes on 2 cores; ``--quick`` about 2)::
+
+    python benchmarks/loader_throughput.py --gvl-python /root/.venvs/gvl-bench/bin/python
+    python benchmarks/loader_throughput.py --quick --tools hapflow,npy
+
+Every tool yields batches of B = 8 diploid windows, (8, 2, L) bytes, at L = 49,152 and 196,608,
+with 0, 1 and 2 DataLoader workers, from the same genotypes and regions: the real chr20 data in
+``data/chr20_extra`` (300 phased 1000 Genomes samples with indels, the GRCh37 slice
+20:1,000,001-2,000,000), every TSS of the bundled table whose window fits inside the real
+sequence, window [tss - L // 2, tss - L // 2 + L) (0-based half-open). chr20 has no expression
+data, so this benchmark draws a seeded standard-normal expression matrix (genes x samples) to
+fill the targets; values do not affect loading. Each measurement runs in its own process (this
+script re-invoked with ``--worker``), iterates for ``--seconds`` (epochs restart as needed, their
+start-up included) and reports samples/s, MB/s of the (B, 2, L) uint8 batches and the time to the
+first batch.
+
+* **hapflow** -- ``make_loader(shards, "train", "train", 8, epoch_batches=25_000)``: the train
+  split (85% of the samples) of shards written by ``prep.sharding.run_shard``, default
+  ``[loader]`` settings (1,024-sample block shuffle, reverse complement p = 0.5, shift +-3 from
+  the stored flanks). One epoch spans the measurement (the data are reread in new orders), as
+  the paper's ~130k-sample epochs would; an epoch's start-up is the "first batch s" column.
+* **npy** -- the same windows as uncompressed ``(2, L)`` uint8 ``.npy`` members in WebDataset
+  shards of 256 samples, read by a plain ``wds.WebDataset(urls, resampled=True).shuffle(1024)
+  .decode().to_tuple(...).batched(8)`` pipeline through ``wds.WebLoader`` (first
+  ``--npy-samples`` samples; no augmentation).
+* **naive** -- a map-style torch Dataset that builds each item on demand: ``pysam.FastaFile
+  .fetch`` of the window and a cyvcf2 region query applying the sample's SNPs and indels,
+  shuffled ``DataLoader(batch_size=8, persistent_workers=True)``.
+* **genvarloader** -- ``gvl.write`` of the same windows once (cached), then
+  ``Dataset.open(..).with_seqs("haplotypes").with_len(L).to_dataloader(batch_size=8,
+  shuffle=True, persistent_workers=True)``: ``S1`` ASCII arrays, on all 300 samples; with 0
+  workers it builds batches with numba threads on every core. GenVarLoader needs polars<2 and
+  runs under ``--gvl-python`` (see ``benchmarks/prep_haplotypes.py``); without it, it is
+  skipped unless importable.
+
+Inputs are built once into ``benchmarks/_cache/loader_throughput`` (keyed by the shard format's
+source). Results are appended to ``benchmarks/results/loader_throughput.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from _common import REPO_ROOT, append_result, print_table, run_worker
+
+DATA = REPO_ROOT / "data" / "chr20_extra"
+REFERENCE = DATA / "GRCh37_20_padded_realonly_1000001-2000000.fa.gz"
+VCF = DATA / "shapeit4_reference.chr20_1-2Mb.phased300.vcf.gz"
+TSS_TABLE = DATA / "tss_chr20_1-2Mb_GRCh37_from_EnformerAssessment.tsv"
+CHROM = "20"
+REAL_SPAN = (1_000_000, 2_000_000)
+"""0-based half-open span of real bases in REFERENCE; the rest of contig 20 is N padding."""
+LENGTHS = (49_152, 196_608)
+WORKERS = (0, 1, 2)
+TOOLS = ("hapflow", "npy", "naive", "genvarloader")
+BATCH = 8
+EPOCH_BATCHES = 25_000
+CACHE = REPO_ROOT / "benchmarks" / "_cache" / "loader_throughput"
+COLUMNS = ["tool", "L", "workers", "samples/s", "MB/s", "first batch s", "x genvarloader"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs (built in the main process, cached)
+# ---------------------------------------------------------------------------------------------
+
+
+def _cache_key() -> str:
+    h = hashlib.sha256()
+    for name in ("shard_format.py", "sharding.py", "builder.py"):
+        h.update((REPO_ROOT / "prep" / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def regions(length: int, max_genes: int | None) -> list[dict]:
+    """Genes whose stored window (L + 2 x 8 flank) lies in the real sequence: name, tss (0-based)."""
+    sys.path.insert(0, str(REPO_ROOT))
+    import polars as pl
+
+    from prep.regions import read_tss_table
+
+    tss = read_tss_table(TSS_TABLE)
+    margin = length // 2 + 64
+    tss = tss.filter((pl.col("tss") - margin >= REAL_SPAN[0])
+                     & (pl.col("tss") + margin <= REAL_SPAN[1]))
+    rows = [{"gene": r["name"], "tss": r["tss"], "strand": r["strand"]}
+            for r in tss.iter_rows(named=True)]
+    return rows[:max_genes]
+
+
+def build_shards(length: int, genes: list[dict], workdir: Path) -> Path:
+    """hapflow shards of ``genes`` (synthetic standard-normal expression), once."""
+    import numpy as np
+    import polars as pl
+
+    from prep.export import HaplotypesConfig
+    from prep.sharding import ShardConfig, run_shard
+    from prep.variants import VariantReader
+
+    shards = workdir / "shards"
+    if (shards / "meta.json").exists():
+        return shards
+    samples = VariantReader(VCF).samples
+    rng = np.random.default_rng(0)
+    workdir.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame({"gene": [g["gene"] for g in genes]}).with_columns(
+        [pl.Series(s, rng.normal(size=len(genes))) for s in samples]
+    ).write_parquet(workdir / "expression.parquet")
+    pl.DataFrame({"gene_id": [g["gene"] for g in genes], "chrom": [CHROM] * len(genes),
+                  "tss_0based": [g["tss"] for g in genes],
+                  "strand": [g["strand"] for g in genes]}).write_csv(workdir / "tss.tsv",
+                                                                     separator="\t")
+    h = HaplotypesConfig(reference=str(REFERENCE), vcf=str(VCF), tss=str(workdir / "tss.tsv"),
+                         length=length)
+    s = ShardConfig(expression=str(workdir / "expression.parquet"), test_fraction=0.1,
+                    val_fraction=0.05)
+    run_shard(h, s, workdir)
+    return shards
+
+
+def build_npy_shards(shards: Path, out: Path, n_samples: int, per_shard: int = 256) -> list[str]:
+    """The first ``n_samples`` train windows, centre crops (2, L) uint8, as .npy WebDataset shards."""
+    import numpy as np
+    import webdataset as wds
+
+    from prep.shard_format import iter_shard
+
+    done = out / f"done_{n_samples}"
+    if not done.exists():
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        n = 0
+        writer = None
+        for path in sorted((shards / "train").glob("*.tar")):
+            for s in iter_shard(path):
+                if n == n_samples:
+                    break
+                if n % per_shard == 0:
+                    if writer is not None:
+                        writer.close()
+                    writer = wds.TarWriter(str(out / f"npy-{n // per_shard:06d}.tar"))
+                flank = s["flank"]
+                crop = np.ascontiguousarray(s["seq"][:, flank:flank + s["length"]])
+                buf = io.BytesIO()
+                np.save(buf, crop)
+                writer.write({"__key__": s["__key__"], "seq.npy": buf.getvalue(),
+                              "json": json.dumps({"Y": s["Y"]}).encode()})
+                n += 1
+        if writer is not None:
+            writer.close()
+        done.touch()
+    return sorted(str(p) for p in out.glob("npy-*.tar"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers: each prints {"samples/s", "MB/s", "first batch s", ...}
+# ---------------------------------------------------------------------------------------------
+
+
+def measure(start, seconds: float, length: int) -> dict:
+    """Iterate ``start()`` (restarted when exhausted) for ``seconds`` after its first batch."""
+    t0 = time.perf_counter()
+    it = start()
+    next(it)
+    first = time.perf_counter() - t0
+    n, t1 = 0, time.perf_counter()
+    while time.perf_counter() - t1 < seconds:
+        try:
+            next(it)
+        except StopIteration:
+            it = start()
+            continue
+        n += 1
+    dt = time.perf_counter() - t1
+    return {"samples/s": round(n * BATCH / dt, 1), "MB/s": round(n * BATCH * 2 * length / dt / 1e6, 1),
+            "first batch s": round(first, 2), "batches": n, "seconds": round(dt, 2)}
+
+
+def worker_hapflow(plan: dict, workers: int) -> dict:
+    sys.path.insert(0, str(REPO_ROOT))
+    from loader import make_loader
+
+    # One epoch long enough for the whole measurement (samples are reread in a new order when
+    # it outlasts the data), as with the paper's ~130k-sample epochs: steady-state rates.
+    loader = make_loader(plan["shards"], "train", "train", BATCH, num_workers=workers,
+                         epoch_batches=EPOCH_BATCHES)
+    return measure(lambda: iter(loader), plan["seconds"], plan["L"])
+
+
+def worker_npy(plan: dict, workers: int) -> dict:
+    import webdataset as wds
+
+    urls = plan["npy"]
+    ds = (wds.WebDataset(urls, resampled=True, nodesplitter=wds.single_node_only,
+                         empty_check=False, seed=0)  # an endless stream: no epoch restarts
+          .shuffle(1024).decode().to_tuple("seq.npy", "json").batched(BATCH, partial=False))
+    loader = wds.WebLoader(ds, batch_size=None, num_workers=workers)
+    return measure(lambda: iter(loader), plan["seconds"], plan["L"])
+
+
+class NaiveDataset:
+    """Per (gene, sample) item: pysam reference fetch + cyvcf2 query, SNPs and indels applied."""
+
+    def __init__(self, genes: list[dict], length: int):
+        import cyvcf2
+
+        self.genes, self.length = genes, length
+        self.fasta = self.vcf = None
+        self.n_samples = len(cyvcf2.VCF(str(VCF)).samples)
+
+    def __len__(self) -> int:
+        return len(self.genes) * self.n_samples
+
+    def __getitem__(self, i: int):
+        import cyvcf2
+        import numpy as np
+        import pysam
+        import torch
+
+        from prep.encoding import encode
+
+        if self.fasta is None:  # opened in each worker process
+            self.fasta, self.vcf = pysam.FastaFile(str(REFERENCE)), cyvcf2.VCF(str(VCF))
+        gene, sample = self.genes[i // self.n_samples], i % self.n_samples
+        start = gene["tss"] - self.length // 2
+        end = start + self.length
+        pad = 2_000  # extra reference for deletions
+        ref = self.fasta.fetch(CHROM, start, end + pad).upper()
+        haps = []
+        for h in (0, 1):
+            parts, pos = [], start
+            for v in self.vcf(f"{CHROM}:{start + 1}-{end}"):
+                allele = v.genotypes[sample][h]
+                if v.start < pos or allele is None or allele <= 0:
+                    continue
+                parts += [ref[pos - start:v.start - start], v.ALT[allele - 1]]
+                pos = v.start + len(v.REF)
+            parts.append(ref[pos - start:])
+            seq = "".join(parts)[: self.length]
+            haps.append(encode(seq.ljust(self.length, "N")))
+        return torch.from_numpy(np.stack(haps))
+
+
+def worker_naive(plan: dict, workers: int) -> dict:
+    sys.path.insert(0, str(REPO_ROOT))
+    import torch
+    from torch.utils.data import DataLoader
+
+    ds = NaiveDataset(plan["genes"], plan["L"])
+    loader = DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=workers, drop_last=True,
+                        generator=torch.Generator().manual_seed(0),
+                        persistent_workers=workers > 0)
+    return measure(lambda: iter(loader), plan["seconds"], plan["L"])
+
+
+def worker_genvarloader(plan: dict, workers: int) -> dict:
+    import genoray
+    import genvarloader as gvl
+    import polars as pl
+
+    length = plan["L"]
+    path = Path(plan["gvl"])
+    if not (path / "done").exists():
+        src = path.parent / "inputs"
+        src.mkdir(parents=True, exist_ok=True)
+        for p in (VCF, Path(f"{VCF}.tbi"), REFERENCE, Path(f"{REFERENCE}.fai"),
+                  Path(f"{REFERENCE}.gzi")):  # gvl writes caches next to its inputs
+            if not (src / p.name).exists():
+                shutil.copy(p, src / p.name)
+        starts = [g["tss"] - length // 2 for g in plan["genes"]]
+        bed = pl.DataFrame({"chrom": [CHROM] * len(starts), "chromStart": starts,
+                            "chromEnd": [s + length for s in starts]})
+        gvl.write(path, bed, genoray.VCF(str(src / VCF.name)), overwrite=True)
+        (path / "done").touch()
+    ds = (gvl.Dataset.open(path, reference=str(path.parent / "inputs" / REFERENCE.name))
+          .with_seqs("haplotypes").with_len(length))
+    loader = ds.to_dataloader(batch_size=BATCH, shuffle=True, num_workers=workers,
+                              persistent_workers=workers > 0)
+    return measure(lambda: iter(loader), plan["seconds"], length)
+
+
+WORKER_FNS = {"hapflow": worker_hapflow, "npy": worker_npy, "naive": worker_naive,
+              "genvarloader": worker_genvarloader}
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+
+
+def make_plans(args: argparse.Namespace) -> dict[int, Path]:
+    sys.path.insert(0, str(REPO_ROOT))
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    root = CACHE / _cache_key()
+    for stale in CACHE.glob("*"):  # inputs of an older shard format
+        if stale.is_dir() and stale != root:
+            shutil.rmtree(stale)
+    plans = {}
+    for length in args.lengths:
+        genes = regions(length, args.max_genes)
+        work = root / f"L{length}_g{len(genes)}"
+        t0 = time.perf_counter()
+        shards = build_shards(length, genes, work)
+        npy = build_npy_shards(shards, work / "npy", args.npy_samples) if "npy" in args.tools \
+            else []
+        print(f"L={length}: {len(genes)} genes; inputs ready in {time.perf_counter() - t0:.1f} s",
+              file=sys.stderr, flush=True)
+        plan = {"L": length, "genes": genes, "shards": str(shards), "npy": npy,
+                "gvl": str(work / "gvl" / "windows.gvl"), "seconds": args.seconds}
+        (work / "plan.json").write_text(json.dumps(plan))
+        plans[length] = work / "plan.json"
+    return plans
+
+
+def tool_python(tool: str, args: argparse.Namespace) -> str | None:
+    if tool != "genvarloader":
+        return sys.executable
+    if args.gvl_python:
+        return args.gvl_python
+    try:
+        import genvarloader  # noqa: F401
+    except ImportError:
+        print("genvarloader is not importable: skipped (pass --gvl-python)", file=sys.stderr)
+        return None
+    return sys.executable
+
+
+def run_benchmark(args: argparse.Namespace) -> None:
+    plans = make_plans(args)
+    rows = []
+    for length, plan in plans.items():
+        for tool in args.tools:
+            python = tool_python(tool, args)
+            if python is None:
+                continue
+            for workers in args.workers:
+                try:
+                    result = run_worker([__file__, "--worker", tool, "--plan", str(plan),
+                                         "--num-workers", str(workers)], python=python,
+                                        env={"PYTHONPATH": str(REPO_ROOT)}, timeout=600)
+                except RuntimeError as err:
+                    print(f"{tool} L={length} workers={workers} failed: {err}", file=sys.stderr)
+                    continue
+                rows.append({"tool": tool, "L": length, "workers": workers, **result})
+                print(f"  {tool:13s} L={length:>7,} workers={workers}: "
+                      f"{result['samples/s']:>9,.1f} samples/s", file=sys.stderr, flush=True)
+    for r in rows:
+        ref = [g for g in rows if g["tool"] == "genvarloader" and g["L"] == r["L"]
+               and g["workers"] == r["workers"]]
+        r["x genvarloader"] = round(r["samples/s"] / ref[0]["samples/s"], 2) if ref else None
+    print_table(rows, COLUMNS)
+    append_result("loader_throughput", {"batch_size": BATCH, "seconds": args.seconds,
+                                        "rows": rows})
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="2 s per measurement, 8 genes, 1,024 .npy samples")
+    p.add_argument("--seconds", type=float, default=6.0, help="timed seconds per measurement")
+    p.add_argument("--lengths", default=",".join(map(str, LENGTHS)))
+    p.add_argument("--workers", default=",".join(map(str, WORKERS)),
+                   help="DataLoader worker counts")
+    p.add_argument("--tools", default=",".join(TOOLS))
+    p.add_argument("--max-genes", type=int, help="use the first N genes only")
+    p.add_argument("--npy-samples", type=int, default=4096, help="samples in the .npy shards")
+    p.add_argument("--gvl-python", help="interpreter that can import genvarloader")
+    p.add_argument("--worker", choices=TOOLS, help=argparse.SUPPRESS)
+    p.add_argument("--plan", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--num-workers", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.lengths = [int(x) for x in str(args.lengths).split(",")]
+    args.workers = [int(x) for x in str(args.workers).split(",")]
+    args.tools = [t for t in str(args.tools).split(",") if t]
+    unknown = set(args.tools) - set(TOOLS)
+    if unknown:
+        p.error(f"unknown tool(s) {', '.join(sorted(unknown))}; choose from {', '.join(TOOLS)}")
+    if args.quick:
+        args.seconds = min(args.seconds, 2.0)
+        args.max_genes = args.max_genes or 8
+        args.npy_samples = min(args.npy_samples, 1024)
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        plan = json.loads(args.plan.read_text())
+        print(json.dumps(WORKER_FNS[args.worker](plan, args.num_workers)))
+        return
+    run_benchmark(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,456 @@
+"""Where shards come from: URL expansion, opening streams, tar reading, the split index.
+
+A ``source`` is one of
+
+* a study's shards folder (``W/shards``, local, or a URL such as ``http://host/W/shards`` or
+  ``s3://bucket/W/shards``): shards and ``manifest.parquet`` are found inside it;
+* a pattern of shard files: braces (``train/shard-{000000..000003}.tar``), globs (local or,
+  with fsspec, ``s3://``/``gs://``), or a list of paths/URLs. The manifest is looked for in the
+  shards' folder and its parent (``W/shards/manifest.parquet``), else pass ``manifest=``; without
+  one the shards' JSON members are scanned (slow on big studies: it reads every shard).
+
+Streams: local paths and ``file://`` are opened directly, ``http(s)://`` with urllib (streamed,
+with a read timeout), ``pipe:CMD`` and webdataset's other schemes (ais, hf, sftp, ...) through
+``webdataset.gopen``, and object stores (``s3://``, ``gs://``, ...) and any other fsspec URL
+(``memory://``) through fsspec when it is installed (s3 needs s3fs, gs needs gcsfs).
+
+Everything here is torch-free.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import http.client
+import io
+import json
+import logging
+import os
+import posixpath
+import tarfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import numpy as np
+import polars as pl
+
+from prep.shard_format import HAP_EXT, META_EXT, ShardFormatError
+
+__all__ = [
+    "SplitIndex",
+    "ShardFormatError",
+    "expand_urls",
+    "open_url",
+    "read_url_bytes",
+    "iter_tar",
+    "resolve_source",
+    "scan_manifest",
+]
+
+log = logging.getLogger(__name__)
+
+_FSSPEC_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci", "hdfs", "webhdfs")
+
+
+def _scheme(url: str) -> str:
+    if url.startswith("pipe:"):
+        return "pipe"
+    scheme = urlparse(url).scheme
+    return "" if len(scheme) <= 1 else scheme  # "C:" on Windows is a drive, not a scheme
+
+
+def _local_path(url: str) -> str | None:
+    scheme = _scheme(url)
+    if scheme == "":
+        return url
+    if scheme == "file":
+        return url2pathname(urlparse(url).path)
+    return None
+
+
+def _fsspec():
+    try:
+        import fsspec
+    except ImportError:
+        raise ImportError(
+            "object-store URLs (s3://, gs://, ...) need fsspec and its backend: "
+            "`pip install fsspec s3fs` (or gcsfs); or stream with webdataset's "
+            "`pipe:aws s3 cp s3://bucket/shard.tar -`"
+        ) from None
+    return fsspec
+
+
+def expand_urls(pattern: str | os.PathLike | Sequence[str]) -> list[str]:
+    """Expand a brace pattern, glob or list into shard URLs.
+
+    Parameters
+    ----------
+    pattern : str, Path or sequence of str
+        ``a/shard-{000000..000003}.tar``, ``a/*.tar``, ``s3://b/a/*.tar`` (needs fsspec),
+        ``http://h/a/shard-{0..3}.tar`` (no globs over http), or a list of any of these.
+
+    Returns
+    -------
+    list of str
+        In pattern order; glob matches sorted.
+
+    Raises
+    ------
+    FileNotFoundError
+        A local glob or brace item that matches no file.
+    """
+    import braceexpand
+
+    if isinstance(pattern, (list, tuple)):
+        return [u for p in pattern for u in expand_urls(p)]
+    urls: list[str] = []
+    for item in braceexpand.braceexpand(str(pattern)):
+        has_glob = any(c in item for c in "*?[")
+        local = _local_path(item)
+        if local is not None:
+            if has_glob:
+                found = sorted(globlib.glob(local))
+                if not found:
+                    raise FileNotFoundError(f"no shard matches {item}")
+                urls.extend(found)
+            elif not os.path.exists(local):
+                raise FileNotFoundError(f"{item} does not exist (expected a shards folder, a shard "
+                                        "or a pattern of shards)")
+            else:
+                urls.append(local)
+        elif has_glob and _scheme(item) not in ("http", "https", "pipe"):
+            fs, _, paths = _fsspec().get_fs_token_paths(item)
+            if not paths:
+                raise FileNotFoundError(f"no shard matches {item}")
+            urls.extend(sorted(fs.unstrip_protocol(p) for p in paths))
+        elif has_glob and _scheme(item) != "pipe":  # http(s)
+            raise ValueError(f"{item}: globs work on local paths and object stores only; "
+                             "use a brace pattern such as shard-{000000..000009}.tar")
+        else:
+            urls.append(item)
+    return urls
+
+
+def open_url(url: str, timeout: float = 120.0):
+    """Open a shard (or any file) for binary reading; see the module docstring for schemes.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file or URL does not exist (HTTP 404 included); the message names it.
+    """
+    local = _local_path(url)
+    if local is not None:
+        return open(local, "rb", buffering=1 << 20)
+    scheme = _scheme(url)
+    if scheme in ("http", "https"):
+        try:
+            return urllib.request.urlopen(url, timeout=timeout)
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                raise FileNotFoundError(f"{url}: HTTP 404 not found") from None
+            raise OSError(f"{url}: HTTP {err.code} {err.reason}") from None
+        except urllib.error.URLError as err:
+            raise OSError(f"{url}: {err.reason}") from None
+    if scheme not in _FSSPEC_SCHEMES and (scheme == "pipe" or scheme in _wds_schemes()):
+        import webdataset as wds
+
+        return wds.gopen(url, "rb")
+    fs = _fsspec()
+    try:
+        return fs.open(url, "rb").open()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{url} does not exist") from None
+
+
+def _wds_schemes() -> set[str]:
+    """URL schemes webdataset.gopen handles itself (pipe:, ais, hf, sftp, ...)."""
+    import sys
+
+    import webdataset  # noqa: F401 - registers webdataset.gopen
+
+    return set(sys.modules["webdataset.gopen"].gopen_schemes) - {"__default__", "http", "https"}
+
+
+def read_url_bytes(url: str, timeout: float = 120.0) -> bytes | None:
+    """All bytes of ``url``, or None when it does not exist."""
+    try:
+        with open_url(url, timeout) as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def iter_tar(fileobj, url: str, want: Callable[[str, str], bool] | None = None) -> Iterator[dict]:
+    """Raw WebDataset samples of one tar stream: ``{"__key__", "__url__", ext: bytes}``.
+
+    Members with the same key (name up to the first dot) form one sample. Members for which
+    ``want(key, ext)`` is false are skipped without being read into memory (seeked over in
+    local files).
+
+    Raises
+    ------
+    ShardFormatError
+        A truncated or corrupt tar; the message names ``url``. (A corrupt header after the first
+        member ends a tar silently: callers compare what they got with the manifest.)
+    """
+    current: dict | None = None
+    seekable = getattr(fileobj, "seekable", lambda: False)()
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r:" if seekable else "r|") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                key, _, ext = posixpath.basename(info.name).partition(".")
+                if want is not None and not want(key, ext):
+                    continue
+                data = tar.extractfile(info).read()
+                if len(data) != info.size:
+                    raise ShardFormatError(f"shard {url}: member {info.name} is truncated")
+                if current is not None and current["__key__"] != key:
+                    yield current
+                    current = None
+                if current is None:
+                    current = {"__key__": key, "__url__": url}
+                current[ext] = data
+    except (tarfile.TarError, EOFError, OSError, http.client.HTTPException) as err:
+        raise ShardFormatError(f"shard {url} is corrupt or truncated: {err}") from None
+    if current is not None:
+        yield current
+
+
+# ---------------------------------------------------------------------------------------------
+# The split index: the manifest rows of one split, as compact arrays
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SplitIndex:
+    """The samples of one split, in manifest (= stream) order, and the shards holding them.
+
+    Attributes
+    ----------
+    split : str
+    urls : list of str
+        Shard URLs; ``shard`` indexes this list.
+    shard : np.ndarray, shape (N,), int32
+    group : list of str, length N
+        Group key of each sample (the tar member name without extension).
+    key : list of str, length N
+        ``{gene}__{individual}`` keys (unique).
+    gene : np.ndarray, shape (N,), int32
+        Index into ``genes``, the sorted gene ids.
+    genes : list of str
+    P : np.ndarray, shape (N,), float64
+        Expression percentile (for pair filtering).
+    row : np.ndarray, shape (N,), int64
+        Row number in the manifest (``index`` in batches).
+    length, flank : int
+        Stored window layout (L and flank; the stored window has L + 2 * flank bases).
+    """
+
+    split: str
+    urls: list
+    shard: np.ndarray
+    group: list
+    key: list
+    gene: np.ndarray
+    genes: list
+    P: np.ndarray
+    row: np.ndarray
+    length: int
+    flank: int
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+
+def _dir_like(source: str) -> bool:
+    local = _local_path(source)
+    if local is not None:
+        return os.path.isdir(local)
+    return not source.rstrip("/").endswith(".tar") and not any(c in source for c in "{*?[")
+
+
+def _join(base: str, rel: str) -> str:
+    local = _local_path(base)
+    if local is not None:
+        return os.path.join(local, rel)
+    return base.rstrip("/") + "/" + rel
+
+
+def _parent(url: str) -> str:
+    local = _local_path(url)
+    if local is not None:
+        return os.path.dirname(os.path.abspath(local))
+    return url.rstrip("/").rsplit("/", 1)[0]
+
+
+def _read_manifest(url: str, timeout: float) -> pl.DataFrame | None:
+    data = read_url_bytes(url, timeout)
+    if data is None:
+        return None
+    try:
+        return pl.read_parquet(io.BytesIO(data))
+    except Exception as err:  # noqa: BLE001 - polars raises several types
+        raise ShardFormatError(f"manifest {url} is not a readable parquet file: {err}") from None
+
+
+def scan_manifest(urls: Sequence[str], timeout: float = 120.0) -> pl.DataFrame:
+    """Build a manifest by reading the JSON members of every shard (``shard`` = the URL)."""
+    rows = []
+    for url in urls:
+        with open_url(url, timeout) as fh:
+            for sample in iter_tar(fh, url, want=lambda _k, ext: ext == META_EXT):
+                meta = json.loads(sample[META_EXT])
+                for j, ind in enumerate(meta["individuals"]):
+                    rows.append({
+                        "split": meta["split"], "shard": url, "group": sample["__key__"],
+                        "index": j, "key": _sample_key(meta["gene"], ind), "gene": meta["gene"],
+                        "individual": ind, "population": meta["populations"][j],
+                        "chrom": meta["chrom"], "tss": meta["tss"], "strand": meta["strand"],
+                        "Y": meta["Y"][j], "Z": meta["Z"][j], "P": meta["P"][j],
+                    })
+    if not rows:
+        raise ShardFormatError(f"no samples found in {len(urls)} shard(s), e.g. {urls[0]}")
+    return pl.DataFrame(rows)
+
+
+def _sample_key(gene: str, individual: str) -> str:
+    from prep.shard_format import sample_key
+
+    return sample_key(gene, individual)
+
+
+def _probe_layout(url: str, timeout: float) -> tuple[int, int]:
+    """(L, flank) from the first group's JSON member of a shard."""
+    with open_url(url, timeout) as fh:
+        for sample in iter_tar(fh, url, want=lambda _k, ext: ext == META_EXT):
+            meta = json.loads(sample[META_EXT])
+            return int(meta["length"]), int(meta["flank"])
+    raise ShardFormatError(f"shard {url} holds no haplotype group")
+
+
+def _match_urls(manifest: pl.DataFrame, urls: list[str], where: str) -> dict[str, str]:
+    """Map each manifest shard path to the given URL that ends with it."""
+    shards = manifest["shard"].unique().to_list()
+    by_tail = {}
+    for s in shards:
+        by_tail.setdefault(posixpath.basename(s), []).append(s)
+    mapping = {}
+    for url in urls:
+        norm = url.replace(os.sep, "/")
+        candidates = [s for s in by_tail.get(posixpath.basename(norm), [])
+                      if norm == s or norm.endswith("/" + s)]
+        if not candidates:
+            raise ShardFormatError(
+                f"shard {url} is not listed in the manifest {where}; pass the study's "
+                "manifest.parquet with manifest=..."
+            )
+        mapping[candidates[0]] = url
+    return mapping
+
+
+def resolve_source(
+    source: str | os.PathLike | Sequence[str],
+    split: str,
+    manifest: str | os.PathLike | pl.DataFrame | None = None,
+    timeout: float = 120.0,
+) -> SplitIndex:
+    """Find the shards and manifest rows of ``split`` in ``source`` (see the module docstring).
+
+    Raises
+    ------
+    ShardFormatError
+        No manifest found where one must be, a shard not in the manifest, or an empty split;
+        the message names the file and the fix.
+    """
+    where = "(scanned)"
+    if isinstance(source, (str, os.PathLike)) and _dir_like(str(source)):
+        base = str(source)
+        if manifest is None:
+            manifest = _join(base, "manifest.parquet")
+        table = manifest if isinstance(manifest, pl.DataFrame) else _read_manifest(
+            str(manifest), timeout)
+        if table is None:
+            raise ShardFormatError(
+                f"{manifest} does not exist: is {base} a study's shards folder (W/shards, "
+                "written by `python -m prep.shard`)?"
+            )
+        where = str(manifest) if not isinstance(manifest, pl.DataFrame) else "(given)"
+        table = table.with_row_index("row").filter(pl.col("split") == split)
+        url_of = {s: _join(base, s) for s in table["shard"].unique().to_list()}
+    else:
+        urls = expand_urls(source)
+        if not urls:
+            raise ShardFormatError(f"source {source!r} names no shard")
+        table = None
+        if isinstance(manifest, pl.DataFrame):
+            table, where = manifest, "(given)"
+        elif manifest is not None:
+            where = str(manifest)
+            table = _read_manifest(where, timeout)
+            if table is None:
+                raise ShardFormatError(f"manifest {manifest} does not exist")
+        elif _scheme(urls[0]) != "pipe":  # no manifest to guess next to a command
+            folder = _parent(urls[0])
+            for candidate in (_join(folder, "manifest.parquet"),
+                              _join(_parent(folder), "manifest.parquet")):
+                try:
+                    table = _read_manifest(candidate, timeout)
+                except OSError:  # e.g. a server refusing the guess: look further, then scan
+                    table = None
+                if table is not None:
+                    where = candidate
+                    break
+        if table is None:
+            log.warning("No manifest.parquet next to %s: scanning %d shard(s)", urls[0], len(urls))
+            table = scan_manifest(urls, timeout)
+        url_of = _match_urls(table, urls, where)
+        table = table.with_row_index("row").filter(pl.col("shard").is_in(list(url_of)) & (pl.col("split") == split))
+    if table.height == 0:
+        raise ShardFormatError(
+            f"source {source} holds no sample of split {split!r} (manifest {where})"
+        )
+    return _index(table, split, url_of, timeout)
+
+
+def _index(table: pl.DataFrame, split: str, url_of: dict[str, str], timeout: float) -> SplitIndex:
+    shard_names = table["shard"].unique(maintain_order=True).to_list()
+    shard_id = {s: i for i, s in enumerate(shard_names)}
+    genes = sorted(table["gene"].unique().to_list())
+    gene_id = {g: i for i, g in enumerate(genes)}
+    keys = table["key"].to_list()
+    if len(set(keys)) != len(keys):
+        raise ShardFormatError(f"the manifest of split {split} lists a sample key twice")
+    urls = [url_of[s] for s in shard_names]
+    length, flank = _probe_layout(urls[0], timeout)
+    return SplitIndex(
+        split=split,
+        urls=urls,
+        shard=np.array([shard_id[s] for s in table["shard"].to_list()], dtype=np.int32),
+        group=table["group"].to_list(),
+        key=keys,
+        gene=np.array([gene_id[g] for g in table["gene"].to_list()], dtype=np.int32),
+        genes=genes,
+        P=table["P"].to_numpy().astype(np.float64),
+        row=table["row"].to_numpy().astype(np.int64),
+        length=length,
+        flank=flank,
+    )
+
+
+# Members needed to decode a set of groups: their reference windows, hap and json members.
+def group_filter(groups: set[str]) -> Callable[[str, str], bool]:
+    """``want(key, ext)`` for :func:`iter_tar`: the listed groups and their genes' references."""
+    genes = {g.rsplit("__", 1)[0] for g in groups}
+
+    def want(key: str, ext: str) -> bool:
+        if key.endswith("__reference"):  # any encoding: unpack_groups knows REF_EXT
+            return key[: -len("__reference")] in genes
+        return ext in (HAP_EXT, META_EXT) and key in groups
+
+    return want

@@ -1,0 +1,481 @@
+"""The worker pipeline as small generator stages (torch-free).
+
+    split_rounds   chunks -> rounds that read each needed shard once
+    decode_groups  raw tar samples -> decoded groups (prep's decode_reference / decode_group)
+    read_rows      shards -> (position, sample | None) events, only the samples a worker needs
+    gather_chunks  events -> chunks of items whose samples have all arrived
+    collate_*      items of one batch -> a dict of NumPy arrays and lists
+
+:func:`worker_batches` chains them for one worker. A sample is a handle ``(group, row)``: the
+row of a decoded :class:`Group`, so a group's 64 haplotype pairs are decoded once and never
+copied until they are cropped into a batch. (:func:`prep.shard_format.unpack_groups` gives the
+same samples as one dict each; the loader skips building those dicts, which cost more than the
+decoding itself.) A stage takes plain Python data, so it is tested on small lists without any
+tar file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import zstandard as zstd
+
+from loader.augment import crop_into, crop_start, draw_augment, reverse_complement_rows
+from loader.plan import seeded_rng
+from loader.sources import SplitIndex, group_filter, iter_tar, open_url
+from prep.encoding import N_CODE
+from prep.shard_format import (
+    HAP_EXT,
+    META_EXT,
+    REF_EXT,
+    ShardFormatError,
+    decode_group,
+    decode_reference,
+    safe_key,
+)
+
+__all__ = [
+    "Group",
+    "decode_groups",
+    "read_rows",
+    "split_rounds",
+    "gather_chunks",
+    "Window",
+    "collate_samples",
+    "collate_pairs",
+    "worker_batches",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Group:
+    """One decoded group of a shard: the haplotypes of n individuals of one gene.
+
+    Attributes
+    ----------
+    haps : np.ndarray, shape (n, 2, W), uint8 (read-only)
+    meta : dict
+        The group's JSON (gene, individuals, populations, Y, Z, P, tss_index, ...).
+    url : str
+        The shard.
+    """
+
+    __slots__ = ("haps", "meta", "url")
+
+    def __init__(self, haps: np.ndarray, meta: dict, url: str):
+        self.haps, self.meta, self.url = haps, meta, url
+
+    def keys(self) -> list[str]:
+        """``{gene}__{individual}`` sample keys of the rows."""
+        gene = safe_key(self.meta["gene"])
+        return [f"{gene}__{safe_key(i)}" for i in self.meta["individuals"]]
+
+
+def decode_groups(samples: Iterable[dict]) -> Iterator[Group]:
+    """WebDataset stage: raw shard samples in, decoded groups out.
+
+    Parameters
+    ----------
+    samples : iterable of dict
+        ``{"__key__", "__url__", ext: bytes}`` as :func:`loader.sources.iter_tar` yields them;
+        a gene's reference member comes before its groups.
+
+    Raises
+    ------
+    ShardFormatError
+        A corrupt member, or a group without its reference; the message names the shard.
+    """
+    references: dict[str, np.ndarray] = {}
+    for sample in samples:
+        key, url = sample["__key__"], sample.get("__url__", "?")
+        if key.endswith("__reference"):
+            if REF_EXT not in sample:
+                raise ShardFormatError(
+                    f"shard {url}: reference {key} has no .{REF_EXT} member (members: "
+                    f"{', '.join(k for k in sample if not k.startswith('__'))}); was it written "
+                    "by another version of prep.shard?"
+                )
+            try:
+                references[key[: -len("__reference")]] = decode_reference(sample[REF_EXT])
+            except ShardFormatError as err:
+                raise ShardFormatError(f"shard {url}: reference {key}: {err}") from None
+            continue
+        if HAP_EXT not in sample or META_EXT not in sample:
+            raise ShardFormatError(
+                f"shard {url}: sample {key} lacks its .{HAP_EXT} or .{META_EXT} member")
+        meta = json.loads(sample[META_EXT])
+        reference = references.get(safe_key(meta["gene"]))
+        if reference is None:
+            raise ShardFormatError(
+                f"shard {url}: group {key} comes before the reference window of {meta['gene']}")
+        try:
+            haps = decode_group(sample[HAP_EXT], reference, len(meta["individuals"]))
+        except ShardFormatError as err:
+            raise ShardFormatError(f"shard {url}: group {key}: {err}") from None
+        yield Group(haps, meta, url)
+
+
+def _shards_in_need_order(index: SplitIndex, chunks: list[np.ndarray]) -> list[tuple[int, dict]]:
+    """[(shard id, {key: position})] in the order the chunks first need each shard."""
+    first_need: dict[int, tuple[int, int]] = {}
+    wanted: dict[int, dict[str, int]] = defaultdict(dict)
+    for c, items in enumerate(chunks):
+        for pos in np.unique(items[items >= 0]).tolist():
+            s = int(index.shard[pos])
+            first_need.setdefault(s, (c, pos))
+            first_need[s] = min(first_need[s], (c, pos))
+            wanted[s][index.key[pos]] = pos
+    return [(s, wanted[s]) for s in sorted(first_need, key=first_need.get)]
+
+
+def read_rows(index: SplitIndex, shards: list[tuple[int, dict]], on_error: str = "raise",
+              errors: list | None = None, timeout: float = 120.0,
+              opener: Callable = open_url) -> Iterator[tuple[int, dict | None]]:
+    """Stream the wanted samples of each shard.
+
+    Parameters
+    ----------
+    index : SplitIndex
+    shards : list of (shard id, {sample key: position})
+        Shards in reading order with the samples wanted from each.
+    on_error : "raise" or "skip"
+    errors : list, optional
+        Receives ``(url, message)`` per skipped shard.
+
+    Yields
+    ------
+    (position, sample)
+        ``sample`` is a handle ``(Group, row)``, or ``None`` for a wanted sample that a skipped
+        (corrupt) shard did not deliver.
+
+    Raises
+    ------
+    ShardFormatError
+        (``on_error="raise"``) a corrupt or truncated shard, or one that lacks samples the
+        manifest lists; the message names the shard.
+    """
+    for shard_id, wanted in shards:
+        url = index.urls[shard_id]
+        groups = {index.group[p] for p in wanted.values()}
+        got: set[int] = set()
+        error = None
+        try:
+            with opener(url, timeout) as fh:
+                for group in decode_groups(iter_tar(fh, url, want=group_filter(groups))):
+                    for row, key in enumerate(group.keys()):
+                        pos = wanted.get(key)
+                        if pos is not None and pos not in got:
+                            got.add(pos)
+                            yield pos, (group, row)
+        except (ShardFormatError, OSError, zstd.ZstdError, json.JSONDecodeError, KeyError,
+                ValueError) as err:
+            text = str(err)
+            error = text if url in text else f"shard {url}: {text}"
+        missing = [p for p in wanted.values() if p not in got]
+        if missing and error is None:
+            error = (f"shard {url} lacks {len(missing)} sample(s) listed in the manifest, e.g. "
+                     f"{index.key[missing[0]]}: the shard is truncated or corrupt, or the "
+                     "manifest belongs to another build")
+        if error is None:
+            continue
+        if on_error != "skip":
+            raise ShardFormatError(error)
+        message = f"{error} (skipped: {len(missing)} sample(s) become padding)"
+        log.warning(message)
+        if errors is not None:
+            errors.append((url, message))
+        for p in missing:
+            yield p, None
+
+
+def gather_chunks(events: Iterable[tuple[int, object]],
+                  chunks: list[np.ndarray]) -> Iterator[list[tuple]]:
+    """Hold samples until every sample of the next chunk has arrived, then yield that chunk.
+
+    Parameters
+    ----------
+    events : iterable of (position, sample)
+        Each needed position exactly once, in any order.
+    chunks : list of np.ndarray, each of shape (m, k), int
+        Items (positions, -1 for padding) in output order.
+
+    Yields
+    ------
+    list of tuple
+        Per chunk, per item, the k samples (None for padding). A sample is dropped once the
+        last chunk needing it has been yielded.
+    """
+    needs = [np.unique(items[items >= 0]).tolist() for items in chunks]
+    remaining = [len(need) for need in needs]
+    chunks_of: dict[int, list[int]] = defaultdict(list)
+    refs: dict[int, int] = defaultdict(int)
+    for c, need in enumerate(needs):
+        for pos in need:
+            chunks_of[pos].append(c)
+            refs[pos] += 1
+    store: dict[int, object] = {}
+    nxt, n = 0, len(chunks)
+
+    def emit(c: int) -> list[tuple]:
+        rows = chunks[c].tolist()
+        if chunks[c].shape[1] == 1:
+            out = [(store[p],) if p >= 0 else (None,) for (p,) in rows]
+        else:
+            out = [tuple(store[p] if p >= 0 else None for p in row) for row in rows]
+        for pos in needs[c]:
+            refs[pos] -= 1
+            if refs[pos] == 0:
+                del store[pos]
+        return out
+
+    while nxt < n and remaining[nxt] == 0:
+        yield emit(nxt)
+        nxt += 1
+    for pos, sample in events:
+        cs = chunks_of.get(pos)
+        if cs is None or pos in store:
+            continue
+        store[pos] = sample
+        for c in cs:
+            remaining[c] -= 1
+        while nxt < n and remaining[nxt] == 0:
+            yield emit(nxt)
+            nxt += 1
+    assert nxt == len(chunks), f"{len(chunks) - nxt} chunk(s) never completed: samples missing"
+
+
+def split_rounds(chunks: list[np.ndarray]) -> list[list[int]]:
+    """Group consecutive chunks into rounds that each read their shards once.
+
+    A sample needed again after a gap (the next cycle of a long epoch) is read again in a new
+    round rather than held in memory in between. Neighbouring chunks may share samples (the
+    pairs of one gene).
+
+    Parameters
+    ----------
+    chunks : list of np.ndarray, each of shape (m, k), int (-1: padding)
+
+    Returns
+    -------
+    list of list of int
+        Chunk indices of each round, in order.
+    """
+    rounds: list[list[int]] = []
+    older: set[int] = set()  # needs of the round's chunks before the previous one
+    previous: set[int] = set()
+    for c, items in enumerate(chunks):
+        need = set(np.unique(items[items >= 0]).tolist())
+        if rounds and need & older:
+            rounds.append([])
+            older, previous = set(), set()
+        if not rounds:
+            rounds.append([])
+        rounds[-1].append(c)
+        older |= previous
+        previous = need
+    return rounds
+
+
+@dataclass(frozen=True)
+class Window:
+    """How stored windows become batch windows.
+
+    Attributes
+    ----------
+    length : int
+        n, the output length.
+    fill : "flank" or "N"
+    """
+
+    length: int
+    fill: str = "flank"
+
+    def write(self, out: np.ndarray, seq: np.ndarray, tss_index: int, shift: int,
+              reverse: bool) -> int:
+        """Crop a stored window into ``out``; return the crop's TSS index.
+
+        Parameters
+        ----------
+        out : np.ndarray, shape (2, n), uint8, C-contiguous
+        seq : np.ndarray, shape (2, W), uint8
+        tss_index : int
+            0-based TSS index in ``seq``.
+        shift, reverse
+            As in :func:`loader.augment.crop`.
+        """
+        width = seq.shape[-1]
+        base, tss = crop_start(width, tss_index, self.length)
+        lo, hi = (0, width) if self.fill == "flank" else (base, base + self.length)
+        crop_into(out, seq, base - shift, lo, hi)
+        tss += shift
+        if reverse:
+            reverse_complement_rows(out)
+            return self.length - 1 - tss
+        return tss
+
+
+def _fill(handles: list, window: Window, shift: np.ndarray, reverse: np.ndarray,
+          seq: np.ndarray | None = None) -> dict:
+    """Windows, TSS, targets and ids of handles ``(group, row)`` or None (padding).
+
+    ``seq`` (B, 2, n) uint8, C-contiguous, receives the windows when given.
+    """
+    b = len(handles)
+    if seq is None:
+        seq = np.empty((b, 2, window.length), dtype=np.uint8)
+    tss = np.full(b, -1, dtype=np.int64)
+    targets = {t: np.full(b, np.nan, dtype=np.float32) for t in ("Y", "Z", "P")}
+    ids: dict[str, list] = {"gene": [""] * b, "individual": [""] * b, "population": [""] * b}
+    for i, handle in enumerate(handles):
+        if handle is None:
+            seq[i] = N_CODE
+            continue
+        group, row = handle
+        meta = group.meta
+        tss[i] = window.write(seq[i], group.haps[row], meta["tss_index"], int(shift[i]),
+                              bool(reverse[i]))
+        for t, values in targets.items():
+            values[i] = meta[t][row]
+        ids["gene"][i] = meta["gene"]
+        ids["individual"][i] = meta["individuals"][row]
+        ids["population"][i] = meta["populations"][row]
+    return {"seq": seq, "tss_index": tss, **targets, **ids}
+
+
+def collate_samples(items: list[tuple], rows: np.ndarray, window: Window, shift: np.ndarray,
+                    reverse: np.ndarray, out: dict | None = None) -> dict:
+    """One batch of single samples.
+
+    Parameters
+    ----------
+    items : list of 1-tuples of a handle ``(Group, row)`` or None (padding), length B
+    rows : np.ndarray, shape (B,), int64
+        Manifest row of each item (-1 for padding).
+    window : Window
+    shift : np.ndarray, shape (B,), int
+    reverse : np.ndarray, shape (B,), bool
+    out : dict, optional
+        ``{"seq": array of shape (B, 2, n), uint8}`` to write the windows into.
+
+    Returns
+    -------
+    dict
+        ``seq`` (B, 2, n) uint8; ``Y``, ``Z``, ``P`` (B,) float32 (NaN for padding); ``valid``
+        (B,) bool; ``index`` (B,) int64 manifest rows; ``tss_index``, ``shift`` (B,) int64;
+        ``rc`` (B,) bool; ``gene``, ``individual``, ``population``: lists of str.
+    """
+    handles = [it[0] for it in items]
+    valid = np.array([h is not None for h in handles])
+    shift = np.where(valid, shift, 0).astype(np.int64)
+    reverse = valid & reverse
+    batch = _fill(handles, window, shift, reverse, (out or {}).get("seq"))
+    batch.update({"valid": valid, "index": rows, "shift": shift, "rc": reverse})
+    return batch
+
+
+def collate_pairs(items: list[tuple], rows: np.ndarray, window: Window, shift: np.ndarray,
+                  reverse: np.ndarray, out: dict | None = None) -> dict:
+    """One batch of pairs; both members of a pair share one shift and orientation.
+
+    Parameters
+    ----------
+    items : list of 2-tuples of handles ``(Group, row)`` or None (padding), length B
+    rows : np.ndarray, shape (B, 2), int64
+        Manifest rows of (a, b), -1 for padding.
+    out : dict, optional
+        ``{"seq_a": ..., "seq_b": ...}`` arrays of shape (B, 2, n), uint8, to write into.
+
+    Returns
+    -------
+    dict
+        ``seq_a``, ``seq_b`` (B, 2, n) uint8; ``Y_a``, ``Y_b``, ``Z_a``, ``Z_b``, ``P_a``,
+        ``P_b`` (B,) float32; ``valid`` (B,) bool; ``index_a``, ``index_b`` (B,) int64;
+        ``tss_index``, ``shift`` (B,) int64; ``rc`` (B,) bool; ``gene``, ``individual_a``,
+        ``individual_b``: lists of str.
+    """
+    valid = np.array([a is not None and b is not None for a, b in items])
+    shift = np.where(valid, shift, 0).astype(np.int64)
+    reverse = valid & reverse
+    batch = {"valid": valid, "index_a": np.where(valid, rows[:, 0], -1),
+             "index_b": np.where(valid, rows[:, 1], -1), "shift": shift, "rc": reverse}
+    for k, name in enumerate(("a", "b")):
+        part = _fill([it[k] if ok else None for it, ok in zip(items, valid, strict=True)],
+                     window, shift, reverse, (out or {}).get(f"seq_{name}"))
+        batch[f"seq_{name}"] = part["seq"]
+        for t in ("Y", "Z", "P"):
+            batch[f"{t}_{name}"] = part[t]
+        batch[f"individual_{name}"] = part["individual"]
+        if name == "a":
+            batch["tss_index"], batch["gene"] = part["tss_index"], part["gene"]
+    return batch
+
+
+def worker_batches(index: SplitIndex, items: np.ndarray, *, batch_size: int, chunk_size: int,
+                   window: Window, shuffle: bool, augment: bool, rc_prob: float, max_shift: int,
+                   seed: int, epoch: int, rank: int, worker: int, skip: int = 0,
+                   on_error: str = "raise", timeout: float = 120.0,
+                   buffers: Callable[[], dict] | None = None) -> Iterator[dict]:
+    """The batches of one worker: read, gather, shuffle, crop and augment, collate.
+
+    Parameters
+    ----------
+    index : SplitIndex
+    items : np.ndarray, shape (count * batch_size, k), int64
+        The worker's items (positions in ``index``; -1: padding); k = 1 samples, k = 2 pairs.
+    chunk_size : int
+        Items gathered and shuffled together; a multiple of ``batch_size``.
+    skip : int
+        Leading batches not to yield (resuming mid-epoch); whole skipped chunks are not read.
+    buffers : callable, optional
+        Called once per batch, returns the arrays to write windows into (see ``out`` of
+        :func:`collate_samples`); default: new arrays.
+
+    Yields
+    ------
+    dict
+        As :func:`collate_samples` / :func:`collate_pairs`, plus ``errors`` ((url, message) of
+        shards skipped since the previous batch) and ``batch`` (the worker's batch number).
+    """
+    assert chunk_size % batch_size == 0, "chunk_size must be a multiple of batch_size"
+    per_chunk = chunk_size // batch_size
+    chunks = [items[i:i + chunk_size] for i in range(0, len(items), chunk_size)]
+    first = skip // per_chunk
+    errors: list[tuple[str, str]] = []
+    collate = collate_samples if items.shape[1] == 1 else collate_pairs
+    for c, rows, resolved in _gathered(index, chunks, first, on_error, errors, timeout):
+        if shuffle:
+            perm = seeded_rng(seed, "shuffle", epoch, rank, worker, c).permutation(len(rows))
+            rows, resolved = rows[perm], [resolved[i] for i in perm]
+        if augment:
+            shifts, reverses = draw_augment(seeded_rng(seed, "augment", epoch, rank, worker, c),
+                                            len(rows), rc_prob, max_shift)
+        else:
+            shifts, reverses = np.zeros(len(rows), np.int64), np.zeros(len(rows), bool)
+        for j in range(0, len(rows), batch_size):
+            b = c * per_chunk + j // batch_size
+            if b < skip:
+                continue
+            r = rows[j:j + batch_size]
+            manifest_rows = np.where(r >= 0, index.row[np.maximum(r, 0)], -1)
+            batch = collate(resolved[j:j + batch_size], manifest_rows[:, 0] if r.shape[1] == 1
+                            else manifest_rows, window, shifts[j:j + batch_size],
+                            reverses[j:j + batch_size], buffers() if buffers else None)
+            batch["errors"], errors[:] = list(errors), []
+            batch["batch"] = b
+            yield batch
+
+
+def _gathered(index, chunks, first, on_error, errors, timeout):
+    """(chunk number, items, resolved samples) for chunks[first:], round by round."""
+    todo = chunks[first:]
+    for members in split_rounds(todo):
+        part = [todo[i] for i in members]
+        events = read_rows(index, _shards_in_need_order(index, part), on_error, errors, timeout)
+        for i, resolved in zip(members, gather_chunks(events, part), strict=True):
+            yield first + i, todo[i], resolved

@@ -1,0 +1,144 @@
+"""loader.plan: seeded shard orders, pair sampling, rank and worker layouts (no shards needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from loader.plan import (
+    draw_pairs,
+    eval_batches,
+    eval_samples,
+    fixed_pairs,
+    rank_items,
+    seeded_rng,
+    shard_order,
+    stream_order,
+    train_batches,
+    train_pairs,
+    train_samples,
+    worker_batch_counts,
+    worker_items,
+    worker_skip,
+)
+
+
+def test_seeded_rng_depends_on_keys_only():
+    a = seeded_rng(0, "shuffle", 1, 2).integers(1 << 30, size=4)
+    b = seeded_rng(0, "shuffle", 1, 2).integers(1 << 30, size=4)
+    c = seeded_rng(0, "shuffle", 1, 3).integers(1 << 30, size=4)
+    d = seeded_rng(0, "augment", 1, 2).integers(1 << 30, size=4)
+    assert a.tolist() == b.tolist()
+    assert a.tolist() != c.tolist() and a.tolist() != d.tolist()
+
+
+def test_stream_order_literal():
+    shard = np.array([0, 0, 1, 1, 1, 2])
+    assert stream_order(shard, np.array([2, 0, 1])).tolist() == [5, 0, 1, 2, 3, 4]
+    assert stream_order(shard, np.array([1, 2, 0])).tolist() == [2, 3, 4, 5, 0, 1]
+
+
+def test_shard_order_changes_with_epoch_and_is_reproducible():
+    orders = {tuple(shard_order(8, 0, e).tolist()) for e in range(6)}
+    assert len(orders) > 1
+    assert shard_order(8, 0, 3).tolist() == shard_order(8, 0, 3).tolist()
+
+
+def test_train_samples_one_pass_then_cycles():
+    shard = np.array([0, 0, 1, 1, 1, 2, 2])
+    one = train_samples(shard, 3, 7, seed=1, epoch=0)[:, 0]
+    assert sorted(one.tolist()) == list(range(7))
+    more = train_samples(shard, 3, 10, seed=1, epoch=0)[:, 0]
+    assert more[:7].tolist() == one.tolist()
+    assert len(set(more[7:].tolist())) == 3
+    assert train_samples(shard, 3, 7, seed=1, epoch=1).shape == (7, 1)
+
+
+def test_eval_samples_literal():
+    assert eval_samples(3).tolist() == [[0], [1], [2]]
+
+
+def test_draw_pairs_distinct_members_and_pairs():
+    p = np.linspace(0, 100, 30)
+    pairs = draw_pairs(p, 50, seeded_rng(0, "pairs"))
+    assert pairs.shape == (50, 2)
+    assert (pairs[:, 0] != pairs[:, 1]).all()
+    assert len({tuple(sorted(x)) for x in pairs.tolist()}) == 50
+
+
+def test_draw_pairs_min_diff_literal():
+    p = np.array([0.0, 10.0, 50.0, 90.0])
+    pairs = draw_pairs(p, 200, seeded_rng(0, "pairs"), min_diff=45.0)
+    got = {tuple(sorted(x)) for x in pairs.tolist()}
+    assert got == {(0, 2), (0, 3), (1, 3)}  # the only pairs more than 45 apart
+    assert (np.abs(p[pairs[:, 0]] - p[pairs[:, 1]]) > 45).all()
+
+
+def test_draw_pairs_none_eligible():
+    assert draw_pairs(np.array([1.0]), 5, seeded_rng(0, "p")).shape == (0, 2)
+    assert draw_pairs(np.array([5.0, 6.0]), 5, seeded_rng(0, "p"), min_diff=25).shape == (0, 2)
+    two = draw_pairs(np.array([5.0, 60.0]), 3, seeded_rng(0, "p"), min_diff=25)
+    assert {tuple(sorted(x)) for x in two.tolist()} == {(0, 1)} and len(two) == 3
+
+
+def test_train_pairs_same_gene_and_fresh_each_epoch():
+    gene = np.array([0, 0, 0, 0, 1, 1, 1, 2])
+    shard = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    p = np.arange(8, dtype=float)
+    e0 = train_pairs(shard, gene, p, 2, 10, 5, seed=0, epoch=0)
+    e1 = train_pairs(shard, gene, p, 2, 10, 5, seed=0, epoch=1)
+    assert e0.shape == (10, 2)
+    assert (gene[e0[:, 0]] == gene[e0[:, 1]]).all() and (e0[:, 0] != e0[:, 1]).all()
+    assert 7 not in e0  # gene 2 has a single sample: no pair
+    assert e0.tolist() != e1.tolist()
+
+
+def test_fixed_pairs_do_not_depend_on_epoch_or_world():
+    gene = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([1.0, 50.0, 99.0, 2.0, 40.0, 80.0])
+    a = fixed_pairs(gene, p, 4, seed=3)
+    assert a.tolist() == fixed_pairs(gene, p, 4, seed=3).tolist()
+    assert a.shape == (8, 2)
+    assert (gene[a[:, 0]] == gene[a[:, 1]]).all()
+
+
+def test_batch_counts():
+    assert train_batches(3198, 2, 8) == 199
+    assert train_batches(10, 2, 8, epoch_batches=7) == 7
+    assert eval_batches(182, 2, 8) == 12
+    assert eval_batches(832, 2, 7) == 60
+    assert eval_batches(0, 2, 8) == 1
+
+
+def test_train_batches_raises_when_a_rank_gets_no_batch():
+    with pytest.raises(ValueError, match="do not fill one batch"):
+        train_batches(15, 2, 8)
+
+
+def test_rank_items_eval_covers_every_item_once_with_padding():
+    items = eval_samples(11)
+    nb = eval_batches(11, 3, 2)
+    parts = [rank_items(items, r, 3, nb, 2, pad=True) for r in range(3)]
+    assert all(len(x) == nb * 2 for x in parts)
+    flat = np.concatenate(parts)[:, 0]
+    assert sorted(flat[flat >= 0].tolist()) == list(range(11))
+    assert parts[0][:, 0].tolist() == [0, 1, 2, -1]
+
+
+def test_rank_items_train_literal():
+    items = np.arange(12)[:, None]
+    assert rank_items(items, 1, 2, 3, 2, pad=False)[:, 0].tolist() == [6, 7, 8, 9, 10, 11]
+
+
+def test_worker_layout_matches_round_robin():
+    assert worker_batch_counts(5, 2) == [3, 2]
+    assert worker_batch_counts(1, 3) == [1, 0, 0]
+    items = np.arange(10)[:, None]  # 5 batches of 2
+    w0 = worker_items(items, 0, 2, 2)[:, 0].tolist()
+    w1 = worker_items(items, 1, 2, 2)[:, 0].tolist()
+    assert w0 == [0, 1, 2, 3, 4, 5] and w1 == [6, 7, 8, 9]
+    # rank batch j is worker j % 2's batch j // 2
+    order = [w0[0:2], w1[0:2], w0[2:4], w1[2:4], w0[4:6]]
+    assert sorted(sum(order, [])) == list(range(10))
+    assert [worker_skip(3, w, 2) for w in (0, 1)] == [2, 1]
+    assert worker_skip(0, 0, 0) == 0
