@@ -20,16 +20,14 @@ Everything here is torch-free.
 from __future__ import annotations
 
 import glob as globlib
-import http.client
 import io
 import json
 import logging
 import os
 import posixpath
-import tarfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -37,7 +35,7 @@ from urllib.request import url2pathname
 import numpy as np
 import polars as pl
 
-from prep.shard_format import HAP_EXT, META_EXT, ShardFormatError
+from prep.shard_format import HAP_EXT, META_EXT, ShardFormatError, iter_tar
 
 __all__ = [
     "SplitIndex",
@@ -182,44 +180,6 @@ def read_url_bytes(url: str, timeout: float = 120.0) -> bytes | None:
             return fh.read()
     except FileNotFoundError:
         return None
-
-
-def iter_tar(fileobj, url: str, want: Callable[[str, str], bool] | None = None) -> Iterator[dict]:
-    """Raw WebDataset samples of one tar stream: ``{"__key__", "__url__", ext: bytes}``.
-
-    Members with the same key (name up to the first dot) form one sample. Members for which
-    ``want(key, ext)`` is false are skipped without being read into memory (seeked over in
-    local files).
-
-    Raises
-    ------
-    ShardFormatError
-        A truncated or corrupt tar; the message names ``url``. (A corrupt header after the first
-        member ends a tar silently: callers compare what they got with the manifest.)
-    """
-    current: dict | None = None
-    seekable = getattr(fileobj, "seekable", lambda: False)()
-    try:
-        with tarfile.open(fileobj=fileobj, mode="r:" if seekable else "r|") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                key, _, ext = posixpath.basename(info.name).partition(".")
-                if want is not None and not want(key, ext):
-                    continue
-                data = tar.extractfile(info).read()
-                if len(data) != info.size:
-                    raise ShardFormatError(f"shard {url}: member {info.name} is truncated")
-                if current is not None and current["__key__"] != key:
-                    yield current
-                    current = None
-                if current is None:
-                    current = {"__key__": key, "__url__": url}
-                current[ext] = data
-    except (tarfile.TarError, EOFError, OSError, http.client.HTTPException) as err:
-        raise ShardFormatError(f"shard {url} is corrupt or truncated: {err}") from None
-    if current is not None:
-        yield current
 
 
 # ---------------------------------------------------------------------------------------------

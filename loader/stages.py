@@ -83,7 +83,7 @@ def decode_groups(samples: Iterable[dict]) -> Iterator[Group]:
     Parameters
     ----------
     samples : iterable of dict
-        ``{"__key__", "__url__", ext: bytes}`` as :func:`loader.sources.iter_tar` yields them;
+        ``{"__key__", "__url__", ext: bytes}`` as :func:`prep.shard_format.iter_tar` yields them;
         a gene's reference member comes before its groups.
 
     Raises

@@ -33,11 +33,12 @@ Everything here is torch-free; the loader imports it.
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,7 @@ __all__ = [
     "decode_group",
     "ShardWriter",
     "ShardFormatError",
+    "iter_tar",
     "read_tar_members",
     "unpack_groups",
     "iter_shard",
@@ -251,34 +253,54 @@ class ShardWriter:
                 self._tmp.unlink()
 
 
-def read_tar_members(path: str | os.PathLike) -> Iterator[dict]:
-    """Raw WebDataset-style samples of one local shard: ``{"__key__", ext: bytes, ...}``.
+def iter_tar(fileobj, url: str, want: Callable[[str, str], bool] | None = None) -> Iterator[dict]:
+    """Raw WebDataset samples of one tar stream: ``{"__key__", "__url__", ext: bytes}``.
 
-    Consecutive members with the same key form one sample. A truncated or corrupt tar raises
-    :class:`ShardFormatError` naming the shard.
+    Members with the same key (name up to the first dot) form one sample. Members for which
+    ``want(key, ext)`` is false are skipped without being read into memory (seeked over in
+    local files). ``fileobj`` may be a local file or a non-seekable stream (HTTP, pipes).
+
+    Raises
+    ------
+    ShardFormatError
+        A truncated or corrupt tar; the message names ``url``. (A corrupt header after the first
+        member ends a tar silently: callers compare what they got with the manifest.)
     """
-    path = Path(path)
     current: dict | None = None
+    seekable = getattr(fileobj, "seekable", lambda: False)()
     try:
-        with tarfile.open(path, mode="r:") as tar:
+        with tarfile.open(fileobj=fileobj, mode="r:" if seekable else "r|") as tar:
             for info in tar:
                 if not info.isfile():
                     continue
-                base = os.path.basename(info.name)
-                key, _, ext = base.partition(".")
+                key, _, ext = os.path.basename(info.name).partition(".")
+                if want is not None and not want(key, ext):
+                    continue
                 data = tar.extractfile(info).read()
                 if len(data) != info.size:
-                    raise ShardFormatError(f"shard {path}: member {info.name} is truncated")
+                    raise ShardFormatError(f"shard {url}: member {info.name} is truncated")
                 if current is not None and current["__key__"] != key:
                     yield current
                     current = None
                 if current is None:
-                    current = {"__key__": key, "__url__": str(path)}
+                    current = {"__key__": key, "__url__": url}
                 current[ext] = data
-    except (tarfile.TarError, EOFError, OSError) as err:
-        raise ShardFormatError(f"shard {path} is corrupt or truncated: {err}") from None
+    except (tarfile.TarError, EOFError, OSError, http.client.HTTPException) as err:
+        raise ShardFormatError(f"shard {url} is corrupt or truncated: {err}") from None
     if current is not None:
         yield current
+
+
+def read_tar_members(
+    path: str | os.PathLike, want: Callable[[str, str], bool] | None = None
+) -> Iterator[dict]:
+    """Raw WebDataset samples of one local shard (see :func:`iter_tar`)."""
+    try:
+        fh = open(path, "rb")
+    except OSError as err:
+        raise ShardFormatError(f"shard {path} cannot be opened: {err}") from None
+    with fh:
+        yield from iter_tar(fh, str(path), want)
 
 
 def unpack_groups(samples: Iterable[dict]) -> Iterator[dict]:
