@@ -255,9 +255,9 @@ class HaplotypeBuilder:
         rec_lo = np.searchsorted(block.pos, span_lo, side="left")
         rec_hi = np.searchsorted(block.pos, rec_bound, side="left")
         block_start = int(span_lo.min())
-        ref_block = self.reference.fetch(chrom, block_start, int(span_hi.max()))
+        ref_block, lower = self.reference.fetch_with_case(chrom, block_start, int(span_hi.max()))
         kernels.fixed_windows(
-            ref_block, block_start, span_lo - block_start, span_hi - block_start,
+            ref_block, lower, block_start, span_lo - block_start, span_hi - block_start,
             rec_lo, rec_hi, tss, minus, *self._kernel_arrays(block), self.snps_only,
             idx.astype(np.int64), out, counts,
         )
@@ -305,10 +305,10 @@ class HaplotypeBuilder:
         for idx in _groups(starts, _GROUP_GAP):
             lo, hi = int(starts[idx].min()), int(ends[idx].max())
             block = self._read(chrom, lo, hi)
-            ref_block = self.reference.fetch(chrom, lo, hi)
+            ref_block, lower = self.reference.fetch_with_case(chrom, lo, hi)
             rec_lo = np.searchsorted(block.pos, starts[idx], side="left")
             rec_hi = np.searchsorted(block.pos, ends[idx], side="left")
-            args = (ref_block, lo, starts[idx] - lo, ends[idx] - lo, rec_lo, rec_hi)
+            args = (ref_block, lower, lo, starts[idx] - lo, ends[idx] - lo, rec_lo, rec_hi)
             sub_len = np.zeros((len(idx), n_hap), dtype=np.int64)
             sub_counts = np.zeros((len(idx), n_hap, kernels.N_COUNTS), dtype=np.int32)
             kernels.ragged_lengths(

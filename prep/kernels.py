@@ -43,6 +43,7 @@ N_COUNTS = 5
 
 _SYMBOLIC = 1
 _TRIM = 2
+_REF_LOWER = 4
 _N = 4
 
 
@@ -68,6 +69,7 @@ def _emit(src, s, e, out, k, out_lo):
 @njit(cache=True, nogil=True)
 def walk_haplotype(
     ref,
+    ref_lower,
     ref_start,
     pos,
     ref_len,
@@ -91,6 +93,10 @@ def walk_haplotype(
     ----------
     ref : uint8 (n_ref,)
         Reference codes of the span.
+    ref_lower : uint8 (n_ref,)
+        1 where the FASTA has the base in lower case (soft-masked). bcftools' output depends
+        on case in one place: an insertion joined to a preceding variant keeps that variant's
+        last base only when REF's first letter has the case bcftools gave that base.
     ref_start : int
         0-based reference position of ``ref[0]``.
     pos, ref_len, first_allele, allele_offsets, allele_codes, allele_flags
@@ -126,6 +132,7 @@ def walk_haplotype(
     cursor = 0  # next reference index not yet placed or replaced
     frz = -1  # last reference index covered by the last applied record
     prev_insert = False
+    last_lower = False  # case bcftools gives the last base placed
     for i in range(rec_lo, rec_hi):
         if (placed or tss_hap >= 0) and k >= stop_at:
             return k, tss_hap
@@ -165,13 +172,19 @@ def walk_haplotype(
             if tss_hap < 0 and cursor <= tss_rel < p:
                 tss_hap = k + tss_rel - cursor
             k = _emit(ref, cursor, p, out, k, out_lo)
+            last_lower = ref_lower[p - 1] != 0
         if joined:
-            # ALT's first base is the base the previous record already wrote here.
+            # ALT's first base is the base the previous record already wrote here; an insertion
+            # rewrites it with its own first base when the cases differ (bcftools' ibeg loop).
             slot0 = k - 1
-            k = _emit(allele_codes, a0 + 1, a0 + alen, out, k, out_lo)
+            if alen > r and last_lower != ((flags & _REF_LOWER) != 0):
+                k = _emit(allele_codes, a0, a0 + alen, out, k - 1, out_lo)
+            else:
+                k = _emit(allele_codes, a0 + 1, a0 + alen, out, k, out_lo)
         else:
             slot0 = k
             k = _emit(allele_codes, a0, a0 + alen, out, k, out_lo)
+            last_lower = ref_lower[p] != 0
         if tss_hap < 0 and p <= tss_rel < p + r:
             off = tss_rel - p
             tss_hap = slot0 + off if off < alen else slot0 + alen
@@ -199,6 +212,7 @@ def _reverse_complement_inplace(x):
 @njit(parallel=True, cache=True, nogil=True)
 def fixed_windows(
     ref_block,
+    lower_block,
     block_start,
     span_lo,
     span_hi,
@@ -224,6 +238,8 @@ def fixed_windows(
     ----------
     ref_block : uint8 (n_block,)
         Reference codes of ``[block_start, block_start + n_block)`` (N beyond contig ends).
+    lower_block : uint8 (n_block,)
+        1 where the FASTA's base is lower case.
     span_lo, span_hi : int64 (n_regions,)
         Per region, the reference span walked, as indexes into ``ref_block`` (half-open).
     rec_lo, rec_hi : int64 (n_regions,)
@@ -248,18 +264,19 @@ def fixed_windows(
         g = job // n_hap
         h = job % n_hap
         ref = ref_block[span_lo[g] : span_hi[g]]
+        lower = lower_block[span_lo[g] : span_hi[g]]
         start = block_start + span_lo[g]
         c = counts[rows[g], h]
         o = out[rows[g], h]
         _, tss_hap = walk_haplotype(
-            ref, start, pos, ref_len, first_allele, allele_offsets, allele_codes,
+            ref, lower, start, pos, ref_len, first_allele, allele_offsets, allele_codes,
             allele_flags, hap_allele[h], rec_lo[g], rec_hi[g], snps_only, tss[g],
             o[:0], 0, 0, c,
         )
         c[:] = 0
         win_lo = tss_hap - half
         n_built, _ = walk_haplotype(
-            ref, start, pos, ref_len, first_allele, allele_offsets, allele_codes,
+            ref, lower, start, pos, ref_len, first_allele, allele_offsets, allele_codes,
             allele_flags, hap_allele[h], rec_lo[g], rec_hi[g], snps_only, tss[g],
             o, win_lo, win_lo + length, c,
         )
@@ -275,6 +292,7 @@ def fixed_windows(
 @njit(parallel=True, cache=True, nogil=True)
 def ragged_lengths(
     ref_block,
+    lower_block,
     block_start,
     span_lo,
     span_hi,
@@ -303,7 +321,8 @@ def ragged_lengths(
         g = job // n_hap
         h = job % n_hap
         n, _ = walk_haplotype(
-            ref_block[span_lo[g] : span_hi[g]], block_start + span_lo[g], pos, ref_len,
+            ref_block[span_lo[g] : span_hi[g]], lower_block[span_lo[g] : span_hi[g]],
+            block_start + span_lo[g], pos, ref_len,
             first_allele, allele_offsets, allele_codes, allele_flags, hap_allele[h],
             rec_lo[g], rec_hi[g], snps_only, -1, empty, 0, np.iinfo(np.int64).max,
             counts[g, h],
@@ -314,6 +333,7 @@ def ragged_lengths(
 @njit(parallel=True, cache=True, nogil=True)
 def ragged_fill(
     ref_block,
+    lower_block,
     block_start,
     span_lo,
     span_hi,
@@ -347,7 +367,8 @@ def ragged_fill(
         i = rows[g] * n_hap + h
         o = data[offsets[i] : offsets[i + 1]]
         walk_haplotype(
-            ref_block[span_lo[g] : span_hi[g]], block_start + span_lo[g], pos, ref_len,
+            ref_block[span_lo[g] : span_hi[g]], lower_block[span_lo[g] : span_hi[g]],
+            block_start + span_lo[g], pos, ref_len,
             first_allele, allele_offsets, allele_codes, allele_flags, hap_allele[h],
             rec_lo[g], rec_hi[g], snps_only, -1, o, 0, np.iinfo(np.int64).max,
             scratch.copy(),

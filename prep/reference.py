@@ -68,9 +68,21 @@ class Reference:
         -------
         np.ndarray, shape (end - start,), uint8, values 0..4
         """
+        return self.fetch_with_case(chrom, start, end)[0]
+
+    def fetch_with_case(self, chrom: str, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`fetch`, plus where the FASTA writes the base in lower case.
+
+        Returns
+        -------
+        (np.ndarray, np.ndarray)
+            Codes, shape (end - start,), uint8 0..4; and a mask of the same shape, uint8,
+            1 for lower-case (soft-masked) bases.
+        """
         name = self.resolve(chrom)
         n = end - start
         out = np.full(max(n, 0), N_CODE, dtype=np.uint8)
+        lower = np.zeros(max(n, 0), dtype=np.uint8)
         lo, hi = max(start, 0), min(end, self.lengths[name])
         if hi > lo:
             raw = self._fasta.fetch(name, lo, hi).encode("ascii")
@@ -79,8 +91,10 @@ class Reference:
                     f"{self.path}: read {len(raw)} bases for {name}:{lo + 1}-{hi}, expected "
                     f"{hi - lo}; the .fai index may be stale (re-run `samtools faidx`)"
                 )
-            out[lo - start : hi - start] = ENCODE_TABLE[np.frombuffer(raw, dtype=np.uint8)]
-        return out
+            letters = np.frombuffer(raw, dtype=np.uint8)
+            out[lo - start : hi - start] = ENCODE_TABLE[letters]
+            lower[lo - start : hi - start] = (letters >= ord("a")) & (letters <= ord("z"))
+        return out, lower
 
     def close(self) -> None:
         self._fasta.close()

@@ -23,6 +23,7 @@ from prep.encoding import ENCODE_TABLE
 __all__ = [
     "SYMBOLIC",
     "TRIM_FIRST_BASE",
+    "REF_FIRST_LOWER",
     "UNPHASED_POLICIES",
     "VariantBlock",
     "VariantReader",
@@ -36,6 +37,9 @@ SYMBOLIC = np.uint8(1)
 """Allele flag: symbolic (``<DEL>``, ``<INS>``, ``*``, breakends); never applied, counted."""
 TRIM_FIRST_BASE = np.uint8(2)
 """Allele flag: an indel whose first base equals REF's (bcftools ``trim_beg``)."""
+REF_FIRST_LOWER = np.uint8(4)
+"""Allele flag: the record's REF starts with a lower-case letter (matters to bcftools when an
+insertion joins the previous variant on soft-masked sequence)."""
 
 UNPHASED_POLICIES = ("error", "reference", "as-phased", "random")
 
@@ -105,7 +109,7 @@ class VariantBlock:
     allele_codes : np.ndarray, shape (allele_offsets[-1],), uint8
         ALT alleles as codes 0..4.
     allele_flags : np.ndarray, shape (n_alleles,), uint8
-        :data:`SYMBOLIC` and/or :data:`TRIM_FIRST_BASE` bits.
+        :data:`SYMBOLIC`, :data:`TRIM_FIRST_BASE` and :data:`REF_FIRST_LOWER` bits.
     hap_allele : np.ndarray, shape (2 * n_samples, n_rec), int16
         Allele index carried by haplotype ``2 * sample + hap`` (hap 0 = first GT allele):
         0 = REF, k = ALT k, -1 = missing (reference is kept and the miss is counted).
@@ -344,6 +348,8 @@ class VariantReader:
                 f = SYMBOLIC if sym else 0
                 if not sym and is_indel_htslib(ref, a) and ref[0] == a[0]:
                     f |= TRIM_FIRST_BASE
+                if ref[:1].islower():
+                    f |= REF_FIRST_LOWER
                 flags.append(int(f))
                 codes.append(b"" if sym else a.encode("ascii", errors="replace"))
             n_alleles += len(alt)

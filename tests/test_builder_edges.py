@@ -110,6 +110,15 @@ RAGGED = {
         ((23, "C", "A", "1|0"), (26, "G", "GT", "0|1")),
         ("TGAATGCATGCC", "TGCATGTCATGCC"), start=20, end=32,
     ),
+    "insertion_joined_to_snp_keeps_it": Case(
+        ((3, "G", "T", "1|0"), (3, "G", "GAA", "1|0")), ("ACTAATACGTACGGTTCCAAGT", R20),
+    ),
+    # on soft-masked sequence bcftools lowers ALT; 'c' != REF 'C', so the insertion's first
+    # base overwrites the SNP written just before it
+    "insertion_joined_to_snp_on_soft_masked_reference_rewrites_it": Case(
+        ((23, "C", "A", "1|0"), (23, "C", "CTT", "1|0")),
+        ("TGCTTATGCATGCC", "TGCATGCATGCC"), start=20, end=32,
+    ),
     # interval edges
     "deletion_starting_before_interval_is_ignored": Case(
         ((3, "GTA", "G", "1|0"),), (REF[4:20], REF[4:20]), start=4,

@@ -13,12 +13,13 @@ from prep.kernels import (
     N_COUNTS,
     walk_haplotype,
 )
-from prep.variants import SYMBOLIC, TRIM_FIRST_BASE, is_indel_htslib
+from prep.variants import REF_FIRST_LOWER, SYMBOLIC, TRIM_FIRST_BASE, is_indel_htslib
 
 REF = "ACGTACGTAC"  # positions 0..9
 
 
-def walk(records, alleles, ref=REF, ref_start=0, tss=-1, window=None, snps_only=False):
+def walk(records, alleles, ref=REF, ref_start=0, tss=-1, window=None, snps_only=False,
+         lower=None):
     """records: [(pos, REF, [ALT, ...])]; alleles: allele index per record for one haplotype."""
     pos, rlen, first, offs, codes, flags = [], [], [], [0], [], []
     for p, r, alts in records:
@@ -30,6 +31,8 @@ def walk(records, alleles, ref=REF, ref_start=0, tss=-1, window=None, snps_only=
             f = int(SYMBOLIC) if sym else 0
             if not sym and is_indel_htslib(r, a) and r[0] == a[0]:
                 f |= int(TRIM_FIRST_BASE)
+            if r[:1].islower():
+                f |= int(REF_FIRST_LOWER)
             flags.append(f)
             c = [] if sym else encode(a).tolist()
             codes.extend(c)
@@ -40,8 +43,9 @@ def walk(records, alleles, ref=REF, ref_start=0, tss=-1, window=None, snps_only=
     else:
         out_lo, n = window
         out, stop = np.full(n, 9, np.uint8), out_lo + n
+    lower = np.zeros(len(ref), np.uint8) if lower is None else np.asarray(lower, np.uint8)
     n, tss_hap = walk_haplotype(
-        encode(ref), ref_start, np.array(pos, np.int64), np.array(rlen, np.int64),
+        encode(ref), lower, ref_start, np.array(pos, np.int64), np.array(rlen, np.int64),
         np.array(first, np.int64), np.array(offs, np.int64), np.array(codes, np.uint8),
         np.array(flags, np.uint8), np.array(alleles, np.int16), 0, len(records), snps_only,
         tss, out, out_lo, stop, counts,
@@ -94,6 +98,18 @@ def test_case_insertion_after_snp_same_position_joins():
     # SNP C>G at 1 then insertion C>CAA at 1: bcftools keeps the SNP base, adds AA
     seq, _, counts = build([(1, "C", ["G"]), (1, "C", ["CAA"])], [1, 1])
     assert seq == "AGAAGTACGTAC" and counts[COUNT_APPLIED] == 2
+
+
+def test_case_insertion_after_snp_on_soft_masked_sequence_rewrites_the_snp():
+    # bcftools gives ALT the reference's case; lower-case 'g' != REF 'C', so its ibeg loop
+    # starts at 0 and the insertion's first base overwrites the SNP (checked with bcftools 1.16)
+    records = [(1, "C", ["G"]), (1, "C", ["CAA"])]
+    seq, _, counts = build(records, [1, 1], lower=[0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    assert seq == "ACAAGTACGTAC" and counts[COUNT_APPLIED] == 2
+    seq, _, _ = build(records, [1, 1], lower=[1] * 10)
+    assert seq == "ACAAGTACGTAC"
+    seq, _, _ = build(records, [1, 1], lower=[1, 0] + [1] * 8)  # SNP base upper case: kept
+    assert seq == "AGAAGTACGTAC"
 
 
 def test_case_snp_at_last_base_of_deletion_skipped():
