@@ -49,3 +49,47 @@ def test_unphased_error_names_sample_and_site():
     reader = VariantReader(CHR20_UNPHASED)
     with pytest.raises(UnphasedGenotypeError, match=r"sample \S+ at 20:\d+"):
         reader.read("20", 1_000_000, 2_000_000)
+
+
+def _write_vcf(path, body_lines, samples=("S1", "S2")):
+    import pysam
+
+    header = [
+        "##fileformat=VCFv4.2", "##contig=<ID=22,length=51304566>",
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(samples),
+    ]
+    plain = path.with_suffix("")
+    plain.write_text("\n".join(header + body_lines) + "\n")
+    pysam.tabix_index(str(plain), preset="vcf", force=True)
+    return path
+
+
+def test_reader_names_record_with_missing_sample_columns(tmp_path):
+    vcf = _write_vcf(tmp_path / "short.vcf.gz", ["22\t20000100\t.\tA\tG\t.\t.\t.\tGT\t0|1"])
+    with pytest.raises(VcfError, match="22:20000100 has fewer sample columns"):
+        VariantReader(vcf).read("22", 20_000_000, 20_001_000)
+
+
+def test_reader_names_genotype_beyond_alt_alleles(tmp_path):
+    vcf = _write_vcf(tmp_path / "gt.vcf.gz", ["22\t20000100\t.\tA\tG\t.\t.\t.\tGT\t0|2\t0|0"])
+    with pytest.raises(VcfError, match=r"22:20000100 sample S1 has GT allele 2 .* 1 ALT"):
+        VariantReader(vcf).read("22", 20_000_000, 20_001_000)
+
+
+@pytest.mark.bcftools
+def test_bcf_input_reads_like_vcf(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("bcftools") is None:
+        pytest.skip("bcftools is not installed")
+    bcf = tmp_path / "demo.bcf"
+    subprocess.run(["bcftools", "view", "-Ob", "-o", str(bcf), str(CHR22_VCF)], check=True,
+                   capture_output=True)
+    subprocess.run(["bcftools", "index", str(bcf)], check=True)
+    a = VariantReader(CHR22_VCF).read("22", 20_000_000, 20_100_000)
+    b = VariantReader(bcf).read("22", 20_000_000, 20_100_000)
+    assert b.n_records == a.n_records > 1000
+    assert np.array_equal(a.hap_allele, b.hap_allele)
+    assert np.array_equal(a.allele_codes, b.allele_codes)
