@@ -29,6 +29,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--part", help="K/N: build only part K of N (for job arrays)")
     p.add_argument("--overwrite", action="store_true", help="rebuild shards that already exist")
     p.add_argument("--workers", type=int, help="threads (default: all cores)")
+    p.add_argument("--reference", help="override [haplotypes] reference")
+    p.add_argument("--vcf", help="override [haplotypes] vcf")
+    p.add_argument("--tss", help="override [haplotypes] tss (gene TSS table)")
+    p.add_argument("--samples-file", help="override [haplotypes] samples_file")
+    p.add_argument("--length", type=int, help="override [haplotypes] length")
+    p.add_argument("--snps-only", action="store_true", default=None,
+                   help="apply SNPs/MNPs only (the paper's sequences)")
+    p.add_argument("--expression", help="override [shard] expression")
+    p.add_argument("--splits", help="override [shard] splits (random, population, unseen, "
+                   "file, paper)")
+    p.add_argument("--shard-samples", type=int, help="override [shard] shard_samples")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a setting, e.g. --set shard.group_size=32")
     p.add_argument("--quiet", action="store_true", help="only warnings and errors")
@@ -65,8 +76,13 @@ def main(argv=None) -> int:
 
     try:
         sets = split_overrides(args.set, ("haplotypes", "shard"))
-        if args.workers is not None:
-            sets["shard"]["workers"] = args.workers
+        for section, names in (
+            ("haplotypes", ("reference", "vcf", "tss", "samples_file", "length", "snps_only")),
+            ("shard", ("workers", "expression", "splits", "shard_samples")),
+        ):
+            for name in names:
+                if getattr(args, name) is not None:
+                    sets[section][name] = getattr(args, name)
         hcfg = load_config(HaplotypesConfig, args.config, "haplotypes", sets["haplotypes"])
         scfg = load_config(ShardConfig, args.config, "shard", sets["shard"])
         run_shard(hcfg, scfg, args.workdir, parse_part(args.part), args.overwrite)

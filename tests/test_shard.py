@@ -238,3 +238,27 @@ def test_decode_reference_raises_on_truncation():
         decode_reference(encode_reference(encode("ACGTACGT"))[:-1])
     with pytest.raises(ShardFormatError, match="magic"):
         decode_reference(b"nonsense-bytes")
+
+
+def test_cli_flags_override_config(tmp_path):
+    from prep.shard import main
+
+    _prepare(tmp_path)
+    rc = main(["--config", str(CONFIG), "--workdir", str(tmp_path), "--length", "1024",
+               "--snps-only", "--shard-samples", "5000", "--set", "shard.group_size=0",
+               "--quiet"])
+    assert rc == 0
+    meta = json.loads((tmp_path / "shards" / "meta.json").read_text())
+    assert meta["config"]["haplotypes"]["length"] == 1024
+    assert meta["config"]["haplotypes"]["snps_only"] is True
+    assert meta["config"]["shard"]["group_size"] == 0
+    assert meta["counts"]["shards"] == 3  # one shard per split
+    sample = next(iter_shard(tmp_path / "shards" / "test" / "shard-000000.tar"))
+    assert sample["seq"].shape == (2, 1024 + 2 * 8)
+
+
+def test_cli_reports_bad_override(tmp_path, capsys):
+    from prep.shard import main
+
+    assert main(["--config", str(CONFIG), "--workdir", str(tmp_path), "--set", "shrd.x=1"]) == 2
+    assert "SECTION.KEY=VALUE" in capsys.readouterr().err
