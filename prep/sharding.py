@@ -32,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from prep.config import atomic_write_bytes, atomic_write_text, config_to_dict, save_config
+from prep.encoding import reverse_complement
 from prep.export import HaplotypesConfig, read_sample_list, validate_length
 from prep.shard_format import (
     FORMAT_VERSION,
@@ -492,8 +493,6 @@ def _build_shards(plan, todo, hcfg, scfg, out_dir, length, tqdm):
                         ref = builder.reference.fetch(chrom, int(tss[b]) - width // 2,
                                                       int(tss[b]) - width // 2 + width)
                         if minus[b]:
-                            from prep.encoding import reverse_complement
-
                             ref = reverse_complement(ref)
                         gene_rows = by_gene[(gene,)]
                         _write_gene(gene, gene_rows, res, b, ref, row_of, writers, remaining,
