@@ -262,3 +262,20 @@ def test_cli_reports_bad_override(tmp_path, capsys):
 
     assert main(["--config", str(CONFIG), "--workdir", str(tmp_path), "--set", "shrd.x=1"]) == 2
     assert "SECTION.KEY=VALUE" in capsys.readouterr().err
+
+
+def test_reverse_minus_stores_reverse_complemented_windows(tmp_path):
+    from prep.encoding import reverse_complement
+
+    _prepare(tmp_path)
+    h, s = _configs(group_size=0)
+    h = dataclasses.replace(h, reverse_minus=True, length=1024)
+    run_shard(h, s, tmp_path)
+    samples = list(iter_shard(tmp_path / "shards" / "test" / "shard-000000.tar"))
+    minus = next(x for x in samples if x["strand"] == "-" and x["applied"] != [0, 0])
+    plus = next(x for x in samples if x["strand"] == "+")
+    w = 1024 + 2 * 8
+    assert minus["tss_index"] == w - 1 - w // 2 and plus["tss_index"] == w // 2
+    builder = HaplotypeBuilder(CHR22_REF, CHR22_VCF, [minus["individual"]])
+    forward = builder.fixed("22", np.array([minus["tss"]]), w).seqs[0, 0]
+    assert np.array_equal(minus["seq"], reverse_complement(forward))
