@@ -26,6 +26,13 @@ from typing import Any
 
 __all__ = [
     "REPO_ROOT",
+    "DATA",
+    "REFERENCE",
+    "VCF",
+    "TSS_TABLE",
+    "CHROM",
+    "REAL_SPAN",
+    "LENGTHS",
     "RESULTS_DIR",
     "git_commit",
     "machine_info",
@@ -40,6 +47,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 """Where :func:`append_result` writes ``NAME.jsonl``."""
+
+# The real inputs every benchmark uses: 1000 Genomes chr20, 300 phased samples with indels.
+DATA = REPO_ROOT / "data" / "chr20_extra"
+REFERENCE = DATA / "GRCh37_20_padded_realonly_1000001-2000000.fa.gz"
+VCF = DATA / "shapeit4_reference.chr20_1-2Mb.phased300.vcf.gz"
+TSS_TABLE = DATA / "tss_chr20_1-2Mb_GRCh37_from_EnformerAssessment.tsv"
+CHROM = "20"
+REAL_SPAN = (1_000_000, 2_000_000)
+"""0-based half-open span of real bases in REFERENCE; the rest of contig 20 is N padding."""
+LENGTHS = (49_152, 196_608)
+"""Window lengths measured: the paper's 49,152 bp and Enformer's 196,608 bp."""
 
 
 def git_commit(repo: Path = REPO_ROOT) -> str:

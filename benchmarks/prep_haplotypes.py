@@ -63,17 +63,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _common import REPO_ROOT, append_result, print_table, run_worker
+from _common import (
+    CHROM,
+    LENGTHS,
+    REAL_SPAN,
+    REFERENCE,
+    REPO_ROOT,
+    TSS_TABLE,
+    VCF,
+    append_result,
+    print_table,
+    run_worker,
+)
 
-DATA = REPO_ROOT / "data" / "chr20_extra"
-REFERENCE = DATA / "GRCh37_20_padded_realonly_1000001-2000000.fa.gz"
-VCF = DATA / "shapeit4_reference.chr20_1-2Mb.phased300.vcf.gz"
-TSS_TABLE = DATA / "tss_chr20_1-2Mb_GRCh37_from_EnformerAssessment.tsv"
-CHROM = "20"
-REAL_SPAN = (1_000_000, 2_000_000)
-"""0-based half-open span of real bases in REFERENCE; the rest of contig 20 is N padding."""
-
-LENGTHS = (49_152, 196_608)
 TOOLS = ("bcftools", "pyconsensus-rs", "genvarloader", "hapflow")
 ROUNDS = 5
 """A measurement is the fastest of this many rounds."""

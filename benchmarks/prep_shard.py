@@ -35,14 +35,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO_ROOT, append_result, print_table, run_worker
-
-DATA = REPO_ROOT / "data" / "chr20_extra"
-REFERENCE = DATA / "GRCh37_20_padded_realonly_1000001-2000000.fa.gz"
-VCF = DATA / "shapeit4_reference.chr20_1-2Mb.phased300.vcf.gz"
-TSS_TABLE = DATA / "tss_chr20_1-2Mb_GRCh37_from_EnformerAssessment.tsv"
-REAL_SPAN = (1_000_000, 2_000_000)
-LENGTHS = (49_152, 196_608)
+from _common import (
+    LENGTHS,
+    REAL_SPAN,
+    REFERENCE,
+    REPO_ROOT,
+    TSS_TABLE,
+    VCF,
+    append_result,
+    print_table,
+    run_worker,
+)
 
 
 def genes_for(length: int):
