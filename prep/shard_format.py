@@ -21,6 +21,7 @@ Members of a shard, in order
 ``{gene}__{split}{NNNN}.json``
     UTF-8 JSON: gene, chrom, tss (0-based), strand, split, length (L), flank, window (W =
     L + 2 * flank), tss_index (index of the TSS in the stored window), reverse_complemented,
+    build (the build fingerprint, :mod:`prep.fingerprint`),
     individuals, populations, targets ``Y``/``Z``/``P`` (lists, float32 precision), ``applied``
     (variants applied per individual and haplotype), group totals of missing genotypes and
     overlapping variants skipped, and the gene's ``n_variants`` / ``n_ref_mismatch``.
@@ -203,14 +204,20 @@ class ShardWriter:
     """Writes one shard deterministically and atomically.
 
     Members get fixed metadata (mtime 0, uid/gid 0, mode 0444), so the same content gives the
-    same bytes. Data goes to ``PATH.tmp`` and is renamed to ``PATH`` by :meth:`close`; an
-    interrupted shard never appears under its final name.
+    same bytes. Data goes to ``.NAME.{host}.{pid}.{token}.tmp`` beside ``PATH`` (unique across
+    hosts and processes, so a job requeued on another node never clobbers a live writer) and is
+    renamed to ``PATH`` by :meth:`close`; an interrupted shard never appears under its final name.
     """
 
     def __init__(self, path: str | os.PathLike):
+        import secrets
+        import socket
+
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        host = socket.gethostname().replace(".", "-").replace("/", "-")
+        self._tmp = self.path.with_name(
+            f".{self.path.name}.{host}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         self._fh = open(self._tmp, "wb")
         self._tar = tarfile.open(fileobj=self._fh, mode="w", format=tarfile.USTAR_FORMAT)
         self.genes_with_reference: set[str] = set()

@@ -10,9 +10,11 @@ haplotypes and writes the shards of one part of that plan. Layout under ``DIR/sh
     quality.json               data-quality summary (drops and why; per split; per gene)
     meta.json                  resolved config, versions, input checksums, counts, shard sha256
     config.toml                the resolved config
+    build.json                 the build fingerprint and what it is made of (prep.fingerprint)
 
-Every file is written atomically; a re-run skips finished shards (``overwrite`` rebuilds), and
-the same inputs and seed give byte-identical outputs. ``part=(K, N)`` builds every shard whose
+Every file is written atomically; a re-run resumes (skips finished shards) only when its build
+fingerprint (settings + input checksums) equals the shards', and otherwise stops saying what
+changed (``overwrite`` rebuilds); the same inputs and seed give byte-identical outputs. ``part=(K, N)`` builds every shard whose
 index (over all splits, in order) is K-1 modulo N, so N machines share a study and the union of
 their outputs equals a single run.
 """
@@ -34,8 +36,10 @@ import polars as pl
 from prep.config import atomic_write_bytes, atomic_write_text, config_to_dict, save_config
 from prep.encoding import reverse_complement
 from prep.export import HaplotypesConfig, read_sample_list, validate_length
+from prep.fingerprint import build_components, describe_changes, fingerprint
 from prep.shard_format import (
     FORMAT_VERSION,
+    ShardFormatError,
     ShardWriter,
     encode_group,
     encode_reference,
@@ -114,7 +118,8 @@ class StudyPlan:
     ----------
     manifest : pl.DataFrame
         One row per sample: split, shard (path relative to DIR/shards), group, index (row in the
-        group), key, gene, individual, population, chrom, tss (0-based), strand, Y, Z, P.
+        group), key, gene, individual, population, chrom, tss (0-based), strand, Y, Z, P; and
+        build (the build fingerprint) once :func:`run_shard` has fingerprinted the build.
     genes : pl.DataFrame
         name, chrom, tss, strand of every gene in the manifest, in build order.
     individuals : list of str
@@ -418,9 +423,17 @@ def run_shard(
 ) -> dict:
     """Write the shards of one part of a study. Returns a summary dict.
 
-    Steps: plan (tables only; errors before any write) -> manifest, splits, config -> build and
-    write the missing shards of this part -> when every shard exists, quality.json and
-    meta.json.
+    Steps: plan (tables only; errors before any write) -> fingerprint the build (settings +
+    input checksums, :mod:`prep.fingerprint`) -> refuse, before writing anything, if the folder
+    holds shards of another build (unless ``overwrite``) -> manifest, splits, config, build.json
+    -> build and write the missing shards of this part -> when every shard exists,
+    quality.json and meta.json.
+
+    Raises
+    ------
+    ShardError
+        Besides bad inputs: shards of another build in ``DIR/shards`` without ``overwrite`` (the
+        message lists what changed), or parts of different builds at finalisation.
     """
     from tqdm import tqdm
 
@@ -428,34 +441,148 @@ def run_shard(
     out_dir = Path(workdir) / "shards"
     plan = plan_study(hcfg, scfg, workdir)
     _log_plan(plan)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_parquet(plan.manifest, out_dir / "manifest.parquet")
-    _write_parquet(plan.splits, out_dir / "splits.parquet")
-    save_config({"haplotypes": hcfg, "shard": scfg}, out_dir / "config.toml")
+    components = build_components(
+        {"haplotypes": hcfg, "shard": scfg}, _input_files(hcfg, scfg, workdir), FORMAT_VERSION,
+        cache_dir=Path(workdir) / ".cache")
+    build = fingerprint(components)
+    plan.manifest = plan.manifest.with_columns(pl.lit(build).alias("build"))
 
     k, n = part
     mine = [s for i, s in enumerate(plan.shards) if i % n == k - 1]
-    for s in mine:  # temp files of a killed run (this part's shards only)
-        for stale in (out_dir / s).parent.glob(f".{Path(s).name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-        if overwrite:
+    planned = set(plan.shards)
+    on_disk = sorted(str(p.relative_to(out_dir)) for p in out_dir.glob("*/shard-*.tar")) \
+        if out_dir.exists() else []
+    stale = [s for s in on_disk if _shard_build(out_dir / s) != build]
+    if stale and not overwrite:
+        raise ShardError(_stale_message(out_dir, stale, components))
+    if stale:
+        log.info("Removing %d shard(s) of another build from %s (--overwrite)", len(stale),
+                 out_dir)
+        for s in stale:
             (out_dir / s).unlink(missing_ok=True)
-    todo = [s for s in mine if not (out_dir / s).exists()]
-    log.info("Part %d/%d: %d shard(s), %d already written, %d to build", k, n, len(mine),
-             len(mine) - len(todo), len(todo))
+        for name in ("meta.json", "quality.json"):
+            (out_dir / name).unlink(missing_ok=True)
+    done_before = {s for s in on_disk if s in planned and s not in stale}
+    if overwrite:
+        for s in mine:
+            (out_dir / s).unlink(missing_ok=True)
+        done_before -= set(mine)
+    todo = [s for s in mine if s not in done_before]
+    if not todo and all(s in done_before for s in plan.shards) \
+            and _meta_build(out_dir) == build:
+        log.info("Nothing to do: the %d shard(s) in %s already hold this build (%s) of the same "
+                 "settings and inputs; --overwrite rebuilds them", len(plan.shards), out_dir,
+                 build)
+        return {"shards": len(plan.shards), "built": 0, "part": f"{k}/{n}",
+                "samples": plan.manifest.height, "build": build, "nothing_to_do": True}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "build.json",
+                      json.dumps({"build": build, "components": components}, indent=1) + "\n")
+    _write_parquet(plan.manifest, out_dir / "manifest.parquet")
+    _write_parquet(plan.splits, out_dir / "splits.parquet")
+    save_config({"haplotypes": hcfg, "shard": scfg}, out_dir / "config.toml")
+    for s in mine:  # temp files of killed runs (this part's shards only; never a live writer's)
+        remove_stale_temps(out_dir / s)
+    log.info("Part %d/%d: %d shard(s), %d already written, %d to build (build %s)", k, n,
+             len(mine), len(mine) - len(todo), len(todo), build)
     if todo:
-        _build_shards(plan, set(todo), hcfg, scfg, out_dir, length, tqdm)
+        _build_shards(plan, set(todo), hcfg, scfg, out_dir, length, tqdm, build)
     summary = {"shards": len(plan.shards), "built": len(todo), "part": f"{k}/{n}",
-               "samples": plan.manifest.height}
+               "samples": plan.manifest.height, "build": build}
     if all((out_dir / s).exists() for s in plan.shards):
-        _finalize(plan, hcfg, scfg, out_dir, workdir)
+        _finalize(plan, hcfg, scfg, out_dir, workdir, build, components)
         summary["finalized"] = True
     else:
         log.info("Other parts' shards are still missing; meta.json is written by the last part")
     return summary
 
 
-def _build_shards(plan, todo, hcfg, scfg, out_dir, length, tqdm):
+def _input_files(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir) -> dict[str, str | None]:
+    """Every input file whose content decides the shards (name -> path or None)."""
+    return {
+        "reference": hcfg.reference, "vcf": hcfg.vcf, "tss": hcfg.tss,
+        "samples_file": hcfg.samples_file,
+        "expression": scfg.expression or str(Path(workdir) / "expression" / "expression.parquet"),
+        "splits_file": scfg.splits_file, "gene_classes": scfg.gene_classes,
+        "samples_table": scfg.samples_table,
+    }
+
+
+def _shard_build(path: Path) -> str | None:
+    """The build fingerprint recorded in a shard's first group (None: none or unreadable)."""
+    try:
+        for sample in read_tar_members(path, want=lambda _k, ext: ext == "json"):
+            return json.loads(sample["json"]).get("build")
+    except (ShardFormatError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return None
+
+
+def _meta_build(out_dir: Path) -> str | None:
+    try:
+        return json.loads((out_dir / "meta.json").read_text()).get("build")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _stale_message(out_dir: Path, stale: list[str], components: dict) -> str:
+    try:
+        old = json.loads((out_dir / "build.json").read_text()).get("components")
+    except (OSError, json.JSONDecodeError):
+        old = None
+    changes = describe_changes(old, components)
+    return (
+        f"{out_dir} holds {len(stale)} shard(s) (e.g. {stale[0]}) built from other settings or "
+        "inputs than this run's, so they cannot be resumed:\n  - " + "\n  - ".join(changes)
+        + "\nRe-run with --overwrite to rebuild them, or use another --workdir to keep both."
+    )
+
+
+STALE_TEMP_SECONDS = 3600
+"""A temp shard of another host is removed only when untouched this long (its writer is gone)."""
+
+
+def remove_stale_temps(shard: Path) -> None:
+    """Remove temp files of killed writers of ``shard``; never a live writer's.
+
+    Temp names are ``.{name}.{host}.{pid}.{token}.tmp`` (:class:`ShardWriter`): a temp file of
+    this host is stale when its process is gone; one of another host (a SLURM requeue on another
+    node) when it has not been written for :data:`STALE_TEMP_SECONDS`.
+    """
+    import socket
+    import time
+
+    host = socket.gethostname().replace(".", "-").replace("/", "-")
+    for tmp in shard.parent.glob(f".{shard.name}.*.tmp"):
+        parts = tmp.name[len(shard.name) + 2: -len(".tmp")].rsplit(".", 2)
+        try:
+            age = time.time() - tmp.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
+            alive = _pid_alive(int(parts[1]))
+        else:
+            alive = age < STALE_TEMP_SECONDS
+        if not alive:
+            tmp.unlink(missing_ok=True)
+        else:
+            log.info("Leaving %s: another writer may still be building it", tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own earlier writer of this shard has been aborted
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _build_shards(plan, todo, hcfg, scfg, out_dir, length, tqdm, build):
     import numba
 
     from prep.builder import HaplotypeBuilder
@@ -496,7 +623,7 @@ def _build_shards(plan, todo, hcfg, scfg, out_dir, length, tqdm):
                             ref = reverse_complement(ref)
                         gene_rows = by_gene[(gene,)]
                         _write_gene(gene, gene_rows, res, b, ref, row_of, writers, remaining,
-                                    out_dir, scfg, length, width, bool(minus[b]), pool)
+                                    out_dir, scfg, length, width, bool(minus[b]), pool, build)
                         bar.update(1)
     except BaseException:
         for w in writers.values():
@@ -509,7 +636,7 @@ def _build_shards(plan, todo, hcfg, scfg, out_dir, length, tqdm):
 
 
 def _write_gene(gene, rows, res, b, ref, row_of, writers, remaining, out_dir, scfg, length,
-                width, minus, pool):
+                width, minus, pool, build):
     groups = rows.partition_by("group", maintain_order=True)
     seqs = res.seqs[b]  # (n_individuals, 2, W)
     packed_ref = encode_reference(ref)
@@ -523,8 +650,8 @@ def _write_gene(gene, rows, res, b, ref, row_of, writers, remaining, out_dir, sc
         idx = [row_of[i] for i in g["individual"]]
         first = g.row(0, named=True)
         meta = {
-            "format": FORMAT_VERSION, "gene": gene, "chrom": first["chrom"], "tss": first["tss"],
-            "strand": first["strand"], "split": first["split"], "length": length,
+            "format": FORMAT_VERSION, "build": build, "gene": gene, "chrom": first["chrom"],
+            "tss": first["tss"], "strand": first["strand"], "split": first["split"], "length": length,
             "flank": scfg.flank, "window": width,
             "tss_index": (width - 1 - width // 2) if minus else width // 2,
             "reverse_complemented": minus,
@@ -563,8 +690,12 @@ def _log_plan(plan: StudyPlan) -> None:
         log.info("Left out: %d (%s), e.g. %s", d["count"], reason, ", ".join(d["examples"][:3]))
 
 
-def _finalize(plan, hcfg, scfg, out_dir, workdir) -> None:
-    """quality.json and meta.json, once every shard exists (re-reads the shards' metadata)."""
+def _finalize(plan, hcfg, scfg, out_dir, workdir, build, components) -> None:
+    """quality.json and meta.json, once every shard exists (re-reads the shards' metadata).
+
+    Every group must carry this run's build fingerprint: ``--part`` jobs run with different
+    settings or inputs refuse to finalise together.
+    """
     import importlib.metadata as md
 
     gene_stats: dict[str, dict] = {}
@@ -576,6 +707,13 @@ def _finalize(plan, hcfg, scfg, out_dir, workdir) -> None:
             if "json" not in sample:
                 continue
             meta = json.loads(sample["json"])
+            if meta.get("build") != build:
+                raise ShardError(
+                    f"shard {path} was written by build {meta.get('build')}, this part by build "
+                    f"{build}: the --part jobs ran with different settings or inputs. Re-run "
+                    "every part with the same config and inputs (--overwrite rebuilds the "
+                    "other build's shards)."
+                )
             n += len(meta["individuals"])
             st = gene_stats.setdefault(meta["gene"], {
                 "chrom": meta["chrom"], "tss": meta["tss"], "variants_in_window":
@@ -595,14 +733,8 @@ def _finalize(plan, hcfg, scfg, out_dir, workdir) -> None:
     quality = {"splits": per_split, "dropped": plan.drops,
                "genes": dict(sorted(gene_stats.items()))}
     atomic_write_text(out_dir / "quality.json", json.dumps(quality, indent=1) + "\n")
-    inputs = {}
-    for name, p in (("reference", hcfg.reference), ("vcf", hcfg.vcf), ("tss", hcfg.tss),
-                    ("expression", scfg.expression or str(Path(workdir) / "expression" /
-                                                          "expression.parquet")),
-                    ("splits_file", scfg.splits_file), ("gene_classes", scfg.gene_classes),
-                    ("samples_table", scfg.samples_table)):
-        if p:
-            inputs[name] = {"path": os.path.basename(p), "sha256": _sha256(Path(p))}
+    inputs = {name: {"path": os.path.basename(p), "sha256": components["inputs"][name]}
+              for name, p in _input_files(hcfg, scfg, workdir).items() if p}
     versions = {}
     for pkg in ("hapflow", "numpy", "numba", "cyvcf2", "pysam", "polars", "zstandard"):
         try:
@@ -612,6 +744,7 @@ def _finalize(plan, hcfg, scfg, out_dir, workdir) -> None:
     total = sum(v["bytes"] for v in shard_info.values())
     meta = {
         "format": FORMAT_VERSION,
+        "build": build,
         "config": {"haplotypes": config_to_dict(hcfg), "shard": config_to_dict(scfg)},
         "versions": versions, "inputs": inputs,
         "counts": {"samples": m.height, "genes": m["gene"].n_unique(),

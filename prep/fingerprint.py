@@ -1,0 +1,135 @@
+"""Build fingerprints: which settings and inputs a set of shards was built from.
+
+A shard build is identified by a fingerprint over everything that decides its bytes: the shard
+format version, the code's build version (:data:`BUILD_CODE_VERSION`), the resolved
+``[haplotypes]`` and ``[shard]`` settings (less paths and pure performance knobs), and the
+sha256 of every input file (FASTA, VCF, TSS table, expression matrix, split tables, sample
+lists). Paths are left out on purpose: moving a study folder keeps its fingerprint, changing a
+file's content changes it.
+
+The fingerprint is written into every group's JSON (``build``), the manifest (column ``build``),
+``build.json`` (with its components, so a re-run can say what changed) and ``meta.json``.
+``prep.shard`` resumes only shards of the same build, and the loader refuses shards whose build
+differs from the manifest's.
+
+Checksums of large inputs (a 1000 Genomes chromosome VCF is tens of GB) are cached in
+``DIR/.cache/input-sha256.json`` by (absolute path, size, mtime), so a re-run hashes only files
+that changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from prep.config import atomic_write_text, config_to_dict
+
+__all__ = [
+    "BUILD_CODE_VERSION",
+    "SETTINGS_IGNORED",
+    "file_sha256",
+    "build_components",
+    "fingerprint",
+    "describe_changes",
+]
+
+BUILD_CODE_VERSION = 1
+"""Bump when the same settings and inputs would give different shard content."""
+
+SETTINGS_IGNORED = {"workers", "batch_mb"}
+"""Settings that change speed or memory only, never the bytes of a shard."""
+
+_CACHE_NAME = "input-sha256.json"
+
+
+def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str:
+    """sha256 (hex) of a file's bytes, cached by (absolute path, size, mtime) in ``cache_dir``."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    cache_file = Path(cache_dir) / _CACHE_NAME if cache_dir is not None else None
+    cache: dict = {}
+    if cache_file is not None and cache_file.exists():
+        try:
+            cache = json.loads(cache_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            cache = {}
+    if key in cache:
+        return cache[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    if cache_file is not None:
+        cache = {k: v for k, v in cache.items() if not k.startswith(f"{path}|")}
+        cache[key] = digest
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cache_file, json.dumps(cache, indent=1, sort_keys=True) + "\n")
+    return digest
+
+
+def build_components(settings: dict[str, object], inputs: dict[str, str | None],
+                     format_version: int, cache_dir: str | os.PathLike | None = None) -> dict:
+    """The parts a fingerprint is made of.
+
+    Parameters
+    ----------
+    settings : dict
+        ``{section: config dataclass}``, e.g. ``{"haplotypes": hcfg, "shard": scfg}``.
+        Path-valued fields (``metadata={"path": True}``) and :data:`SETTINGS_IGNORED` are left
+        out; the files they name are in ``inputs``.
+    inputs : dict
+        ``{name: path or None}`` of every input file; unset ones are skipped.
+    format_version : int
+        The shard format version (prep.shard_format.FORMAT_VERSION).
+
+    Returns
+    -------
+    dict
+        ``{"format", "code", "settings": {section: {...}}, "inputs": {name: sha256}}``.
+    """
+    import dataclasses
+
+    out_settings = {}
+    for section, cfg in settings.items():
+        paths = {f.name for f in dataclasses.fields(cfg) if f.metadata.get("path")}
+        out_settings[section] = {k: v for k, v in sorted(config_to_dict(cfg).items())
+                                 if k not in paths and k not in SETTINGS_IGNORED}
+    digests = {name: file_sha256(p, cache_dir) for name, p in sorted(inputs.items()) if p}
+    return {"format": format_version, "code": BUILD_CODE_VERSION, "settings": out_settings,
+            "inputs": digests}
+
+
+def fingerprint(components: dict) -> str:
+    """A 20-hex-digit digest of :func:`build_components`' output."""
+    text = json.dumps(components, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def describe_changes(old: dict | None, new: dict) -> list[str]:
+    """What differs between two builds' components, one line per change, in plain words."""
+    if not old:
+        return ["the existing shards carry no build record (written by an older hapflow)"]
+    lines = []
+    for key, label in (("format", "shard format version"), ("code", "hapflow build version")):
+        if old.get(key) != new.get(key):
+            lines.append(f"{label}: {old.get(key)} -> {new.get(key)}")
+    for section in sorted(set(old.get("settings", {})) | set(new.get("settings", {}))):
+        a = old.get("settings", {}).get(section, {})
+        b = new.get("settings", {}).get(section, {})
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                lines.append(f"[{section}] {k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}")
+    a, b = old.get("inputs", {}), new.get("inputs", {})
+    for name in sorted(set(a) | set(b)):
+        if name not in a:
+            lines.append(f"input {name}: added")
+        elif name not in b:
+            lines.append(f"input {name}: no longer used")
+        elif a[name] != b[name]:
+            lines.append(f"input {name}: content changed (sha256 {a[name][:12]}... -> "
+                         f"{b[name][:12]}...)")
+    return lines or ["(no difference in settings or inputs: the shards were changed by hand)"]

@@ -1,0 +1,166 @@
+"""Build fingerprints: a re-run resumes only its own build, never mixes two (real chr22 demo)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from prep.fingerprint import describe_changes, file_sha256
+from prep.shard_format import ShardWriter
+from prep.sharding import ShardError, _finalize, plan_study, remove_stale_temps, run_shard
+from prep.targets import read_expression, write_expression
+from tests.test_shard import _configs, _digests, _prepare
+
+
+def _shift_expression(workdir: Path, delta: float = 1.0) -> None:
+    """Re-target the study: every expression value moves by ``delta`` (as another
+    prep.expression setting would)."""
+    path = workdir / "expression" / "expression.parquet"
+    m = read_expression(path)
+    write_expression(m.with_columns(pl.exclude("gene") + delta), path)
+
+
+@pytest.fixture()
+def built(tmp_path) -> Path:
+    _prepare(tmp_path)
+    h, s = _configs()
+    run_shard(h, s, tmp_path)
+    return tmp_path
+
+
+def test_every_group_and_the_manifest_carry_the_build(built):
+    root = built / "shards"
+    manifest = pl.read_parquet(root / "manifest.parquet")
+    build = json.loads((root / "meta.json").read_text())["build"]
+    assert manifest["build"].unique().to_list() == [build]
+    assert json.loads((root / "build.json").read_text())["build"] == build
+    from prep.shard_format import read_tar_members
+
+    for shard in manifest["shard"].unique():
+        metas = [json.loads(m["json"]) for m in read_tar_members(root / shard) if "json" in m]
+        assert metas and {m["build"] for m in metas} == {build}
+
+
+def test_rerun_with_new_expression_refuses_and_writes_nothing(built, caplog):
+    before = _digests(built)
+    _shift_expression(built)
+    h, s = _configs()
+    with pytest.raises(ShardError) as err:
+        run_shard(h, s, built)
+    text = str(err.value)
+    assert "input expression: content changed" in text and "--overwrite" in text
+    assert _digests(built) == before  # manifest, meta.json, shards untouched
+
+
+def test_rerun_with_other_length_names_the_setting(built):
+    h, s = _configs()
+    with pytest.raises(ShardError, match=r"\[haplotypes\] length: 49152 -> 4096"):
+        run_shard(dataclasses.replace(h, length=4096), s, built)
+    with pytest.raises(ShardError, match=r"\[haplotypes\] snps_only: False -> True"):
+        run_shard(dataclasses.replace(h, snps_only=True), s, built)
+
+
+def test_overwrite_rebuilds_and_loader_targets_match_manifest(built):
+    from loader import make_loader
+
+    _shift_expression(built, 5.0)
+    h, s = _configs()
+    summary = run_shard(h, s, built, overwrite=True)
+    assert summary["built"] == summary["shards"] and summary["finalized"]
+    manifest = pl.read_parquet(built / "shards" / "manifest.parquet")
+    loader = make_loader(built / "shards", split="val", mode="eval", batch_size=8, num_workers=0)
+    for batch in loader:
+        valid = batch["valid"].numpy()
+        rows = batch["index"].numpy()[valid]
+        expected = manifest["Y"].to_numpy()[rows]
+        assert abs(batch["Y"].numpy()[valid] - expected).max() < 1e-5
+
+
+def test_rerun_with_nothing_to_do_says_so(built, caplog):
+    before = _digests(built)
+    h, s = _configs()
+    with caplog.at_level("INFO"):
+        summary = run_shard(h, s, built)
+    assert summary["nothing_to_do"] and summary["built"] == 0
+    assert "Nothing to do" in caplog.text and "Wrote" not in caplog.text
+    assert _digests(built) == before
+
+
+def test_loader_refuses_a_shard_of_another_build(built, tmp_path_factory):
+    from loader import make_loader
+    from loader.sources import StaleShardError
+
+    other = tmp_path_factory.mktemp("other")
+    _prepare(other)
+    _shift_expression(other)
+    h, s = _configs()
+    run_shard(h, s, other)
+    shard = "train/shard-000000.tar"
+    shutil.copyfile(other / "shards" / shard, built / "shards" / shard)
+    loader = make_loader(built / "shards", split="train", mode="train", batch_size=8,
+                         num_workers=0, on_error="skip")  # skip covers damage, not other builds
+    with pytest.raises(StaleShardError, match="shard-000000.tar was written by build"):
+        for _ in loader:
+            pass
+    with pytest.raises(ShardError, match="shard-000000.tar"):  # and prep.shard sees it too
+        run_shard(h, s, built)
+
+
+def test_parts_of_different_builds_refuse_to_finalise(built):
+    h, s = _configs()
+    _shift_expression(built)
+    plan = plan_study(h, s, built)  # the other build's plan; the shards on disk are the first's
+    with pytest.raises(ShardError, match="--part jobs ran with different settings"):
+        _finalize(plan, h, s, built / "shards", built, "0" * 20, {"inputs": {}})
+
+
+def test_temp_names_are_unique_and_only_dead_writers_are_cleaned(tmp_path):
+    shard = tmp_path / "train" / "shard-000000.tar"
+    a, b = ShardWriter(shard), ShardWriter(shard)
+    assert a._tmp != b._tmp and socket.gethostname().split(".")[0] in a._tmp.name
+    b.abort()
+    live_here = a._tmp  # this process: aborted writers of ours are stale
+    host = socket.gethostname().replace(".", "-")
+    parent_alive = shard.parent / f".{shard.name}.{host}.{os.getppid()}.00ff00ff.tmp"
+    dead_here = shard.parent / f".{shard.name}.{host}.999999999.00ff00ff.tmp"
+    other_fresh = shard.parent / f".{shard.name}.node-7.123.abcdabcd.tmp"
+    other_old = shard.parent / f".{shard.name}.node-8.123.abcdabcd.tmp"
+    for p in (parent_alive, dead_here, other_fresh, other_old):
+        p.write_bytes(b"x")
+    old = time.time() - 7200
+    os.utime(other_old, (old, old))
+    remove_stale_temps(shard)
+    assert parent_alive.exists() and other_fresh.exists()
+    assert not dead_here.exists() and not other_old.exists() and not live_here.exists()
+    a._fh.close()
+
+
+def test_input_checksums_are_cached_by_size_and_mtime(tmp_path):
+    f = tmp_path / "x.txt"
+    f.write_text("abc")
+    cache = tmp_path / "cache"
+    first = file_sha256(f, cache)
+    assert first == file_sha256(f, cache)
+    f.write_text("abd")
+    os.utime(f, ns=(time.time_ns() + 10**9,) * 2)
+    assert file_sha256(f, cache) != first
+
+
+def test_describe_changes_lists_each_difference():
+    old = {"format": 1, "code": 1, "settings": {"shard": {"flank": 8}},
+           "inputs": {"vcf": "a" * 64}}
+    new = {"format": 1, "code": 1, "settings": {"shard": {"flank": 16}},
+           "inputs": {"vcf": "b" * 64, "samples_file": "c" * 64}}
+    lines = describe_changes(old, new)
+    assert "[shard] flank: 8 -> 16" in lines
+    assert any(line.startswith("input vcf: content changed") for line in lines)
+    assert "input samples_file: added" in lines
+    assert describe_changes(None, new)[0].startswith("the existing shards carry no build")
