@@ -127,10 +127,11 @@ def grouped_pearson(
     prediction_constant : np.ndarray, shape=(n_groups,), bool
     observed_constant : np.ndarray, shape=(n_groups,), bool
     """
+    if np.size(prediction) != np.size(observed):
+        raise ValueError(f"prediction has {np.size(prediction)} values, observed "
+                         f"{np.size(observed)}")
     x, offsets = _check(prediction, offsets, "prediction")
     y, _ = _check(observed, offsets, "observed")
-    if x.size != y.size:
-        raise ValueError(f"prediction has {x.size} values, observed {y.size}")
     counts = np.diff(offsets)
     safe = np.maximum(counts, 1)
     # two passes (centre, then sum products) keep precision for large, nearly equal values
