@@ -72,6 +72,16 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             except (ConfigError, ValueError, TypeError) as err:
                 last_err = err
         raise ConfigError(f"{key}: cannot read {value!r} as {annotation}: {last_err}")
+    if origin is dict:
+        if isinstance(value, str):  # a CLI value: "a=1,b=0.5"
+            pairs = [p.partition("=") for p in value.split(",") if p.strip()]
+            if any(not sep for _, sep, _ in pairs):
+                raise ConfigError(f"{key}: {value!r} is not a table; write name=value,name=value")
+            value = {k.strip(): v.strip() for k, _, v in pairs}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: {value!r} is not a table (e.g. {{ name = 1.0 }})")
+        kt, vt = args if args else (str, Any)
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -212,6 +222,8 @@ def _toml_value(v: Any) -> str:
         return repr(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
     s = str(v).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{s}"'
 

@@ -1,0 +1,172 @@
+"""Loss terms of the fine-tuning strategies; one registry, terms compose, each counted once.
+
+Each term reads one batch **stream** (a loader mode with its settings) and the model's
+predictions on that batch; a step's loss is the weighted sum of the configured terms
+(``[train] terms``), each term once, and every stream a term needs contributes one batch per
+micro-step.
+
+=========================  ==========  ======================================================
+term                       stream      loss
+=========================  ==========  ======================================================
+single                     samples     SMAPE(ŷ, Y) (the paper's single-sample model), or
+                                       MSE(ŷ, Z) with ``single_target = "Z"``
+pairwise_regression        pairs       MSE(ŷa − ŷb, Za − Zb) (the paper's best strategy)
+pairwise_classification    pairs_p     BCE(Φ((2√(ŷa+3/8) − 2√(ŷb+3/8)) / √2), 1[Ya > Yb]) on a
+                                       track head (ŷ ≥ 0), pairs with percentile gap > 25
+in_batch                   gene        α·MSE(ŷ, z) + (1 − α)·mean over i<j of
+                                       ((ŷi − ŷj) − (zi − zj))², one gene per batch
+=========================  ==========  ======================================================
+
+Joint-data slot: a later stage adds terms on other streams — a Poisson NLL on Enformer's own
+output tracks for reference sequences, MPRA ref − alt effects — by registering a
+:class:`Term` whose ``stream`` names a new :data:`STREAMS` entry (a function that builds the
+loader of that data) and whose ``fn`` takes (model outputs, batch). The loop needs no change:
+it draws a batch from every stream a configured term needs and sums the weighted terms.
+
+Every function masks padding rows (``valid`` False) and returns a scalar tensor; an all-padding
+batch gives 0 (with a gradient path), never NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "Term",
+    "TERMS",
+    "STREAMS",
+    "smape",
+    "masked_mean",
+    "single_loss",
+    "pairwise_regression_loss",
+    "pairwise_classification_loss",
+    "in_batch_loss",
+    "pair_probability",
+]
+
+
+def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` (N,) over ``valid`` (N,) bool rows; 0 (times values) when none is."""
+    w = valid.to(values.dtype)
+    return (values * w).sum() / w.sum().clamp(min=1.0)
+
+
+def smape(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per-sample symmetric absolute percentage error 2|ŷ − y| / (|ŷ| + |y|), shape (N,)."""
+    return 2 * (pred - target).abs() / (pred.abs() + target.abs() + eps)
+
+
+def single_loss(pred: torch.Tensor, batch: dict, target: str = "Y") -> torch.Tensor:
+    """SMAPE on Y (the paper's single-sample model) or MSE on Z.
+
+    Parameters
+    ----------
+    pred : (B,) float predictions
+    batch : dict with ``Y`` or ``Z`` (B,) float32 and ``valid`` (B,) bool, on pred's device
+    target : "Y" or "Z"
+    """
+    y = batch[target].to(pred.dtype)
+    per = smape(pred, y) if target == "Y" else (pred - y) ** 2
+    return masked_mean(per, batch["valid"])
+
+
+def pairwise_regression_loss(pred_a: torch.Tensor, pred_b: torch.Tensor,
+                             batch: dict) -> torch.Tensor:
+    """MSE between predicted and observed differences: mean((ŷa − ŷb) − (Za − Zb))².
+
+    pred_a, pred_b : (B,) predictions for the pairs' two individuals; ``batch`` holds ``Z_a``,
+    ``Z_b`` (B,) and ``valid`` (B,).
+    """
+    dz = (batch["Z_a"] - batch["Z_b"]).to(pred_a.dtype)
+    return masked_mean(((pred_a - pred_b) - dz) ** 2, batch["valid"])
+
+
+def pair_probability(pred_a: torch.Tensor, pred_b: torch.Tensor) -> torch.Tensor:
+    """log P(a expresses more than b) under the variance-stabilised (Anscombe) counts model:
+    P = Φ((2√(ŷa + 3/8) − 2√(ŷb + 3/8)) / √2). Returns the normal CDF's argument d, (B,)."""
+    ta = 2 * torch.sqrt(pred_a.clamp(min=0) + 0.375)
+    tb = 2 * torch.sqrt(pred_b.clamp(min=0) + 0.375)
+    return (ta - tb) / math.sqrt(2.0)
+
+
+def pairwise_classification_loss(pred_a: torch.Tensor, pred_b: torch.Tensor,
+                                 batch: dict) -> torch.Tensor:
+    """BCE of P(ya > yb) = Φ(d) against 1[Ya > Yb], computed with log Φ for stability.
+
+    pred_a, pred_b : (B,) non-negative track predictions (counts scale); ``batch`` holds ``Y_a``,
+    ``Y_b`` (B,) and ``valid`` (B,).
+    """
+    d = pair_probability(pred_a, pred_b)
+    t = (batch["Y_a"] > batch["Y_b"]).to(d.dtype)
+    nll = -(t * torch.special.log_ndtr(d) + (1 - t) * torch.special.log_ndtr(-d))
+    return masked_mean(nll, batch["valid"])
+
+
+def in_batch_loss(pred: torch.Tensor, batch: dict, alpha: float = 0.5) -> torch.Tensor:
+    """α·MSE(ŷ, z) + (1 − α)·mean over valid pairs i < j of ((ŷi − ŷj) − (zi − zj))².
+
+    pred : (B,) predictions for B individuals of one gene; ``batch`` holds ``Z`` (B,) and
+    ``valid`` (B,). With fewer than two valid rows the pairwise part is 0.
+    """
+    z = batch["Z"].to(pred.dtype)
+    valid = batch["valid"]
+    mse = masked_mean((pred - z) ** 2, valid)
+    r = pred - z  # (ŷi − ŷj) − (zi − zj) = ri − rj
+    diff = (r[:, None] - r[None, :]) ** 2  # (B, B)
+    both = valid[:, None] & valid[None, :]
+    upper = torch.triu(torch.ones_like(both), diagonal=1)
+    pair = masked_mean(diff.reshape(-1), (both & upper).reshape(-1))
+    return alpha * mse + (1 - alpha) * pair
+
+
+@dataclass(frozen=True)
+class Term:
+    """One loss term: the stream it reads and how it scores the model's predictions.
+
+    Attributes
+    ----------
+    name : str
+    stream : str
+        Key of :data:`STREAMS`: which batches this term needs.
+    fn : callable
+        ``fn(outputs, batch, cfg) -> scalar tensor``; ``outputs`` is ``{"pred": (B,)}`` for
+        sample streams or ``{"pred_a", "pred_b"}`` for pair streams; ``cfg`` the TrainConfig.
+    head : str or None
+        The head the term needs ("track" for pairwise_classification), None: any.
+    """
+
+    name: str
+    stream: str
+    fn: Callable
+    head: str | None = None
+
+
+STREAMS: dict[str, dict] = {
+    # stream -> how the loop builds its loader: mode + LoaderConfig overrides taken from
+    # TrainConfig fields ({loader_field: train_field}); pair streams yield seq_a / seq_b.
+    "samples": {"mode": "train", "pairs": False},
+    "pairs": {"mode": "pairwise", "pairs": True},
+    "pairs_p": {"mode": "pairwise", "pairs": True,
+                "from_train": {"min_percentile_diff": "classification_min_percentile_diff"}},
+    "gene": {"mode": "gene", "pairs": False},
+}
+"""Batch streams. ``mode`` is the loader mode; ``from_train`` maps LoaderConfig fields to the
+TrainConfig fields that set them for this stream."""
+
+TERMS: dict[str, Term] = {
+    "single": Term("single", "samples",
+                   lambda out, b, cfg: single_loss(out["pred"], b, cfg.single_target)),
+    "pairwise_regression": Term("pairwise_regression", "pairs",
+                                lambda out, b, cfg: pairwise_regression_loss(
+                                    out["pred_a"], out["pred_b"], b)),
+    "pairwise_classification": Term("pairwise_classification", "pairs_p",
+                                    lambda out, b, cfg: pairwise_classification_loss(
+                                        out["pred_a"], out["pred_b"], b), head="track"),
+    "in_batch": Term("in_batch", "gene",
+                     lambda out, b, cfg: in_batch_loss(out["pred"], b, cfg.in_batch_alpha)),
+}
+"""Every loss term by name; add joint-data terms here (see the module docstring)."""
