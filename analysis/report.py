@@ -122,6 +122,14 @@ def _classes(per_gene: pl.DataFrame) -> list[str]:
     return ordered + sorted(c for c in present if c not in ordered)
 
 
+def _horizontal() -> dict:
+    """Horizontal box plots: ``orientation`` from matplotlib 3.10, ``vert`` before it."""
+    import matplotlib
+
+    major, minor = (int(v) for v in matplotlib.__version__.split(".")[:2])
+    return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
+
+
 def figure_r_distributions(per_gene: pl.DataFrame, predictors: list[str],
                            seed: int = 0) -> bytes:
     """Box plots of per-gene Pearson r, one box per predictor, one panel per gene class.
@@ -138,8 +146,8 @@ def figure_r_distributions(per_gene: pl.DataFrame, predictors: list[str],
         data = [base.filter((pl.col("predictor") == p) & (pl.col("class") == cls))["pearson_r"]
                 .to_numpy() for p in predictors]
         pos = np.arange(len(predictors))[::-1]  # best predictor on top
-        ax.boxplot([d if d.size else [np.nan] for d in data], positions=pos, vert=False,
-                   widths=0.6, showfliers=False)
+        ax.boxplot([d if d.size else [np.nan] for d in data], positions=pos, widths=0.6,
+                   showfliers=False, **_horizontal())
         for k, d in enumerate(data):
             ax.scatter(d, pos[k] + rng.uniform(-0.18, 0.18, d.size), s=9, alpha=0.6,
                        color=_COLORS[k % len(_COLORS)], linewidths=0)
