@@ -421,7 +421,11 @@ def per_gene_metrics(
 
 
 def _seed(seed: int, *labels: str) -> list[int]:
-    """A bootstrap seed that depends on the labels, not on the order cells are computed in."""
+    """A bootstrap seed that depends on the labels, not on the order cells are computed in.
+
+    Classes are not among the labels: the same genes then get the same interval, so a study
+    with a single class shows the same interval for that class and for "all".
+    """
     return [seed, *(zlib.crc32(label.encode()) for label in labels)]
 
 
@@ -442,7 +446,7 @@ def summarize(per_gene: pl.DataFrame, cfg: EvaluateConfig) -> pl.DataFrame:
         for (predictor, cls, population), g in frame.group_by(
                 ["predictor", "class", "population"], maintain_order=True):
             r = g["pearson_r"].to_numpy()
-            stats = summarize_r(r, cfg.bootstrap, _seed(cfg.seed, predictor, cls, population),
+            stats = summarize_r(r, cfg.bootstrap, _seed(cfg.seed, predictor, population),
                                 cfg.ci_level)
             rho = g["spearman_r"].to_numpy()
             rho = rho[~np.isnan(rho)]
@@ -486,7 +490,7 @@ def compare_predictors(per_gene: pl.DataFrame, predictors: list[str],
                 sub = wide if cls == ALL else wide.filter(pl.col("class") == cls)
                 stats = paired_comparison(sub[a].fill_null(np.nan).to_numpy(),
                                           sub[b].fill_null(np.nan).to_numpy(), cfg.bootstrap,
-                                          _seed(cfg.seed, a, b, cls), cfg.ci_level)
+                                          _seed(cfg.seed, a, b), cfg.ci_level)
                 rows.append({"predictor_a": a, "predictor_b": b, "class": cls, **stats})
     schema = {"predictor_a": pl.Utf8, "predictor_b": pl.Utf8, "class": pl.Utf8,
               "n_genes": pl.Int64, "mean_diff": pl.Float64, "diff_low": pl.Float64,
@@ -511,6 +515,12 @@ def evaluate(cfg: EvaluateConfig, workdir: str | os.PathLike) -> EvaluationResul
     if cfg.min_individuals < 2:
         raise EvaluationError(f"[evaluate] min_individuals = {cfg.min_individuals}: a "
                               "correlation needs at least 2 individuals")
+    if cfg.bootstrap < 1:
+        raise EvaluationError(f"[evaluate] bootstrap = {cfg.bootstrap}: use at least 1 "
+                              "resample (1000 is the default)")
+    if not 0.0 < cfg.ci_level < 1.0:
+        raise EvaluationError(f"[evaluate] ci_level = {cfg.ci_level}: use a fraction such as "
+                              "0.95")
     layout = workdir_layout(workdir)
     manifest = layout["shards"] / "manifest.parquet"
     split_table = load_split(manifest, cfg.split, cfg.target)

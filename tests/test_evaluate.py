@@ -270,6 +270,10 @@ def test_study_level_errors(tmp_path, study):
         evaluate(_cfg(), empty)
     with pytest.raises(EvaluationError, match="not found"):
         evaluate(_cfg(predictions=["nonexistent"]), study)
+    with pytest.raises(EvaluationError, match="bootstrap = 0"):
+        evaluate(dataclasses.replace(_cfg(), bootstrap=0), study)
+    with pytest.raises(EvaluationError, match="min_individuals = 1"):
+        evaluate(_cfg(min_individuals=1), study)
 
 
 def test_cli_writes_outputs_and_reruns_give_the_same_bytes(study, tmp_path, capsys):
