@@ -15,6 +15,18 @@ Modes
     Pairs of two different individuals of one gene and split. On the train split, fresh pairs
     every epoch (``pairs_per_gene`` per gene), shuffled and augmented like ``train``; on other
     splits a fixed set (``val_pairs_per_gene`` per gene), padded like ``eval``.
+``gene``
+    Batches that each hold individuals of ONE gene, for losses that compare all pairs of
+    individuals inside a batch (the "in-batch" strategy of Drusinsky et al.). On the train
+    split, every epoch: each gene's individuals (of one shard) shuffled and cut into
+    ``ceil(n / B)`` batches of near-equal size (sizes differ by at most one; the unfilled rows
+    are padding, ``valid`` False, so every individual is in one batch per epoch and no batch
+    holds a lone individual; genes with fewer than 2 individuals give no batch); the batch order
+    shuffled in blocks of ``shuffle_buffer`` samples; each rank gets ``len(loader)`` batches,
+    the remainder that does not give every rank a batch dropped (as in ``train``); shift and
+    reverse complement drawn per sample, as in ``train``. On other splits every sample exactly
+    once in a fixed order (genes and individuals in manifest order), ranks padded with
+    all-padding batches, like ``eval``. Batches look like ``train`` batches.
 
 A loader is stateful: iterating it runs from its current (epoch, batch) to the end of that
 epoch, then moves to the next epoch; :meth:`ShardLoader.state_dict` /
@@ -70,10 +82,15 @@ from loader.config import LoaderConfig
 from loader.distributed import rank_and_world
 from loader.plan import (
     eval_batches,
+    eval_gene_batches,
     eval_samples,
     fixed_pairs,
+    gene_batch_count,
+    group_runs,
+    rank_batches,
     rank_items,
     train_batches,
+    train_gene_batches,
     train_pairs,
     train_samples,
     worker_items,
@@ -86,7 +103,7 @@ __all__ = ["MODES", "BatchSlots", "ShardLoader", "keep_freed_memory", "make_load
 
 log = logging.getLogger(__name__)
 
-MODES = ("train", "eval", "pairwise")
+MODES = ("train", "eval", "pairwise", "gene")
 
 _LAYOUT_KEYS = ("mode", "split", "seed", "world_size", "num_workers", "batch_size",
                 "shuffle_buffer", "n_batches")
@@ -154,12 +171,12 @@ class _EpochDataset(IterableDataset):
     """One rank's batches of one epoch; each DataLoader worker loads its share of them."""
 
     def __init__(self, index: SplitIndex, items: np.ndarray, start: int, epoch: int, rank: int,
-                 cfg: LoaderConfig, window: Window, chunk_size: int, train: bool,
+                 cfg: LoaderConfig, window: Window, chunk_size: int, train: bool, shuffle: bool,
                  slots: BatchSlots | None):
         super().__init__()
         self.index, self.items, self.start, self.epoch, self.rank = index, items, start, epoch, rank
         self.cfg, self.window, self.chunk_size, self.train = cfg, window, chunk_size, train
-        self.slots = slots
+        self.shuffle, self.slots = shuffle, slots
 
     def worker_iter(self, process: int, num_workers: int, buffers=None) -> Iterator[dict]:
         """The batches of DataLoader worker ``process`` of ``num_workers``."""
@@ -171,7 +188,7 @@ class _EpochDataset(IterableDataset):
         batches = worker_batches(
             self.index, worker_items(self.items, worker, nw, cfg.batch_size),
             batch_size=cfg.batch_size, chunk_size=self.chunk_size, window=self.window,
-            shuffle=self.train, augment=self.train, rc_prob=cfg.rc_prob,
+            shuffle=self.shuffle, augment=self.train, rc_prob=cfg.rc_prob,
             max_shift=cfg.max_shift, seed=cfg.seed, epoch=self.epoch, rank=self.rank,
             worker=worker, skip=worker_skip(self.start, worker, nw), on_error=cfg.on_error,
             timeout=cfg.timeout_s, buffers=buffers,
@@ -250,13 +267,17 @@ class ShardLoader:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.index, self.config, self.mode = index, config, mode
         self.rank, self.world_size = rank, world_size
-        self.train = mode == "train" or (mode == "pairwise" and index.split == "train")
+        self.train = mode == "train" or (mode in ("pairwise", "gene") and index.split == "train")
+        # gene mode: the plan orders whole one-gene batches; a worker must not mix them
+        self.shuffle = self.train and mode != "gene"
         self.epoch, self.batch = 0, 0
         self.skipped: dict[str, str] = {}
         self.window = self._window()
         self._fixed: np.ndarray | None = None
         b = config.batch_size
-        if self.train:
+        if mode == "gene":
+            self._init_gene()
+        elif self.train:
             self.n_items = self._epoch_items()
             self.n_batches = train_batches(self.n_items, world_size, b, config.epoch_batches)
             self.chunk_size = -(-max(config.shuffle_buffer, b) // b) * b
@@ -266,6 +287,28 @@ class ShardLoader:
             self.chunk_size = b
 
     # -- construction helpers ------------------------------------------------------------------
+
+    def _init_gene(self) -> None:
+        """Batch counts of the gene mode (see :func:`loader.plan.train_gene_batches`)."""
+        cfg, idx, w = self.config, self.index, self.world_size
+        b = cfg.batch_size
+        if self.train:
+            total = gene_batch_count(idx.shard, idx.gene, b)
+            if total == 0:
+                raise ValueError(f"no gene of split {idx.split} has two individuals in one "
+                                 "shard: gene mode has no batch")
+            self.n_items = total * b
+            self.n_batches = cfg.epoch_batches or total // w
+            if self.n_batches == 0:
+                raise ValueError(
+                    f"the {total} one-gene batch(es) of split {idx.split} do not give one batch "
+                    f"to each of {w} rank(s): lower batch_size or set epoch_batches")
+            self.chunk_size = -(-max(cfg.shuffle_buffer, b) // b) * b
+        else:
+            self._fixed = eval_gene_batches(idx.gene, b)
+            self.n_items = len(idx)
+            self.n_batches = max(1, -(-len(self._fixed) // w))
+            self.chunk_size = b
 
     def _window(self) -> Window:
         cfg, idx = self.config, self.index
@@ -286,11 +329,14 @@ class ShardLoader:
         if self.mode != "pairwise":
             return len(self.index)
         d = self.config.min_percentile_diff
-        n = 0
-        for g in np.unique(self.index.gene):
-            p = self.index.P[self.index.gene == g]
-            if len(p) >= 2 and (d is None or p.max() - p.min() > d):
-                n += self.config.pairs_per_gene
+        order, offsets = group_runs(self.index.gene)
+        p = self.index.P[order]
+        starts = offsets[:-1]  # every gene has a sample, so no run is empty
+        spread = np.maximum.reduceat(p, starts) - np.minimum.reduceat(p, starts)
+        ok = np.diff(offsets) >= 2
+        if d is not None:
+            ok &= spread > d
+        n = int(ok.sum()) * self.config.pairs_per_gene
         if n == 0:
             raise ValueError(f"no gene of split {self.index.split} has an eligible pair")
         return n
@@ -308,6 +354,12 @@ class ShardLoader:
         """This rank's items in ``epoch``: shape (len(self) * batch_size, k), int64, -1 = pad."""
         cfg, idx = self.config, self.index
         b, w = cfg.batch_size, self.world_size
+        if self.mode == "gene":
+            if not self.train:
+                return rank_batches(self._fixed, self.rank, w, self.n_batches, pad=True)
+            batches = train_gene_batches(idx.shard, idx.gene, len(idx.urls), w * self.n_batches,
+                                         b, cfg.seed, epoch, block=self.chunk_size // b)
+            return rank_batches(batches, self.rank, w, self.n_batches, pad=False)
         if not self.train:
             return rank_items(self._eval_items(), self.rank, w, self.n_batches, b, pad=True)
         n = w * self.n_batches * b
@@ -339,7 +391,7 @@ class ShardLoader:
             slots = BatchSlots(nw, cfg.prefetch_factor + 2, names,
                                (cfg.batch_size, 2, self.window.length), context)
         dataset = _EpochDataset(self.index, self.items(epoch), start, epoch, self.rank, cfg,
-                                self.window, self.chunk_size, self.train, slots)
+                                self.window, self.chunk_size, self.train, self.shuffle, slots)
         if cfg.keep_freed_memory and nw == 0:
             keep_freed_memory()
         loader = DataLoader(dataset, batch_size=None, num_workers=nw, collate_fn=_keep,

@@ -36,9 +36,16 @@ __all__ = [
     "draw_pairs",
     "train_pairs",
     "fixed_pairs",
+    "group_runs",
+    "balanced_batches",
+    "block_shuffle",
+    "train_gene_batches",
+    "gene_batch_count",
+    "eval_gene_batches",
     "train_batches",
     "eval_batches",
     "rank_items",
+    "rank_batches",
     "worker_batch_counts",
     "worker_items",
     "worker_skip",
@@ -162,16 +169,38 @@ def draw_pairs(p: np.ndarray, k: int, rng: np.random.Generator,
     return np.array(chosen, dtype=np.int64)
 
 
+def group_runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices grouped by key, keys in order of first appearance; O(M log M).
+
+    Parameters
+    ----------
+    keys : np.ndarray, shape (M,), int
+
+    Returns
+    -------
+    order : np.ndarray, shape (M,), int64
+        Indices into ``keys``: those of the first-appearing key first (ascending), and so on.
+    offsets : np.ndarray, shape (G + 1,), int64
+        Group g is ``order[offsets[g]:offsets[g + 1]]``.
+    """
+    keys = np.asarray(keys)
+    if len(keys) == 0:
+        return np.zeros(0, np.int64), np.zeros(1, np.int64)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    r = rank[inverse.reshape(-1)]
+    order = np.argsort(r, kind="stable").astype(np.int64)
+    offsets = np.zeros(len(first) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(r, minlength=len(first)), out=offsets[1:])
+    return order, offsets
+
+
 def _gene_runs(gene: np.ndarray, positions: np.ndarray) -> list[np.ndarray]:
     """Positions grouped by gene, genes in order of first appearance in ``positions``."""
-    g = gene[positions]
-    first = {}
-    for i, x in enumerate(g.tolist()):
-        first.setdefault(x, i)
-    runs = []
-    for x in sorted(first, key=first.get):
-        runs.append(positions[g == x])
-    return runs
+    positions = np.asarray(positions)
+    order, offsets = group_runs(np.asarray(gene)[positions])
+    return np.split(positions[order], offsets[1:-1])
 
 
 def train_pairs(shard: np.ndarray, gene: np.ndarray, p: np.ndarray, n_shards: int, n: int,
@@ -226,6 +255,128 @@ def fixed_pairs(gene: np.ndarray, p: np.ndarray, per_gene: int, seed: int,
     return np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
 
 
+def block_shuffle(n: int, block: int, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of ``range(n)`` that shuffles each run of ``block`` consecutive indices.
+
+    Returns
+    -------
+    np.ndarray, shape (n,), int64
+        ``block <= 1`` gives ``arange(n)``.
+    """
+    if block <= 1 or n == 0:
+        return np.arange(n, dtype=np.int64)
+    return np.lexsort((rng.random(n), np.arange(n) // block)).astype(np.int64)
+
+
+def balanced_batches(keys: np.ndarray, positions: np.ndarray, batch_size: int,
+                     min_size: int = 1, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Cut the positions of each key into batches holding that key only, as evenly as possible.
+
+    Parameters
+    ----------
+    keys : np.ndarray, shape (M,), int
+        Key of each position (a gene id, or shard and gene).
+    positions : np.ndarray, shape (M,), int
+    batch_size : int
+        B.
+    min_size : int
+        Keys with fewer positions give no batch.
+    rng : np.random.Generator, optional
+        Shuffle each key's positions before cutting; None keeps their order.
+
+    Returns
+    -------
+    np.ndarray, shape (T, B), int64
+        A key with n positions fills ``ceil(n / B)`` consecutive rows whose sizes differ by at
+        most one (larger rows first), so no row holds a lone sample unless n = 1; unfilled
+        slots are -1 (padding) at the end of a row. Keys in order of first appearance.
+    """
+    keys, positions = np.asarray(keys), np.asarray(positions, dtype=np.int64)
+    order, offsets = group_runs(keys)
+    sizes = np.diff(offsets)
+    run = np.repeat(np.arange(len(sizes)), sizes)  # run of each element of `order`
+    if rng is not None:  # a random order inside each run, runs kept in place
+        order = order[np.lexsort((rng.random(len(order)), run))]
+    rows = np.where(sizes >= min_size, -(-sizes // batch_size), 0)
+    first_row = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
+    out = np.full((int(rows.sum()), batch_size), -1, dtype=np.int64)
+    keep = rows[run] > 0
+    run, local = run[keep], (np.arange(len(order)) - offsets[run])[keep]
+    n, k = sizes[run], rows[run]
+    base, extra = n // k, n % k  # `extra` rows of base + 1, then rows of base
+    big = extra * (base + 1)
+    row = np.where(local < big, local // (base + 1), extra + (local - big) // np.maximum(base, 1))
+    slot = np.where(local < big, local % (base + 1), (local - big) % np.maximum(base, 1))
+    out[first_row[run] + row, slot] = positions[order[keep]]
+    return out
+
+
+def _shard_gene_keys(shard: np.ndarray, gene: np.ndarray) -> np.ndarray:
+    """One int64 key per (shard, gene) pair, shape (N,)."""
+    return np.asarray(shard, np.int64) * (int(np.max(gene, initial=0)) + 1) + np.asarray(gene)
+
+
+def gene_batch_count(shard: np.ndarray, gene: np.ndarray, batch_size: int) -> int:
+    """Batches in one pass of :func:`train_gene_batches` (the same every epoch)."""
+    _, offsets = group_runs(_shard_gene_keys(shard, gene))
+    sizes = np.diff(offsets)
+    return int((-(-sizes[sizes >= 2] // batch_size)).sum())
+
+
+def train_gene_batches(shard: np.ndarray, gene: np.ndarray, n_shards: int, n_batches: int,
+                       batch_size: int, seed: int, epoch: int, block: int = 1) -> np.ndarray:
+    """``n_batches`` one-gene batches for a train epoch (the ``gene`` mode).
+
+    Per pass (cycle): shards in the epoch's seeded order; the individuals of each gene in a
+    shard shuffled and cut into balanced batches (:func:`balanced_batches`, at least 2
+    individuals); the batch order shuffled in blocks of ``block`` batches. A gene whose groups
+    span two shards is batched per shard (its parts lie far apart in the epoch's reading order).
+    Passes repeat, in new orders, until ``n_batches`` are planned.
+
+    Parameters
+    ----------
+    shard, gene : np.ndarray, shape (N,), int
+        Shard and gene id of each sample.
+
+    Returns
+    -------
+    np.ndarray, shape (n_batches, B), int64
+        Positions, -1 for padding; every row holds a single gene. The randomness of pass c
+        comes from ``seeded_rng(seed, "gene_batches", epoch, c)``.
+
+    Raises
+    ------
+    ValueError
+        No gene has two individuals in one shard.
+    """
+    keys = _shard_gene_keys(shard, gene)
+    parts, total, cycle = [], 0, 0
+    while total < n_batches:
+        stream = stream_order(shard, shard_order(n_shards, seed, epoch, cycle))
+        rng = seeded_rng(seed, "gene_batches", epoch, cycle)
+        batches = balanced_batches(keys[stream], stream, batch_size, min_size=2, rng=rng)
+        if len(batches) == 0:
+            raise ValueError("no gene has two individuals in one shard: gene mode has no batch")
+        parts.append(batches[block_shuffle(len(batches), block, rng)])
+        total += len(batches)
+        cycle += 1
+    if not parts:
+        return np.zeros((0, batch_size), np.int64)
+    return np.concatenate(parts)[:n_batches]
+
+
+def eval_gene_batches(gene: np.ndarray, batch_size: int) -> np.ndarray:
+    """Every sample once in one-gene batches: genes and individuals in manifest order.
+
+    Returns
+    -------
+    np.ndarray, shape (T, B), int64
+        As :func:`balanced_batches` (genes with one individual too).
+    """
+    gene = np.asarray(gene)
+    return balanced_batches(gene, np.arange(len(gene)), batch_size, min_size=1)
+
+
 def train_batches(n_items: int, world_size: int, batch_size: int,
                   epoch_batches: int | None = None) -> int:
     """Batches per rank in a train epoch: ``epoch_batches`` or one pass without the remainder.
@@ -271,6 +422,28 @@ def rank_items(items: np.ndarray, rank: int, world_size: int, n_batches: int,
     out = np.full((per, items.shape[1]), -1, dtype=np.int64)
     out[: hi - lo] = items[lo:hi]
     return out
+
+
+def rank_batches(batches: np.ndarray, rank: int, world_size: int, n_batches: int,
+                 pad: bool) -> np.ndarray:
+    """The items of one rank from whole batches, shape (n_batches * B, 1), int64.
+
+    ``pad=False`` (train): ``batches`` holds at least ``world_size * n_batches`` rows; rank r
+    takes rows ``[r * n_batches, (r + 1) * n_batches)``. ``pad=True`` (eval): rank r takes rows
+    ``[r * T // world_size, (r + 1) * T // world_size)`` and is padded with rows of -1.
+    """
+    b = batches.shape[1]
+    if not pad:
+        if len(batches) < world_size * n_batches:
+            raise ValueError(f"plan holds {len(batches)} batches, needs {world_size * n_batches}")
+        return batches[rank * n_batches:(rank + 1) * n_batches].reshape(-1, 1)
+    t = len(batches)
+    lo, hi = rank * t // world_size, (rank + 1) * t // world_size
+    if hi - lo > n_batches:
+        raise ValueError(f"rank {rank} has {hi - lo} batches for {n_batches} slots")
+    out = np.full((n_batches, b), -1, dtype=np.int64)
+    out[: hi - lo] = batches[lo:hi]
+    return out.reshape(-1, 1)
 
 
 def worker_batch_counts(n_batches: int, num_workers: int) -> list[int]:

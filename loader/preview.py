@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     p.add_argument("--config", help="study TOML ([loader] section)")
     p.add_argument("--workdir", required=True, help="study working directory (reads DIR/shards)")
     p.add_argument("--split", default="train", choices=["train", "val", "test"])
-    p.add_argument("--mode", default="train", choices=["train", "eval", "pairwise"])
+    p.add_argument("--mode", default="train", choices=["train", "eval", "pairwise", "gene"])
     p.add_argument("--batches", type=int, default=50, help="stop after this many batches")
     p.add_argument("--num-workers", type=int, help="override [loader] num_workers")
     p.add_argument("--device", default="cpu", help="where one-hot is built (cpu, cuda)")

@@ -97,6 +97,14 @@ def _rank_main(rank: int, shards: str, init_file: str, out_dir: str) -> None:
             pairs += list(zip(b["index_a"].tolist(), b["index_b"].tolist(), b["gene"],
                               strict=True))
         res["pairs"] = pairs
+        # gene mode: one-gene batches
+        gl = make_loader(shards, "train", "gene", 8, num_workers=2, **fork)
+        batches = []
+        for b in gl:
+            dist.all_reduce(torch.ones(1))
+            batches.append([i for i, ok in zip(b["index"].tolist(), b["valid"].tolist(),
+                                               strict=True) if ok])
+        res["gene"] = {"len": len(gl), "batches": batches}
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(res))
     finally:
         dist.destroy_process_group()
@@ -133,6 +141,21 @@ def test_ddp_eval_covers_every_sample_exactly_once(ddp_results, shards):
     assert a["index"] == test["row"].to_list()  # each once, manifest order
     assert a["gene"] == test["gene"].to_list()
     np.testing.assert_allclose(a["pred"], 2 * test["Y"].to_numpy(), rtol=1e-6)
+
+
+def test_ddp_gene_mode_equal_counts_one_gene_per_batch_as_planned(ddp_results, shards):
+    m = pl.read_parquet(shards / "manifest.parquet").with_row_index("row")
+    gene = dict(zip(m["row"], m["gene"], strict=True))
+    lens = [r["gene"]["len"] for r in ddp_results]
+    assert [len(r["gene"]["batches"]) for r in ddp_results] == lens and lens[0] == lens[1]
+    for rank, r in enumerate(ddp_results):
+        assert all(len({gene[i] for i in b}) == 1 for b in r["gene"]["batches"])
+        plan = make_loader(shards, "train", "gene", 8, rank=rank, world_size=WORLD)
+        items = plan.items(0).reshape(-1, 8)
+        want = sorted(tuple(sorted(plan.index.row[x[x >= 0]].tolist())) for x in items)
+        assert sorted(tuple(sorted(b)) for b in r["gene"]["batches"]) == want
+    a, b = ([i for x in r["gene"]["batches"] for i in x] for r in ddp_results)
+    assert not set(a) & set(b)
 
 
 def test_ddp_pairs_same_gene_different_individuals(ddp_results, shards):
