@@ -15,7 +15,9 @@ Variants: MAF >= ``min_maf`` (0.05) among the gene's training individuals; dosag
 training individuals' mean and sd (population sd). Penalties are chosen by ``folds``-fold
 cross-validation on the training individuals (folds shuffled with ``seed``; minimum mean squared
 error). A gene without any common variant predicts its training mean (a constant) and is counted
-in the summary. Splits and targets come from the shards manifest (``DIR/shards/manifest.parquet``),
+in the summary. BLAS runs single-threaded (parallelism is over genes, in ``n_jobs`` threads),
+which also keeps results identical whatever ``n_jobs``. Splits and targets come from the shards
+manifest (``DIR/shards/manifest.parquet``),
 genotypes from ``[haplotypes] vcf`` and the window from ``[haplotypes] length``.
 
 Example::
@@ -378,7 +380,7 @@ def run_baselines(hcfg, config: BaselinesConfig, workdir, *, progress: bool = Tr
     with DosageReader(hcfg.vcf, individuals, length=length, snps_only=config.snps_only,
                       min_maf=config.min_maf) as reader, \
             Parallel(n_jobs=config.n_jobs, backend="threading") as parallel, \
-            threadpool_limits(1 if config.n_jobs > 1 else None), warnings.catch_warnings():
+            threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         batch = []
         stream = reader.genes(genes, maf_rows)
