@@ -99,8 +99,10 @@ class BaselinesConfig:
     """Ridge penalties tried (on standardised dosages)."""
     max_iter: int = 5000
     """Coordinate-descent iterations per penalty."""
-    tol: float = 1e-4
-    """Coordinate-descent tolerance."""
+    tol: float = 1e-3
+    """Coordinate-descent tolerance (duality gap relative to the target's sum of squares).
+    1e-3 rather than scikit-learn's 1e-4: 1.5-3x faster (most on weak-signal genes), within
+    CV noise; set 1e-4 for tighter fits."""
     batch_genes: int = 32
     """Genes whose dosage matrices are held at once (memory bound)."""
 

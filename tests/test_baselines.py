@@ -111,9 +111,11 @@ def test_predictions_equal_direct_sklearn_fit(study, method):
     with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore", ConvergenceWarning)
         if method == "elastic_net":
-            est = ElasticNetCV(l1_ratio=0.5, alphas=100, eps=0.01, cv=cv, max_iter=5000)
+            est = ElasticNetCV(l1_ratio=0.5, alphas=100, eps=0.01, cv=cv, max_iter=5000,
+                               tol=1e-3)
         elif method == "lasso":
-            est = LassoCV(alphas=100, eps=0.01, cv=cv, max_iter=5000)
+            est = LassoCV(alphas=100, eps=0.01, cv=cv, max_iter=5000,
+                               tol=1e-3)
         elif method == "ridge":
             est = RidgeCV(alphas=np.logspace(-2, 5, 15), cv=cv,
                           scoring="neg_mean_squared_error")
