@@ -10,8 +10,8 @@ Layout under ``DIR/runs/RUN/checkpoints``::
 
 A checkpoint is written into a temporary folder and renamed into place, then ``latest`` is
 rewritten (temp + rename): a run killed at any moment leaves the previous checkpoint intact.
-The newest ``keep`` checkpoints are kept; ``DIR/runs/RUN/best`` is a copy (hard links) of the
-best one plus the exported ``model.json``.
+The newest ``keep`` checkpoints are kept; the best model is exported separately
+(``DIR/runs/RUN/best``, by the loop).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 from prep.config import atomic_write_text
 
 __all__ = ["rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint",
-           "latest_checkpoint", "copy_as_best"]
+           "latest_checkpoint"]
 
 
 def rng_state() -> dict:
@@ -148,30 +148,3 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu",
                                              weights_only=True))
     return torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
-
-
-def copy_as_best(checkpoint: str | os.PathLike, best: str | os.PathLike,
-                 extra: dict[str, str] | None = None) -> None:
-    """Make ``best`` a copy of ``checkpoint`` (hard links where possible), atomically.
-
-    ``extra`` maps file names to text written beside the weights (e.g. model.json).
-    """
-    checkpoint, best = Path(checkpoint), Path(best)
-    tmp = best.with_name(f".{best.name}.tmp-{secrets.token_hex(4)}")
-    tmp.mkdir(parents=True)
-    try:
-        for f in checkpoint.iterdir():
-            try:
-                os.link(f, tmp / f.name)
-            except OSError:
-                shutil.copy2(f, tmp / f.name)
-        for name, text in (extra or {}).items():
-            atomic_write_text(tmp / name, text)
-        if best.exists():
-            trash = best.with_name(f".{best.name}.old-{secrets.token_hex(4)}")
-            best.rename(trash)
-            shutil.rmtree(trash)
-        tmp.rename(best)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

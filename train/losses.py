@@ -50,9 +50,10 @@ __all__ = [
 
 
 def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` (N,) over ``valid`` (N,) bool rows; 0 (times values) when none is."""
+    """Mean of ``values`` (N,) over ``valid`` (N,) bool rows; 0 when none is. Padding rows may
+    hold NaN (their targets are NaN): they are replaced, not multiplied by 0."""
     w = valid.to(values.dtype)
-    return (values * w).sum() / w.sum().clamp(min=1.0)
+    return torch.where(valid, values, torch.zeros_like(values)).sum() / w.sum().clamp(min=1.0)
 
 
 def smape(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
