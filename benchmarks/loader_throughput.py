@@ -35,6 +35,10 @@ first batch.
   runs under ``--gvl-python`` (see ``benchmarks/prep_haplotypes.py``); without it, it is
   skipped unless importable.
 
+``--planning`` times instead the epoch plans (``ShardLoader`` construction + ``items(epoch)``,
+rank 0 of 2) of every mode on a synthetic split of 8,000 genes x 300 individuals (2.4 M
+samples, shards of 8,192 samples): what every rank pays at the start of every epoch.
+
 Inputs are built once into ``benchmarks/_cache/loader_throughput`` (keyed by the shard format's
 source). Results are appended to ``benchmarks/results/loader_throughput.jsonl``.
 """
@@ -290,6 +294,38 @@ def worker_genvarloader(plan: dict, workers: int) -> dict:
     return measure(lambda: iter(loader), plan["seconds"], length)
 
 
+def planning(genes: int = 8_000, per_gene: int = 300, repeats: int = 3) -> list[dict]:
+    """Seconds to plan one epoch per mode (best of ``repeats``) on a synthetic split index."""
+    sys.path.insert(0, str(REPO_ROOT))
+    import numpy as np
+
+    from loader.config import LoaderConfig
+    from loader.dataloader import ShardLoader
+    from loader.sources import SplitIndex
+
+    n = genes * per_gene
+    gene = np.repeat(np.arange(genes, dtype=np.int32), per_gene)
+    shard = (np.arange(n) // 8_192).astype(np.int32)
+    rows = []
+    for split, mode in (("train", "train"), ("train", "gene"), ("val", "eval"), ("val", "gene"),
+                        ("train", "pairwise"), ("val", "pairwise")):
+        index = SplitIndex(split=split, urls=[f"s{i}.tar" for i in range(shard.max() + 1)],
+                           shard=shard, group=[""] * n, key=[""] * n, gene=gene,
+                           genes=[str(g) for g in range(genes)],
+                           P=np.random.default_rng(0).random(n) * 100, row=np.arange(n),
+                           length=1024, flank=8)
+        best = float("inf")
+        for epoch in range(repeats):
+            t0 = time.perf_counter()
+            loader = ShardLoader(index, LoaderConfig(batch_size=BATCH), mode, 0, 2)
+            loader.items(epoch)
+            best = min(best, time.perf_counter() - t0)
+        rows.append({"split": split, "mode": mode, "samples": n, "genes": genes,
+                     "plan s": round(best, 3)})
+        print(f"  {mode:9s} {split:5s}: {best:.3f} s", file=sys.stderr, flush=True)
+    return rows
+
+
 WORKER_FNS = {"hapflow": worker_hapflow, "npy": worker_npy, "naive": worker_naive,
               "genvarloader": worker_genvarloader}
 
@@ -379,6 +415,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-genes", type=int, help="use the first N genes only")
     p.add_argument("--npy-samples", type=int, default=4096, help="samples in the .npy shards")
     p.add_argument("--gvl-python", help="interpreter that can import genvarloader")
+    p.add_argument("--planning", action="store_true",
+                   help="time the epoch plans of every mode on 8,000 genes x 300 individuals")
     p.add_argument("--worker", choices=TOOLS, help=argparse.SUPPRESS)
     p.add_argument("--plan", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--num-workers", type=int, help=argparse.SUPPRESS)
@@ -398,6 +436,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.planning:
+        rows = planning()
+        print_table(rows, ["mode", "split", "samples", "genes", "plan s"])
+        append_result("loader_planning", {"batch_size": BATCH, "rows": rows})
+        return
     if args.worker:
         plan = json.loads(args.plan.read_text())
         print(json.dumps(WORKER_FNS[args.worker](plan, args.num_workers)))

@@ -40,15 +40,15 @@ def test_balanced_batches_literal():
     keys = np.array([7, 7, 7, 7, 7, 7, 7, 7, 7, 3, 5, 5])  # 9 of key 7, 1 of 3, 2 of 5
     pos = np.arange(12) + 100
     got = balanced_batches(keys, pos, 8)
-    assert got.tolist() == [[100, 101, 102, 103, 104, -1, -1, -1],  # 9 -> 5 + 4, not 8 + 1
-                            [105, 106, 107, 108, -1, -1, -1, -1],
+    assert got.tolist() == [[100, 102, 104, 106, 108, -1, -1, -1],  # 9 -> 5 + 4, not 8 + 1
+                            [101, 103, 105, 107, -1, -1, -1, -1],
                             [109, -1, -1, -1, -1, -1, -1, -1],
                             [110, 111, -1, -1, -1, -1, -1, -1]]
     assert balanced_batches(keys, pos, 8, min_size=2).tolist() == [got[0].tolist(),
                                                                    got[1].tolist(),
                                                                    got[3].tolist()]
-    assert balanced_batches(keys, pos, 3).tolist() == [
-        [100, 101, 102], [103, 104, 105], [106, 107, 108], [109, -1, -1], [110, 111, -1]]
+    assert balanced_batches(keys, pos, 3).tolist() == [  # dealt round-robin over 3 rows
+        [100, 103, 106], [101, 104, 107], [102, 105, 108], [109, -1, -1], [110, 111, -1]]
 
 
 def test_balanced_batches_shuffles_inside_keys_only():
@@ -95,10 +95,10 @@ def test_train_gene_batches_raises_without_pairs():
 def test_eval_gene_batches_and_rank_batches_cover_everything_once():
     gene = np.repeat([4, 1, 3], [5, 1, 11])
     batches = eval_gene_batches(gene, 4)
-    assert batches.tolist() == [[0, 1, 2, -1], [3, 4, -1, -1], [5, -1, -1, -1],
-                                [6, 7, 8, 9], [10, 11, 12, 13], [14, 15, 16, -1]]
+    assert batches.tolist() == [[0, 2, 4, -1], [1, 3, -1, -1], [5, -1, -1, -1],
+                                [6, 9, 12, 15], [7, 10, 13, 16], [8, 11, 14, -1]]
     parts = [rank_batches(batches, r, 4, 2, pad=True)[:, 0] for r in range(4)]
-    assert parts[0].tolist() == [0, 1, 2, -1, -1, -1, -1, -1]  # 1 batch + 1 padding batch
+    assert parts[0].tolist() == [0, 2, 4, -1, -1, -1, -1, -1]  # 1 batch + 1 padding batch
     flat = np.concatenate(parts)
     assert sorted(flat[flat >= 0].tolist()) == list(range(17))
     assert rank_batches(batches, 1, 2, 3, pad=False)[:, 0].tolist() == batches[3:].ravel().tolist()

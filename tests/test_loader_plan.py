@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 
 from loader.plan import (
+    _gene_runs,
     draw_pairs,
     eval_batches,
     eval_samples,
     fixed_pairs,
+    group_runs,
     rank_items,
     seeded_rng,
     shard_order,
+    shuffle_segments,
     stream_order,
     train_batches,
     train_pairs,
@@ -142,3 +145,70 @@ def test_worker_layout_matches_round_robin():
     assert sorted(sum(order, [])) == list(range(10))
     assert [worker_skip(3, w, 2) for w in (0, 1)] == [2, 1]
     assert worker_skip(0, 0, 0) == 0
+
+
+def _gene_runs_quadratic(gene, positions):
+    """The former O(genes x samples) grouping, kept as the reference."""
+    g = gene[positions]
+    first = {}
+    for i, x in enumerate(g.tolist()):
+        first.setdefault(x, i)
+    return [positions[g == x] for x in sorted(first, key=first.get)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gene_runs_equal_the_quadratic_reference(seed):
+    rng = np.random.default_rng(seed)
+    gene = rng.integers(0, 7, size=60)  # genes scattered, not in runs
+    positions = rng.permutation(60)[:45]
+    want = _gene_runs_quadratic(gene, positions)
+    got = _gene_runs(gene, positions)
+    assert [x.tolist() for x in got] == [x.tolist() for x in want]
+    sorted_gene = np.sort(gene)  # the usual layout: each gene in one run
+    assert [x.tolist() for x in _gene_runs(sorted_gene, np.arange(60))] == \
+        [x.tolist() for x in _gene_runs_quadratic(sorted_gene, np.arange(60))]
+
+
+def test_group_runs_literal():
+    order, offsets = group_runs(np.array([5, 2, 5, 9, 2]))
+    assert order.tolist() == [0, 2, 1, 4, 3] and offsets.tolist() == [0, 2, 4, 5]
+    order, offsets = group_runs(np.array([3, 3, 1, 1, 1]))
+    assert order.tolist() == [0, 1, 2, 3, 4] and offsets.tolist() == [0, 2, 5]
+    assert group_runs(np.array([], dtype=int))[1].tolist() == [0]
+
+
+def test_shuffle_segments_keeps_each_segment_in_place():
+    out = shuffle_segments(np.arange(20), np.array([0, 5, 5, 20]), seeded_rng(0, "s"))
+    assert sorted(out[:5].tolist()) == list(range(5))
+    assert sorted(out[5:].tolist()) == list(range(5, 20)) and out.tolist() != list(range(20))
+
+
+def test_large_synthetic_manifest_plans_every_mode():
+    """8,000 genes x 300 individuals (2.4 M samples): the plans are O(N log N) (timed in
+    benchmarks/loader_throughput.py --planning), here their results are checked."""
+    from loader.config import LoaderConfig
+    from loader.dataloader import ShardLoader
+    from loader.sources import SplitIndex
+
+    genes, per = 8_000, 300
+    n = genes * per
+    gene = np.repeat(np.arange(genes, dtype=np.int32), per)
+    shard = (np.arange(n) // 8_192).astype(np.int32)
+    index = SplitIndex(split="train", urls=[f"s{i}.tar" for i in range(shard.max() + 1)],
+                       shard=shard, group=[""] * n, key=[""] * n, gene=gene,
+                       genes=[str(g) for g in range(genes)], P=np.linspace(0, 100, n),
+                       row=np.arange(n), length=1024, flank=8)
+    cfg = LoaderConfig(batch_size=8)
+    gl = ShardLoader(index, cfg, "gene", rank=1, world_size=2)
+    items = gl.items(0).reshape(-1, 8)
+    assert len(items) == len(gl)
+    ok = items >= 0
+    g = gene[np.maximum(items, 0)]
+    assert (np.where(ok, g, -1).max(1) == np.where(ok, g, genes).min(1)).all()  # one gene each
+    valid = items[ok]
+    assert np.bincount(valid, minlength=n).max() == 1 and len(valid) >= 7 * len(gl)
+    tl = ShardLoader(index, cfg, "train", rank=0, world_size=2)
+    seen = np.bincount(tl.items(0)[:, 0], minlength=n)
+    assert seen.max() == 1 and seen.sum() == len(tl) * 8 == n // 2
+    pl = ShardLoader(index, cfg, "pairwise", rank=0, world_size=2)
+    assert pl.n_items == genes * cfg.pairs_per_gene
