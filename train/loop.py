@@ -453,7 +453,7 @@ def _improved(value: float, best: float | None, metric: str) -> bool:
 def _save(ckpt_dir: Path, step: int, model, optimizer, scheduler, loaders: dict, state: dict,
           d: Dist, keep: int) -> None:
     """Gather every rank's loader positions and RNG states; rank 0 writes the checkpoint."""
-    mine = {"rng": rng_state(), "loaders": {s: l.state_dict() for s, l in loaders.items()}}
+    mine = {"rng": rng_state(), "loaders": {s: ld.state_dict() for s, ld in loaders.items()}}
     ranks = all_gather_object(mine)
     if d.is_main:
         trainer = {"state": dict(state), "scheduler": scheduler.state_dict(), "ranks": ranks,
