@@ -41,6 +41,7 @@ __all__ = [
     "STREAMS",
     "smape",
     "masked_mean",
+    "clean_target",
     "single_loss",
     "pairwise_regression_loss",
     "pairwise_classification_loss",
@@ -54,6 +55,13 @@ def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     hold NaN (their targets are NaN): they are replaced, not multiplied by 0."""
     w = valid.to(values.dtype)
     return torch.where(valid, values, torch.zeros_like(values)).sum() / w.sum().clamp(min=1.0)
+
+
+def clean_target(batch: dict, key: str, like: torch.Tensor) -> torch.Tensor:
+    """``batch[key]`` as ``like``'s dtype with padding rows (NaN targets) set to 0, so no NaN
+    reaches the arithmetic (a NaN there would poison gradients even where it is masked)."""
+    value = batch[key].to(device=like.device, dtype=like.dtype)
+    return torch.where(batch["valid"], value, torch.zeros_like(value))
 
 
 def smape(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -70,7 +78,7 @@ def single_loss(pred: torch.Tensor, batch: dict, target: str = "Y") -> torch.Ten
     batch : dict with ``Y`` or ``Z`` (B,) float32 and ``valid`` (B,) bool, on pred's device
     target : "Y" or "Z"
     """
-    y = batch[target].to(pred.dtype)
+    y = clean_target(batch, target, pred)
     per = smape(pred, y) if target == "Y" else (pred - y) ** 2
     return masked_mean(per, batch["valid"])
 
@@ -82,7 +90,7 @@ def pairwise_regression_loss(pred_a: torch.Tensor, pred_b: torch.Tensor,
     pred_a, pred_b : (B,) predictions for the pairs' two individuals; ``batch`` holds ``Z_a``,
     ``Z_b`` (B,) and ``valid`` (B,).
     """
-    dz = (batch["Z_a"] - batch["Z_b"]).to(pred_a.dtype)
+    dz = clean_target(batch, "Z_a", pred_a) - clean_target(batch, "Z_b", pred_a)
     return masked_mean(((pred_a - pred_b) - dz) ** 2, batch["valid"])
 
 
@@ -102,7 +110,7 @@ def pairwise_classification_loss(pred_a: torch.Tensor, pred_b: torch.Tensor,
     ``Y_b`` (B,) and ``valid`` (B,).
     """
     d = pair_probability(pred_a, pred_b)
-    t = (batch["Y_a"] > batch["Y_b"]).to(d.dtype)
+    t = (clean_target(batch, "Y_a", d) > clean_target(batch, "Y_b", d)).to(d.dtype)
     nll = -(t * torch.special.log_ndtr(d) + (1 - t) * torch.special.log_ndtr(-d))
     return masked_mean(nll, batch["valid"])
 
@@ -113,7 +121,7 @@ def in_batch_loss(pred: torch.Tensor, batch: dict, alpha: float = 0.5) -> torch.
     pred : (B,) predictions for B individuals of one gene; ``batch`` holds ``Z`` (B,) and
     ``valid`` (B,). With fewer than two valid rows the pairwise part is 0.
     """
-    z = batch["Z"].to(pred.dtype)
+    z = clean_target(batch, "Z", pred)
     valid = batch["valid"]
     mse = masked_mean((pred - z) ** 2, valid)
     r = pred - z  # (ŷi − ŷj) − (zi − zj) = ri − rj
