@@ -1,0 +1,116 @@
+"""A small real study for the training tests, built once per test session.
+
+The chr22 demo (real 1000 Genomes genotypes and GEUVADIS expression) restricted to the four genes
+with most variants near their TSS (ARVCF, TANGO2, AC006547.3, DGCR8: two on each strand), so
+validation stays short on two CPU cores, and a study TOML that trains a tiny Enformer on
+2,048 bp windows. ``train_study(base)`` returns (workdir, config path).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from tests.conftest import CHR22_TSS, ROOT
+
+CONFIG = ROOT / "configs" / "demo.toml"
+GENES = 4
+_LOCK = threading.Lock()
+
+# Settings layered over configs/demo.toml for fast CPU tests.
+TEST_SETTINGS = """
+[loader]
+batch_size = 4
+num_workers = 0
+length = 2048
+epoch_batches = 6
+val_pairs_per_gene = 4
+seed = 0
+
+[model]
+source = "random"
+dim = 48
+depth = 1
+heads = 1
+attn_dim_key = 16
+dim_divisible_by = 8
+output_heads_human = 8
+track = 0
+n_bins = 4
+
+[train]
+strategy = "single"
+effective_batch = 8
+epochs = 2
+lr = 3e-3
+warmup_steps = 2
+log_every_steps = 1
+tensorboard = true
+"""
+
+
+def _render(data: dict) -> str:
+    lines = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_value(v)}" for k, v in values.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + " }"
+    return repr(v)
+
+
+def write_config(path: Path, extra: str = "") -> Path:
+    """A study TOML: demo.toml's data (absolute paths), the test settings, then ``extra``
+    (TOML text whose keys replace those before them, section by section)."""
+    import tomllib
+
+    data = tomllib.loads(CONFIG.read_text())
+    for key in ("reference", "vcf"):
+        data["haplotypes"][key] = str((CONFIG.parent / data["haplotypes"][key]).resolve())
+    data["expression"]["input"] = str((CONFIG.parent / data["expression"]["input"]).resolve())
+    data["haplotypes"]["tss"] = str(Path(path).parent / "tss4.tsv")
+    for layer in (TEST_SETTINGS, extra):
+        for section, values in tomllib.loads(layer).items():
+            data.setdefault(section, {}).update(values)
+    Path(path).write_text(_render(data))
+    return Path(path)
+
+
+def train_study(base: Path) -> tuple[Path, Path]:
+    """Build (once) the 4-gene study under ``base/train_demo``; returns (workdir, config)."""
+    from prep.config import load_config
+    from prep.export import HaplotypesConfig
+    from prep.expression import ExpressionConfig
+    from prep.sharding import ShardConfig, run_shard
+    from prep.targets import log1p_expression, read_expression, write_expression
+
+    workdir = Path(base) / "train_demo"
+    config = workdir / "study.toml"
+    with _LOCK:
+        if (workdir / "shards" / "meta.json").exists():
+            return workdir, config
+        workdir.mkdir(parents=True, exist_ok=True)
+        lines = CHR22_TSS.read_text().splitlines()
+        (workdir / "tss4.tsv").write_text("\n".join(lines[: 1 + GENES]) + "\n")
+        write_config(config)
+        logging.getLogger("prep").setLevel(logging.WARNING)
+        e = load_config(ExpressionConfig, config, "expression")
+        write_expression(log1p_expression(read_expression(e.input)),
+                         workdir / "expression" / "expression.parquet")
+        h = load_config(HaplotypesConfig, config, "haplotypes")
+        s = load_config(ShardConfig, config, "shard")
+        summary = run_shard(h, s, workdir)
+        assert summary.get("finalized"), f"train demo shards not finalized: {summary}"
+    return workdir, config
