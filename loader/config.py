@@ -26,6 +26,13 @@ class LoaderConfig:
     shuffle_buffer: int = 1024
     """Train modes: samples (pairs) read and shuffled together in each worker (a block shuffle,
     rounded up to a multiple of batch_size); memory is about shuffle_buffer x 2 x L bytes."""
+    lanes: int | None = None
+    """Train and gene modes: the epoch's reading order is cut into this many contiguous lanes
+    read side by side (one sample, in gene mode one batch, of each lane in turn), so a batch
+    holds samples of about min(lanes, batch_size) genes, where consecutive samples of the
+    gene-sorted shards would give few. Default (None): batch_size. Each worker then reads that
+    many places of its shards at once and holds about lanes x group_size decoded samples
+    besides the shuffle buffer; 1: one lane (consecutive samples, a plain block shuffle)."""
     seed: int = 0
     """Seed of shard order, shuffling, pair sampling and augmentation (with epoch, rank, worker)."""
     rc_prob: float = 0.5
@@ -69,6 +76,7 @@ class LoaderConfig:
             (self.batch_size > 0, "batch_size must be > 0"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (self.shuffle_buffer >= 0, "shuffle_buffer must be >= 0"),
+            (self.lanes is None or self.lanes > 0, "lanes must be > 0"),
             (self.seed >= 0, "seed must be >= 0"),
             (0.0 <= self.rc_prob <= 1.0, "rc_prob must be between 0 and 1"),
             (self.max_shift >= 0, "max_shift must be >= 0"),

@@ -3,9 +3,12 @@
 Modes
 -----
 ``train``
-    Shards in a seeded order per epoch, a block shuffle of ``shuffle_buffer`` samples in each
-    worker, reverse-complement and shift augmentation, and the same number of batches on every
-    rank (``len(loader)``, computed from the manifest).
+    Shards in a seeded order per epoch, read as ``lanes`` (default: batch_size) contiguous lanes
+    side by side, one sample of each lane in turn, each lane shuffled in blocks of
+    ``shuffle_buffer / lanes`` samples (:func:`loader.plan.interleave_lanes`): a batch holds
+    about batch_size distinct genes although shards are gene-sorted. Reverse-complement and
+    shift augmentation, and the same number of batches on every rank (``len(loader)``,
+    computed from the manifest).
 ``eval``
     Every sample of the split exactly once across ranks, in a fixed order, without
     augmentation; every rank gets the same number of batches, the last ones padded (``valid``
@@ -21,8 +24,11 @@ Modes
     split, every epoch: each gene's individuals (of one shard) shuffled and cut into
     ``ceil(n / B)`` batches of near-equal size (sizes differ by at most one; the unfilled rows
     are padding, ``valid`` False, so every individual is in one batch per epoch and no batch
-    holds a lone individual; genes with fewer than 2 individuals give no batch); the batch order
-    shuffled in blocks of ``shuffle_buffer`` samples; each rank gets ``len(loader)`` batches,
+    holds a lone individual; genes with fewer than 2 individuals give no batch); the batches
+    read as ``lanes`` lanes side by side (consecutive batches hold different genes), each lane
+    shuffled in blocks of ``shuffle_buffer / lanes`` samples (a full shuffle of all batches
+    would keep a worker's whole share decoded in memory, or decode each group once per batch);
+    each rank gets ``len(loader)`` batches,
     the remainder that does not give every rank a batch dropped (as in ``train``); shift and
     reverse complement drawn per sample, as in ``train``. On other splits every sample exactly
     once in a fixed order (genes and individuals in manifest order), ranks padded with
@@ -106,7 +112,7 @@ log = logging.getLogger(__name__)
 MODES = ("train", "eval", "pairwise", "gene")
 
 _LAYOUT_KEYS = ("mode", "split", "seed", "world_size", "num_workers", "batch_size",
-                "shuffle_buffer", "n_batches")
+                "shuffle_buffer", "lanes", "n_batches")
 
 
 class BatchSlots:
@@ -268,8 +274,10 @@ class ShardLoader:
         self.index, self.config, self.mode = index, config, mode
         self.rank, self.world_size = rank, world_size
         self.train = mode == "train" or (mode in ("pairwise", "gene") and index.split == "train")
-        # gene mode: the plan orders whole one-gene batches; a worker must not mix them
-        self.shuffle = self.train and mode != "gene"
+        # train and gene modes are shuffled by the plan (lanes read side by side, see
+        # loader.plan.interleave_lanes); a worker shuffle would undo that. Pairwise: in workers.
+        self.shuffle = self.train and mode == "pairwise"
+        self.lanes = config.lanes or config.batch_size
         self.epoch, self.batch = 0, 0
         self.skipped: dict[str, str] = {}
         self.window = self._window()
@@ -357,8 +365,9 @@ class ShardLoader:
         if self.mode == "gene":
             if not self.train:
                 return rank_batches(self._fixed, self.rank, w, self.n_batches, pad=True)
+            per_lane = max(1, self.chunk_size // b // self.lanes)
             batches = train_gene_batches(idx.shard, idx.gene, len(idx.urls), w * self.n_batches,
-                                         b, cfg.seed, epoch, block=self.chunk_size // b)
+                                         b, cfg.seed, epoch, block=per_lane, lanes=self.lanes)
             return rank_batches(batches, self.rank, w, self.n_batches, pad=False)
         if not self.train:
             return rank_items(self._eval_items(), self.rank, w, self.n_batches, b, pad=True)
@@ -367,7 +376,8 @@ class ShardLoader:
             items = train_pairs(idx.shard, idx.gene, idx.P, len(idx.urls), n, cfg.pairs_per_gene,
                                 cfg.seed, epoch, cfg.min_percentile_diff)
         else:
-            items = train_samples(idx.shard, len(idx.urls), n, cfg.seed, epoch)
+            items = train_samples(idx.shard, len(idx.urls), n, cfg.seed, epoch, lanes=self.lanes,
+                                  block=max(1, self.chunk_size // self.lanes))
         return rank_items(items, self.rank, w, self.n_batches, b, pad=False)
 
     # -- iteration -----------------------------------------------------------------------------
@@ -430,7 +440,7 @@ class ShardLoader:
         return {"mode": self.mode, "split": self.index.split, "seed": cfg.seed,
                 "world_size": self.world_size, "num_workers": cfg.num_workers,
                 "batch_size": cfg.batch_size, "shuffle_buffer": cfg.shuffle_buffer,
-                "n_batches": self.n_batches}
+                "lanes": self.lanes, "n_batches": self.n_batches}
 
     def state_dict(self) -> dict:
         """Where the next iteration starts, plus what must match to resume mid-epoch."""

@@ -46,6 +46,7 @@ __all__ = [
     "shuffle_segments",
     "balanced_batches",
     "block_shuffle",
+    "interleave_lanes",
     "train_gene_batches",
     "gene_batch_count",
     "eval_gene_batches",
@@ -100,8 +101,16 @@ def stream_order(shard: np.ndarray, order: np.ndarray) -> np.ndarray:
     return np.argsort(rank_of[np.asarray(shard)], kind="stable").astype(np.int64)
 
 
-def train_samples(shard: np.ndarray, n_shards: int, n: int, seed: int, epoch: int) -> np.ndarray:
+def train_samples(shard: np.ndarray, n_shards: int, n: int, seed: int, epoch: int,
+                  lanes: int = 1, block: int = 0) -> np.ndarray:
     """``n`` single-sample items for a train epoch: shards in a seeded order, cycling if needed.
+
+    Parameters
+    ----------
+    lanes, block : int
+        Each pass is reordered by :func:`interleave_lanes` (``lanes`` lanes read side by side,
+        each shuffled in blocks of ``block`` items); ``lanes=1, block=0`` keeps the stream
+        order. Pass c draws from ``seeded_rng(seed, "lanes", epoch, c)``.
 
     Returns
     -------
@@ -109,7 +118,11 @@ def train_samples(shard: np.ndarray, n_shards: int, n: int, seed: int, epoch: in
     """
     parts, total, cycle = [], 0, 0
     while total < n:
-        parts.append(stream_order(shard, shard_order(n_shards, seed, epoch, cycle)))
+        stream = stream_order(shard, shard_order(n_shards, seed, epoch, cycle))
+        if lanes > 1 or block > 1:
+            rng = seeded_rng(seed, "lanes", epoch, cycle)
+            stream = stream[interleave_lanes(len(stream), lanes, block, rng)]
+        parts.append(stream)
         total += len(shard)
         cycle += 1
     return np.concatenate(parts)[:n, None] if parts else np.zeros((0, 1), np.int64)
@@ -313,6 +326,39 @@ def block_shuffle(n: int, block: int, rng: np.random.Generator) -> np.ndarray:
     return shuffle_segments(np.arange(n), offsets, rng)
 
 
+def interleave_lanes(n: int, lanes: int, block: int, rng: np.random.Generator) -> np.ndarray:
+    """Read a stream as ``lanes`` contiguous lanes side by side: a permutation of ``range(n)``.
+
+    The stream (positions in shard reading order) is cut into ``lanes`` contiguous lanes of
+    near-equal length; each lane is shuffled in blocks of ``block`` of its items; then the lanes
+    are read in turn, one item of each: lane 0's first, lane 1's first, ..., lane 0's second.
+    Any ``lanes`` consecutive items therefore come from ``lanes`` different lanes, i.e. from
+    places of the data ``n / lanes`` items apart (different genes when a gene holds fewer
+    samples), while every lane still advances through its shards in order (a worker holds one
+    or two decoded groups per lane).
+
+    Parameters
+    ----------
+    n, lanes, block : int
+        ``lanes <= 1`` gives :func:`block_shuffle`.
+    rng : np.random.Generator
+
+    Returns
+    -------
+    np.ndarray, shape (n,), int64
+        Item i of the new order is item ``perm[i]`` of the stream.
+    """
+    if lanes <= 1 or n == 0:
+        return block_shuffle(n, block, rng)
+    lanes = min(lanes, n)
+    bounds = np.arange(lanes + 1, dtype=np.int64) * n // lanes
+    cuts = [np.arange(bounds[k], bounds[k + 1], max(block, 1)) for k in range(lanes)]
+    perm = shuffle_segments(np.arange(n), np.append(np.concatenate(cuts), n), rng)
+    lane = np.repeat(np.arange(lanes), np.diff(bounds))
+    step = np.arange(n) - bounds[lane]  # position inside its lane
+    return perm[np.argsort(step * lanes + lane, kind="stable")]
+
+
 def balanced_batches(keys: np.ndarray, positions: np.ndarray, batch_size: int,
                      min_size: int = 1, rng: np.random.Generator | None = None) -> np.ndarray:
     """Cut the positions of each key into batches holding that key only, as evenly as possible.
@@ -370,12 +416,15 @@ def gene_batch_count(shard: np.ndarray, gene: np.ndarray, batch_size: int) -> in
 
 
 def train_gene_batches(shard: np.ndarray, gene: np.ndarray, n_shards: int, n_batches: int,
-                       batch_size: int, seed: int, epoch: int, block: int = 1) -> np.ndarray:
+                       batch_size: int, seed: int, epoch: int, block: int = 1,
+                       lanes: int = 1) -> np.ndarray:
     """``n_batches`` one-gene batches for a train epoch (the ``gene`` mode).
 
     Per pass (cycle): shards in the epoch's seeded order; the individuals of each gene in a
     shard shuffled and cut into balanced batches (:func:`balanced_batches`, at least 2
-    individuals); the batch order shuffled in blocks of ``block`` batches. A gene whose groups
+    individuals); the batches read as ``lanes`` lanes side by side, each shuffled in blocks of
+    ``block`` batches (:func:`interleave_lanes`), so consecutive batches hold different genes.
+    A gene whose groups
     span two shards is batched per shard (its parts lie far apart in the epoch's reading order).
     Passes repeat, in new orders, until ``n_batches`` are planned.
 
@@ -403,7 +452,7 @@ def train_gene_batches(shard: np.ndarray, gene: np.ndarray, n_shards: int, n_bat
         batches = balanced_batches(keys[stream], stream, batch_size, min_size=2, rng=rng)
         if len(batches) == 0:
             raise ValueError("no gene has two individuals in one shard: gene mode has no batch")
-        parts.append(batches[block_shuffle(len(batches), block, rng)])
+        parts.append(batches[interleave_lanes(len(batches), lanes, block, rng)])
         total += len(batches)
         cycle += 1
     if not parts:

@@ -6,7 +6,10 @@ Example (after ``python -m prep.shard --config configs/demo.toml --workdir work/
     python -m loader.preview --config configs/demo.toml --workdir work/demo --split train \\
         --mode train --batches 50
 
-Prints the batch shapes, the one-hot tensor built on the device, target ranges, and samples/s.
+Prints the batch shapes, the one-hot tensor built on the device, samples/s, and how many
+distinct genes a batch holds on average (BatchNorm sees near-identical sequences when a batch
+holds few; ``gene`` mode batches hold one by design). ``--set loader.KEY=VALUE`` overrides the
+config file, e.g. ``--set loader.lanes=1``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import time
 def preview(source, split: str, mode: str, batches: int, config, device: str = "cpu") -> dict:
     """Iterate up to ``batches`` batches of ``make_loader(source, split, mode)``.
 
-    Returns a summary dict: batches, samples, seconds, samples/s, shapes, genes seen.
+    Returns a summary dict: batches, samples (valid), seconds, samples/s, shapes, genes seen,
+    genes_per_batch (mean distinct genes among a batch's valid samples), batches_per_epoch.
     """
     import torch
 
@@ -30,6 +34,7 @@ def preview(source, split: str, mode: str, batches: int, config, device: str = "
     seq_key = "seq_a" if mode == "pairwise" else "seq"
     n_batches = n_samples = 0
     genes: set[str] = set()
+    per_batch: list[int] = []  # distinct genes among each batch's valid samples
     shapes: dict[str, list] = {}
     start = time.perf_counter()
     for batch in loader:
@@ -37,16 +42,19 @@ def preview(source, split: str, mode: str, batches: int, config, device: str = "
         if not shapes:
             x = to_one_hot(seq, torch.float32, torch.device(device))  # (B, 2, L, 4)
             shapes = {"seq": list(seq.shape), "one_hot": list(x.shape)}
-        valid = batch.get("valid")
-        n_samples += int(valid.sum()) if valid is not None else seq.shape[0]
-        genes.update(batch["gene"])
+        valid = batch["valid"].tolist()
+        n_samples += sum(valid)
+        batch_genes = {g for g, ok in zip(batch["gene"], valid, strict=True) if ok}
+        genes.update(batch_genes)
+        per_batch.append(len(batch_genes))
         n_batches += 1
         if n_batches >= batches:
             break
     seconds = time.perf_counter() - start
     return {"batches": n_batches, "samples": n_samples, "seconds": round(seconds, 2),
             "samples/s": round(n_samples / max(seconds, 1e-9), 1), "shapes": shapes,
-            "genes": len(genes), "batches_per_epoch": len(loader)}
+            "genes": len(genes), "genes_per_batch": round(sum(per_batch) / max(n_batches, 1), 2),
+            "batches_per_epoch": len(loader)}
 
 
 def main(argv=None) -> int:
@@ -58,24 +66,32 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, default=50, help="stop after this many batches")
     p.add_argument("--num-workers", type=int, help="override [loader] num_workers")
     p.add_argument("--device", default="cpu", help="where one-hot is built (cpu, cuda)")
+    p.add_argument("--set", action="append", default=[], metavar="loader.KEY=VALUE",
+                   help="override a [loader] setting (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="only warnings and errors")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(message)s")
     from pathlib import Path
 
     from loader.config import LoaderConfig
     from prep.config import ConfigError, load_config
+    from prep.shard import split_overrides
     from prep.shard_format import ShardFormatError
 
     try:
-        config = load_config(LoaderConfig, args.config, "loader",
-                             {"num_workers": args.num_workers})
+        overrides = split_overrides(args.set, ("loader",))["loader"]
+        if args.num_workers is not None:
+            overrides["num_workers"] = args.num_workers
+        config = load_config(LoaderConfig, args.config, "loader", overrides)
         summary = preview(Path(args.workdir) / "shards", args.split, args.mode, args.batches,
                           config, args.device)
     except (ConfigError, ShardFormatError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"Streamed {summary['batches']} {args.mode} batches of the {args.split} split "
-          f"({summary['samples']} samples, {summary['genes']} genes) in {summary['seconds']} s: "
+          f"({summary['samples']} samples, {summary['genes']} genes, "
+          f"{summary['genes_per_batch']} distinct genes per batch) in {summary['seconds']} s: "
           f"{summary['samples/s']} samples/s; seq {summary['shapes'].get('seq')} uint8 -> "
           f"one-hot {summary['shapes'].get('one_hot')} on {args.device}; "
           f"{summary['batches_per_epoch']} batches per epoch")

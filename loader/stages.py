@@ -3,6 +3,7 @@
     split_rounds   chunks -> rounds that read each needed shard once
     decode_groups  raw tar samples -> decoded groups (prep's decode_reference / decode_group)
     read_rows      shards -> (position, sample | None) events, only the samples a worker needs
+    read_interleaved  several shards read side by side, in the order the chunks need them
     gather_chunks  events -> chunks of items whose samples have all arrived
     collate_*      items of one batch -> a dict of NumPy arrays and lists
 
@@ -16,6 +17,7 @@ tar file.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 from collections import defaultdict
@@ -43,6 +45,7 @@ __all__ = [
     "Group",
     "decode_groups",
     "read_rows",
+    "read_interleaved",
     "split_rounds",
     "gather_chunks",
     "Window",
@@ -121,19 +124,6 @@ def decode_groups(samples: Iterable[dict]) -> Iterator[Group]:
         yield Group(haps, meta, url)
 
 
-def _shards_in_need_order(index: SplitIndex, chunks: list[np.ndarray]) -> list[tuple[int, dict]]:
-    """[(shard id, {key: position})] in the order the chunks first need each shard."""
-    first_need: dict[int, tuple[int, int]] = {}
-    wanted: dict[int, dict[str, int]] = defaultdict(dict)
-    for c, items in enumerate(chunks):
-        for pos in np.unique(items[items >= 0]).tolist():
-            s = int(index.shard[pos])
-            first_need.setdefault(s, (c, pos))
-            first_need[s] = min(first_need[s], (c, pos))
-            wanted[s][index.key[pos]] = pos
-    return [(s, wanted[s]) for s in sorted(first_need, key=first_need.get)]
-
-
 def read_rows(index: SplitIndex, shards: list[tuple[int, dict]], on_error: str = "raise",
               errors: list | None = None, timeout: float = 120.0,
               opener: Callable = open_url) -> Iterator[tuple[int, dict | None]]:
@@ -192,6 +182,70 @@ def read_rows(index: SplitIndex, shards: list[tuple[int, dict]], on_error: str =
             errors.append((url, message))
         for p in missing:
             yield p, None
+
+
+def read_interleaved(index: SplitIndex, chunks: list[np.ndarray], on_error: str = "raise",
+                     errors: list | None = None, timeout: float = 120.0,
+                     opener: Callable = open_url) -> Iterator[tuple[int, dict | None]]:
+    """Stream the samples ``chunks`` need, reading several shards side by side.
+
+    Each shard is read once, front to back, by :func:`read_rows`; the next sample is always
+    taken from the shard holding a sample of the earliest chunk still waiting. A plan whose
+    lanes advance through different shards at once (:func:`loader.plan.interleave_lanes`)
+    thus keeps one open shard and one or two decoded groups per lane, instead of reading one
+    shard to its end while the samples other chunks need later pile up; with one lane it reads
+    shard after shard, as :func:`read_rows` alone would.
+
+    Parameters
+    ----------
+    index : SplitIndex
+    chunks : list of np.ndarray, each of shape (m, k), int
+        Items (positions, -1 for padding) in output order, as :func:`gather_chunks` takes them.
+    on_error, errors, timeout, opener
+        As in :func:`read_rows`.
+
+    Yields
+    ------
+    (position, sample)
+        Every needed position once (``sample`` None for a sample of a skipped shard).
+    """
+    first: dict[int, int] = {}  # position -> first chunk needing it
+    for c, items in enumerate(chunks):
+        for pos in np.unique(items[items >= 0]).tolist():
+            first.setdefault(pos, c)
+    by_shard: dict[int, list[int]] = defaultdict(list)
+    for pos in first:
+        by_shard[int(index.shard[pos])].append(pos)
+    left: dict[int, dict[int, int]] = {}  # shard -> {chunk: its samples not yet read}
+    waits: dict[int, list[int]] = {}  # shard -> the chunks waiting on it, ascending
+    at: dict[int, int] = {}  # shard -> index in waits of the earliest chunk still waiting
+    heap: list[tuple[int, int]] = []  # (earliest chunk waiting on the shard, shard)
+    for s, positions in by_shard.items():
+        left[s] = defaultdict(int)
+        for pos in positions:
+            left[s][first[pos]] += 1
+        waits[s], at[s] = sorted(left[s]), 0
+        heapq.heappush(heap, (waits[s][0], s))
+    streams: dict[int, Iterator] = {}
+    while heap:
+        c0, s = heap[0]
+        if s not in streams:
+            wanted = {index.key[p]: p for p in sorted(by_shard[s])}
+            streams[s] = read_rows(index, [(s, wanted)], on_error, errors, timeout, opener)
+        event = next(streams[s], None)
+        if event is None:  # exhausted: read_rows has delivered or reported everything
+            heapq.heappop(heap)
+            del streams[s]
+            continue
+        yield event
+        left[s][first[event[0]]] -= 1
+        while at[s] < len(waits[s]) and left[s][waits[s][at[s]]] == 0:
+            at[s] += 1
+        if at[s] == len(waits[s]):  # the shard's last wanted sample: let read_rows finish
+            heapq.heappop(heap)  # (it checks that the shard held every wanted sample)
+            yield from streams.pop(s)
+        elif waits[s][at[s]] != c0:
+            heapq.heapreplace(heap, (waits[s][at[s]], s))
 
 
 def gather_chunks(events: Iterable[tuple[int, object]],
@@ -476,6 +530,6 @@ def _gathered(index, chunks, first, on_error, errors, timeout):
     todo = chunks[first:]
     for members in split_rounds(todo):
         part = [todo[i] for i in members]
-        events = read_rows(index, _shards_in_need_order(index, part), on_error, errors, timeout)
+        events = read_interleaved(index, part, on_error, errors, timeout)
         for i, resolved in zip(members, gather_chunks(events, part), strict=True):
             yield first + i, todo[i], resolved

@@ -33,6 +33,7 @@ def test_loader_section_rejects_unknown_and_bad_values(tmp_path):
     ("max_shift", -1, "max_shift"),
     ("seed", -2, "seed"),
     ("min_percentile_diff", -1.0, "min_percentile_diff"),
+    ("lanes", 0, "lanes"),
 ])
 def test_loader_config_raises_on_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -272,3 +272,14 @@ def test_corrupt_header_is_reported_as_missing_samples(shards, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ShardFormatError, match=r"shard-000000.tar lacks \d+ sample"):
         list(make_loader(copy, "val", "eval", 8, num_workers=0))
+
+
+def test_train_batches_hold_about_batch_size_genes(shards, manifest):
+    """Shards are gene-sorted (123 train individuals per gene); lanes mix genes in a batch."""
+    def genes_per_batch(**kw):
+        loader = make_loader(shards, "train", "train", 8, num_workers=2, **kw)
+        return [len(set(b["gene"])) for b in loader]
+
+    mixed = genes_per_batch()
+    assert np.mean(mixed) > 7.5
+    assert np.mean(genes_per_batch(lanes=1)) < 6.5  # one lane: consecutive samples

@@ -212,3 +212,16 @@ def test_large_synthetic_manifest_plans_every_mode():
     assert seen.max() == 1 and seen.sum() == len(tl) * 8 == n // 2
     pl = ShardLoader(index, cfg, "pairwise", rank=0, world_size=2)
     assert pl.n_items == genes * cfg.pairs_per_gene
+
+
+def test_interleave_lanes_literal():
+    from loader.plan import interleave_lanes
+
+    perm = interleave_lanes(10, 3, 1, seeded_rng(0, "l"))  # lanes [0, 3), [3, 6), [6, 10)
+    assert perm.tolist() == [0, 3, 6, 1, 4, 7, 2, 5, 8, 9]
+    perm = interleave_lanes(12, 3, 2, seeded_rng(0, "l"))
+    assert sorted(perm.tolist()) == list(range(12))
+    assert [x // 4 for x in perm.tolist()] == [0, 1, 2] * 4  # one item of each lane in turn
+    assert sorted(perm[:6].tolist()) == [0, 1, 4, 5, 8, 9]  # each lane shuffled in blocks of 2
+    assert train_samples(np.zeros(12, int), 1, 12, 0, 0, lanes=3, block=2)[:, 0].tolist() == \
+        np.arange(12)[interleave_lanes(12, 3, 2, seeded_rng(0, "lanes", 0, 0))].tolist()

@@ -11,7 +11,7 @@ def workdir(tmp_path_factory):
     return demo_shards(tmp_path_factory.getbasetemp()).parent
 
 
-@pytest.mark.parametrize("mode", ["train", "pairwise", "eval"])
+@pytest.mark.parametrize("mode", ["train", "pairwise", "eval", "gene"])
 def test_preview_streams_each_mode(workdir, mode, capsys):
     rc = main(["--workdir", str(workdir), "--mode", mode, "--batches", "3",
                "--num-workers", "0"])
@@ -23,3 +23,14 @@ def test_preview_streams_each_mode(workdir, mode, capsys):
 def test_preview_reports_missing_shards(tmp_path, capsys):
     assert main(["--workdir", str(tmp_path)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_preview_reports_genes_per_batch_and_takes_overrides(workdir, capsys):
+    args = ["--workdir", str(workdir), "--batches", "4", "--num-workers", "0", "--quiet"]
+    assert main(args + ["--mode", "gene"]) == 0
+    assert "1.0 distinct genes per batch" in capsys.readouterr().out
+    assert main(args + ["--set", "loader.lanes=1", "--set", "loader.length=1024"]) == 0
+    out = capsys.readouterr().out
+    assert "one-hot [8, 2, 1024, 4]" in out and "distinct genes per batch" in out
+    assert main(args + ["--set", "loader.lanes=0"]) == 2
+    assert "lanes must be > 0" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from loader.stages import (
     collate_samples,
     decode_groups,
     gather_chunks,
+    read_interleaved,
     read_rows,
     split_rounds,
     worker_batches,
@@ -210,3 +211,70 @@ def test_tiny_shard_json_is_what_prep_writes(tmp_path):
 
     metas = [json.loads(s["json"]) for s in read_tar_members(tmp_path / "s.tar") if "json" in s]
     assert [m["individuals"] for m in metas] == [["I0", "I1"], ["I2"]]
+
+
+def _study(tmp_path, n_shards=4, genes=6, per_gene=20, group=10):
+    """n_shards shards of `genes` genes x `per_gene` individuals, groups of `group` (W = 10)."""
+    urls, shard, groups, keys, gene = [], [], [], [], []
+    for s in range(n_shards):
+        path = tmp_path / f"s{s}.tar"
+        w = ShardWriter(path)
+        for g in range(genes):
+            name = f"G{s}_{g}.1"
+            w.add_reference(name, encode_reference(REF))
+            for k, lo in enumerate(range(0, per_gene, group)):
+                inds = [f"I{i}" for i in range(lo, lo + group)]
+                meta = {"gene": name, "chrom": "22", "tss": 100, "strand": "+", "split": "train",
+                        "length": 6, "flank": 2, "window": 10, "tss_index": 5,
+                        "individuals": inds, "populations": ["EUR"] * group,
+                        "Y": [0.0] * group, "Z": [0.0] * group, "P": [0.0] * group,
+                        "applied": [[0, 0]] * group}
+                key = group_key(name, "train", k)
+                w.add_group(key, encode_group(np.stack([_haps(0)] * group), REF), meta)
+                groups += [key] * group
+                keys += [sample_key(name, i) for i in inds]
+                shard += [s] * group
+                gene += [s * genes + g] * group
+        w.close()
+        urls.append(str(path))
+    n = len(keys)
+    return SplitIndex(split="train", urls=urls, shard=np.array(shard, np.int32), group=groups,
+                      key=keys, gene=np.array(gene, np.int32),
+                      genes=[str(g) for g in range(n_shards * genes)], P=np.zeros(n),
+                      row=np.arange(n), length=6, flank=2)
+
+
+def _peak_held(events, chunks):
+    """Most samples delivered but not yet handed on (their chunk incomplete) at any time."""
+    need = [set(c[c >= 0].tolist()) for c in chunks]
+    arrived, nxt, held, peak = set(), 0, 0, 0
+    for pos, _ in events:
+        arrived.add(pos)
+        held += 1
+        while nxt < len(need) and need[nxt] <= arrived:
+            held -= len(need[nxt])
+            nxt += 1
+        peak = max(peak, held)
+    assert nxt == len(need) and len(arrived) == sum(map(len, need))
+    return peak
+
+
+def test_read_interleaved_reads_lanes_side_by_side(tmp_path):
+    from loader.plan import interleave_lanes, seeded_rng
+
+    index = _study(tmp_path)  # 480 samples in 4 shards of 6 genes x 20 (groups of 10)
+    perm = interleave_lanes(len(index), 4, 10, seeded_rng(0, "t"))
+    chunks = [perm[i:i + 40, None] for i in range(0, len(perm), 40)]
+    assert len({int(index.gene[p]) for p in perm[:4]}) == 4
+    events = list(read_interleaved(index, chunks))
+    assert sorted(p for p, _ in events) == list(range(len(index)))
+    assert {int(index.shard[p]) for p, _ in events[:40]} == {0, 1, 2, 3}  # all lanes at once
+    # about a chunk plus a decoded group per lane, where reading shard after shard holds
+    # most of what a shard's lane will need later
+    peak = _peak_held(iter(events), chunks)
+    assert peak <= 40 + 4 * 10
+    wanted = [(s, {index.key[p]: int(p) for p in np.flatnonzero(index.shard == s)})
+              for s in range(4)]
+    assert _peak_held(read_rows(index, wanted), chunks) > 2 * peak
+    for pos, (group, row) in events[:5]:
+        assert group.meta["individuals"][row] == index.key[pos].split("__")[1]
