@@ -15,7 +15,7 @@ Variants: MAF >= ``min_maf`` (0.05) among the gene's training individuals; dosag
 training individuals' mean and sd (population sd). Penalties are chosen by ``folds``-fold
 cross-validation on the training individuals (folds shuffled with ``seed``; minimum mean squared
 error). A gene without any common variant predicts its training mean (a constant) and is counted
-in the summary. BLAS runs single-threaded (parallelism is over genes, in ``n_jobs`` threads),
+in the summary. BLAS runs single-threaded (parallelism is over genes, in ``n_jobs`` processes),
 which also keeps results identical whatever ``n_jobs``. Splits and targets come from the shards
 manifest (``DIR/shards/manifest.parquet``),
 genotypes from ``[haplotypes] vcf`` and the window from ``[haplotypes] length``.
@@ -85,7 +85,10 @@ class BaselinesConfig:
     seed: int = 0
     """Seed of the fold assignment (the same folds for every method)."""
     n_jobs: int = 2
-    """Genes fitted at once (threads)."""
+    """Genes fitted at once."""
+    backend: Literal["processes", "threads"] = "processes"
+    """joblib workers: processes (loky; both cores busy) or threads (no start-up cost, but
+    scikit-learn's Python code holds the GIL, so ~1.2 cores)."""
     target: Literal["Z", "Y"] = "Z"
     """Target column of the manifest: Z (per-gene z-score, as the models) or Y (log expr)."""
     l1_ratio: float = 0.5
@@ -332,6 +335,17 @@ def _gene_tasks(manifest, config: BaselinesConfig):
 
 
 def _fit_task(gd, r, config):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
+
+    with warnings.catch_warnings(), threadpool_limits(1):  # also in worker processes
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return _fit_task_inner(gd, r, config)
+
+
+def _fit_task_inner(gd, r, config):
     train = r["split"] == "train"
     x = gd.dosages[r["row"]]  # (n_gene_individuals, p)
     evals = {s: x[r["split"] == s] for s in ("val", "test") if (r["split"] == s).any()}
@@ -381,7 +395,8 @@ def run_baselines(hcfg, config: BaselinesConfig, workdir, *, progress: bool = Tr
     bar = tqdm(total=genes.height, desc="baselines", unit="gene", disable=not progress)
     with DosageReader(hcfg.vcf, individuals, length=length, snps_only=config.snps_only,
                       min_maf=config.min_maf) as reader, \
-            Parallel(n_jobs=config.n_jobs, backend="threading") as parallel, \
+            Parallel(n_jobs=config.n_jobs, backend="loky" if config.backend == "processes"
+                     and config.n_jobs > 1 else "threading") as parallel, \
             threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         batch = []

@@ -1,6 +1,6 @@
 """Variant baselines (elastic net, LASSO, ridge, top SNP): genes/s and the paper-size estimate.
 
-    python benchmarks/baselines.py [--n-jobs 2] [--rounds 1]
+    python benchmarks/baselines.py [--n-jobs 2] [--rounds 2]
 
 Two real studies, built in a temporary workdir with the pipeline's own stages:
 
@@ -10,11 +10,12 @@ Two real studies, built in a temporary workdir with the pipeline's own stages:
   prep.simulate (h2 = 0.5).
 
 For each, ``analysis.baselines.run_baselines`` with all four methods (then each method alone on
-chr20) is timed: wall seconds, CPU seconds (all threads; robust to other load on a shared
-machine) and genes/s. The paper's run (3,259 genes x 421 individuals, about 327 training) is
-extrapolated from chr20's CPU seconds per gene, scaled linearly by training individuals
-(coordinate descent and the fold SVDs are linear in n at a fixed number of variants; the table
-shows chr20's common variants per gene), divided over two cores. Goal: under 10 minutes.
+chr20) is timed: wall seconds with ``--n-jobs`` worker processes, the main process's CPU
+seconds (the VCF reads and bookkeeping; workers are not counted) and genes/s. The paper's run
+(3,259 genes x 421 individuals, about 327 training) is extrapolated from chr20's wall seconds
+per fitted gene, scaled linearly by training individuals (coordinate descent and the fold SVDs
+are linear in n at a fixed number of variants; the table shows chr20's common variants per
+gene). It includes the pool start-up, so it is pessimistic. Goal: under 10 minutes.
 Appends a JSON line to benchmarks/results/baselines.jsonl.
 """
 
@@ -63,7 +64,7 @@ def _time(hcfg, bcfg, work, rounds):
         w0, c0 = time.perf_counter(), time.process_time()
         summary = run_baselines(hcfg, bcfg, work, progress=False)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        if best is None or cpu < best[1]:
+        if best is None or wall < best[0]:
             best = (wall, cpu, summary)
     return best
 
@@ -71,7 +72,7 @@ def _time(hcfg, bcfg, work, rounds):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n-jobs", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=1, help="repeats; the lowest CPU time is kept")
+    p.add_argument("--rounds", type=int, default=2, help="repeats; the fastest (wall) is kept")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import polars as pl
@@ -98,20 +99,22 @@ def main(argv=None) -> int:
                 genes = pl.read_parquet(Path(first["dir"]) / "genes.parquet")
                 variants = float(genes.filter(~pl.col("constant"))["n_variants"].mean())
                 fitted = first["genes"] - first["constant_genes"]
-                cpu_per_gene = cpu / max(fitted, 1)
-                paper_min = cpu_per_gene * PAPER_TRAIN / n_train * PAPER_GENES / 2 / 60
+                # wall time with n_jobs worker processes (CPU time misses the workers);
+                # includes the worker pool's start-up and the VCF reads, so it is pessimistic
+                wall_per_gene = wall / max(fitted, 1)
+                paper_min = wall_per_gene * PAPER_TRAIN / n_train * PAPER_GENES / 60
                 rows.append({
                     "study": name, "methods": "+".join(methods) if len(methods) < 4 else "all 4",
                     "genes": first["genes"], "fitted": fitted, "train/gene": round(n_train, 1),
                     "variants/gene": round(variants, 1), "wall s": round(wall, 2),
-                    "cpu s": round(cpu, 2), "genes/s": round(first["genes"] / wall, 2),
-                    "fitted genes/s (cpu)": round(fitted / cpu, 2),
+                    "main cpu s": round(cpu, 2), "genes/s": round(first["genes"] / wall, 2),
+                    "fitted genes/s": round(fitted / wall, 2),
                     "paper est. min (2 cores)": round(paper_min, 1) if simulate else None,
                     "EN test r": round(s["elastic_net"]["mean_r_test"], 3)
                     if "elastic_net" in s else None,
                 })
     cols = ["study", "methods", "genes", "fitted", "train/gene", "variants/gene", "wall s",
-            "cpu s", "genes/s", "fitted genes/s (cpu)", "paper est. min (2 cores)", "EN test r"]
+            "main cpu s", "genes/s", "fitted genes/s", "paper est. min (2 cores)", "EN test r"]
     print_table(rows, cols)
     path = append_result("baselines", {"n_jobs": args.n_jobs, "paper_genes": PAPER_GENES,
                                        "paper_train": PAPER_TRAIN, "rows": rows})
