@@ -1,0 +1,566 @@
+"""The expression model: an Enformer trunk and a per-gene regression head on the TSS bins.
+
+``build_model(cfg, L)`` returns an :class:`ExpressionModel` whose ``forward(x, tss_index)``
+maps diploid one-hot windows to one expression value per individual:
+
+* **trunk** — Enformer (enformer-pytorch), random, from a local Hugging Face layout folder
+  (:mod:`train.weights`) or from the hub. ``target_length`` is fixed at construction to
+  ``L // 128``: every 128 bp bin of the window is kept, none is cropped.
+* **head** — ``attention_pool`` (the paper's): the trunk embeddings (``2 * dim`` features) of
+  ``n_bins`` bins around the bin holding the TSS, attention-pooled (a learned logit per bin,
+  softmax, weighted sum) and mapped to one value by a linear layer. ``track``: the pretrained
+  human output head's track ``track`` (5110, CAGE GM12878), summed over the same bins.
+* **haplotypes** — ``average`` runs each haplotype through the model (folded into the batch)
+  and averages the two predictions (the paper); ``mean_onehot`` feeds the mean of the two
+  one-hot encodings once (half the compute; heterozygous sites become 0.5/0.5).
+
+The TSS bin comes from ``tss_index`` (per sample: shift and reverse-complement augmentation move
+it), never from ``L // 2``. The window of bins is ``tss_bin - n_bins // 2 ...
+tss_bin + (n_bins - 1) // 2`` (with 10 bins: ``tss_bin - 5 .. tss_bin + 4``, as the paper's
+centre bins ``n/2 - 5 .. n/2 + 4`` for a TSS at ``L // 2``), moved inwards whole when it would
+run past either end of the window. Gathering uses tensor index ops only, so ``forward`` compiles
+with ``torch.compile(fullgraph=True)``.
+
+Example::
+
+    from train.model import ModelConfig, build_model
+    model = build_model(ModelConfig(source="pretrained", weights="weights/enformer"), 49_152)
+    y = model(x, tss_index)        # x: (B, 2, 49152, 4), tss_index: (B,) -> y: (B,)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from prep.config import ConfigError, atomic_write_bytes, atomic_write_text, config_to_dict
+
+__all__ = [
+    "ModelConfig",
+    "ExpressionModel",
+    "FrozenBatchNorm1d",
+    "build_model",
+    "apply_batchnorm_policy",
+    "apply_freeze",
+    "trunk_hparams",
+    "save_exported",
+    "load_exported",
+    "unwrap",
+    "TF_GAMMA_LENGTH",
+]
+
+# enformer-pytorch's precomputed TensorFlow gamma features exist for 1,536 bins of 128 bp only.
+TF_GAMMA_LENGTH = 196_608
+EXPORT_WEIGHTS = "model.safetensors"
+EXPORT_META = "model.json"
+EXPORT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ``[model]`` section: trunk, head and what trains."""
+
+    source: Literal["random", "pretrained", "hub"] = "random"
+    """Trunk weights: random init, a local Hugging Face layout folder (``weights``), or the hub."""
+    weights: str | None = field(default=None, metadata={"path": True})
+    """Folder with config.json + model.safetensors or pytorch_model.bin (source = pretrained)."""
+    hub_id: str = "EleutherAI/enformer-official-rough"
+    """Hugging Face hub repository (source = hub; needs internet or the local HF cache)."""
+    dim: int = 1536
+    """Random init: trunk width; embeddings have 2 * dim features."""
+    depth: int = 11
+    """Random init: transformer blocks."""
+    heads: int = 8
+    """Random init: attention heads; dim // heads must be divisible by 6."""
+    attn_dim_key: int = 64
+    """Random init: attention key/query size per head."""
+    num_downsamples: int = 7
+    """Random init: conv downsamplings; bins are 2 ** num_downsamples bp (7: 128 bp)."""
+    dim_divisible_by: int = 128
+    """Random init: conv tower widths are rounded to multiples of this (<= dim // 2)."""
+    output_heads_human: int = 5313
+    """Random init: tracks of the human output head (used by head = "track")."""
+    dropout_rate: float = 0.4
+    """Transformer and final dropout, for every source (Enformer's value: 0.4)."""
+    attn_dropout: float = 0.05
+    """Attention-weight dropout, for every source (Enformer's value: 0.05)."""
+    pos_dropout: float = 0.01
+    """Positional-feature dropout, for every source (Enformer's value: 0.01)."""
+    use_tf_gamma: bool | None = None
+    """TensorFlow gamma positional features; None: on only for pretrained weights at 196,608 bp."""
+    head: Literal["attention_pool", "track"] = "attention_pool"
+    """attention_pool: the paper's learned head; track: one pretrained human output track."""
+    n_bins: int = 10
+    """Bins around the TSS bin fed to the head (10: tss_bin - 5 .. tss_bin + 4)."""
+    track: int = 5110
+    """Human track for head = "track" (5110: CAGE, GM12878, the paper's)."""
+    haplotypes: Literal["average", "mean_onehot"] = "average"
+    """average: run both haplotypes, average predictions; mean_onehot: one run on their mean."""
+    batchnorm: Literal["frozen", "local", "sync"] = "local"
+    """frozen: running statistics and BN weights fixed; local: per-GPU; sync: SyncBatchNorm."""
+    freeze: Literal["none", "conv_tower", "transformer", "trunk"] = "none"
+    """Parameters that do not train: stem + conv tower, transformer, or the whole trunk."""
+    checkpointing: bool = False
+    """Activation checkpointing of the transformer blocks (memory for compute)."""
+
+
+class FrozenBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d that stays in eval mode (running statistics) whatever ``train()`` says.
+
+    Same parameters and buffers as :class:`torch.nn.BatchNorm1d`, so state dicts load either
+    way. Its weight and bias are set ``requires_grad = False`` by :func:`apply_batchnorm_policy`.
+    """
+
+    def train(self, mode: bool = True) -> FrozenBatchNorm1d:
+        return super().train(False)
+
+
+class AttentionPoolHead(nn.Module):
+    """Attention pooling over bins, then a linear map to one value.
+
+    ``(N, n_bins, C) -> (N,)``: a learned logit per bin from its embedding, softmax over bins,
+    the weighted sum of embeddings, then ``Linear(C, 1)``.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.attention = nn.Linear(channels, 1)
+        self.output = nn.Linear(channels, 1)
+
+    def forward(self, bins: Tensor) -> Tensor:
+        weights = self.attention(bins).softmax(dim=1)  # (N, n_bins, 1)
+        pooled = (weights * bins).sum(dim=1)  # (N, C)
+        return self.output(pooled).squeeze(-1)  # (N,)
+
+
+class TrackHead(nn.Module):
+    """One track of Enformer's output head (linear + softplus), summed over bins.
+
+    ``(N, n_bins, C) -> (N,)``. Initialised from row ``track`` of a pretrained head.
+    """
+
+    def __init__(self, linear: nn.Linear, track: int):
+        super().__init__()
+        self.output = nn.Linear(linear.in_features, 1)
+        with torch.no_grad():
+            self.output.weight.copy_(linear.weight[track : track + 1])
+            self.output.bias.copy_(linear.bias[track : track + 1])
+
+    def forward(self, bins: Tensor) -> Tensor:
+        return F.softplus(self.output(bins)).squeeze(-1).sum(dim=1)  # (N,)
+
+
+class ExpressionModel(nn.Module):
+    """Enformer trunk + expression head; see the module docstring.
+
+    Attributes
+    ----------
+    config : ModelConfig
+        The configuration it was built from (``use_tf_gamma`` as given, see ``trunk``).
+    length : int
+        L, the input window in bp.
+    bin_size : int
+        bp per trunk output bin (128 for the full Enformer).
+    n_total_bins : int
+        ``L // bin_size``, bins of :meth:`embeddings`.
+    trunk : dict
+        The Enformer hyper-parameters it was built with (``use_tf_gamma`` resolved).
+    """
+
+    def __init__(self, enformer: nn.Module, config: ModelConfig, length: int,
+                 hparams: dict[str, Any]):
+        super().__init__()
+        self.config = config
+        self.length = length
+        self.trunk = dict(hparams)
+        self.bin_size = 2 ** hparams["num_downsamples"]
+        self.n_total_bins = length // self.bin_size
+        channels = 2 * hparams["dim"]
+        # The trunk's parts, each registered once (Enformer registers them twice, which
+        # doubles state-dict keys); the output heads stay behind unless head = "track".
+        self.stem = enformer.stem
+        self.conv_tower = enformer.conv_tower
+        self.transformer = enformer.transformer
+        self.final_pointwise = enformer.final_pointwise
+        if config.head == "attention_pool":
+            self.head = AttentionPoolHead(channels)
+        else:
+            self.head = TrackHead(enformer.heads["human"][0], config.track)
+
+    def embeddings(self, x1: Tensor) -> Tensor:
+        """Trunk embeddings of single sequences.
+
+        Parameters
+        ----------
+        x1 : Tensor, shape=(N, L, 4)
+            One-hot (A, C, G, T; N all zeros), any float dtype, on the model's device.
+
+        Returns
+        -------
+        Tensor, shape=(N, L // bin_size, 2 * dim)
+            Bin ``j`` covers window bases ``[j * bin_size, (j + 1) * bin_size)`` (0-based).
+        """
+        h = x1.to(self.stem[0].weight.dtype).transpose(1, 2)  # (N, 4, L)
+        h = self.stem(h)  # (N, dim / 2, L / 2)
+        h = self.conv_tower(h)  # (N, dim, L / bin_size)
+        h = h.transpose(1, 2)  # (N, T, dim)
+        if self.config.checkpointing and self.training:
+            from torch.utils.checkpoint import checkpoint
+
+            for block in self.transformer:
+                h = checkpoint(block, h, use_reentrant=False)
+        else:
+            h = self.transformer(h)
+        return self.final_pointwise(h)  # (N, T, 2 * dim)
+
+    def tss_bins(self, emb: Tensor, tss_index: Tensor) -> Tensor:
+        """The ``n_bins`` embeddings around each sequence's TSS bin.
+
+        Parameters
+        ----------
+        emb : Tensor, shape=(N, T, C)
+            :meth:`embeddings` output.
+        tss_index : Tensor, shape=(N,), int64
+            0-based index of the TSS base in the L bp window.
+
+        Returns
+        -------
+        Tensor, shape=(N, n_bins, C)
+            Bins ``tss_bin - n_bins // 2 ...`` (contiguous), shifted inwards at the window ends.
+        """
+        n_bins = self.config.n_bins
+        start = tss_index.to(torch.long) // self.bin_size - n_bins // 2  # (N,)
+        start = start.clamp(0, self.n_total_bins - n_bins)
+        index = start[:, None] + torch.arange(n_bins, device=emb.device)  # (N, n_bins)
+        index = index[:, :, None].expand(-1, -1, emb.shape[-1])  # (N, n_bins, C)
+        return torch.gather(emb, 1, index)
+
+    def forward(self, x: Tensor, tss_index: Tensor) -> Tensor:
+        """Predict expression for diploid windows.
+
+        Parameters
+        ----------
+        x : Tensor, shape=(B, 2, L, 4)
+            Float one-hot of haplotype 1 and 2 (A, C, G, T; N all zeros), on the device.
+        tss_index : Tensor, shape=(B,), int64
+            0-based TSS index in the window, per sample (both haplotypes share it).
+
+        Returns
+        -------
+        Tensor, shape=(B,), float32
+        """
+        B = x.shape[0]
+        if self.config.haplotypes == "average":
+            seqs = x.flatten(0, 1)  # (B * 2, L, 4): haplotypes folded into the batch
+            tss = tss_index.repeat_interleave(2)  # (B * 2,)
+        else:
+            seqs = x.mean(dim=1)  # (B, L, 4)
+            tss = tss_index
+        y = self.head(self.tss_bins(self.embeddings(seqs), tss))  # (B * 2,) or (B,)
+        if self.config.haplotypes == "average":
+            y = y.reshape(B, 2).mean(dim=1)  # (B,)
+        return y.float()
+
+
+def trunk_hparams(cfg: ModelConfig, length: int, use_tf_gamma: bool) -> dict[str, Any]:
+    """Enformer hyper-parameters for a random trunk from ``cfg`` (target_length = L // bin)."""
+    from train.weights import enformer_hparams
+
+    return enformer_hparams({
+        "dim": cfg.dim,
+        "depth": cfg.depth,
+        "heads": cfg.heads,
+        "attn_dim_key": cfg.attn_dim_key,
+        "num_downsamples": cfg.num_downsamples,
+        "dim_divisible_by": cfg.dim_divisible_by,
+        "output_heads": {"human": cfg.output_heads_human},
+        "target_length": length // 2 ** cfg.num_downsamples,
+        "dropout_rate": cfg.dropout_rate,
+        "attn_dropout": cfg.attn_dropout,
+        "pos_dropout": cfg.pos_dropout,
+        "use_tf_gamma": use_tf_gamma,
+    })
+
+
+def _check_config(cfg: ModelConfig) -> None:
+    if cfg.source == "pretrained" and not cfg.weights:
+        raise ConfigError('model.source = "pretrained" needs model.weights (a folder with '
+                          'config.json and model.safetensors or pytorch_model.bin)')
+    if cfg.n_bins < 1:
+        raise ConfigError(f"model.n_bins = {cfg.n_bins}: must be at least 1")
+    if cfg.source == "random":
+        if cfg.num_downsamples < 3:
+            raise ConfigError(f"model.num_downsamples = {cfg.num_downsamples}: Enformer needs "
+                              f"at least 3")
+        if cfg.dim % 2 or cfg.dim_divisible_by < 1 or cfg.dim_divisible_by > cfg.dim // 2:
+            raise ConfigError(f"model.dim = {cfg.dim}, dim_divisible_by = "
+                              f"{cfg.dim_divisible_by}: dim must be even and dim_divisible_by "
+                              f"between 1 and dim // 2")
+        if cfg.heads < 1 or cfg.dim % cfg.heads or (cfg.dim // cfg.heads) % 6:
+            raise ConfigError(f"model.dim = {cfg.dim}, heads = {cfg.heads}: dim // heads must "
+                              f"be a whole multiple of 6 (relative position features)")
+
+
+def _resolve_tf_gamma(cfg: ModelConfig, length: int, hparams: dict[str, Any]) -> bool:
+    from enformer_pytorch.modeling_enformer import TF_GAMMAS
+
+    bins = length // 2 ** hparams["num_downsamples"]
+    fits = bins == 1536 and hparams["dim"] // hparams["heads"] == 6 * TF_GAMMAS.shape[-1]
+    if cfg.use_tf_gamma is None:
+        return cfg.source != "random" and length == TF_GAMMA_LENGTH and fits
+    if cfg.use_tf_gamma and not fits:
+        raise ConfigError(
+            f"model.use_tf_gamma = true needs 1,536 trunk bins ({TF_GAMMA_LENGTH:,} bp at 128 bp "
+            f"per bin) and dim // heads = {6 * TF_GAMMAS.shape[-1]}; this model has {bins:,} "
+            f"bins of a {length:,} bp window. Set it false (the paper's 49,152 bp runs did)"
+        )
+    return cfg.use_tf_gamma
+
+
+def _pretrained_dir(cfg: ModelConfig) -> Path:
+    from train.weights import download_hub
+
+    if cfg.source == "hub":
+        return download_hub(cfg.hub_id)
+    return Path(cfg.weights)
+
+
+def build_model(cfg: ModelConfig, length: int) -> ExpressionModel:
+    """Build the expression model for ``length``-bp windows.
+
+    Builds the trunk (random init, a local weights folder or the hub) with ``target_length``
+    fixed to ``length // bin_size`` and ``use_tf_gamma`` resolved, adds the head, then applies
+    ``cfg.batchnorm`` and ``cfg.freeze``. Deterministic given ``torch.manual_seed``. Works with
+    or without an initialised ``torch.distributed`` process group (the batch-norm class is
+    always set by ``cfg.batchnorm``, never by enformer-pytorch's guess).
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+    length : int
+        L, the input window the loader yields (a multiple of the bin size, 128).
+
+    Raises
+    ------
+    ConfigError
+        Invalid hyper-parameters, a window that does not fit, a track outside the human head,
+        sync batch norm without GPUs; :class:`train.weights.WeightsError` (a ConfigError) for
+        unusable weights.
+    """
+    from train.weights import load_enformer, new_enformer, read_hf_config
+
+    _check_config(cfg)
+    if cfg.source == "random":
+        hparams = trunk_hparams(cfg, length, False)
+        directory = None
+    else:
+        directory = _pretrained_dir(cfg)
+        hparams = read_hf_config(directory)
+    bin_size = 2 ** hparams["num_downsamples"]
+    if length <= 0 or length % bin_size:
+        raise ConfigError(f"window length {length:,} bp is not a positive multiple of the "
+                          f"trunk's {bin_size} bp bins")
+    if length // bin_size < cfg.n_bins:
+        raise ConfigError(f"model.n_bins = {cfg.n_bins} is more than the {length // bin_size} "
+                          f"bins of a {length:,} bp window")
+    if cfg.batchnorm == "sync":
+        _require_sync_batchnorm()
+    settings = {
+        "target_length": length // bin_size,
+        "use_tf_gamma": _resolve_tf_gamma(cfg, length, hparams),
+        "dropout_rate": cfg.dropout_rate,
+        "attn_dropout": cfg.attn_dropout,
+        "pos_dropout": cfg.pos_dropout,
+    }
+    hparams.update(settings)
+    if cfg.head == "track":
+        n_tracks = hparams["output_heads"].get("human", 0)
+        if not 0 <= cfg.track < n_tracks:
+            raise ConfigError(f"model.track = {cfg.track} is outside the human output head "
+                              f"(tracks 0..{n_tracks - 1})")
+    if directory is None:
+        enformer = new_enformer(hparams)
+    else:
+        enformer = load_enformer(directory, **settings)
+    return _assemble(enformer, cfg, length, hparams)
+
+
+def _assemble(enformer: nn.Module, cfg: ModelConfig, length: int,
+              hparams: dict[str, Any]) -> ExpressionModel:
+    model = ExpressionModel(enformer, cfg, length, hparams)
+    apply_batchnorm_policy(model, cfg.batchnorm)
+    apply_freeze(model, cfg.freeze)
+    return model
+
+
+def _require_sync_batchnorm() -> None:
+    if not torch.cuda.is_available():
+        raise ConfigError('model.batchnorm = "sync" needs GPUs (SyncBatchNorm runs on CUDA '
+                          'only); use "local" or "frozen" on this machine')
+
+
+_BATCHNORM_CLASSES = {"frozen": FrozenBatchNorm1d, "local": nn.BatchNorm1d,
+                      "sync": nn.SyncBatchNorm}
+
+
+def _convert_batchnorm(bn: nn.modules.batchnorm._BatchNorm, cls: type) -> nn.Module:
+    if type(bn) is cls:
+        return bn
+    new = cls(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+              track_running_stats=bn.track_running_stats)
+    new = new.to(device=bn.weight.device if bn.affine else bn.running_mean.device)
+    # Keep the very same tensors (an optimizer holding them keeps working).
+    for name in ("weight", "bias"):
+        if getattr(bn, name, None) is not None:
+            setattr(new, name, getattr(bn, name))
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        if getattr(bn, name, None) is not None:
+            new.register_buffer(name, getattr(bn, name))
+    new.train(bn.training)
+    return new
+
+
+def apply_batchnorm_policy(model: nn.Module, policy: str) -> None:
+    """Set every batch-norm layer of ``model`` (in place) to ``policy``; idempotent.
+
+    ``frozen``: :class:`FrozenBatchNorm1d` (eval statistics even under ``model.train()``),
+    weight and bias ``requires_grad = False``. ``local``: plain ``BatchNorm1d`` (statistics of
+    each process's batch). ``sync``: ``SyncBatchNorm`` (statistics over all processes; needs
+    CUDA). ``local`` and ``sync`` leave ``requires_grad`` as it is (so freezing survives).
+
+    Raises
+    ------
+    ConfigError
+        An unknown policy, or ``sync`` without CUDA.
+    """
+    if policy not in _BATCHNORM_CLASSES:
+        raise ConfigError(f"batchnorm policy {policy!r} is not one of "
+                          f"{', '.join(map(repr, _BATCHNORM_CLASSES))}")
+    if policy == "sync":
+        _require_sync_batchnorm()
+    cls = _BATCHNORM_CLASSES[policy]
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                new = _convert_batchnorm(child, cls)
+                if new is not child:
+                    setattr(parent, name, new)
+                if policy == "frozen":
+                    for p in new.parameters():
+                        p.requires_grad_(False)
+
+
+def apply_freeze(model: ExpressionModel, freeze: str) -> None:
+    """Set ``requires_grad = False`` on the frozen part of ``model`` (in place).
+
+    ``conv_tower``: stem + conv tower; ``transformer``: the transformer blocks; ``trunk``: all
+    but the head; ``none``: nothing. Freezing does not stop batch-norm statistics from
+    updating in training mode: that is ``batchnorm = "frozen"``.
+    """
+    parts = {
+        "none": (),
+        "conv_tower": (model.stem, model.conv_tower),
+        "transformer": (model.transformer,),
+        "trunk": (model.stem, model.conv_tower, model.transformer, model.final_pointwise),
+    }
+    if freeze not in parts:
+        raise ConfigError(f"model.freeze = {freeze!r} is not one of "
+                          f"{', '.join(map(repr, parts))}")
+    for part in parts[freeze]:
+        for p in part.parameters():
+            p.requires_grad_(False)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside ``torch.compile`` and DDP / DataParallel / FSDP wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) or (
+            type(model).__name__ == "FullyShardedDataParallel" and hasattr(model, "module")
+        ):
+            model = model.module
+        else:
+            return model
+
+
+def _hapflow_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hapflow")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def save_exported(model: nn.Module, cfg: ModelConfig, length: int,
+                  directory: str | os.PathLike) -> None:
+    """Write a self-contained model: ``DIR/model.safetensors`` + ``DIR/model.json``, atomically.
+
+    The weights are the plain module's state dict (no ``module.`` / ``_orig_mod.`` prefixes);
+    model.json holds the ModelConfig, ``length``, the trunk hyper-parameters (``use_tf_gamma``
+    resolved) and the hapflow version: all :func:`load_exported` needs, without the original
+    weights folder. Same model, same bytes.
+    """
+    from safetensors.torch import save
+
+    plain = unwrap(model)
+    if not isinstance(plain, ExpressionModel):
+        raise TypeError(f"save_exported needs an ExpressionModel, got {type(plain).__name__}")
+    if length != plain.length:
+        raise ValueError(f"length {length} differs from the model's {plain.length}")
+    state = {k: v.detach().cpu().contiguous() for k, v in plain.state_dict().items()}
+    meta = {
+        "format": EXPORT_FORMAT,
+        "hapflow_version": _hapflow_version(),
+        "length": length,
+        "model": config_to_dict(cfg),
+        "trunk": plain.trunk,
+    }
+    directory = Path(directory)
+    atomic_write_bytes(directory / EXPORT_WEIGHTS, save(state, metadata={"format": "pt"}))
+    atomic_write_text(directory / EXPORT_META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def load_exported(directory: str | os.PathLike, device: str | torch.device = "cpu"
+                  ) -> ExpressionModel:
+    """Rebuild a model written by :func:`save_exported`, in eval mode, on ``device``.
+
+    Raises
+    ------
+    WeightsError
+        Missing or unreadable files, or weights that do not match model.json.
+    """
+    from train.weights import WeightsError, load_state_dict_strict, new_enformer, read_state_dict
+
+    directory = Path(directory)
+    meta_path = directory / EXPORT_META
+    if not meta_path.is_file():
+        raise WeightsError(f"{meta_path} is missing: {directory} is not an exported hapflow "
+                           f"model (save_exported writes {EXPORT_META} + {EXPORT_WEIGHTS})")
+    try:
+        meta = json.loads(meta_path.read_text())
+        fields = {f.name for f in dataclasses.fields(ModelConfig)}
+        unknown = sorted(set(meta["model"]) - fields)
+        if unknown:
+            raise WeightsError(f"{meta_path}: unknown model settings {', '.join(unknown)}")
+        # Rebuild from the trunk hyper-parameters alone: the original weights are not needed.
+        cfg = ModelConfig(**meta["model"])
+        length, hparams = int(meta["length"]), dict(meta["trunk"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise WeightsError(f"{meta_path} is not a valid hapflow model.json: {err}") from None
+    weights = directory / EXPORT_WEIGHTS
+    state = read_state_dict(weights)
+    if cfg.batchnorm == "sync" and not torch.cuda.is_available():
+        cfg = dataclasses.replace(cfg, batchnorm="local")  # same tensors; inference only
+    model = _assemble(new_enformer(hparams), cfg, length, hparams)
+    load_state_dict_strict(model, state, weights)
+    return model.to(device).eval()
