@@ -39,6 +39,8 @@ from prep.shard_format import HAP_EXT, META_EXT, ShardFormatError, iter_tar
 
 __all__ = [
     "SplitIndex",
+    "StaleShardError",
+    "check_build",
     "ShardFormatError",
     "expand_urls",
     "open_url",
@@ -51,6 +53,27 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _FSSPEC_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci", "hdfs", "webhdfs")
+
+
+class StaleShardError(ShardFormatError):
+    """A shard of another build than its manifest: the shards folder mixes builds."""
+
+
+def check_build(index: SplitIndex, meta: dict, url: str) -> None:
+    """Refuse a group whose build fingerprint differs from the manifest's.
+
+    Raises
+    ------
+    StaleShardError
+        Always, whatever ``on_error`` says: a stale shard is not damage to skip but a study
+        that mixes builds (e.g. re-run with other settings and resumed).
+    """
+    if index.build is not None and meta.get("build") != index.build:
+        raise StaleShardError(
+            f"shard {url} was written by build {meta.get('build')}, but its manifest describes "
+            f"build {index.build}: the shards folder mixes builds (different settings or "
+            "inputs). Rebuild it with `python -m prep.shard ... --overwrite`."
+        )
 
 
 def _scheme(url: str) -> str:
@@ -210,6 +233,9 @@ class SplitIndex:
         Row number in the manifest (``index`` in batches).
     length, flank : int
         Stored window layout (L and flank; the stored window has L + 2 * flank bases).
+    build : str or None
+        The manifest's build fingerprint (:mod:`prep.fingerprint`); every group read must carry
+        it. None for manifests written before fingerprints (no check).
     """
 
     split: str
@@ -223,6 +249,7 @@ class SplitIndex:
     row: np.ndarray
     length: int
     flank: int
+    build: str | None = None
 
     def __len__(self) -> int:
         return len(self.key)
@@ -273,6 +300,7 @@ def scan_manifest(urls: Sequence[str], timeout: float = 120.0) -> pl.DataFrame:
                         "individual": ind, "population": meta["populations"][j],
                         "chrom": meta["chrom"], "tss": meta["tss"], "strand": meta["strand"],
                         "Y": meta["Y"][j], "Z": meta["Z"][j], "P": meta["P"][j],
+                        "build": meta.get("build"),
                     })
     if not rows:
         raise ShardFormatError(f"no samples found in {len(urls)} shard(s), e.g. {urls[0]}")
@@ -388,6 +416,14 @@ def _index(table: pl.DataFrame, split: str, url_of: dict[str, str], timeout: flo
         raise ShardFormatError(f"the manifest of split {split} lists a sample key twice")
     urls = [url_of[s] for s in shard_names]
     length, flank = _probe_layout(urls[0], timeout)
+    build = None
+    if "build" in table.columns:
+        builds = table["build"].unique().to_list()
+        if len(builds) != 1:
+            raise ShardFormatError(
+                f"the manifest of split {split} mixes {len(builds)} shard builds "
+                f"({', '.join(map(str, builds[:3]))}): rebuild with `prep.shard --overwrite`")
+        build = builds[0]
     return SplitIndex(
         split=split,
         urls=urls,
@@ -400,6 +436,7 @@ def _index(table: pl.DataFrame, split: str, url_of: dict[str, str], timeout: flo
         row=table["row"].to_numpy().astype(np.int64),
         length=length,
         flank=flank,
+        build=build,
     )
 
 

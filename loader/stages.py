@@ -29,7 +29,14 @@ import zstandard as zstd
 
 from loader.augment import crop_into, crop_start, draw_augment, reverse_complement_rows
 from loader.plan import seeded_rng
-from loader.sources import SplitIndex, group_filter, iter_tar, open_url
+from loader.sources import (
+    SplitIndex,
+    StaleShardError,
+    check_build,
+    group_filter,
+    iter_tar,
+    open_url,
+)
 from prep.encoding import N_CODE
 from prep.shard_format import (
     HAP_EXT,
@@ -158,11 +165,14 @@ def read_rows(index: SplitIndex, shards: list[tuple[int, dict]], on_error: str =
         try:
             with opener(url, timeout) as fh:
                 for group in decode_groups(iter_tar(fh, url, want=group_filter(groups))):
+                    check_build(index, group.meta, url)
                     for row, key in enumerate(group.keys()):
                         pos = wanted.get(key)
                         if pos is not None and pos not in got:
                             got.add(pos)
                             yield pos, (group, row)
+        except StaleShardError:
+            raise
         except (ShardFormatError, OSError, zstd.ZstdError, json.JSONDecodeError, KeyError,
                 ValueError) as err:
             text = str(err)

@@ -1,0 +1,267 @@
+"""Predict expression with a fine-tuned (or pretrained) model: from a study's shards, or for new
+people straight from a VCF.
+
+Every predictor writes ``DIR/predictions/NAME/SPLIT.parquet`` (``vcf.parquet`` from a VCF) with
+columns gene, individual, prediction_forward, prediction_rc, prediction (the mean of forward
+and reverse-complement predictions), one row per (gene, individual), rows sorted by gene then
+individual. Under torchrun each rank predicts its share (eval loaders pad and
+:func:`loader.gather_predictions` drops the padding; VCF samples are dealt round-robin) and
+rank 0 writes: every sample exactly once.
+
+From a VCF the windows are built by prep's engine directly (no shards), with the settings the
+training windows had (``DIR/runs/RUN/data.json``: SNPs only or not, unphased and REF-mismatch
+policies, reverse-complemented minus-strand genes) and the model's window length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from prep.config import atomic_write_bytes, load_config, workdir_layout
+from train.distributed import Dist, all_gather_object
+from train.inference import predict_codes, predict_loader
+
+__all__ = ["PredictError", "Predictor", "load_predictor", "predict_split", "predict_vcf",
+           "write_predictions", "COLUMNS"]
+
+log = logging.getLogger("train")
+
+COLUMNS = ("gene", "individual", "prediction_forward", "prediction_rc", "prediction")
+
+
+class PredictError(ValueError):
+    """Prediction cannot run as asked; the message says what to fix."""
+
+
+@dataclasses.dataclass
+class Predictor:
+    """A model ready to predict, and how its training windows were made.
+
+    Attributes
+    ----------
+    model : ExpressionModel (eval mode, on the device)
+    name : the predictions folder name (the run, or "pretrained")
+    length : L, the window the model reads
+    haplotypes : dict of the [haplotypes] settings of the training shards (snps_only,
+        unphased, ref_mismatch, reverse_minus, seed)
+    loader : LoaderConfig for shard-based prediction (the run's, so crops match)
+    precision : "fp32" or "bf16"
+    """
+
+    model: torch.nn.Module
+    name: str
+    length: int
+    haplotypes: dict
+    loader: object
+    precision: str
+
+
+def load_predictor(config: str | Path, workdir: str | Path, device: torch.device,
+                   run: str | None = None, weights: str | None = None) -> Predictor:
+    """The fine-tuned model of ``DIR/runs/RUN``, or the pretrained Enformer in ``weights`` (its
+    CAGE GM12878 track summed over the centre bins, the paper's pretrained baseline).
+
+    Raises
+    ------
+    PredictError
+        Neither or both of run / weights, a run that has not exported a model yet.
+    """
+    from loader.config import LoaderConfig
+    from train.model import ModelConfig, build_model, load_exported
+
+    if (run is None) == (weights is None):
+        raise PredictError("give --run RUN (a fine-tuned model) or --weights DIR (pretrained "
+                           "Enformer weights), not both")
+    layout = workdir_layout(workdir)
+    if run is not None:
+        run_dir = layout["runs"] / run
+        if not (run_dir / "model.json").exists():
+            raise PredictError(f"{run_dir} has no exported model (model.json): is the run "
+                               "finished? `python -m train.run ... --resume` completes it")
+        model = load_exported(run_dir, device)
+        data = json.loads((run_dir / "data.json").read_text())
+        saved = run_dir / "config.toml"
+        loader_cfg = load_config(LoaderConfig, saved, "loader")
+        precision = _saved_precision(saved)
+        return Predictor(model, run, model.length, data.get("haplotypes", {}), loader_cfg,
+                         precision)
+    model_cfg = load_config(ModelConfig, config, "model")
+    model_cfg = dataclasses.replace(model_cfg, source="pretrained", weights=str(weights),
+                                    head="track", batchnorm="local", freeze="none")
+    loader_cfg = load_config(LoaderConfig, config, "loader")
+    meta = _shards_meta(layout["shards"])
+    hap = meta.get("config", {}).get("haplotypes", {})
+    length = loader_cfg.length or int(hap.get("length", 0)) or None
+    if length is None:
+        from prep.export import HaplotypesConfig
+
+        length = load_config(HaplotypesConfig, config, "haplotypes").length
+    model = build_model(model_cfg, length).to(device).eval()
+    return Predictor(model, "pretrained", length, hap, loader_cfg, "fp32")
+
+
+def _saved_precision(path: Path) -> str:
+    from train.config import TrainConfig
+
+    return load_config(TrainConfig, path, "train").precision
+
+
+def _shards_meta(shards: Path) -> dict:
+    path = shards / "meta.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def predict_split(p: Predictor, shards: Path, split: str, d: Dist,
+                  rc_average: bool = True) -> pl.DataFrame | None:
+    """Predictions for every sample of ``split`` in the shards (rank 0 gets the table, other
+    ranks None)."""
+    from loader import make_loader
+
+    loader = make_loader(shards, split=split, mode="eval", config=p.loader, rank=d.rank,
+                         world_size=d.world_size)
+    if loader.window.length != p.length:
+        raise PredictError(f"the model reads {p.length} bp windows but the loader gives "
+                           f"{loader.window.length}: set [loader] length = {p.length}")
+    out = predict_loader(p.model, loader, d.device, p.precision, rc_average)
+    if not d.is_main:
+        return None
+    return _table(out["gene"], out["individual"], out["prediction_forward"],
+                  out["prediction_rc"], out["prediction"])
+
+
+def predict_vcf(p: Predictor, reference: str, vcf: str, tss: str, d: Dist,
+                samples: list[str] | None = None, batch_size: int = 8,
+                rc_average: bool = True, memory_mb: int = 256) -> pl.DataFrame | None:
+    """Predictions for new people from a phased VCF (every gene of ``tss`` x every sample).
+
+    Parameters
+    ----------
+    reference, vcf, tss : FASTA, phased VCF/BCF, TSS table (see prep.regions.read_tss_table)
+    samples : VCF samples to predict (default: all)
+    batch_size : samples per forward
+    memory_mb : budget of the windows built at once
+
+    Returns
+    -------
+    The predictions table on rank 0, None elsewhere.
+    """
+    from prep.builder import HaplotypeBuilder
+    from prep.regions import read_tss_table
+
+    genes = read_tss_table(tss)
+    if genes.height == 0:
+        raise PredictError(f"the TSS table {tss} lists no gene")
+    everyone = samples or _vcf_samples(vcf)
+    mine = everyone[d.rank::d.world_size]
+    rows: list[tuple] = []
+    h = p.haplotypes
+    if mine:
+        builder = HaplotypeBuilder(reference, vcf, mine, snps_only=bool(h.get("snps_only")),
+                                   unphased=h.get("unphased", "error"),
+                                   ref_mismatch=h.get("ref_mismatch", "error"),
+                                   seed=int(h.get("seed", 0)))
+        L = p.length
+        per_chunk = max(1, (memory_mb << 20) // (len(mine) * 2 * L))
+        try:
+            for chrom_df in genes.partition_by("chrom", maintain_order=True):
+                chrom = chrom_df["chrom"][0]
+                for lo in range(0, chrom_df.height, per_chunk):
+                    chunk = chrom_df.slice(lo, per_chunk)
+                    minus = (chunk["strand"] == "-").to_numpy() & bool(h.get("reverse_minus"))
+                    res = builder.fixed(chrom, chunk["tss"].to_numpy(), L, minus)
+                    for g, name in enumerate(chunk["name"]):
+                        t = L - 1 - L // 2 if minus[g] else L // 2
+                        seqs = torch.from_numpy(np.ascontiguousarray(res.seqs[g]))  # (S, 2, L)
+                        for b in range(0, len(mine), batch_size):
+                            part = seqs[b:b + batch_size]
+                            out = predict_codes(p.model, part,
+                                                torch.full((part.shape[0],), t),
+                                                d.device, p.precision, rc_average)
+                            cols = [out[k].cpu().numpy() for k in ("forward", "rc",
+                                                                      "prediction")]
+                            rows += [(name, mine[b + i], *(float(c[i]) for c in cols))
+                                     for i in range(part.shape[0])]
+        finally:
+            builder.close()
+    gathered = [r for part in all_gather_object(rows) for r in part]
+    if not d.is_main:
+        return None
+    if not gathered:
+        raise PredictError(f"nothing to predict: no sample of {vcf} was selected")
+    cols = list(zip(*gathered, strict=True))
+    return _table(*cols)
+
+
+def _vcf_samples(vcf: str) -> list[str]:
+    from cyvcf2 import VCF
+
+    v = VCF(vcf, lazy=True)
+    try:
+        return list(v.samples)
+    finally:
+        v.close()
+
+
+def _table(gene, individual, forward, rc, prediction) -> pl.DataFrame:
+    return pl.DataFrame({
+        "gene": list(gene), "individual": list(individual),
+        "prediction_forward": np.asarray(forward, np.float64),
+        "prediction_rc": np.asarray(rc, np.float64),
+        "prediction": np.asarray(prediction, np.float64),
+    }).sort(["gene", "individual"])
+
+
+def write_predictions(table: pl.DataFrame, path: Path) -> None:
+    """Write a predictions table as Parquet, atomically."""
+    dup = table.select("gene", "individual").is_duplicated()
+    if dup.any():
+        raise PredictError(f"{int(dup.sum())} (gene, individual) rows predicted twice")
+    buf = io.BytesIO()
+    table.write_parquet(buf, compression="zstd", statistics=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def run_predict(config: str | Path, workdir: str | Path, *, run: str | None = None,
+                weights: str | None = None, split: str = "test", vcf: str | None = None,
+                reference: str | None = None, tss: str | None = None,
+                samples: list[str] | None = None, device: str = "auto",
+                rc_average: bool = True) -> Path | None:
+    """Predict a split of the study's shards, or everyone in a VCF, and write the table.
+
+    Returns
+    -------
+    The Parquet written (on rank 0; None on other ranks).
+    """
+    from train.distributed import barrier, setup, teardown
+
+    if vcf is not None and (reference is None or tss is None):
+        raise PredictError("--vcf needs --reference (FASTA) and --tss (gene TSS table)")
+    d = setup(device)
+    try:
+        p = load_predictor(config, workdir, d.device, run=run, weights=weights)
+        layout = workdir_layout(workdir)
+        out_dir = layout["predictions"] / p.name
+        if vcf is not None:
+            table = predict_vcf(p, reference, vcf, tss, d, samples, p.loader.batch_size,
+                                rc_average)
+            path = out_dir / "vcf.parquet"
+        else:
+            table = predict_split(p, layout["shards"], split, d, rc_average)
+            path = out_dir / f"{split}.parquet"
+        if d.is_main:
+            write_predictions(table, path)
+            log.info("Predicted %d (gene, individual) pairs (%d genes, %d individuals) with %s: "
+                     "%s", table.height, table["gene"].n_unique(),
+                     table["individual"].n_unique(), p.name, path)
+        barrier()
+        return path if d.is_main else None
+    finally:
+        teardown()
