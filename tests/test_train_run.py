@@ -160,3 +160,23 @@ def test_clear_errors(study, tmp_path):
                                 "train.strategy=pairwise_classification"],
                          cwd=ROOT, env=_env(), capture_output=True, text=True)
     assert out.returncode == 2 and "needs [model] head = 'track'" in out.stderr
+
+
+@pytest.mark.parametrize("strategy,extra", [
+    ("in_batch", {}),                                   # loader mode "gene"
+    ("pairwise_classification", {"model": {"head": "track"}}),
+    ("pairwise_regression", {"train": {"terms": "pairwise_regression=1,single=0.5"}}),
+])
+def test_every_strategy_trains(study, strategy, extra):
+    from train.loop import fine_tune
+
+    workdir, config = study
+    overrides = {"train": {"strategy": strategy, "max_steps": 2, "tensorboard": False,
+                           **extra.get("train", {})}, "model": extra.get("model", {})}
+    result = fine_tune(config, workdir, name=f"every-{strategy}-{len(extra)}",
+                       overrides=overrides)
+    run = Path(result["run"])
+    losses = [r["loss"] for r in _records(run, "train")]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    val = _records(run, "val")[-1]
+    assert np.isfinite(val["val_loss"]) and val["val_genes"] == 4
