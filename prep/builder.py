@@ -40,6 +40,7 @@ from prep.variants import (
     VariantBlock,
     VariantReader,
     VcfError,
+    VcfSet,
 )
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "ReferenceMismatchError",
     "UnphasedGenotypeError",
     "VcfError",
+    "VcfSet",
 ]
 
 COUNT_NAMES = ("applied", "overlap_skipped", "missing", "symbolic_skipped", "not_snp_skipped")
@@ -145,10 +147,13 @@ class HaplotypeBuilder:
     ----------
     reference : str or Path
         FASTA, plain or bgzip, indexed (``samtools faidx``).
-    vcf : str or Path
-        VCF/BCF, bgzipped and indexed.
+    vcf : str, Path, list of them, VcfSet or VariantReader
+        VCF/BCF, bgzipped and indexed: one file, a list (each contig from the file whose index
+        lists it) or a pattern with ``{chrom}`` (one file per chromosome, as 1000 Genomes ships
+        them; ``chr22`` and ``22`` are both tried). This is ``[haplotypes] vcf`` as configured.
     samples : list of str, optional
-        Samples to build, in this order; ``None``: all samples of the VCF.
+        Samples to build, in this order; ``None``: all samples of the VCF. Only these are
+        parsed: memory scales with (records read x selected samples).
     snps_only : bool
         Apply only alleles as long as their REF (SNPs and MNPs): the paper's sequences.
     unphased : {"error", "reference", "as-phased", "random"}
@@ -163,7 +168,7 @@ class HaplotypeBuilder:
     def __init__(
         self,
         reference: str | os.PathLike,
-        vcf: str | os.PathLike,
+        vcf,
         samples: list[str] | None = None,
         *,
         snps_only: bool = False,
@@ -174,7 +179,12 @@ class HaplotypeBuilder:
         if ref_mismatch not in ("error", "skip"):
             raise ValueError(f"ref_mismatch must be 'error' or 'skip', not {ref_mismatch!r}")
         self.reference = reference if isinstance(reference, Reference) else Reference(reference)
-        self.variants = VariantReader(vcf, samples, unphased=unphased, seed=seed)
+        if isinstance(vcf, VariantReader):
+            if samples is not None and list(samples) != vcf.samples:
+                raise ValueError("samples must match the given VariantReader's samples")
+            self.variants = vcf
+        else:
+            self.variants = VariantReader(vcf, samples, unphased=unphased, seed=seed)
         self.snps_only = bool(snps_only)
         self.ref_mismatch = ref_mismatch
         self._preloaded: tuple | None = None
@@ -342,17 +352,19 @@ class HaplotypeBuilder:
 
         Later :meth:`fixed` / :meth:`ragged` calls whose regions lie inside it reuse the arrays
         instead of reading the VCF again (as tools that index a VCF up front do). Memory:
-        2 bytes per haplotype and record.
+        2 bytes per selected haplotype and record (unselected samples are never parsed); a
+        new preload replaces the previous one.
         """
         if end is None:
             end = self.reference.length(chrom)
+        self._preloaded = None  # release the previous span before reading the next
         block = self.variants.read(chrom, start, end, self.reference, self.ref_mismatch)
-        self._preloaded = (self.variants.resolve(chrom), start, end, block)
+        self._preloaded = (self.variants.locate(chrom), start, end, block)
         return block
 
     def _read(self, chrom: str, lo: int, hi: int) -> VariantBlock:
         cached = self._preloaded
-        if cached and cached[0] == self.variants.resolve(chrom) and cached[1] <= lo and \
+        if cached and cached[0] == self.variants.locate(chrom) and cached[1] <= lo and \
                 hi <= cached[2]:
             return cached[3]
         return self.variants.read(chrom, lo, hi, self.reference, self.ref_mismatch)

@@ -36,8 +36,8 @@ class HaplotypesConfig:
 
     reference: str | None = field(default=None, metadata={"path": True})
     """Reference FASTA, plain or bgzip, indexed."""
-    vcf: str | None = field(default=None, metadata={"path": True})
-    """Phased VCF/BCF, bgzipped and indexed."""
+    vcf: list[str] | str | None = field(default=None, metadata={"path": True})
+    """Phased VCF/BCF, bgzipped and indexed: one file, a list, or a pattern with {chrom}."""
     tss: str | None = field(default=None, metadata={"path": True})
     """Gene TSS table (CSV/TSV/BED; layouts in prep.regions) for fixed-length windows."""
     bed: str | None = field(default=None, metadata={"path": True})
@@ -62,6 +62,12 @@ class HaplotypesConfig:
     """Memory budget of one batch of windows, in MB."""
     tss_one_based: bool | None = None
     """Force the TSS column to be read as 1-based (true) or 0-based (false); default detected."""
+
+    def __post_init__(self):
+        # a one-file list (how a plain string or `--vcf a.vcf.gz` is read) is the file itself
+        if isinstance(self.vcf, (list, tuple)):
+            vcf = [str(v) for v in self.vcf]
+            object.__setattr__(self, "vcf", vcf[0] if len(vcf) == 1 else vcf)
 
 
 def validate_length(length: int) -> int:
@@ -147,7 +153,8 @@ def write_haplotype_fasta(config: HaplotypesConfig, output: str | os.PathLike) -
         builder.variants.resolve(chrom)
     log.info(
         "Building %d region(s) x %d sample(s) x 2 haplotypes from %s and %s",
-        regions.height, len(builder.samples), Path(config.vcf).name, Path(config.reference).name,
+        regions.height, len(builder.samples), builder.variants.vcfs.describe(),
+        Path(config.reference).name,
     )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

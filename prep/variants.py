@@ -6,18 +6,26 @@ per haplotype and record, after the unphased-genotype policy has been applied. T
 once per block (region batch), never once per sample.
 
 Coordinates: ``pos`` is 0-based (VCF POS - 1); a record covers reference ``[pos, pos + ref_len)``.
+
+Genotypes may sit in one file, a list of files or a ``{chrom}`` pattern (1000 Genomes ships one
+VCF per chromosome): :class:`VcfSet` says which file holds which contig. Only the selected
+samples are parsed (text lines: the numba parser skips unwanted sample columns without
+materialising them; BCF: htslib's sample subsetting), and text lines are parsed in chunks, so
+peak memory scales with (records read x selected samples), not with the file's sample count.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from numba import njit
 
-from prep.contigs import resolve_contig
+from prep.contigs import ContigError, contig_aliases, resolve_contig
 from prep.encoding import ENCODE_TABLE
 
 __all__ = [
@@ -27,6 +35,7 @@ __all__ = [
     "UNPHASED_POLICIES",
     "VariantBlock",
     "VariantReader",
+    "VcfSet",
     "VcfError",
     "UnphasedGenotypeError",
     "ReferenceMismatchError",
@@ -170,8 +179,11 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def parse_genotypes(buf, offsets, gt, phased):
-    """Parse the GT field of every sample column of every record.
+def parse_genotypes(buf, offsets, columns, gt, phased):
+    """Parse the GT field of the selected sample columns of every record.
+
+    Unselected columns are skipped byte by byte (up to their tab) and never stored, so the
+    output holds only the selected samples whatever the file's sample count.
 
     Parameters
     ----------
@@ -179,61 +191,273 @@ def parse_genotypes(buf, offsets, gt, phased):
         Sample columns of record ``r`` (tab-separated, GT first) in
         ``buf[offsets[r]:offsets[r + 1]]``.
     offsets : int64 (n_rec + 1,)
-    gt : int16 (n_rec, n_samples, 2), out
+    columns : int64 (n_file_samples,)
+        For each sample column of the file (header order), the output slot it is parsed into
+        (``0 <= slot < gt.shape[1]``), or -1 to skip it.
+    gt : int16 (n_rec, n_selected, 2), out
         Allele indexes; ``.`` is -1; a haploid genotype's second entry is 0 (reference).
-    phased : bool (n_rec, n_samples), out
+    phased : bool (n_rec, n_selected), out
         Whether the separator before the second allele is ``|`` (haploid: True).
 
     Returns
     -------
     int
-        -1, or the first record with fewer sample columns than ``gt`` has samples.
+        -1, or the first record with fewer sample columns than ``columns`` has entries.
     """
-    n_rec, n_s = gt.shape[0], gt.shape[1]
+    n_rec, n_cols = gt.shape[0], columns.shape[0]
     for r in range(n_rec):
         i = offsets[r]
         end = offsets[r + 1]
-        for s in range(n_s):
+        for col in range(n_cols):
             if i >= end:
                 return r
-            k = 0
-            val = -1
-            ph = True
-            gt[r, s, 1] = 0
-            while i < end:
-                c = buf[i]
-                if c == 58 or c == 9 or c == 10:  # ':' TAB LF
-                    break
-                if 48 <= c <= 57:
-                    val = (val if val > 0 else 0) * 10 + (c - 48)
-                elif c == 46:  # '.'
-                    val = -1
-                elif c == 124 or c == 47:  # '|' '/'
-                    if k < 2:
-                        gt[r, s, k] = val
-                    k += 1
-                    if k == 1:
-                        ph = c == 124
-                    val = -1
-                i += 1
-            if k < 2:
-                gt[r, s, k] = val
-            phased[r, s] = ph
+            s = columns[col]
+            if s >= 0:
+                k = 0
+                val = -1
+                ph = True
+                gt[r, s, 1] = 0
+                while i < end:
+                    c = buf[i]
+                    if c == 58 or c == 9 or c == 10:  # ':' TAB LF
+                        break
+                    if 48 <= c <= 57:
+                        val = (val if val > 0 else 0) * 10 + (c - 48)
+                    elif c == 46:  # '.'
+                        val = -1
+                    elif c == 124 or c == 47:  # '|' '/'
+                        if k < 2:
+                            gt[r, s, k] = val
+                        k += 1
+                        if k == 1:
+                            ph = c == 124
+                        val = -1
+                    i += 1
+                if k < 2:
+                    gt[r, s, k] = val
+                phased[r, s] = ph
             while i < end and buf[i] != 9:
                 i += 1
             i += 1
     return -1
 
 
-class VariantReader:
-    """An open VCF/BCF (bgzipped and indexed) read by region through cyvcf2.
+_TEXT_CHUNK_BYTES = 32 << 20  # text lines parsed per chunk: bounds the transient line buffer
+
+
+def _index_contigs(path: Path) -> list[str]:
+    """Contigs that have records, from the file's .tbi/.csi index (not the header's list)."""
+    import pysam
+
+    try:
+        with pysam.VariantFile(str(path)) as f:
+            if f.index is None:
+                raise VcfError(f"VCF {path} has no index; bgzip it and run `tabix -p vcf` "
+                               "(or `bcftools index`) so regions can be read")
+            return list(f.index.keys())
+    except (OSError, ValueError) as err:
+        raise VcfError(f"cannot open VCF {path}: {err}") from None
+
+
+def _header(path: Path) -> tuple[list[str], list[str]]:
+    """(samples, contig names as cyvcf2 sees them: header contigs, else the index's)."""
+    from cyvcf2 import VCF
+
+    if not path.exists():
+        raise VcfError(f"VCF {path} does not exist")
+    try:
+        probe = VCF(str(path), lazy=True)
+    except (OSError, Exception) as err:  # cyvcf2 raises plain Exception on bad files
+        raise VcfError(f"cannot open VCF {path}: {err}") from None
+    try:
+        return list(probe.samples), list(probe.seqnames)
+    finally:
+        probe.close()
+
+
+class VcfSet:
+    """The genotype files of a study and which of them holds which contig.
 
     Parameters
     ----------
-    path : str or Path
-        VCF or BCF with a .tbi/.csi index.
+    spec : str, Path, list of them, or VcfSet
+        One VCF/BCF (bgzipped, indexed); a list of them, each contig taken from the file whose
+        index lists it (a contig in two files is an error); or a pattern with ``{chrom}``
+        (``ALL.chr{chrom}.phase3_shapeit2_mvncall_integrated_v5b.20130502.genotypes.vcf.gz``),
+        where a contig's file is found by substituting its name or an alias (``chr22``, ``22``).
+        Every file must have the same samples; the first file's order is the set's order.
+
+    Attributes
+    ----------
+    files : list of Path
+        Every file of the set (a pattern: every existing file it matches, sorted).
+    samples : list of str
+        Samples of the first file, in its order.
+    """
+
+    def __init__(self, spec):
+        if isinstance(spec, VcfSet):
+            self.spec, self.pattern, self.files = spec.spec, spec.pattern, list(spec.files)
+            self.samples, self._contigs = list(spec.samples), dict(spec._contigs)
+            self._seqnames = dict(spec._seqnames)
+            return
+        if isinstance(spec, (str, os.PathLike)):
+            items = [str(spec)]
+        elif isinstance(spec, (list, tuple)) and spec:
+            items = [str(x) for x in spec]
+        else:
+            raise VcfError(f"vcf must be a file, a list of files or a {{chrom}} pattern, not "
+                           f"{spec!r}")
+        self.spec = items[0] if len(items) == 1 else items
+        self.pattern: str | None = None
+        self._contigs: dict[str, Path] = {}  # list mode: contig (index name) -> file
+        if any("{chrom}" in x for x in items):
+            if len(items) > 1:
+                raise VcfError("give either one {chrom} pattern or a list of files, not both: "
+                               f"{items}")
+            self.pattern = items[0]
+            self.files = self._pattern_files(self.pattern)
+        else:
+            self.files = [Path(x) for x in items]
+            if len(set(self.files)) != len(self.files):
+                raise VcfError(f"the vcf list names a file twice: {items}")
+        self._seqnames: dict[Path, list[str]] = {}
+        self.samples = self._check_samples()
+        if self.pattern is None and len(self.files) > 1:
+            for path in self.files:
+                for contig in _index_contigs(path):
+                    if contig in self._contigs:
+                        raise VcfError(
+                            f"contig {contig} has records in both {self._contigs[contig]} and "
+                            f"{path}; list each contig's file once"
+                        )
+                    self._contigs[contig] = path
+
+    @staticmethod
+    def _pattern_files(pattern: str) -> list[Path]:
+        head, _, tail = pattern.partition("{chrom}")
+        if "{chrom}" in tail:  # several placeholders: all take the same name
+            rx = re.compile(re.escape(head) + r"([^/]+?)" + re.escape(tail).replace(
+                re.escape("{chrom}"), r"\1") + "$")
+        else:
+            rx = re.compile(re.escape(head) + r"([^/]+?)" + re.escape(tail) + "$")
+        parts = pattern.split("{chrom}")
+        found = sorted(Path(p) for p in glob.glob("*".join(glob.escape(x) for x in parts))
+                       if rx.match(p))
+        if not found:
+            raise VcfError(f"no VCF matches the pattern {pattern}: check the folder and that "
+                           "{chrom} stands where the chromosome name goes")
+        return found
+
+    def _check_samples(self) -> list[str]:
+        first = None
+        for path in self.files:
+            samples, seqnames = _header(path)
+            self._seqnames[path] = seqnames
+            if first is None:
+                first = (path, samples)
+                continue
+            want, have = set(first[1]), set(samples)
+            if want != have:
+                missing = [s for s in first[1] if s not in have]
+                extra = [s for s in samples if s not in want]
+                show = lambda xs: ", ".join(xs[:10]) + (" ..." if len(xs) > 10 else "")  # noqa: E731
+                raise VcfError(
+                    f"{path} does not have the same samples as {first[0]}: "
+                    + (f"{len(missing)} missing ({show(missing)})" if missing else "")
+                    + ("; " if missing and extra else "")
+                    + (f"{len(extra)} not in {first[0].name} ({show(extra)})" if extra else "")
+                    + ". Every file of the set must hold the same samples."
+                )
+        return list(first[1])
+
+    def describe(self) -> str:
+        """The set in words, for logs and errors."""
+        if self.pattern is not None:
+            return f"{self.pattern} ({len(self.files)} file(s))"
+        if len(self.files) == 1:
+            return str(self.files[0])
+        return f"{len(self.files)} VCFs ({', '.join(p.name for p in self.files[:3])}" + (
+            ", ...)" if len(self.files) > 3 else ")")
+
+    def locate(self, chrom: str) -> tuple[Path, str]:
+        """The file holding ``chrom`` and the contig's name in it (aliases accepted).
+
+        Raises
+        ------
+        ContigError
+            No file holds the contig (or an alias).
+        """
+        if self.pattern is not None:
+            tried = []
+            for alias in contig_aliases(chrom):
+                path = Path(self.pattern.replace("{chrom}", alias))
+                tried.append(path.name)
+                if path.exists():
+                    if path not in self._seqnames:  # created after the set was opened
+                        self._seqnames[path] = _header(path)[1]
+                    return path, resolve_contig(chrom, self._seqnames[path], f"VCF {path}")
+            raise ContigError(
+                f"contig {chrom!r}: no file of the pattern {self.pattern} exists for it (tried "
+                f"{', '.join(tried)}). Check the pattern and that the chromosome's VCF is there."
+            )
+        if len(self.files) == 1:
+            path = self.files[0]
+            return path, resolve_contig(chrom, self._seqnames[path], f"VCF {path}")
+        name = resolve_contig(chrom, self._contigs, self.describe())
+        return self._contigs[name], name
+
+    def resolve(self, chrom: str) -> str:
+        """The contig's name in the file that holds it."""
+        return self.locate(chrom)[1]
+
+
+class _VcfFile:
+    """One open file of a :class:`VcfSet`, reading the selected samples only."""
+
+    def __init__(self, path: Path, samples: list[str], file_samples: list[str]):
+        from cyvcf2 import VCF
+
+        self.path = path
+        if not any(os.path.exists(str(path) + ext) for ext in (".tbi", ".csi")):
+            raise VcfError(
+                f"VCF {path} has no index; bgzip it and run `tabix -p vcf` "
+                "(or `bcftools index`) so regions can be read"
+            )
+        col_of = {s: i for i, s in enumerate(file_samples)}
+        # output slot of every column of the file, -1 for samples not selected (text path)
+        self.columns = np.full(len(file_samples), -1, dtype=np.int64)
+        self.columns[[col_of[s] for s in samples]] = np.arange(len(samples))
+        self.n_file_samples = len(file_samples)
+        self.vcf = VCF(str(path), samples=samples, lazy=True, threads=1)
+        order = {s: i for i, s in enumerate(self.vcf.samples)}
+        # column of each requested sample in cyvcf2's (file-ordered, subset) genotype array
+        self.subset_columns = np.array([order[s] for s in samples], dtype=np.int64)
+        self.tabix = None
+        if path.suffix == ".gz" and os.path.exists(str(path) + ".tbi"):
+            import pysam
+
+            try:
+                self.tabix = pysam.TabixFile(str(path))
+            except (OSError, ValueError):
+                self.tabix = None
+
+    def close(self) -> None:
+        self.vcf.close()
+        if self.tabix is not None:
+            self.tabix.close()
+
+
+class VariantReader:
+    """Genotypes of selected samples read by region from a :class:`VcfSet` (VCF/BCF, indexed).
+
+    Parameters
+    ----------
+    vcf : str, Path, list of them, or VcfSet
+        One VCF/BCF, a list, or a ``{chrom}`` pattern (see :class:`VcfSet`).
     samples : list of str, optional
-        Samples to keep, in this order; ``None`` keeps all, in the VCF's order.
+        Samples to keep, in this order; ``None`` keeps all, in the (first) VCF's order. Only
+        these are parsed.
     unphased : {"error", "reference", "as-phased", "random"}
         What to do with an unphased heterozygous genotype (``0/1``): stop with an error naming
         sample and site; give both haplotypes the reference allele; take the alleles in the
@@ -245,71 +469,58 @@ class VariantReader:
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        vcf,
         samples: list[str] | None = None,
         *,
         unphased: str = "error",
         seed: int = 0,
     ):
-        from cyvcf2 import VCF
-
-        self.path = Path(path)
         if unphased not in UNPHASED_POLICIES:
             raise ValueError(
                 f"unphased policy {unphased!r} is not one of {', '.join(UNPHASED_POLICIES)}"
             )
         self.unphased = unphased
         self.seed = int(seed)
-        if not self.path.exists():
-            raise VcfError(f"VCF {self.path} does not exist")
-        try:
-            probe = VCF(str(self.path), lazy=True)
-        except (OSError, Exception) as err:  # cyvcf2 raises plain Exception on bad files
-            raise VcfError(f"cannot open VCF {self.path}: {err}") from None
-        all_samples = list(probe.samples)
-        self.seqnames = list(probe.seqnames)
-        probe.close()
+        self.vcfs = vcf if isinstance(vcf, VcfSet) else VcfSet(vcf)
+        all_samples = self.vcfs.samples
         if samples is None:
             samples = all_samples
         samples = list(samples)
-        missing = [s for s in samples if s not in set(all_samples)]
+        index = {s: i for i, s in enumerate(all_samples)}
+        missing = [s for s in samples if s not in index]
         if missing:
             raise VcfError(
-                f"{len(missing)} requested sample(s) are not in {self.path}: "
+                f"{len(missing)} requested sample(s) are not in {self.vcfs.describe()}: "
                 f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}. "
                 "Check the sample list against `bcftools query -l`."
             )
         if len(set(samples)) != len(samples):
-            raise VcfError(f"the sample list for {self.path} names a sample twice")
+            raise VcfError(f"the sample list for {self.vcfs.describe()} names a sample twice")
         self.samples = samples
-        self._vcf = VCF(str(self.path), samples=samples, lazy=True, threads=1)
-        order = {s: i for i, s in enumerate(self._vcf.samples)}
-        # Column of each requested sample in cyvcf2's (file-ordered) genotype array.
-        self._columns = np.array([order[s] for s in samples], dtype=np.int64)
-        self._sample_ids = np.array([all_samples.index(s) for s in samples], dtype=np.uint64)
-        # Column of each requested sample among all of the file's samples (text fast path).
-        self._all_columns = self._sample_ids.astype(np.int64)
-        self._n_all = len(all_samples)
-        self._tabix = None
-        if self.path.suffix == ".gz" and os.path.exists(str(self.path) + ".tbi"):
-            import pysam
+        # sample index in the set's order: the key of the 'random' unphased policy
+        self._sample_ids = np.array([index[s] for s in samples], dtype=np.uint64)
+        self._files: dict[Path, _VcfFile] = {}
+        self._open(self.vcfs.files[0])  # fail early on a missing index or unreadable file
 
-            try:
-                self._tabix = pysam.TabixFile(str(self.path))
-            except (OSError, ValueError):
-                self._tabix = None
-        if not self._has_index():
-            raise VcfError(
-                f"VCF {self.path} has no index; bgzip it and run `tabix -p vcf` "
-                "(or `bcftools index`) so regions can be read"
-            )
+    @property
+    def path(self) -> Path:
+        """The first file of the set (the only one for a single VCF)."""
+        return self.vcfs.files[0]
 
-    def _has_index(self) -> bool:
-        p = str(self.path)
-        return any(os.path.exists(p + ext) for ext in (".tbi", ".csi"))
+    def _open(self, path: Path) -> _VcfFile:
+        handle = self._files.get(path)
+        if handle is None:
+            file_samples = _header(path)[0] if path != self.vcfs.files[0] else self.vcfs.samples
+            handle = self._files[path] = _VcfFile(path, self.samples, file_samples)
+        return handle
+
+    def locate(self, chrom: str) -> tuple[Path, str]:
+        """The file holding ``chrom`` and the contig's name in it (see :meth:`VcfSet.locate`)."""
+        return self.vcfs.locate(chrom)
 
     def resolve(self, chrom: str) -> str:
-        return resolve_contig(chrom, self.seqnames, f"VCF {self.path}")
+        """The contig's name in the VCF that holds it (aliases ``chr22``/``22`` accepted)."""
+        return self.vcfs.resolve(chrom)
 
     def read(
         self,
@@ -328,13 +539,17 @@ class VariantReader:
         ref_mismatch : {"error", "skip"}
             A REF that disagrees with the FASTA stops with an error naming the site, or
             (``skip``) the record is dropped and counted.
+
+        Memory: the block holds 2 bytes per (record, selected haplotype); text lines are
+        parsed in chunks of about 32 MB, so unselected samples cost nothing.
         """
-        vcf_chrom = self.resolve(chrom)
+        path, vcf_chrom = self.locate(chrom)
+        f = self._open(path)
         n_s = len(self.samples)
-        if self._tabix is not None:
-            pos, refs, alts, gt, ph = self._records_text(vcf_chrom, start, end)
+        if f.tabix is not None:
+            pos, refs, alts, gt, ph = self._records_text(f, vcf_chrom, start, end)
         else:
-            pos, refs, alts, gt, ph = self._records_cyvcf2(vcf_chrom, start, end)
+            pos, refs, alts, gt, ph = self._records_cyvcf2(f, vcf_chrom, start, end)
         ref_len: list[int] = []
         first: list[int] = []
         codes: list[bytes] = []
@@ -345,12 +560,12 @@ class VariantReader:
             first.append(n_alleles)
             for a in alt:
                 sym = _is_symbolic(a)
-                f = SYMBOLIC if sym else 0
+                fl = SYMBOLIC if sym else 0
                 if not sym and is_indel_htslib(ref, a) and ref[0] == a[0]:
-                    f |= TRIM_FIRST_BASE
+                    fl |= TRIM_FIRST_BASE
                 if ref[:1].islower():
-                    f |= REF_FIRST_LOWER
-                flags.append(int(f))
+                    fl |= REF_FIRST_LOWER
+                flags.append(int(fl))
                 codes.append(b"" if sym else a.encode("ascii", errors="replace"))
             n_alleles += len(alt)
         n_rec = len(pos)
@@ -359,11 +574,12 @@ class VariantReader:
         np.cumsum(lens, out=offsets[1:])
         flat = np.frombuffer(b"".join(codes), dtype=np.uint8)
         n_alt = np.diff(np.append(np.array(first, dtype=np.int64), n_alleles))
-        bad = gt > n_alt[:, None, None]
-        if bad.any():
-            i, s, _ = np.argwhere(bad)[0]
+        bad_rec = (gt.max(axis=(1, 2)) if n_rec and n_s else np.zeros(n_rec, np.int16)) > n_alt
+        if bad_rec.any():
+            i = int(np.nonzero(bad_rec)[0][0])
+            s = int(np.nonzero((gt[i] > n_alt[i]).any(axis=1))[0][0])
             raise VcfError(
-                f"{self.path}: {vcf_chrom}:{pos[i] + 1} sample {self.samples[s]} has GT allele "
+                f"{path}: {vcf_chrom}:{pos[i] + 1} sample {self.samples[s]} has GT allele "
                 f"{int(gt[i, s].max())} but the record has only {int(n_alt[i])} ALT allele(s)"
             )
         block = VariantBlock(
@@ -375,28 +591,30 @@ class VariantReader:
             allele_offsets=offsets,
             allele_codes=ENCODE_TABLE[flat],
             allele_flags=np.array(flags, dtype=np.uint8),
-            hap_allele=np.zeros((2 * n_s, n_rec), dtype=np.int16),
+            hap_allele=np.zeros((2 * n_s, 0), dtype=np.int16),
             ref_alleles=refs,
             alt_alleles=alts,
         )
-        gt = self._apply_unphased_policy(block, gt, ph)
+        gt = self._apply_unphased_policy(path, block, gt, ph)
+        del ph
         if reference is not None and n_rec:
-            self._check_ref(block, gt, reference, chrom, ref_mismatch)
+            self._check_ref(path, block, gt, reference, chrom, ref_mismatch)
         # (n_rec, n_s, 2) -> (n_s * 2, n_rec): each haplotype's alleles contiguous for the kernels
         block.hap_allele = np.ascontiguousarray(gt.reshape(n_rec, 2 * n_s).T)
         return block
 
-    def _records_cyvcf2(self, vcf_chrom: str, start: int, end: int):
+    def _records_cyvcf2(self, f: _VcfFile, vcf_chrom: str, start: int, end: int):
         """(pos, refs, alts, gt (n_rec, n_s, 2) int16, phased (n_rec, n_s) bool) via cyvcf2.
 
-        Used for BCF and any file pysam cannot read as tabix-indexed text.
+        Used for BCF and any file pysam cannot read as tabix-indexed text; htslib parses only
+        the selected samples (``VCF(samples=...)``).
         """
         n_s = len(self.samples)
         region = f"{vcf_chrom}:{max(start, 0) + 1}-{max(end, 1)}"
         try:
-            records = self._vcf(region)
+            records = f.vcf(region)
         except Exception as err:
-            raise VcfError(f"cannot read {region} from {self.path}: {err}") from None
+            raise VcfError(f"cannot read {region} from {f.path}: {err}") from None
         pos, refs, alts, gts, phased = [], [], [], [], []
         for rec in records:
             if not rec.ALT:
@@ -404,56 +622,85 @@ class VariantReader:
             pos.append(rec.POS - 1)
             refs.append(rec.REF)
             alts.append(list(rec.ALT))
-            g = rec.genotype.array()[self._columns]  # (n_s, ploidy + 1) int16
+            g = rec.genotype.array()[f.subset_columns]  # (n_s, ploidy + 1) int16
             if g.shape[1] >= 3:
                 pair = g[:, :2].copy()
             else:  # haploid record
                 pair = np.concatenate([g[:, :1], np.zeros((n_s, 1), g.dtype)], axis=1)
             ends_early = pair[:, 1] == -2  # vector end: a haploid sample in a diploid record
             pair[ends_early, 1] = 0  # the second haplotype keeps the reference, as in bcftools
-            gts.append(pair)
+            gts.append(pair.astype(np.int16))
             phased.append((g[:, -1] != 0) | ends_early | (g.shape[1] < 3))
-        gt = np.stack(gts).astype(np.int16) if gts else np.zeros((0, n_s, 2), np.int16)
+        gt = np.stack(gts) if gts else np.zeros((0, n_s, 2), np.int16)
         ph = np.stack(phased) if phased else np.zeros((0, n_s), bool)
         return pos, refs, alts, gt, ph
 
-    def _records_text(self, vcf_chrom: str, start: int, end: int):
-        """Same as :meth:`_records_cyvcf2`, parsing tabix text lines with a numba GT parser."""
+    def _records_text(self, f: _VcfFile, vcf_chrom: str, start: int, end: int):
+        """Same as :meth:`_records_cyvcf2`, parsing tabix text lines with the numba GT parser.
+
+        Lines are parsed in chunks of about ``_TEXT_CHUNK_BYTES`` into (chunk records x selected
+        samples) arrays; the text of a chunk is dropped before the next is read.
+        """
         try:
-            lines = list(self._tabix.fetch(vcf_chrom, max(start, 0), max(end, 1)))
+            lines = f.tabix.fetch(vcf_chrom, max(start, 0), max(end, 1))
         except (ValueError, OSError) as err:
-            raise VcfError(f"cannot read {vcf_chrom}:{start + 1}-{end} from {self.path}: "
+            raise VcfError(f"cannot read {vcf_chrom}:{start + 1}-{end} from {f.path}: "
                            f"{err}") from None
-        pos, refs, alts, columns, has_gt = [], [], [], [], []
-        for line in lines:
-            f = line.split("\t", 9)
-            if len(f) < 10:
-                raise VcfError(f"{self.path}: record at {f[0]}:{f[1] if len(f) > 1 else '?'} has "
-                               f"{len(f)} columns; expected 9 plus one per sample")
-            if f[4] == ".":
-                continue
-            pos.append(int(f[1]) - 1)
-            refs.append(f[3])
-            alts.append(f[4].split(","))
-            has_gt.append(f[8] == "GT" or f[8].startswith("GT:"))
-            columns.append(f[9])
-        n_rec, n_all = len(pos), self._n_all
+        pos: list[int] = []
+        refs: list[str] = []
+        alts: list[list[str]] = []
+        gts, phs = [], []
+        columns: list[str] = []
+        has_gt: list[bool] = []
+        size = 0
+        try:
+            for line in lines:
+                fields = line.split("\t", 9)
+                if len(fields) < 10:
+                    raise VcfError(
+                        f"{f.path}: record at {fields[0]}:{fields[1] if len(fields) > 1 else '?'} "
+                        f"has {len(fields)} columns; expected 9 plus one per sample")
+                if fields[4] == ".":
+                    continue
+                pos.append(int(fields[1]) - 1)
+                refs.append(fields[3])
+                alts.append(fields[4].split(","))
+                has_gt.append(fields[8] == "GT" or fields[8].startswith("GT:"))
+                columns.append(fields[9])
+                size += len(fields[9]) + 1
+                if size >= _TEXT_CHUNK_BYTES:
+                    self._parse_chunk(f, vcf_chrom, pos, columns, has_gt, gts, phs)
+                    columns, has_gt, size = [], [], 0
+        except OSError as err:
+            raise VcfError(f"cannot read {vcf_chrom}:{start + 1}-{end} from {f.path}: "
+                           f"{err}") from None
+        self._parse_chunk(f, vcf_chrom, pos, columns, has_gt, gts, phs)
+        if len(gts) == 1:
+            return pos, refs, alts, gts[0], phs[0]
+        return pos, refs, alts, np.concatenate(gts), np.concatenate(phs)
+
+    def _parse_chunk(self, f: _VcfFile, vcf_chrom, pos, columns, has_gt, gts, phs) -> None:
+        """Parse the sample columns of the last ``len(columns)`` records into ``gts``/``phs``."""
+        n_rec, n_s = len(columns), len(self.samples)
         buf = np.frombuffer("\t".join(columns).encode("ascii", errors="replace"), np.uint8)
         offsets = np.zeros(n_rec + 1, dtype=np.int64)
-        np.cumsum([len(c) + 1 for c in columns], out=offsets[1:])
-        gt = np.empty((n_rec, n_all, 2), dtype=np.int16)
-        ph = np.empty((n_rec, n_all), dtype=np.bool_)
-        bad = parse_genotypes(buf, offsets, gt, ph)
+        np.cumsum(np.fromiter((len(c) + 1 for c in columns), np.int64, n_rec), out=offsets[1:])
+        gt = np.empty((n_rec, n_s, 2), dtype=np.int16)
+        ph = np.empty((n_rec, n_s), dtype=np.bool_)
+        bad = parse_genotypes(buf, offsets, f.columns, gt, ph)
         if bad >= 0:
-            raise VcfError(f"{self.path}: record {vcf_chrom}:{pos[bad] + 1} has fewer sample "
-                           f"columns than the header's {n_all} samples")
+            rec = len(pos) - n_rec + bad
+            raise VcfError(f"{f.path}: record {vcf_chrom}:{pos[rec] + 1} has fewer sample "
+                           f"columns than the header's {f.n_file_samples} samples")
         no_gt = ~np.array(has_gt, dtype=bool)
         if no_gt.any():  # no GT field: nothing applies (bcftools skips the record)
             gt[no_gt] = 0
             ph[no_gt] = True
-        return pos, refs, alts, gt[:, self._all_columns], ph[:, self._all_columns]
+        gts.append(gt)
+        phs.append(ph)
 
-    def _apply_unphased_policy(self, block: VariantBlock, gt: np.ndarray, ph: np.ndarray):
+    def _apply_unphased_policy(self, path: Path, block: VariantBlock, gt: np.ndarray,
+                               ph: np.ndarray) -> np.ndarray:
         het = (~ph) & (gt[:, :, 0] != gt[:, :, 1])
         block.n_unphased = int(het.sum())
         if not block.n_unphased:
@@ -463,7 +710,7 @@ class VariantReader:
             a, b = (int(x) for x in gt[i, s])
             show = lambda x: "." if x < 0 else str(x)  # noqa: E731
             raise UnphasedGenotypeError(
-                f"{self.path}: sample {self.samples[s]} at {block.chrom}:{block.pos[i] + 1} "
+                f"{path}: sample {self.samples[s]} at {block.chrom}:{block.pos[i] + 1} "
                 f"({block.ref_alleles[i]}>{','.join(block.alt_alleles[i])}) has the unphased "
                 f"heterozygous genotype {show(a)}/{show(b)} ({block.n_unphased} such genotypes "
                 "in this region). Phase the VCF (SHAPEIT, Beagle, Eagle) or choose an unphased "
@@ -484,7 +731,7 @@ class VariantReader:
             gt[i[flip], s[flip]] = pairs[flip][:, ::-1]
         return gt
 
-    def _check_ref(self, block, gt, reference, chrom, ref_mismatch):
+    def _check_ref(self, path, block, gt, reference, chrom, ref_mismatch):
         lo = int(block.pos.min())
         hi = int((block.pos + block.ref_len).max())
         ref_codes = reference.fetch(chrom, lo, hi)
@@ -506,13 +753,13 @@ class VariantReader:
 
         fa = decode(ref_codes[p : p + len(block.ref_alleles[i])])
         raise ReferenceMismatchError(
-            f"{self.path}: REF at {block.chrom}:{block.pos[i] + 1} is {block.ref_alleles[i]} but "
+            f"{path}: REF at {block.chrom}:{block.pos[i] + 1} is {block.ref_alleles[i]} but "
             f"the reference FASTA {reference.path} has {fa} there ({len(bad)} mismatching "
             "record(s) in this region). Use the FASTA the VCF was called against (same build), "
             "or set ref_mismatch = 'skip' to drop such records."
         )
 
     def close(self) -> None:
-        self._vcf.close()
-        if self._tabix is not None:
-            self._tabix.close()
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
