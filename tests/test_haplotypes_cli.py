@@ -71,3 +71,43 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     assert rc == 2
     assert "chr7" in capsys.readouterr().err
     assert not (tmp_path / "o.fa").exists()
+
+
+def test_cli_vcf_pattern_named_like_1000_genomes(tmp_path, capsys):
+    import os
+
+    from tests.conftest import CHR20_REF, CHR20_VCF
+
+    name = "ALL.chr{chrom}.phase3_shapeit2_mvncall_integrated_v5b.20130502.genotypes.vcf.gz"
+    for ext in ("", ".tbi"):
+        os.symlink(f"{CHR20_VCF}{ext}", tmp_path / (name.format(chrom="20") + ext))
+    bed = tmp_path / "iv.bed"
+    bed.write_text("chr20\t1093000\t1094500\tA\n")  # the table says chr20, the file 20
+    out = tmp_path / "out.fa"
+    rc = main(["--reference", str(CHR20_REF), "--vcf", str(tmp_path / name), "--bed", str(bed),
+               "--samples", "HG00096,HG00097", "--output", str(out), "--quiet"])
+    assert rc == 0
+    b = HaplotypeBuilder(CHR20_REF, CHR20_VCF, ["HG00096", "HG00097"])
+    rag = b.ragged("20", np.array([1093000]), np.array([1094500]))
+    assert read_fasta(out)["A|HG00097|1"] == decode(rag.get(0, 1, 0))
+    other = tmp_path / "other"  # a pattern whose folder lacks chromosome 20's file
+    other.mkdir()
+    for ext in ("", ".tbi"):
+        os.symlink(f"{CHR20_VCF}{ext}", other / (name.format(chrom="21") + ext))
+    rc = main(["--reference", str(CHR20_REF), "--vcf", str(other / name), "--bed", str(bed),
+               "--output", str(tmp_path / "o2.fa"), "--quiet"])
+    assert rc == 2 and not (tmp_path / "o2.fa").exists()
+    assert "ALL.chr20.phase3" in capsys.readouterr().err
+
+
+def test_config_vcf_list_and_single(tmp_path):
+    from prep.config import load_config
+    from prep.export import HaplotypesConfig
+
+    toml = tmp_path / "study.toml"
+    toml.write_text('[haplotypes]\nvcf = ["g/chr20.vcf.gz", "g/chr22.vcf.gz"]\n')
+    cfg = load_config(HaplotypesConfig, toml, "haplotypes")
+    assert cfg.vcf == [str(tmp_path / "g" / "chr20.vcf.gz"), str(tmp_path / "g" / "chr22.vcf.gz")]
+    toml.write_text('[haplotypes]\nvcf = "g/ALL.chr{chrom}.vcf.gz"\n')
+    assert load_config(HaplotypesConfig, toml, "haplotypes").vcf == \
+        str(tmp_path / "g" / "ALL.chr{chrom}.vcf.gz")  # one file stays a string
