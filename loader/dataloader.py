@@ -60,6 +60,13 @@ shift and reverse complement), ``shift`` (B,), ``rc`` (B,) bool, ``gene``, ``ind
 ``valid``, ``shift``, ``rc``, ``tss_index`` (a pair shares one augmentation, so the difference
 of its two predictions is not confounded by it).
 
+Targets come from the manifest (the study's one targets table, :mod:`prep.retarget`), joined
+by sample; shards hold sequences only. A study with further target sets (``[shard]
+target_sets``, e.g. one expression matrix per tissue) adds ``targets`` (B, T) float32 (each
+set's Y, the primary set first, NaN where a set lacks the sample or for padding) and
+``target_mask`` (B, T) bool (``targets_a`` / ``target_mask_a`` and ``_b`` in pairwise mode);
+the set names are ``loader.index.set_names``.
+
 Workers
 -------
 Each rank's batches are planned from the manifest (see :mod:`loader.plan`): worker w loads the
@@ -465,6 +472,18 @@ class ShardLoader:
                 f"batches={self.n_batches}, epoch={self.epoch}, batch={self.batch})")
 
 
+def _verify(source, split: str) -> None:
+    from prep.shard_format import ShardFormatError
+    from prep.verify import verify_shards
+
+    if not isinstance(source, (str, os.PathLike)) or not os.path.isdir(source):
+        raise ValueError(f"verify = true needs a local shards folder (DIR/shards), got {source!r}")
+    report = verify_shards(source, splits=[split])
+    if not report.ok:
+        raise ShardFormatError(report.summary())
+    log.info("%s", report.summary())
+
+
 def make_loader(
     source: str | os.PathLike | Sequence[str],
     split: str = "train",
@@ -475,6 +494,7 @@ def make_loader(
     manifest=None,
     rank: int | None = None,
     world_size: int | None = None,
+    verify: bool | None = None,
     **overrides,
 ) -> ShardLoader:
     """Build the loader of one split for this rank.
@@ -495,6 +515,12 @@ def make_loader(
         The study's manifest, when it is not next to the shards.
     rank, world_size : int, optional
         Default: from torch.distributed, else the RANK / WORLD_SIZE variables, else 0 and 1.
+    verify : bool, optional
+        First verify the split's shards (:func:`prep.verify.verify_shards`: sha256 of every
+        shard against meta.json, every member decoded and checked, groups against the
+        manifest) and raise if anything is wrong. Needs a local shards folder. Default:
+        ``config.verify`` where LoaderConfig has it, else False. (Every member is verified as
+        it streams anyway; this finds damage before training starts.)
     **overrides
         Other LoaderConfig fields, e.g. ``num_workers=0, seed=3``.
 
@@ -506,7 +532,8 @@ def make_loader(
     Raises
     ------
     ValueError, ShardFormatError, FileNotFoundError
-        A bad mode or setting, a missing manifest or shard; messages say what to fix.
+        A bad mode or setting, a missing manifest or shard, a failed verification; messages
+        say what to fix.
     """
     config = config or LoaderConfig()
     if batch_size is not None:
@@ -518,5 +545,7 @@ def make_loader(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     rank, world_size = rank_and_world(rank, world_size)
+    if verify if verify is not None else getattr(config, "verify", False):
+        _verify(source, split)
     index = resolve_source(source, split, manifest, config.timeout_s)
     return ShardLoader(index, config, mode, rank, world_size)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import glob as globlib
 import io
-import json
 import logging
 import os
 import posixpath
@@ -35,7 +34,8 @@ from urllib.request import url2pathname
 import numpy as np
 import polars as pl
 
-from prep.shard_format import HAP_EXT, META_EXT, ShardFormatError, iter_tar
+from prep.retarget import PRIMARY
+from prep.shard_format import HAP_EXT, META_EXT, ShardFormatError, decode_meta, iter_tar
 
 __all__ = [
     "SplitIndex",
@@ -231,6 +231,14 @@ class SplitIndex:
         Expression percentile (for pair filtering).
     row : np.ndarray, shape (N,), int64
         Row number in the manifest (``index`` in batches).
+    targets : np.ndarray, shape (N, 3), float32
+        Y, Z, P of the primary target set, from the manifest (shards carry no targets); NaN
+        when the manifest has none (a scanned one).
+    sets : np.ndarray, shape (N, T), float32, or None
+        With further target sets (``[shard] target_sets``): Y of each set, the primary first;
+        NaN where a set lacks the sample. None with the primary set only.
+    set_names : list of str
+        The T target sets' names (``["primary", ...]``).
     length, flank : int
         Stored window layout (L and flank; the stored window has L + 2 * flank bases).
     build : str or None
@@ -250,6 +258,13 @@ class SplitIndex:
     length: int
     flank: int
     build: str | None = None
+    targets: np.ndarray | None = None
+    sets: np.ndarray | None = None
+    set_names: list | None = None
+
+    def __post_init__(self):
+        if self.targets is None:  # an index built by hand (tests): no targets
+            self.targets = np.full((len(self.key), 3), np.nan, dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.key)
@@ -287,19 +302,23 @@ def _read_manifest(url: str, timeout: float) -> pl.DataFrame | None:
 
 
 def scan_manifest(urls: Sequence[str], timeout: float = 120.0) -> pl.DataFrame:
-    """Build a manifest by reading the JSON members of every shard (``shard`` = the URL)."""
+    """Build a manifest by reading the JSON members of every shard (``shard`` = the URL).
+
+    Shards carry no targets, so the scanned manifest has none: batches then hold NaN targets
+    (for prediction); pass the study's manifest for training.
+    """
     rows = []
     for url in urls:
         with open_url(url, timeout) as fh:
             for sample in iter_tar(fh, url, want=lambda _k, ext: ext == META_EXT):
-                meta = json.loads(sample[META_EXT])
+                meta = decode_meta(sample[META_EXT],
+                                   f"shard {url}: member {sample['__key__']}.{META_EXT}")
                 for j, ind in enumerate(meta["individuals"]):
                     rows.append({
                         "split": meta["split"], "shard": url, "group": sample["__key__"],
                         "index": j, "key": _sample_key(meta["gene"], ind), "gene": meta["gene"],
                         "individual": ind, "population": meta["populations"][j],
                         "chrom": meta["chrom"], "tss": meta["tss"], "strand": meta["strand"],
-                        "Y": meta["Y"][j], "Z": meta["Z"][j], "P": meta["P"][j],
                         "build": meta.get("build"),
                     })
     if not rows:
@@ -314,11 +333,16 @@ def _sample_key(gene: str, individual: str) -> str:
 
 
 def _probe_layout(url: str, timeout: float) -> tuple[int, int]:
-    """(L, flank) from the first group's JSON member of a shard."""
+    """(L, flank) from the first group's JSON member of a shard (verified: an old format or a
+    corrupt member stops here, naming it)."""
+    from prep.shard_format import check_meta
+
     with open_url(url, timeout) as fh:
         for sample in iter_tar(fh, url, want=lambda _k, ext: ext == META_EXT):
-            meta = json.loads(sample[META_EXT])
-            return int(meta["length"]), int(meta["flank"])
+            where = f"shard {url}: member {sample['__key__']}.{META_EXT}"
+            meta = decode_meta(sample[META_EXT], where)
+            check_meta(meta, where)
+            return meta["length"], meta["flank"]
     raise ShardFormatError(f"shard {url} holds no haplotype group")
 
 
@@ -424,6 +448,7 @@ def _index(table: pl.DataFrame, split: str, url_of: dict[str, str], timeout: flo
                 f"the manifest of split {split} mixes {len(builds)} shard builds "
                 f"({', '.join(map(str, builds[:3]))}): rebuild with `prep.shard --overwrite`")
         build = builds[0]
+    targets, sets, names = _targets(table, split)
     return SplitIndex(
         split=split,
         urls=urls,
@@ -432,12 +457,43 @@ def _index(table: pl.DataFrame, split: str, url_of: dict[str, str], timeout: flo
         key=keys,
         gene=np.array([gene_id[g] for g in table["gene"].to_list()], dtype=np.int32),
         genes=genes,
-        P=table["P"].to_numpy().astype(np.float64),
+        P=targets[:, 2].astype(np.float64),
         row=table["row"].to_numpy().astype(np.int64),
         length=length,
         flank=flank,
         build=build,
+        targets=targets,
+        sets=sets,
+        set_names=names,
     )
+
+
+def _targets(table: pl.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray | None, list]:
+    """Y, Z, P (N, 3) float32; Y of every target set (N, T) or None; the sets' names.
+
+    Raises
+    ------
+    ShardFormatError
+        A primary target that is missing or not finite (the manifest is damaged).
+    """
+    n = table.height
+    if not {"Y", "Z", "P"} <= set(table.columns):
+        log.warning("The manifest of split %s has no targets (Y, Z, P): batches carry NaN "
+                    "targets; pass the study's manifest.parquet to train", split)
+        return np.full((n, 3), np.nan, np.float32), None, [PRIMARY]
+    targets = table.select("Y", "Z", "P").to_numpy().astype(np.float32)
+    bad = ~np.isfinite(targets).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ShardFormatError(
+            f"the manifest of split {split} has {int(bad.sum())} sample(s) without finite "
+            f"targets, first {table['key'][i]}: re-run `python -m prep.retarget` (or prep.shard)")
+    extra = [c[2:] for c in table.columns if c.startswith("Y:")]
+    if not extra:
+        return targets, None, [PRIMARY]
+    cols = [pl.col("Y"), *(pl.col(f"Y:{name}") for name in extra)]
+    sets = table.select(cols).to_numpy().astype(np.float32)
+    return targets, sets, [PRIMARY, *extra]
 
 
 # Members needed to decode a set of groups: their reference windows, hap and json members.

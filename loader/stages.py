@@ -1,11 +1,12 @@
 """The worker pipeline as small generator stages (torch-free).
 
     split_rounds   chunks -> rounds that read each needed shard once
-    decode_groups  raw tar samples -> decoded groups (prep's decode_reference / decode_group)
+    decode_groups  raw tar samples -> verified, decoded groups (prep's GroupDecoder)
     read_rows      shards -> (position, sample | None) events, only the samples a worker needs
     read_interleaved  several shards read side by side, in the order the chunks need them
     gather_chunks  events -> chunks of items whose samples have all arrived
     collate_*      items of one batch -> a dict of NumPy arrays and lists
+    gather_targets positions -> the batch's targets, from the manifest (shards hold none)
 
 :func:`worker_batches` chains them for one worker. A sample is a handle ``(group, row)``: the
 row of a decoded :class:`Group`, so a group's 64 haplotype pairs are decoded once and never
@@ -38,15 +39,7 @@ from loader.sources import (
     open_url,
 )
 from prep.encoding import N_CODE
-from prep.shard_format import (
-    HAP_EXT,
-    META_EXT,
-    REF_EXT,
-    ShardFormatError,
-    decode_group,
-    decode_reference,
-    safe_key,
-)
+from prep.shard_format import GroupDecoder, ShardFormatError, safe_key
 
 __all__ = [
     "Group",
@@ -58,6 +51,7 @@ __all__ = [
     "Window",
     "collate_samples",
     "collate_pairs",
+    "gather_targets",
     "worker_batches",
 ]
 
@@ -71,7 +65,7 @@ class Group:
     ----------
     haps : np.ndarray, shape (n, 2, W), uint8 (read-only)
     meta : dict
-        The group's JSON (gene, individuals, populations, Y, Z, P, tss_index, ...).
+        The group's verified JSON (gene, individuals, populations, tss_index, ...; no targets).
     url : str
         The shard.
     """
@@ -87,48 +81,35 @@ class Group:
         return [f"{gene}__{safe_key(i)}" for i in self.meta["individuals"]]
 
 
-def decode_groups(samples: Iterable[dict]) -> Iterator[Group]:
-    """WebDataset stage: raw shard samples in, decoded groups out.
+def decode_groups(samples: Iterable[dict], errors: list | None = None) -> Iterator[Group]:
+    """WebDataset stage: raw shard samples in, verified and decoded groups out.
 
     Parameters
     ----------
     samples : iterable of dict
         ``{"__key__", "__url__", ext: bytes}`` as :func:`prep.shard_format.iter_tar` yields them;
         a gene's reference member comes before its groups.
+    errors : list, optional
+        When given, a corrupt member is not raised but appended (its message) and skipped,
+        with the groups that depend on it; the stream goes on with the next member.
 
     Raises
     ------
     ShardFormatError
-        A corrupt member, or a group without its reference; the message names the shard.
+        (without ``errors``) a corrupt member, a group without its reference; the message names
+        shard and member (:class:`prep.shard_format.GroupDecoder`).
     """
-    references: dict[str, np.ndarray] = {}
+    decoder = GroupDecoder()
     for sample in samples:
-        key, url = sample["__key__"], sample.get("__url__", "?")
-        if key.endswith("__reference"):
-            if REF_EXT not in sample:
-                raise ShardFormatError(
-                    f"shard {url}: reference {key} has no .{REF_EXT} member (members: "
-                    f"{', '.join(k for k in sample if not k.startswith('__'))}); was it written "
-                    "by another version of prep.shard?"
-                )
-            try:
-                references[key[: -len("__reference")]] = decode_reference(sample[REF_EXT])
-            except ShardFormatError as err:
-                raise ShardFormatError(f"shard {url}: reference {key}: {err}") from None
-            continue
-        if HAP_EXT not in sample or META_EXT not in sample:
-            raise ShardFormatError(
-                f"shard {url}: sample {key} lacks its .{HAP_EXT} or .{META_EXT} member")
-        meta = json.loads(sample[META_EXT])
-        reference = references.get(safe_key(meta["gene"]))
-        if reference is None:
-            raise ShardFormatError(
-                f"shard {url}: group {key} comes before the reference window of {meta['gene']}")
         try:
-            haps = decode_group(sample[HAP_EXT], reference, len(meta["individuals"]))
+            decoded = decoder.feed(sample)
         except ShardFormatError as err:
-            raise ShardFormatError(f"shard {url}: group {key}: {err}") from None
-        yield Group(haps, meta, url)
+            if errors is None:
+                raise
+            errors.append(str(err))
+            continue
+        if decoded is not None:
+            yield Group(decoded[0], decoded[1], sample.get("__url__", "?"))
 
 
 def read_rows(index: SplitIndex, shards: list[tuple[int, dict]], on_error: str = "raise",
@@ -154,18 +135,23 @@ def read_rows(index: SplitIndex, shards: list[tuple[int, dict]], on_error: str =
     Raises
     ------
     ShardFormatError
-        (``on_error="raise"``) a corrupt or truncated shard, or one that lacks samples the
-        manifest lists; the message names the shard.
+        (``on_error="raise"``) a corrupt or truncated shard or member, or a shard that lacks
+        samples the manifest lists; the message names shard and member. With ``"skip"`` a
+        corrupt member costs only the samples that depend on it; a broken tar, the rest of
+        the shard.
     """
     for shard_id, wanted in shards:
         url = index.urls[shard_id]
         groups = {index.group[p] for p in wanted.values()}
         got: set[int] = set()
         error = None
+        bad: list[str] = []
         try:
             with opener(url, timeout) as fh:
-                for group in decode_groups(iter_tar(fh, url, want=group_filter(groups))):
+                members = iter_tar(fh, url, want=group_filter(groups))
+                for group in decode_groups(members, bad if on_error == "skip" else None):
                     check_build(index, group.meta, url)
+                    _check_layout(index, group)
                     for row, key in enumerate(group.keys()):
                         pos = wanted.get(key)
                         if pos is not None and pos not in got:
@@ -177,6 +163,8 @@ def read_rows(index: SplitIndex, shards: list[tuple[int, dict]], on_error: str =
                 ValueError) as err:
             text = str(err)
             error = text if url in text else f"shard {url}: {text}"
+        if bad and error is None:
+            error = "; ".join(bad[:3]) + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")
         missing = [p for p in wanted.values() if p not in got]
         if missing and error is None:
             error = (f"shard {url} lacks {len(missing)} sample(s) listed in the manifest, e.g. "
@@ -192,6 +180,17 @@ def read_rows(index: SplitIndex, shards: list[tuple[int, dict]], on_error: str =
             errors.append((url, message))
         for p in missing:
             yield p, None
+
+
+def _check_layout(index: SplitIndex, group: Group) -> None:
+    """A group must match its split's window layout (the crop relies on it)."""
+    meta = group.meta
+    if (meta["length"], meta["flank"], meta["split"]) != (index.length, index.flank, index.split):
+        raise ShardFormatError(
+            f"shard {group.url}: group of {meta['gene']} stores split {meta['split']}, L = "
+            f"{meta['length']} + 2 x {meta['flank']} flank, but the manifest's split "
+            f"{index.split} has L = {index.length} + 2 x {index.flank}: the shards folder mixes "
+            "studies; rebuild it")
 
 
 def read_interleaved(index: SplitIndex, chunks: list[np.ndarray], on_error: str = "raise",
@@ -384,9 +383,38 @@ class Window:
         return tss
 
 
+def gather_targets(index: SplitIndex, positions: np.ndarray) -> dict:
+    """The targets of a batch's samples, from the split index (the manifest's targets table).
+
+    Parameters
+    ----------
+    index : SplitIndex
+    positions : np.ndarray, shape (B,), int
+        Positions in ``index``; -1 for padding.
+
+    Returns
+    -------
+    dict
+        ``Y``, ``Z``, ``P`` (B,) float32 (NaN for padding); with several target sets also
+        ``targets`` (B, T) float32 (each set's Y, the primary first; NaN where missing) and
+        ``target_mask`` (B, T) bool (True where ``targets`` holds a value).
+    """
+    pos = np.asarray(positions, dtype=np.int64)
+    ok = pos >= 0
+    safe = np.where(ok, pos, 0)
+    values = np.where(ok[:, None], index.targets[safe], np.float32(np.nan))  # (B, 3)
+    out = {t: np.ascontiguousarray(values[:, j], dtype=np.float32)
+           for j, t in enumerate(("Y", "Z", "P"))}
+    if index.sets is not None:
+        sets = np.where(ok[:, None], index.sets[safe], np.float32(np.nan)).astype(np.float32)
+        out["targets"] = sets
+        out["target_mask"] = np.isfinite(sets)
+    return out
+
+
 def _fill(handles: list, window: Window, shift: np.ndarray, reverse: np.ndarray,
           seq: np.ndarray | None = None) -> dict:
-    """Windows, TSS, targets and ids of handles ``(group, row)`` or None (padding).
+    """Windows, TSS and ids of handles ``(group, row)`` or None (padding).
 
     ``seq`` (B, 2, n) uint8, C-contiguous, receives the windows when given.
     """
@@ -394,7 +422,6 @@ def _fill(handles: list, window: Window, shift: np.ndarray, reverse: np.ndarray,
     if seq is None:
         seq = np.empty((b, 2, window.length), dtype=np.uint8)
     tss = np.full(b, -1, dtype=np.int64)
-    targets = {t: np.full(b, np.nan, dtype=np.float32) for t in ("Y", "Z", "P")}
     ids: dict[str, list] = {"gene": [""] * b, "individual": [""] * b, "population": [""] * b}
     for i, handle in enumerate(handles):
         if handle is None:
@@ -404,16 +431,29 @@ def _fill(handles: list, window: Window, shift: np.ndarray, reverse: np.ndarray,
         meta = group.meta
         tss[i] = window.write(seq[i], group.haps[row], meta["tss_index"], int(shift[i]),
                               bool(reverse[i]))
-        for t, values in targets.items():
-            values[i] = meta[t][row]
         ids["gene"][i] = meta["gene"]
         ids["individual"][i] = meta["individuals"][row]
         ids["population"][i] = meta["populations"][row]
-    return {"seq": seq, "tss_index": tss, **targets, **ids}
+    return {"seq": seq, "tss_index": tss, **ids}
+
+
+def _masked(targets: dict, valid: np.ndarray) -> dict:
+    """Targets with padding rows (``valid`` False: also samples of a skipped shard) cleared:
+    NaN values, False masks."""
+    out = {}
+    for name, v in targets.items():
+        keep = valid if v.ndim == 1 else valid[:, None]
+        out[name] = v & keep if v.dtype == bool else np.where(keep, v, np.float32(np.nan))
+    return out
+
+
+def _no_targets(b: int) -> dict:
+    return {t: np.full(b, np.nan, dtype=np.float32) for t in ("Y", "Z", "P")}
 
 
 def collate_samples(items: list[tuple], rows: np.ndarray, window: Window, shift: np.ndarray,
-                    reverse: np.ndarray, out: dict | None = None) -> dict:
+                    reverse: np.ndarray, out: dict | None = None,
+                    targets: dict | None = None) -> dict:
     """One batch of single samples.
 
     Parameters
@@ -426,25 +466,30 @@ def collate_samples(items: list[tuple], rows: np.ndarray, window: Window, shift:
     reverse : np.ndarray, shape (B,), bool
     out : dict, optional
         ``{"seq": array of shape (B, 2, n), uint8}`` to write the windows into.
+    targets : dict, optional
+        The items' targets, :func:`gather_targets`; default NaN.
 
     Returns
     -------
     dict
-        ``seq`` (B, 2, n) uint8; ``Y``, ``Z``, ``P`` (B,) float32 (NaN for padding); ``valid``
-        (B,) bool; ``index`` (B,) int64 manifest rows; ``tss_index``, ``shift`` (B,) int64;
-        ``rc`` (B,) bool; ``gene``, ``individual``, ``population``: lists of str.
+        ``seq`` (B, 2, n) uint8; ``Y``, ``Z``, ``P`` (B,) float32 (NaN for padding), with
+        several target sets ``targets`` and ``target_mask`` (B, T); ``valid`` (B,) bool;
+        ``index`` (B,) int64 manifest rows; ``tss_index``, ``shift`` (B,) int64; ``rc`` (B,)
+        bool; ``gene``, ``individual``, ``population``: lists of str.
     """
     handles = [it[0] for it in items]
     valid = np.array([h is not None for h in handles])
     shift = np.where(valid, shift, 0).astype(np.int64)
     reverse = valid & reverse
     batch = _fill(handles, window, shift, reverse, (out or {}).get("seq"))
+    batch.update(_masked(targets if targets is not None else _no_targets(len(handles)), valid))
     batch.update({"valid": valid, "index": rows, "shift": shift, "rc": reverse})
     return batch
 
 
 def collate_pairs(items: list[tuple], rows: np.ndarray, window: Window, shift: np.ndarray,
-                  reverse: np.ndarray, out: dict | None = None) -> dict:
+                  reverse: np.ndarray, out: dict | None = None,
+                  targets: tuple[dict, dict] | None = None) -> dict:
     """One batch of pairs; both members of a pair share one shift and orientation.
 
     Parameters
@@ -454,14 +499,17 @@ def collate_pairs(items: list[tuple], rows: np.ndarray, window: Window, shift: n
         Manifest rows of (a, b), -1 for padding.
     out : dict, optional
         ``{"seq_a": ..., "seq_b": ...}`` arrays of shape (B, 2, n), uint8, to write into.
+    targets : (dict, dict), optional
+        The a and b members' targets, :func:`gather_targets`; default NaN.
 
     Returns
     -------
     dict
         ``seq_a``, ``seq_b`` (B, 2, n) uint8; ``Y_a``, ``Y_b``, ``Z_a``, ``Z_b``, ``P_a``,
-        ``P_b`` (B,) float32; ``valid`` (B,) bool; ``index_a``, ``index_b`` (B,) int64;
-        ``tss_index``, ``shift`` (B,) int64; ``rc`` (B,) bool; ``gene``, ``individual_a``,
-        ``individual_b``: lists of str.
+        ``P_b`` (B,) float32 (with several target sets also ``targets_a``, ``targets_b``,
+        ``target_mask_a``, ``target_mask_b`` (B, T)); ``valid`` (B,) bool; ``index_a``,
+        ``index_b`` (B,) int64; ``tss_index``, ``shift`` (B,) int64; ``rc`` (B,) bool;
+        ``gene``, ``individual_a``, ``individual_b``: lists of str.
     """
     valid = np.array([a is not None and b is not None for a, b in items])
     shift = np.where(valid, shift, 0).astype(np.int64)
@@ -472,8 +520,9 @@ def collate_pairs(items: list[tuple], rows: np.ndarray, window: Window, shift: n
         part = _fill([it[k] if ok else None for it, ok in zip(items, valid, strict=True)],
                      window, shift, reverse, (out or {}).get(f"seq_{name}"))
         batch[f"seq_{name}"] = part["seq"]
-        for t in ("Y", "Z", "P"):
-            batch[f"{t}_{name}"] = part[t]
+        values = targets[k] if targets is not None else _no_targets(len(items))
+        for t, v in _masked(values, valid).items():
+            batch[f"{t}_{name}"] = v
         batch[f"individual_{name}"] = part["individual"]
         if name == "a":
             batch["tss_index"], batch["gene"] = part["tss_index"], part["gene"]
@@ -527,9 +576,14 @@ def worker_batches(index: SplitIndex, items: np.ndarray, *, batch_size: int, chu
                 continue
             r = rows[j:j + batch_size]
             manifest_rows = np.where(r >= 0, index.row[np.maximum(r, 0)], -1)
+            if r.shape[1] == 1:
+                targets = gather_targets(index, r[:, 0])
+            else:
+                targets = (gather_targets(index, r[:, 0]), gather_targets(index, r[:, 1]))
             batch = collate(resolved[j:j + batch_size], manifest_rows[:, 0] if r.shape[1] == 1
                             else manifest_rows, window, shifts[j:j + batch_size],
-                            reverses[j:j + batch_size], buffers() if buffers else None)
+                            reverses[j:j + batch_size], buffers() if buffers else None,
+                            targets)
             batch["errors"], errors[:] = list(errors), []
             batch["batch"] = b
             yield batch

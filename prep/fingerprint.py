@@ -2,10 +2,18 @@
 
 A shard build is identified by a fingerprint over everything that decides its bytes: the shard
 format version, the code's build version (:data:`BUILD_CODE_VERSION`), the resolved
-``[haplotypes]`` and ``[shard]`` settings (less paths and pure performance knobs), and the
-sha256 of every input file (FASTA, VCF, TSS table, expression matrix, split tables, sample
-lists). Paths are left out on purpose: moving a study folder keeps its fingerprint, changing a
-file's content changes it.
+``[haplotypes]`` and ``[shard]`` settings (less paths, pure performance knobs and the target
+settings, :data:`TARGET_SETTINGS`), the sha256 of every input file the sequences come from
+(FASTA, VCF, TSS table, split tables, sample lists) and a digest of the sample layout (which
+(gene, individual) samples exist, their split, group and shard: the expression matrix decides
+which individuals have expression, so it shapes the layout, but its values do not). Paths are
+left out on purpose: moving a study folder keeps its fingerprint, changing a file's content
+changes it.
+
+Shards carry no targets, so the expression values and target settings are not part of the
+sequence build: a re-target (:mod:`prep.retarget`) keeps the shards. The targets table has its
+own fingerprint over the target settings, the sha256 of every expression matrix and the
+sequence build (``targets_build`` in the manifest, components in ``targets.json``).
 
 The fingerprint is written into every group's JSON (``build``), the manifest (column ``build``),
 ``build.json`` (with its components, so a re-run can say what changed) and ``meta.json``.
@@ -29,6 +37,7 @@ from prep.config import atomic_write_text, config_to_dict
 __all__ = [
     "BUILD_CODE_VERSION",
     "SETTINGS_IGNORED",
+    "TARGET_SETTINGS",
     "file_sha256",
     "build_components",
     "fingerprint",
@@ -40,6 +49,10 @@ BUILD_CODE_VERSION = 1
 
 SETTINGS_IGNORED = {"workers", "batch_mb"}
 """Settings that change speed or memory only, never the bytes of a shard."""
+
+TARGET_SETTINGS = {"expression", "expression_format", "target_reference", "target_sets",
+                   "target_names"}
+"""[shard] settings that decide the targets only, never a shard's bytes."""
 
 _CACHE_NAME = "input-sha256.json"
 
@@ -72,7 +85,9 @@ def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = N
 
 
 def build_components(settings: dict[str, object], inputs: dict[str, str | None],
-                     format_version: int, cache_dir: str | os.PathLike | None = None) -> dict:
+                     format_version: int, cache_dir: str | os.PathLike | None = None,
+                     ignore: set[str] | frozenset = frozenset(),
+                     samples: str | None = None) -> dict:
     """The parts a fingerprint is made of.
 
     Parameters
@@ -85,11 +100,16 @@ def build_components(settings: dict[str, object], inputs: dict[str, str | None],
         ``{name: path or None}`` of every input file; unset ones are skipped.
     format_version : int
         The shard format version (prep.shard_format.FORMAT_VERSION).
+    ignore : set of str
+        More settings to leave out (e.g. :data:`TARGET_SETTINGS` for the sequence build).
+    samples : str, optional
+        A digest of the sample layout (``prep.sharding.layout_digest``), added as ``samples``.
 
     Returns
     -------
     dict
-        ``{"format", "code", "settings": {section: {...}}, "inputs": {name: sha256}}``.
+        ``{"format", "code", "settings": {section: {...}}, "inputs": {name: sha256}}`` (and
+        ``"samples"`` when given).
     """
     import dataclasses
 
@@ -97,10 +117,14 @@ def build_components(settings: dict[str, object], inputs: dict[str, str | None],
     for section, cfg in settings.items():
         paths = {f.name for f in dataclasses.fields(cfg) if f.metadata.get("path")}
         out_settings[section] = {k: v for k, v in sorted(config_to_dict(cfg).items())
-                                 if k not in paths and k not in SETTINGS_IGNORED}
+                                 if k not in paths and k not in SETTINGS_IGNORED
+                                 and k not in ignore}
     digests = {name: file_sha256(p, cache_dir) for name, p in sorted(inputs.items()) if p}
-    return {"format": format_version, "code": BUILD_CODE_VERSION, "settings": out_settings,
-            "inputs": digests}
+    out = {"format": format_version, "code": BUILD_CODE_VERSION, "settings": out_settings,
+           "inputs": digests}
+    if samples is not None:
+        out["samples"] = samples
+    return out
 
 
 def fingerprint(components: dict) -> str:
@@ -132,4 +156,8 @@ def describe_changes(old: dict | None, new: dict) -> list[str]:
         elif a[name] != b[name]:
             lines.append(f"input {name}: content changed (sha256 {a[name][:12]}... -> "
                          f"{b[name][:12]}...)")
+    if old.get("samples") != new.get("samples"):
+        lines.append("the (gene, individual) samples to shard changed (the expression matrix's "
+                     "genes or individuals, the VCF's samples or the split): their sequences "
+                     "need a rebuild")
     return lines or ["(no difference in settings or inputs: the shards were changed by hand)"]

@@ -17,14 +17,32 @@ Members of a shard, in order
 ``{gene}__{split}{NNNN}.hap.zst``
     The group's haplotypes, codes of shape (n, 2, W) uint8 (individual, haplotype, position),
     as one zstd frame compressed with the reference window as a raw-content dictionary, so only
-    the differences from the reference cost bytes.
+    the differences from the reference cost bytes. The frame carries zstd's content checksum
+    (XXH64 of the decoded bytes), checked on every decode.
 ``{gene}__{split}{NNNN}.json``
-    UTF-8 JSON: gene, chrom, tss (0-based), strand, split, length (L), flank, window (W =
-    L + 2 * flank), tss_index (index of the TSS in the stored window), reverse_complemented,
-    build (the build fingerprint, :mod:`prep.fingerprint`),
-    individuals, populations, targets ``Y``/``Z``/``P`` (lists, float32 precision), ``applied``
+    UTF-8 JSON: format, gene, chrom, tss (0-based), strand, split, length (L), flank, window
+    (W = L + 2 * flank), tss_index (0-based index of the TSS in the stored window: W // 2, or
+    W - 1 - W // 2 when reverse_complemented), reverse_complemented, build (the *sequence*
+    build fingerprint, :mod:`prep.fingerprint`), individuals, populations, ``applied``
     (variants applied per individual and haplotype), group totals of missing genotypes and
-    overlapping variants skipped, and the gene's ``n_variants`` / ``n_ref_mismatch``.
+    overlapping variants skipped, the gene's ``n_variants`` / ``n_ref_mismatch``,
+    ``ref_sha256`` / ``hap_sha256`` (sha256 of the reference and haplotype members' bytes) and,
+    last, ``sha256``: the sha256 of the member's own bytes written without that field
+    (:func:`encode_meta`).
+
+Shards hold sequences and identity only: the targets (Y, Z, P and any further target sets) live
+in the study's manifest, joined by (gene, individual), so re-targeting rewrites a table, never a
+shard (:mod:`prep.retarget`).
+
+Verification
+------------
+Every member is checked whenever it is read (:func:`decode_meta`, :func:`check_meta`,
+:class:`GroupDecoder`): the JSON's own checksum, then bounds of every field the loader
+uses (tss_index inside the window and where the layout puts it, individuals unique and as many
+as populations and ``applied``, the window width), the reference member against the group's
+``ref_sha256``, the haplotype member against ``hap_sha256`` and its zstd content checksum. Any
+mismatch is a :class:`ShardFormatError` naming shard and member. Format-1 shards (targets in
+the JSON, no checksums) are refused with a message to rebuild.
 
 Keys hold no dots (WebDataset splits member names at the first dot): the gene id's dots become
 underscores in keys (``ENSG00000099889.9`` -> ``ENSG00000099889_9``); the JSON keeps the real id.
@@ -34,6 +52,7 @@ Everything here is torch-free; the loader imports it.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import io
 import json
@@ -58,6 +77,10 @@ __all__ = [
     "decode_reference",
     "encode_group",
     "decode_group",
+    "encode_meta",
+    "decode_meta",
+    "check_meta",
+    "GroupDecoder",
     "ShardWriter",
     "ShardFormatError",
     "iter_tar",
@@ -66,7 +89,9 @@ __all__ = [
     "iter_shard",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2: targets out of the shards, checksums on every member. Version 1 is refused."""
+SPLIT_NAMES = ("train", "val", "test")
 REF_EXT = "ref.2bit"
 HAP_EXT = "hap.zst"
 META_EXT = "json"
@@ -163,7 +188,8 @@ def encode_group(haplotypes: np.ndarray, reference: np.ndarray, level: int = 3) 
     Returns
     -------
     bytes
-        One zstd frame (long-distance matching on, so haplotypes share matches). Deterministic.
+        One zstd frame (long-distance matching on, so haplotypes share matches) with a content
+        checksum. Deterministic.
     """
     haplotypes = np.ascontiguousarray(haplotypes, dtype=np.uint8)
     if haplotypes.ndim != 3 or haplotypes.shape[1] != 2 or haplotypes.shape[2] != reference.shape[0]:
@@ -173,7 +199,7 @@ def encode_group(haplotypes: np.ndarray, reference: np.ndarray, level: int = 3) 
     size = max(haplotypes.nbytes, 1)
     window_log = min(max(int(np.ceil(np.log2(size))) + 1, 20), 27)
     params = zstd.ZstdCompressionParameters.from_level(
-        level, window_log=window_log, enable_ldm=True, threads=0
+        level, window_log=window_log, enable_ldm=True, threads=0, write_checksum=1
     )
     cctx = zstd.ZstdCompressor(compression_params=params, dict_data=_dictionary(reference))
     return cctx.compress(haplotypes.tobytes())
@@ -190,6 +216,11 @@ def decode_group(blob: bytes, reference: np.ndarray, n: int) -> np.ndarray:
     width = reference.shape[0]
     want = n * 2 * width
     try:
+        if not zstd.get_frame_parameters(blob).has_checksum:
+            raise ShardFormatError("the zstd frame has no content checksum (format 1 shards?)")
+    except zstd.ZstdError as err:
+        raise ShardFormatError(f"corrupt haplotype group: {err}") from None
+    try:
         raw = zstd.ZstdDecompressor(
             dict_data=_dictionary(reference), max_window_size=1 << 27
         ).decompress(blob, max_output_size=want)
@@ -198,6 +229,216 @@ def decode_group(blob: bytes, reference: np.ndarray, n: int) -> np.ndarray:
     if len(raw) != want:
         raise ShardFormatError(f"haplotype group holds {len(raw)} bytes, expected {want}")
     return np.frombuffer(raw, dtype=np.uint8).reshape(n, 2, width)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+_CHECKSUM_FIELD = b',"sha256":"'
+_CHECKSUM_TAIL = len(_CHECKSUM_FIELD) + 64 + 2  # the field, 64 hex digits, '"}'
+
+
+def encode_meta(meta: dict) -> bytes:
+    """A group's JSON member: compact JSON ending in its own checksum.
+
+    The bytes are ``json.dumps(meta)`` (compact, keys in the dict's order) with
+    ``,"sha256":"<hex>"`` inserted before the closing brace, where hex is the sha256 of the
+    JSON written without it. :func:`decode_meta` checks it on the bytes, without re-encoding.
+
+    Parameters
+    ----------
+    meta : dict
+        Non-empty, without a ``sha256`` key.
+    """
+    if not meta or "sha256" in meta:
+        raise ValueError("meta must be a non-empty dict without a 'sha256' key")
+    body = json.dumps(meta, separators=(",", ":")).encode()
+    return body[:-1] + _CHECKSUM_FIELD + _sha256(body).encode() + b'"}'
+
+
+def decode_meta(blob: bytes, where: str = "json member") -> dict:
+    """Parse and verify a group's JSON member (see :func:`encode_meta`).
+
+    Parameters
+    ----------
+    blob : bytes
+    where : str
+        Names the shard and member in errors, e.g. ``"shard S: member K.json"``.
+
+    Raises
+    ------
+    ShardFormatError
+        Not JSON, a checksum that does not match its bytes, or a format-1 group (no checksum:
+        the message says to rebuild).
+    """
+    try:
+        meta = json.loads(blob)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ShardFormatError(f"{where}: not valid JSON ({err}); the member is corrupt") from None
+    if not isinstance(meta, dict):
+        raise ShardFormatError(f"{where}: not a JSON object; the member is corrupt")
+    tail = blob[-_CHECKSUM_TAIL:]
+    if not (tail.startswith(_CHECKSUM_FIELD) and tail.endswith(b'"}')):
+        if meta.get("format", 1) != FORMAT_VERSION and "sha256" not in meta:
+            raise ShardFormatError(_old_format(where, meta.get("format", 1)))
+        raise ShardFormatError(f"{where}: the JSON does not end in its sha256; it is corrupt")
+    body = blob[:-_CHECKSUM_TAIL] + b"}"
+    if _sha256(body) != tail[len(_CHECKSUM_FIELD):-2].decode("ascii", "replace"):
+        raise ShardFormatError(
+            f"{where}: the JSON's bytes do not match its sha256: the member is corrupt "
+            "(a changed digit gives wrong sequences); rebuild the shard"
+        )
+    if meta.get("format") != FORMAT_VERSION:
+        raise ShardFormatError(_old_format(where, meta.get("format")))
+    return meta
+
+
+def _old_format(where: str, version) -> str:
+    return (f"{where}: written in shard format {version}, but this hapflow reads format "
+            f"{FORMAT_VERSION} (targets apart from sequences, checksummed members): rebuild the "
+            "shards with `python -m prep.shard ... --overwrite`")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_meta(meta: dict, where: str = "json member") -> None:
+    """Bounds checks of every field of a group's JSON that readers use.
+
+    Checks: ``gene``, ``chrom`` non-empty strings; ``tss`` >= 0; ``strand`` + or -; ``split``
+    train, val or test; ``length`` > 0, ``flank`` >= 0, ``window == length + 2 * flank``;
+    ``tss_index`` exactly ``window // 2`` (``window - 1 - window // 2`` when
+    ``reverse_complemented``); ``individuals`` unique non-empty strings, as many as
+    ``populations`` and ``applied`` (pairs of counts >= 0); ``build``, ``ref_sha256``,
+    ``hap_sha256`` present.
+
+    Raises
+    ------
+    ShardFormatError
+        Naming ``where``, the field and its value.
+    """
+    def bad(field: str, why: str):
+        value = repr(meta.get(field))
+        value = value if len(value) < 60 else value[:57] + "..."
+        raise ShardFormatError(f"{where}: field {field} = {value} {why}")
+
+    for f in ("gene", "chrom", "build", "ref_sha256", "hap_sha256"):
+        if not isinstance(meta.get(f), str) or not meta[f]:
+            bad(f, "is not a non-empty string")
+    if not _is_int(meta.get("tss")) or meta["tss"] < 0:
+        bad("tss", "is not a 0-based position")
+    if meta.get("strand") not in ("+", "-"):
+        bad("strand", "is not + or -")
+    if meta.get("split") not in SPLIT_NAMES:
+        bad("split", f"is not one of {', '.join(SPLIT_NAMES)}")
+    if not _is_int(meta.get("length")) or meta["length"] <= 0:
+        bad("length", "is not a positive window length")
+    if not _is_int(meta.get("flank")) or meta["flank"] < 0:
+        bad("flank", "is not a flank length >= 0")
+    if meta.get("window") != meta["length"] + 2 * meta["flank"] or not _is_int(meta["window"]):
+        bad("window", f"is not length + 2 * flank = {meta['length'] + 2 * meta['flank']}")
+    if not isinstance(meta.get("reverse_complemented"), bool):
+        bad("reverse_complemented", "is not true or false")
+    w = meta["window"]
+    tss_index = w - 1 - w // 2 if meta["reverse_complemented"] else w // 2
+    if not _is_int(meta.get("tss_index")) or meta["tss_index"] != tss_index:
+        bad("tss_index", f"is not where a window of {w} bases puts the TSS ({tss_index})")
+    inds = meta.get("individuals")
+    if (not isinstance(inds, list) or not inds
+            or not all(isinstance(i, str) and i for i in inds)):
+        bad("individuals", "is not a non-empty list of individual ids")
+    if len(set(inds)) != len(inds):
+        bad("individuals", "lists an individual twice")
+    pops = meta.get("populations")
+    if not isinstance(pops, list) or len(pops) != len(inds) or not all(
+            isinstance(p, str) for p in pops):
+        bad("populations", f"is not a list of {len(inds)} population names")
+    applied = meta.get("applied")
+    if not isinstance(applied, list) or len(applied) != len(inds) or not all(
+            isinstance(a, list) and len(a) == 2 and all(_is_int(x) and x >= 0 for x in a)
+            for a in applied):
+        bad("applied", f"is not {len(inds)} pairs of variant counts")
+
+
+class GroupDecoder:
+    """Decodes and verifies a shard's raw samples (:func:`iter_tar`) in stream order.
+
+    Reference members are decoded and kept per gene (with their sha256); each group is verified
+    (:func:`decode_meta`, :func:`check_meta`, reference and haplotype sha256, the zstd content
+    checksum) and decoded. Every error is a :class:`ShardFormatError` naming shard and member.
+
+    Parameters
+    ----------
+    url : str, optional
+        The shard, for messages when samples carry no ``__url__``.
+    """
+
+    def __init__(self, url: str = "?"):
+        self.url = url
+        self.references: dict[str, tuple[np.ndarray, str]] = {}
+        self.bad_references: dict[str, str] = {}
+
+    def feed(self, sample: dict) -> tuple[np.ndarray, dict] | None:
+        """None for a reference member; ``(haps (n, 2, W) uint8, meta)`` for a group.
+
+        Raises
+        ------
+        ShardFormatError
+            A corrupt or inconsistent member, a group before its gene's reference.
+        """
+        key = sample["__key__"]
+        url = sample.get("__url__", self.url)
+        if key.endswith("__reference"):
+            gkey = key[: -len("__reference")]
+            where = f"shard {url}: member {key}.{REF_EXT}"
+            if REF_EXT not in sample:
+                members = ", ".join(k for k in sample if not k.startswith("__"))
+                raise ShardFormatError(f"shard {url}: reference {key} has no .{REF_EXT} member "
+                                       f"(members: {members}); was it written by another "
+                                       "version of prep.shard?")
+            blob = sample[REF_EXT]
+            try:
+                self.references[gkey] = (decode_reference(blob), _sha256(blob))
+            except ShardFormatError as err:
+                self.references.pop(gkey, None)
+                self.bad_references[gkey] = f"{where}: {err}"
+                raise ShardFormatError(f"{where}: {err}") from None
+            return None
+        if HAP_EXT not in sample or META_EXT not in sample:
+            raise ShardFormatError(
+                f"shard {url}: sample {key} lacks its .{HAP_EXT} or .{META_EXT} member")
+        where = f"shard {url}: member {key}.{META_EXT}"
+        meta = decode_meta(sample[META_EXT], where)
+        check_meta(meta, where)
+        gkey = safe_key(meta["gene"])
+        if key.rsplit("__", 1)[0] != gkey:
+            raise ShardFormatError(f"{where}: describes gene {meta['gene']}, but the member "
+                                   "belongs to another gene's group")
+        if gkey in self.bad_references:
+            raise ShardFormatError(f"shard {url}: group {key}: its reference window is corrupt "
+                                   f"({self.bad_references[gkey]})")
+        if gkey not in self.references:
+            raise ShardFormatError(
+                f"shard {url}: group {key} comes before the reference window of {meta['gene']}")
+        reference, ref_sha = self.references[gkey]
+        if ref_sha != meta["ref_sha256"]:
+            raise ShardFormatError(
+                f"shard {url}: member {gkey}__reference.{REF_EXT}: its bytes do not match the "
+                f"sha256 that group {key} recorded: the reference window is corrupt")
+        if reference.shape[0] != meta["window"]:
+            raise ShardFormatError(f"{where}: window {meta['window']} differs from the "
+                                   f"{reference.shape[0]}-base reference window")
+        hap_where = f"shard {url}: member {key}.{HAP_EXT}"
+        if _sha256(sample[HAP_EXT]) != meta["hap_sha256"]:
+            raise ShardFormatError(f"{hap_where}: its bytes do not match the sha256 its JSON "
+                                   "recorded: the haplotypes are corrupt")
+        try:
+            haps = decode_group(sample[HAP_EXT], reference, len(meta["individuals"]))
+        except ShardFormatError as err:
+            raise ShardFormatError(f"{hap_where}: {err}") from None
+        return haps, meta
 
 
 class ShardWriter:
@@ -221,6 +462,7 @@ class ShardWriter:
         self._fh = open(self._tmp, "wb")
         self._tar = tarfile.open(fileobj=self._fh, mode="w", format=tarfile.USTAR_FORMAT)
         self.genes_with_reference: set[str] = set()
+        self._ref_sha: dict[str, str] = {}
         self.n_samples = 0
 
     def add(self, name: str, data: bytes) -> None:
@@ -237,10 +479,21 @@ class ShardWriter:
         if gene not in self.genes_with_reference:
             self.add(f"{reference_key(gene)}.{REF_EXT}", packed)
             self.genes_with_reference.add(gene)
+            self._ref_sha[gene] = _sha256(packed)
 
     def add_group(self, key: str, hap_blob: bytes, meta: dict) -> None:
+        """Add a group: its haplotype frame and its JSON (:func:`encode_meta`).
+
+        ``meta`` gets ``format``, ``ref_sha256`` (the gene's reference member, which must have
+        been added first) and ``hap_sha256`` filled in; the caller's dict is left unchanged.
+        """
+        gene = meta["gene"]
+        if gene not in self._ref_sha:
+            raise ValueError(f"group {key}: add the reference window of {gene} first")
+        meta = {**meta, "format": FORMAT_VERSION, "ref_sha256": self._ref_sha[gene],
+                "hap_sha256": _sha256(hap_blob)}
         self.add(f"{key}.{HAP_EXT}", hap_blob)
-        self.add(f"{key}.{META_EXT}", json.dumps(meta, separators=(",", ":")).encode())
+        self.add(f"{key}.{META_EXT}", encode_meta(meta))
         self.n_samples += len(meta["individuals"])
 
     def close(self) -> None:
@@ -314,44 +567,30 @@ def unpack_groups(samples: Iterable[dict]) -> Iterator[dict]:
     """WebDataset stage: raw shard samples in, one sample per (gene, individual) out.
 
     Input samples are dicts with ``__key__`` and member bytes (as :func:`read_tar_members` or
-    ``webdataset.WebDataset(...)`` without decoding yield them). Reference members are cached
-    per gene; each group is decompressed and split.
+    ``webdataset.WebDataset(...)`` without decoding yield them). Every member is verified
+    (:class:`GroupDecoder`). Shards carry no targets: join ``Y``/``Z``/``P`` from the manifest
+    by ``__key__`` (or gene and individual).
 
     Yields
     ------
     dict
         ``__key__`` (``{gene}__{individual}``), ``seq`` (np.ndarray (2, W) uint8), ``gene``,
-        ``individual``, ``population``, ``split``, ``Y``, ``Z``, ``P`` (float), ``chrom``,
-        ``tss``, ``strand``, ``tss_index``, ``flank``, ``length``, ``applied`` (variants applied
-        to haplotype 1 and 2), ``__url__`` (the shard) when known. Targets are float32 values.
+        ``individual``, ``population``, ``split``, ``chrom``, ``tss`` (0-based), ``strand``,
+        ``tss_index`` (0-based, in ``seq``), ``flank``, ``length``, ``applied`` (variants
+        applied to haplotype 1 and 2), ``__url__`` (the shard) when known.
+
+    Raises
+    ------
+    ShardFormatError
+        A corrupt member; the message names shard and member.
     """
-    references: dict[str, np.ndarray] = {}
+    decoder = GroupDecoder()
     for sample in samples:
-        key = sample["__key__"]
-        url = sample.get("__url__", "?")
-        if REF_EXT in sample:
-            gene_key = key[: -len("__reference")]
-            try:
-                references[gene_key] = decode_reference(sample[REF_EXT])
-            except ShardFormatError as err:
-                raise ShardFormatError(f"shard {url}: reference {key}: {err}") from None
+        decoded = decoder.feed(sample)
+        if decoded is None:
             continue
-        if HAP_EXT not in sample or META_EXT not in sample:
-            raise ShardFormatError(
-                f"shard {url}: sample {key} lacks its .{HAP_EXT} or .{META_EXT} member"
-            )
-        meta = json.loads(sample[META_EXT])
-        gkey = safe_key(meta["gene"])
-        if gkey not in references:
-            raise ShardFormatError(
-                f"shard {url}: group {key} comes before the reference window of {meta['gene']}"
-            )
-        n = len(meta["individuals"])
-        try:
-            haps = decode_group(sample[HAP_EXT], references[gkey], n)
-        except ShardFormatError as err:
-            raise ShardFormatError(f"shard {url}: group {key}: {err}") from None
-        applied = meta["applied"]
+        haps, meta = decoded
+        url = sample.get("__url__", "?")
         for i, individual in enumerate(meta["individuals"]):
             yield {
                 "__key__": sample_key(meta["gene"], individual),
@@ -361,16 +600,13 @@ def unpack_groups(samples: Iterable[dict]) -> Iterator[dict]:
                 "individual": individual,
                 "population": meta["populations"][i],
                 "split": meta["split"],
-                "Y": meta["Y"][i],
-                "Z": meta["Z"][i],
-                "P": meta["P"][i],
                 "chrom": meta["chrom"],
                 "tss": meta["tss"],
                 "strand": meta["strand"],
                 "tss_index": meta["tss_index"],
                 "flank": meta["flank"],
                 "length": meta["length"],
-                "applied": applied[i],
+                "applied": meta["applied"][i],
             }
 
 

@@ -5,7 +5,9 @@ targets and split, and which group and shard each lands in; :func:`run_shard` bu
 haplotypes and writes the shards of one part of that plan. Layout under ``DIR/shards``::
 
     {split}/shard-NNNNNN.tar   WebDataset shards (format: prep.shard_format)
-    manifest.parquet           one row per sample: split, shard, group, index, key, gene, ...
+    manifest.parquet           one row per sample: split, shard, group, index, key, gene, ...,
+                               and the targets (the one targets table, prep.retarget)
+    targets.json               where the targets come from (matrices, sha256, settings)
     splits.parquet             the split actually used (gene, individual, split)
     quality.json               data-quality summary (drops and why; per split; per gene)
     meta.json                  resolved config, versions, input checksums, counts, shard sha256
@@ -13,8 +15,11 @@ haplotypes and writes the shards of one part of that plan. Layout under ``DIR/sh
     build.json                 the build fingerprint and what it is made of (prep.fingerprint)
 
 Every file is written atomically; a re-run resumes (skips finished shards) only when its build
-fingerprint (settings + input checksums) equals the shards', and otherwise stops saying what
-changed (``overwrite`` rebuilds); the same inputs and seed give byte-identical outputs. ``part=(K, N)`` builds every shard whose
+fingerprint (sequence settings + input checksums + sample layout) equals the shards', and
+otherwise stops saying what changed (``overwrite`` rebuilds); the same inputs and seed give
+byte-identical outputs. Shards hold no targets: a re-run whose only change is in the targets
+(expression values, ``target_reference``, ``target_sets``) rewrites the targets table and
+leaves the shards alone. ``part=(K, N)`` builds every shard whose
 index (over all splits, in order) is K-1 modulo N, so N machines share a study and the union of
 their outputs equals a single run.
 """
@@ -36,11 +41,12 @@ import polars as pl
 from prep.config import atomic_write_bytes, atomic_write_text, config_to_dict, save_config
 from prep.encoding import reverse_complement
 from prep.export import HaplotypesConfig, read_sample_list, validate_length
-from prep.fingerprint import build_components, describe_changes, fingerprint
+from prep.fingerprint import TARGET_SETTINGS, build_components, describe_changes, fingerprint
 from prep.shard_format import (
     FORMAT_VERSION,
     ShardFormatError,
     ShardWriter,
+    decode_meta,
     encode_group,
     encode_reference,
     group_key,
@@ -48,11 +54,16 @@ from prep.shard_format import (
     sample_key,
 )
 
-__all__ = ["ShardConfig", "StudyPlan", "ShardError", "plan_study", "run_shard", "parse_part"]
+__all__ = ["ShardConfig", "StudyPlan", "ShardError", "plan_study", "run_shard", "parse_part",
+           "layout_digest", "IDENTITY_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+
+IDENTITY_COLUMNS = ("split", "shard", "group", "index", "key", "gene", "individual",
+                    "population", "chrom", "tss", "strand")
+"""Manifest columns that describe the samples and where they are stored (not the targets)."""
 
 
 class ShardError(ValueError):
@@ -90,6 +101,12 @@ class ShardConfig:
     """Seed of generated splits."""
     target_reference: Literal["train", "all"] = "train"
     """Individuals whose statistics define Z and P: train (no leak) or all (the paper's way)."""
+    target_sets: list[str] = field(default_factory=list, metadata={"path": True})
+    """Further expression matrices (e.g. one per tissue), same layouts as expression: each adds
+    the manifest columns Y:NAME, Z:NAME, P:NAME (NaN where it lacks a sample) and a column of
+    the batches' (B, T) ``targets`` / ``target_mask``. The samples come from expression."""
+    target_names: list[str] = field(default_factory=list)
+    """Names of target_sets, in order (default: their file names without extensions)."""
     group_size: int = 256
     """Individuals of one gene and split stored together (0: all of them in one group). Larger
     groups compress better and write faster (64: 289, 256: 258 bytes per diploid sample on
@@ -108,6 +125,19 @@ class ShardConfig:
     def __post_init__(self):
         if self.group_size < 0 or self.shard_samples <= 0 or self.flank < 0:
             raise ShardError("group_size must be >= 0, shard_samples > 0 and flank >= 0")
+        if self.target_names and len(self.target_names) != len(self.target_sets):
+            raise ShardError(f"[shard] target_names lists {len(self.target_names)} name(s) for "
+                             f"{len(self.target_sets)} target_sets; give one per set or none")
+        import re
+
+        from prep.retarget import PRIMARY, target_sets
+
+        labels = [label for *_, label in target_sets(self, ".")]
+        bad = [n for n in labels[1:] if not re.fullmatch(r"[A-Za-z0-9_.+-]+", n) or n == PRIMARY]
+        if bad or len(set(labels)) != len(labels):
+            raise ShardError(f"[shard] target set names must be unique, not '{PRIMARY}', and "
+                             f"letters, digits, _ . + - only; got {', '.join(labels[1:])}: set "
+                             "target_names")
 
 
 @dataclass
@@ -118,8 +148,10 @@ class StudyPlan:
     ----------
     manifest : pl.DataFrame
         One row per sample: split, shard (path relative to DIR/shards), group, index (row in the
-        group), key, gene, individual, population, chrom, tss (0-based), strand, Y, Z, P; and
-        build (the build fingerprint) once :func:`run_shard` has fingerprinted the build.
+        group), key, gene, individual, population, chrom, tss (0-based), strand, Y, Z, P (the
+        primary targets); once :func:`run_shard` has fingerprinted the build, also the further
+        target sets' columns, build (the sequence build) and targets_build
+        (:func:`prep.retarget.with_targets`).
     genes : pl.DataFrame
         name, chrom, tss, strand of every gene in the manifest, in build order.
     individuals : list of str
@@ -423,10 +455,12 @@ def run_shard(
 ) -> dict:
     """Write the shards of one part of a study. Returns a summary dict.
 
-    Steps: plan (tables only; errors before any write) -> fingerprint the build (settings +
-    input checksums, :mod:`prep.fingerprint`) -> refuse, before writing anything, if the folder
-    holds shards of another build (unless ``overwrite``) -> manifest, splits, config, build.json
-    -> build and write the missing shards of this part -> when every shard exists,
+    Steps: plan (tables only; errors before any write) -> fingerprint the sequence build
+    (settings, input checksums and sample layout, :mod:`prep.fingerprint`) and the targets ->
+    refuse, before writing anything, if the folder holds shards of another build (unless
+    ``overwrite``) -> when every shard already holds this build: rewrite the targets table if
+    the targets changed, else nothing -> manifest (with targets), targets.json, splits, config,
+    build.json -> build and write the missing shards of this part -> when every shard exists,
     quality.json and meta.json.
 
     Raises
@@ -441,11 +475,15 @@ def run_shard(
     out_dir = Path(workdir) / "shards"
     plan = plan_study(hcfg, scfg, workdir)
     _log_plan(plan)
+    from prep.retarget import with_targets, write_targets
+
+    cache = Path(workdir) / ".cache"
     components = build_components(
         {"haplotypes": hcfg, "shard": scfg}, _input_files(hcfg, scfg, workdir), FORMAT_VERSION,
-        cache_dir=Path(workdir) / ".cache")
+        cache_dir=cache, ignore=TARGET_SETTINGS, samples=layout_digest(plan.manifest))
     build = fingerprint(components)
-    plan.manifest = plan.manifest.with_columns(pl.lit(build).alias("build"))
+    plan.manifest, targets = with_targets(plan.manifest.with_columns(pl.lit(build).alias("build")),
+                                          scfg, workdir, build, cache)
 
     k, n = part
     mine = [s for i, s in enumerate(plan.shards) if i % n == k - 1]
@@ -470,16 +508,23 @@ def run_shard(
     todo = [s for s in mine if s not in done_before]
     if not todo and all(s in done_before for s in plan.shards) \
             and _meta_build(out_dir) == build:
+        summary = {"shards": len(plan.shards), "built": 0, "part": f"{k}/{n}",
+                   "samples": plan.manifest.height, "build": build}
+        if _targets_build(out_dir) != targets["targets_build"]:
+            write_targets(out_dir, plan.manifest, targets)
+            log.info("The %d shard(s) in %s already hold this build (%s); only the targets "
+                     "changed, so the targets table (manifest.parquet, targets.json) was "
+                     "rewritten and the shards were left alone", len(plan.shards), out_dir, build)
+            return {**summary, "retargeted": True}
         log.info("Nothing to do: the %d shard(s) in %s already hold this build (%s) of the same "
                  "settings and inputs; --overwrite rebuilds them", len(plan.shards), out_dir,
                  build)
-        return {"shards": len(plan.shards), "built": 0, "part": f"{k}/{n}",
-                "samples": plan.manifest.height, "build": build, "nothing_to_do": True}
+        return {**summary, "nothing_to_do": True}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "build.json",
                       json.dumps({"build": build, "components": components}, indent=1) + "\n")
-    _write_parquet(plan.manifest, out_dir / "manifest.parquet")
+    write_targets(out_dir, plan.manifest, targets)
     _write_parquet(plan.splits, out_dir / "splits.parquet")
     save_config({"haplotypes": hcfg, "shard": scfg}, out_dir / "config.toml")
     for s in mine:  # temp files of killed runs (this part's shards only; never a live writer's)
@@ -499,14 +544,35 @@ def run_shard(
 
 
 def _input_files(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir) -> dict[str, str | None]:
-    """Every input file whose content decides the shards (name -> path or None)."""
+    """Every input file whose content decides the shards' bytes (name -> path or None).
+
+    The expression matrices are not among them: their values are targets (targets.json), and
+    which samples they give is in the layout digest (:func:`layout_digest`).
+    """
     return {
         "reference": hcfg.reference, "vcf": hcfg.vcf, "tss": hcfg.tss,
         "samples_file": hcfg.samples_file,
-        "expression": scfg.expression or str(Path(workdir) / "expression" / "expression.parquet"),
         "splits_file": scfg.splits_file, "gene_classes": scfg.gene_classes,
         "samples_table": scfg.samples_table,
     }
+
+
+def layout_digest(manifest: pl.DataFrame) -> str:
+    """sha256 (hex) of the manifest's identity columns (:data:`IDENTITY_COLUMNS`), row by row.
+
+    Equal digests mean the same samples in the same splits, groups and shards.
+    """
+    text = manifest.select(IDENTITY_COLUMNS).write_csv()
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _targets_build(out_dir: Path) -> str | None:
+    """The targets fingerprint of the manifest on disk (None: none or unreadable)."""
+    try:
+        column = pl.read_parquet(out_dir / "manifest.parquet", columns=["targets_build"])
+    except Exception:  # noqa: BLE001 - missing file or column: polars raises several types
+        return None
+    return column["targets_build"][0] if column.height else None
 
 
 def _shard_build(path: Path) -> str | None:
@@ -650,14 +716,13 @@ def _write_gene(gene, rows, res, b, ref, row_of, writers, remaining, out_dir, sc
         idx = [row_of[i] for i in g["individual"]]
         first = g.row(0, named=True)
         meta = {
-            "format": FORMAT_VERSION, "build": build, "gene": gene, "chrom": first["chrom"],
+            "build": build, "gene": gene, "chrom": first["chrom"],
             "tss": first["tss"], "strand": first["strand"], "split": first["split"], "length": length,
             "flank": scfg.flank, "window": width,
             "tss_index": (width - 1 - width // 2) if minus else width // 2,
             "reverse_complemented": minus,
             "n_variants": int(res.n_variants[b]), "n_ref_mismatch": int(res.n_ref_mismatch[b]),
             "individuals": g["individual"].to_list(), "populations": g["population"].to_list(),
-            "Y": _float32_list(g["Y"]), "Z": _float32_list(g["Z"]), "P": _float32_list(g["P"]),
             "applied": counts["applied"][idx].tolist(),
             "missing_genotypes": int(counts["missing"][idx].sum()),
             "overlap_skipped": int(counts["overlap_skipped"][idx].sum()),
@@ -670,13 +735,6 @@ def _write_gene(gene, rows, res, b, ref, row_of, writers, remaining, out_dir, sc
         remaining[shard] -= 1
         if remaining[shard] == 0:
             writers.pop(shard).close()
-
-
-def _float32_list(values: pl.Series) -> list[float]:
-    """Values at float32 precision, written with the fewest digits that round-trip
-    (training reads float32; the manifest keeps full precision)."""
-    return [float(np.format_float_positional(np.float32(v), unique=True, trim="-"))
-            for v in values.to_numpy()]
 
 
 def _log_plan(plan: StudyPlan) -> None:
@@ -703,10 +761,8 @@ def _finalize(plan, hcfg, scfg, out_dir, workdir, build, components) -> None:
     for shard in plan.shards:
         path = out_dir / shard
         n = 0
-        for sample in read_tar_members(path):
-            if "json" not in sample:
-                continue
-            meta = json.loads(sample["json"])
+        for sample in read_tar_members(path, want=lambda _k, ext: ext == "json"):
+            meta = decode_meta(sample["json"], f"shard {path}: member {sample['__key__']}.json")
             if meta.get("build") != build:
                 raise ShardError(
                     f"shard {path} was written by build {meta.get('build')}, this part by build "
@@ -735,6 +791,9 @@ def _finalize(plan, hcfg, scfg, out_dir, workdir, build, components) -> None:
     atomic_write_text(out_dir / "quality.json", json.dumps(quality, indent=1) + "\n")
     inputs = {name: {"path": os.path.basename(p), "sha256": components["inputs"][name]}
               for name, p in _input_files(hcfg, scfg, workdir).items() if p}
+    # the targets (and their matrices' checksums) are described by targets.json, which a
+    # re-target rewrites; meta.json describes the sequences
+    shard_settings = {k: v for k, v in config_to_dict(scfg).items() if k not in TARGET_SETTINGS}
     versions = {}
     for pkg in ("hapflow", "numpy", "numba", "cyvcf2", "pysam", "polars", "zstandard"):
         try:
@@ -745,7 +804,8 @@ def _finalize(plan, hcfg, scfg, out_dir, workdir, build, components) -> None:
     meta = {
         "format": FORMAT_VERSION,
         "build": build,
-        "config": {"haplotypes": config_to_dict(hcfg), "shard": config_to_dict(scfg)},
+        "config": {"haplotypes": config_to_dict(hcfg), "shard": shard_settings},
+        "samples_digest": components["samples"], "targets": "targets.json",
         "versions": versions, "inputs": inputs,
         "counts": {"samples": m.height, "genes": m["gene"].n_unique(),
                    "individuals": m["individual"].n_unique(), "shards": len(shard_info),

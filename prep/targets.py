@@ -13,7 +13,10 @@ The steps, as :func:`run_expression` runs them for ``python -m prep.expression``
 3. :func:`write_expression` to ``DIR/expression/expression.parquet``.
 
 Later, :func:`compute_targets` joins the matrix with a split table (:mod:`prep.splits`) into the
-long table ``gene, individual, split, Y, Z, P``.
+long table ``gene, individual, split, Y, Z, P``, and :func:`targets_for` gives those targets for a
+fixed list of samples (the shards' manifest): the targets table that ``prep.shard`` and
+``prep.retarget`` write beside the shards (shards hold sequences only). Several expression sets
+(e.g. one per tissue) give several column triples, :func:`target_columns`.
 
 Gene ids match with or without an Ensembl version (``ENSG00000099889.9`` ↔
 ``ENSG00000099889``) and case-insensitively, through :func:`gene_key`; outputs keep the
@@ -50,6 +53,8 @@ __all__ = [
     "write_expression",
     "percentile_of",
     "compute_targets",
+    "target_columns",
+    "targets_for",
     "run_expression",
 ]
 
@@ -572,6 +577,85 @@ def _match_pairs(expression: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame
     )
     assert set(pairs["split"].unique()) <= set(SPLIT_LABELS), "validated split labels"
     return pairs
+
+
+def target_columns(name: str | None = None) -> tuple[str, str, str]:
+    """Manifest columns of a target set's Y, Z and P.
+
+    ``("Y", "Z", "P")`` for the primary set (``name=None``), ``("Y:NAME", "Z:NAME", "P:NAME")``
+    for a further set.
+    """
+    return ("Y", "Z", "P") if name is None else (f"Y:{name}", f"Z:{name}", f"P:{name}")
+
+
+def targets_for(
+    samples: pl.DataFrame,
+    expression: pl.DataFrame,
+    *,
+    reference: Literal["train", "all"] = "train",
+    name: str | None = None,
+    source: str = "expression matrix",
+    complete: bool = False,
+) -> pl.DataFrame:
+    """Y, Z and P of one expression matrix for a fixed list of samples.
+
+    Z and P use the statistics of the samples this matrix has values for (the training ones with
+    ``reference="train"``), as :func:`compute_targets`.
+
+    Parameters
+    ----------
+    samples : pl.DataFrame, shape=(n, >= 3)
+        Columns gene, individual, split (the manifest's spelling; genes match the matrix by
+        :func:`gene_key`).
+    expression : pl.DataFrame
+        Column ``gene`` then one column per individual.
+    reference : {"train", "all"}
+    name : str, optional
+        The set's name: output columns :func:`target_columns` (name).
+    source : str
+        Names the matrix in errors (its file).
+    complete : bool
+        Every sample must have a value (the primary set): otherwise an error naming the first
+        missing (gene, individual). Else missing pairs are NaN (masked in batches).
+
+    Returns
+    -------
+    pl.DataFrame, shape=(n, 3)
+        The three target columns, Float64, in the order of ``samples`` (NaN where missing).
+
+    Raises
+    ------
+    ExpressionError
+        No sample in the matrix, a constant gene (Z undefined), or with ``complete`` a missing
+        sample; messages name ``source``.
+    """
+    cols = target_columns(name)
+    keyed = samples.select(
+        pl.col("gene").map_elements(gene_key, return_dtype=pl.Utf8).alias("_k"),
+        pl.col("individual"),
+    )
+    try:
+        t = compute_targets(expression, samples.select("gene", "individual", "split"),
+                            reference=reference)
+    except ExpressionError as err:
+        raise ExpressionError(f"{source}: {err}") from None
+    t = t.select(
+        pl.col("gene").map_elements(gene_key, return_dtype=pl.Utf8).alias("_k"),
+        pl.col("individual"),
+        pl.col("Y").alias(cols[0]), pl.col("Z").alias(cols[1]), pl.col("P").alias(cols[2]),
+    )
+    out = keyed.join(t, on=["_k", "individual"], how="left", maintain_order="left")
+    missing = out.filter(pl.col(cols[0]).is_null())
+    if complete and missing.height:
+        first = samples.filter(pl.col("individual") == missing["individual"][0]).filter(
+            pl.col("gene").map_elements(gene_key, return_dtype=pl.Utf8) == missing["_k"][0])
+        raise ExpressionError(
+            f"{source}: {missing.height} sample(s) of the shards have no value, first gene "
+            f"{first['gene'][0]}, individual {first['individual'][0]}; a re-target can change "
+            "the values of existing samples only: rebuild the shards "
+            "(`python -m prep.shard ... --overwrite`) to drop or add samples"
+        )
+    return out.select(pl.col(c).fill_null(float("nan")) for c in cols)
 
 
 # ------------------------------------------------------------------------------------ stage

@@ -51,18 +51,18 @@ def _tiny_shard(path, n=3):
         haps = np.stack([_haps(lo + j) for j in range(len(members))])
         meta = {"gene": "G.1", "chrom": "22", "tss": 100, "strand": "+", "split": "train",
                 "length": 6, "flank": 2, "window": 10, "tss_index": 5,
+                "reverse_complemented": False, "build": "b",
                 "individuals": members, "populations": ["EUR"] * len(members),
-                "Y": [float(lo + j) for j in range(len(members))],
-                "Z": [0.0] * len(members), "P": [10.0 * (lo + j) for j in range(len(members))],
                 "applied": [[0, 0]] * len(members)}
         key = group_key("G.1", "train", g)
         w.add_group(key, encode_group(haps, REF), meta)
         keys += [key] * len(members)
     w.close()
+    targets = np.stack([np.arange(n), np.zeros(n), np.arange(n) * 10.0], 1).astype(np.float32)
     return SplitIndex(split="train", urls=[str(path)], shard=np.zeros(n, np.int32), group=keys,
                       key=[sample_key("G.1", i) for i in inds], gene=np.zeros(n, np.int32),
                       genes=["G.1"], P=np.arange(n) * 10.0, row=np.arange(n) + 100, length=6,
-                      flank=2)
+                      flank=2, targets=targets)
 
 
 def test_gather_chunks_waits_for_every_sample_and_keeps_order():
@@ -94,14 +94,15 @@ def test_split_rounds_rereads_samples_needed_again_later():
 
 def _sample(ind: int) -> tuple:
     """A handle (group, row) on a one-row group of individual ``ind``."""
-    meta = {"tss_index": 5, "gene": "G.1", "individuals": [f"I{ind}"], "populations": ["EUR"],
-            "Y": [1.5], "Z": [0.5], "P": [20.0]}
+    meta = {"tss_index": 5, "gene": "G.1", "individuals": [f"I{ind}"], "populations": ["EUR"]}
     return Group(_haps(ind)[None], meta, "mem"), 0
 
 
 def test_collate_samples_pads_with_n_nan_and_invalid():
+    targets = {"Y": np.array([1.5, 2.5], np.float32), "Z": np.array([0.5, 0.5], np.float32),
+               "P": np.array([20.0, 30.0], np.float32)}  # padding rows are cleared
     b = collate_samples([(_sample(0),), (None,)], np.array([7, -1]), Window(6),
-                        np.array([2, 1]), np.array([True, True]))
+                        np.array([2, 1]), np.array([True, True]), targets=targets)
     assert b["seq"].shape == (2, 2, 6) and b["seq"].dtype == np.uint8
     assert b["seq"][0, 1].tolist() == [2, 3, 0, 1, 2, N]  # shift 2, then reverse complement
     assert (b["seq"][1] == N).all()
@@ -177,6 +178,9 @@ def test_worker_batches_eval_order_and_padding(tmp_path):
     assert [b["index"].tolist() for b in batches] == [[100, 101], [102, -1]]
     assert batches[1]["seq"][0].tolist() == _haps(2)[:, 2:8].tolist()
     assert [b["batch"] for b in batches] == [0, 1]
+    # targets come from the index (the manifest), not the shard: Y = position here
+    assert batches[0]["Y"].tolist() == [0.0, 1.0] and batches[1]["P"][0] == 20.0
+    assert np.isnan(batches[1]["Y"][1])
     skipped = list(worker_batches(index, items, batch_size=2, chunk_size=2, window=Window(6),
                                   shuffle=False, augment=False, rc_prob=0.5, max_shift=3, seed=0,
                                   epoch=0, rank=0, worker=0, skip=1))
@@ -187,9 +191,9 @@ def test_decode_groups_equals_prep_unpack_groups(tmp_path):
     from prep.shard_format import read_tar_members, unpack_groups
 
     _tiny_shard(tmp_path / "s.tar")
-    mine = [(key, g.haps[r], g.meta["Y"][r]) for g in decode_groups(
+    mine = [(key, g.haps[r], g.meta["tss_index"]) for g in decode_groups(
         read_tar_members(tmp_path / "s.tar")) for r, key in enumerate(g.keys())]
-    prep = [(s["__key__"], s["seq"], s["Y"]) for s in unpack_groups(
+    prep = [(s["__key__"], s["seq"], s["tss_index"]) for s in unpack_groups(
         read_tar_members(tmp_path / "s.tar"))]
     assert [(k, y) for k, _, y in mine] == [(k, y) for k, _, y in prep]
     assert all((a == b).all() for (_, a, _), (_, b, _) in zip(mine, prep, strict=True))
@@ -226,8 +230,8 @@ def _study(tmp_path, n_shards=4, genes=6, per_gene=20, group=10):
                 inds = [f"I{i}" for i in range(lo, lo + group)]
                 meta = {"gene": name, "chrom": "22", "tss": 100, "strand": "+", "split": "train",
                         "length": 6, "flank": 2, "window": 10, "tss_index": 5,
+                        "reverse_complemented": False, "build": "b",
                         "individuals": inds, "populations": ["EUR"] * group,
-                        "Y": [0.0] * group, "Z": [0.0] * group, "P": [0.0] * group,
                         "applied": [[0, 0]] * group}
                 key = group_key(name, "train", k)
                 w.add_group(key, encode_group(np.stack([_haps(0)] * group), REF), meta)

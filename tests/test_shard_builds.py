@@ -49,15 +49,23 @@ def test_every_group_and_the_manifest_carry_the_build(built):
         assert metas and {m["build"] for m in metas} == {build}
 
 
-def test_rerun_with_new_expression_refuses_and_writes_nothing(built, caplog):
+def test_rerun_with_new_expression_values_retargets_without_touching_shards(built, caplog):
     before = _digests(built)
+    old = pl.read_parquet(built / "shards" / "manifest.parquet")
     _shift_expression(built)
     h, s = _configs()
-    with pytest.raises(ShardError) as err:
-        run_shard(h, s, built)
-    text = str(err.value)
-    assert "input expression: content changed" in text and "--overwrite" in text
-    assert _digests(built) == before  # manifest, meta.json, shards untouched
+    with caplog.at_level("INFO"):
+        summary = run_shard(h, s, built)
+    assert summary["retargeted"] and summary["built"] == 0
+    assert "only the targets changed" in caplog.text
+    after = _digests(built)
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {"manifest.parquet", "targets.json"}  # shards, meta, build untouched
+    new = pl.read_parquet(built / "shards" / "manifest.parquet")
+    assert new.select(old.columns[:11]).equals(old.select(old.columns[:11]))
+    assert abs((new["Y"] - old["Y"] - 1.0).abs().max()) < 1e-9
+    assert (new["Z"] - old["Z"]).abs().max() < 1e-9  # a shift moves Y, not the z-scores
+    assert new["targets_build"][0] != old["targets_build"][0]
 
 
 def test_rerun_with_other_length_names_the_setting(built):
@@ -68,11 +76,23 @@ def test_rerun_with_other_length_names_the_setting(built):
         run_shard(dataclasses.replace(h, snps_only=True), s, built)
 
 
+def test_rerun_with_other_individuals_refuses_as_another_layout(built):
+    path = built / "expression" / "expression.parquet"
+    m = read_expression(path)
+    write_expression(m.drop(m.columns[1:4]), path)  # three individuals fewer: other samples
+    h, s = _configs()
+    with pytest.raises(ShardError, match="samples to shard changed"):
+        run_shard(h, s, built)
+
+
 def test_overwrite_rebuilds_and_loader_targets_match_manifest(built):
     from loader import make_loader
 
-    _shift_expression(built, 5.0)
     h, s = _configs()
+    h = dataclasses.replace(h, snps_only=True)
+    with pytest.raises(ShardError, match="snps_only"):
+        run_shard(h, s, built)
+    _shift_expression(built, 5.0)
     summary = run_shard(h, s, built, overwrite=True)
     assert summary["built"] == summary["shards"] and summary["finalized"]
     manifest = pl.read_parquet(built / "shards" / "manifest.parquet")
@@ -100,9 +120,8 @@ def test_loader_refuses_a_shard_of_another_build(built, tmp_path_factory):
 
     other = tmp_path_factory.mktemp("other")
     _prepare(other)
-    _shift_expression(other)
     h, s = _configs()
-    run_shard(h, s, other)
+    run_shard(dataclasses.replace(h, snps_only=True), s, other)  # same layout, other sequences
     shard = "train/shard-000000.tar"
     shutil.copyfile(other / "shards" / shard, built / "shards" / shard)
     loader = make_loader(built / "shards", split="train", mode="train", batch_size=8,
