@@ -1,0 +1,86 @@
+"""The whole path on one study, one command: ``python -m analysis.demo``.
+
+On the bundled real chr22 data (1000 Genomes genotypes, GEUVADIS expression)::
+
+    python -m analysis.demo --config configs/demo.toml --workdir work/demo
+
+runs, in order, each stage's own command line (so the demo exercises exactly what users run):
+
+1. ``prep.expression``  log expression per gene and individual  -> DIR/expression/
+2. ``prep.shard``       personal haplotype windows + targets     -> DIR/shards/
+3. ``train.run``        fine-tune (a tiny Enformer on CPU)       -> DIR/runs/demo/
+4. ``train.predict``    predictions for the test individuals     -> DIR/predictions/demo/
+5. ``analysis.baselines``  elastic net, LASSO, ridge, top SNP on the same window
+                                                                 -> DIR/predictions/NAME/
+6. ``analysis.evaluate``   per-gene r, summaries, report.html    -> DIR/report/
+
+and prints where the report is and the headline numbers. A re-run resumes: finished shards
+are kept (same build), a finished run is not retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+log = logging.getLogger("demo")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.demo",
+        description="Run the whole hapflow path on a study: expression, shards, fine-tuning, "
+                    "predictions, variant baselines, evaluation and the HTML report.")
+    p.add_argument("--config", required=True, help="study TOML (e.g. configs/demo.toml)")
+    p.add_argument("--workdir", required=True, help="study folder for every output")
+    p.add_argument("--name", default="demo", help="training run name (default: demo)")
+    p.add_argument("--quiet", action="store_true", help="only warnings, errors and the result")
+    return p.parse_args(argv)
+
+
+def run_demo(config: str, workdir: str, name: str = "demo", quiet: bool = False) -> int:
+    """Run the stages in order; stop at the first that fails. Returns its exit code (0: all
+    done)."""
+    from loader.config import LoaderConfig
+    from prep.config import load_config, workdir_layout
+
+    common = ["--config", config, "--workdir", workdir] + (["--quiet"] if quiet else [])
+    layout = workdir_layout(workdir)
+    window = load_config(LoaderConfig, config, "loader").length
+    resume = ["--resume"] if (layout["runs"] / name / "checkpoints" / "latest").exists() else []
+    stages = [
+        ("log expression", "prep.expression", []),
+        ("personal haplotype shards", "prep.shard", []),
+        ("fine-tuning", "train.run", ["--name", name, *resume]),
+        ("test predictions", "train.predict", ["--run", name, "--split", "test"]),
+        # the baselines see the variants of the model's window (the loader's crop, if any)
+        ("variant baselines", "analysis.baselines",
+         ["--length", str(window)] if window else []),
+        ("evaluation and report", "analysis.evaluate", []),
+    ]
+    started = time.monotonic()
+    for i, (what, module, extra) in enumerate(stages, 1):
+        log.info("[%d/%d] %s: python -m %s", i, len(stages), what, module)
+        t0 = time.monotonic()
+        main = __import__(module, fromlist=["main"]).main
+        code = main(common + extra)
+        if code:
+            log.error("The demo stopped at step %d (%s): python -m %s exited with %d", i, what,
+                      module, code)
+            return code
+        log.info("      done in %.0f s", time.monotonic() - t0)
+    log.warning("The whole path took %.1f minutes", (time.monotonic() - started) / 60)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    return run_demo(args.config, args.workdir, args.name, args.quiet)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
