@@ -26,6 +26,8 @@ from prep.targets import (
     rpkm_to_tpm,
     run_expression,
     strip_version,
+    target_columns,
+    targets_for,
     write_expression,
 )
 
@@ -357,3 +359,28 @@ def test_expression_config_raises_log1p_with_geuvadis():
 def test_expression_config_raises_without_input():
     with pytest.raises(ConfigError, match="input is not set"):
         ExpressionConfig()
+
+
+def test_targets_for_keeps_sample_order_and_masks_missing_pairs():
+    matrix = pl.DataFrame({"gene": ["ENSG1.2", "ENSG2.1"], "A": [1.0, 5.0], "B": [3.0, 6.0],
+                           "C": [2.0, 7.0]})
+    samples = pl.DataFrame({"gene": ["ENSG2", "ENSG1", "ENSG1", "ENSG1", "ENSG3", "ENSG1",
+                                     "ENSG2"],
+                            "individual": ["A", "C", "A", "D", "A", "B", "B"],
+                            "split": ["train", "test", "train", "train", "train", "train",
+                                      "train"]})
+    out = targets_for(samples, matrix, name="lcl")
+    assert out.columns == list(target_columns("lcl")) == ["Y:lcl", "Z:lcl", "P:lcl"]
+    y = out["Y:lcl"].to_list()
+    assert y[:3] == [5.0, 2.0, 1.0] and math.isnan(y[3]) and math.isnan(y[4])
+    # ENSG1's training individuals with a value: A (1.0) and B (3.0); D has none
+    assert out["Z:lcl"].to_list()[1:3] == [0.0, -1.0] and out["Z:lcl"][5] == 1.0
+    assert out["P:lcl"].to_list()[1:3] == [50.0, 50.0]
+
+
+def test_targets_for_complete_names_the_missing_sample():
+    matrix = pl.DataFrame({"gene": ["ENSG1"], "A": [1.0], "B": [3.0]})
+    samples = pl.DataFrame({"gene": ["ENSG1", "ENSG1", "ENSG1"], "individual": ["A", "B", "X"],
+                            "split": ["train", "train", "val"]})
+    with pytest.raises(ExpressionError, match="m.tsv: 1 sample.*gene ENSG1, individual X.*rebuild"):
+        targets_for(samples, matrix, source="m.tsv", complete=True)
