@@ -638,8 +638,9 @@ class VariantReader:
     def _records_text(self, f: _VcfFile, vcf_chrom: str, start: int, end: int):
         """Same as :meth:`_records_cyvcf2`, parsing tabix text lines with the numba GT parser.
 
-        Lines are parsed in chunks of about ``_TEXT_CHUNK_BYTES`` into (chunk records x selected
-        samples) arrays; the text of a chunk is dropped before the next is read.
+        The sample columns of about ``_TEXT_CHUNK_BYTES`` of lines are gathered in one byte
+        buffer and parsed into (chunk records x selected samples) arrays; the buffer is reused,
+        so the text held at any time is bounded whatever the span.
         """
         try:
             lines = f.tabix.fetch(vcf_chrom, max(start, 0), max(end, 1))
@@ -650,9 +651,9 @@ class VariantReader:
         refs: list[str] = []
         alts: list[list[str]] = []
         gts, phs = [], []
-        columns: list[str] = []
+        buf = bytearray()
+        ends: list[int] = []  # end of each record's sample columns in buf (exclusive, + tab)
         has_gt: list[bool] = []
-        size = 0
         try:
             for line in lines:
                 fields = line.split("\t", 9)
@@ -666,28 +667,31 @@ class VariantReader:
                 refs.append(fields[3])
                 alts.append(fields[4].split(","))
                 has_gt.append(fields[8] == "GT" or fields[8].startswith("GT:"))
-                columns.append(fields[9])
-                size += len(fields[9]) + 1
-                if size >= _TEXT_CHUNK_BYTES:
-                    self._parse_chunk(f, vcf_chrom, pos, columns, has_gt, gts, phs)
-                    columns, has_gt, size = [], [], 0
+                buf += fields[9].encode("ascii", errors="replace")
+                buf += b"\t"
+                ends.append(len(buf))
+                if len(buf) >= _TEXT_CHUNK_BYTES:
+                    self._parse_chunk(f, vcf_chrom, pos, buf, ends, has_gt, gts, phs)
+                    buf.clear()
+                    ends, has_gt = [], []
         except OSError as err:
             raise VcfError(f"cannot read {vcf_chrom}:{start + 1}-{end} from {f.path}: "
                            f"{err}") from None
-        self._parse_chunk(f, vcf_chrom, pos, columns, has_gt, gts, phs)
+        self._parse_chunk(f, vcf_chrom, pos, buf, ends, has_gt, gts, phs)
         if len(gts) == 1:
             return pos, refs, alts, gts[0], phs[0]
         return pos, refs, alts, np.concatenate(gts), np.concatenate(phs)
 
-    def _parse_chunk(self, f: _VcfFile, vcf_chrom, pos, columns, has_gt, gts, phs) -> None:
-        """Parse the sample columns of the last ``len(columns)`` records into ``gts``/``phs``."""
-        n_rec, n_s = len(columns), len(self.samples)
-        buf = np.frombuffer("\t".join(columns).encode("ascii", errors="replace"), np.uint8)
+    def _parse_chunk(self, f: _VcfFile, vcf_chrom, pos, buf, ends, has_gt, gts, phs) -> None:
+        """Parse the sample columns of the last ``len(ends)`` records into ``gts``/``phs``."""
+        n_rec, n_s = len(ends), len(self.samples)
         offsets = np.zeros(n_rec + 1, dtype=np.int64)
-        np.cumsum(np.fromiter((len(c) + 1 for c in columns), np.int64, n_rec), out=offsets[1:])
+        offsets[1:] = ends
         gt = np.empty((n_rec, n_s, 2), dtype=np.int16)
         ph = np.empty((n_rec, n_s), dtype=np.bool_)
-        bad = parse_genotypes(buf, offsets, f.columns, gt, ph)
+        view = np.frombuffer(buf, np.uint8) if n_rec else np.zeros(0, np.uint8)
+        bad = parse_genotypes(view, offsets, f.columns, gt, ph)
+        del view  # a live view would stop the caller from clearing (resizing) buf
         if bad >= 0:
             rec = len(pos) - n_rec + bad
             raise VcfError(f"{f.path}: record {vcf_chrom}:{pos[rec] + 1} has fewer sample "
