@@ -243,6 +243,7 @@ def parse_genotypes(buf, offsets, columns, gt, phased):
 
 
 _TEXT_CHUNK_BYTES = 32 << 20  # text lines parsed per chunk: bounds the transient line buffer
+_REF_CHECK_RECORDS = 1 << 16  # records whose REF is checked against one reference fetch
 
 
 def _index_contigs(path: Path) -> list[str]:
@@ -736,15 +737,25 @@ class VariantReader:
         return gt
 
     def _check_ref(self, path, block, gt, reference, chrom, ref_mismatch):
-        lo = int(block.pos.min())
-        hi = int((block.pos + block.ref_len).max())
-        ref_codes = reference.fetch(chrom, lo, hi)
-        bad = []
-        for i, r in enumerate(block.ref_alleles):
-            p = int(block.pos[i]) - lo
-            want = ENCODE_TABLE[np.frombuffer(r.encode("ascii", errors="replace"), np.uint8)]
-            if not np.array_equal(ref_codes[p : p + len(r)], want):
-                bad.append(i)
+        """Compare every REF with the FASTA, ``_REF_CHECK_RECORDS`` records at a time.
+
+        Vectorised; the reference is fetched per chunk of records (their span only), so a
+        whole-chromosome preload never holds the chromosome's sequence.
+        """
+        n = block.n_records
+        mismatch = np.zeros(n, dtype=bool)
+        for c0 in range(0, n, _REF_CHECK_RECORDS):
+            c1 = min(n, c0 + _REF_CHECK_RECORDS)
+            pos, lens = block.pos[c0:c1], block.ref_len[c0:c1]
+            lo, hi = int(pos.min()), int((pos + lens).max())
+            ref_codes = reference.fetch(chrom, lo, hi)
+            text = "".join(block.ref_alleles[c0:c1]).encode("ascii", errors="replace")
+            want = ENCODE_TABLE[np.frombuffer(text, np.uint8)]
+            rec = np.repeat(np.arange(c1 - c0), lens)  # record of each REF base
+            first = np.cumsum(lens) - lens  # offset of each record's REF in ``want``
+            idx = (pos - lo)[rec] + (np.arange(rec.shape[0]) - first[rec])
+            mismatch[c0 + np.unique(rec[ref_codes[idx] != want])] = True
+        bad = np.nonzero(mismatch)[0].tolist()
         if not bad:
             return
         if ref_mismatch == "skip":
@@ -752,10 +763,10 @@ class VariantReader:
             block.ref_mismatch[bad] = True
             return
         i = bad[0]
-        p = int(block.pos[i]) - lo
         from prep.encoding import decode
 
-        fa = decode(ref_codes[p : p + len(block.ref_alleles[i])])
+        p = int(block.pos[i])
+        fa = decode(reference.fetch(chrom, p, p + len(block.ref_alleles[i])))
         raise ReferenceMismatchError(
             f"{path}: REF at {block.chrom}:{block.pos[i] + 1} is {block.ref_alleles[i]} but "
             f"the reference FASTA {reference.path} has {fa} there ({len(bad)} mismatching "

@@ -93,3 +93,43 @@ def test_bcf_input_reads_like_vcf(tmp_path):
     assert b.n_records == a.n_records > 1000
     assert np.array_equal(a.hap_allele, b.hap_allele)
     assert np.array_equal(a.allele_codes, b.allele_codes)
+
+
+def test_ref_check_in_chunks_names_the_site(tmp_path, monkeypatch):
+    """Real chr22 records with one REF altered (record 701), REFs checked 100 records a time."""
+    import gzip
+
+    import pysam
+
+    import prep.variants
+    from prep.reference import Reference
+    from tests.conftest import CHR22_REF
+
+    plain = tmp_path / "altered.vcf"
+    with gzip.open(CHR22_VCF, "rt") as fh, open(plain, "w") as out:
+        n = 0
+        for line in fh:
+            if not line.startswith("#"):
+                n += 1
+                if n == 701:  # 159 carriers
+                    f = line.split("\t", 5)
+                    site = f"{f[0]}:{f[1]}"
+                    assert len(f[3]) == 1 and f[3] != "T"
+                    fasta_base, f[3] = f[3], "T"
+                    line = "\t".join(f)
+            out.write(line)
+    pysam.tabix_index(str(plain), preset="vcf", force=True)
+    monkeypatch.setattr(prep.variants, "_REF_CHECK_RECORDS", 100)
+    ref = Reference(CHR22_REF)
+    span = ("22", 20_000_000, 20_100_000)
+    original = VariantReader(CHR22_VCF).read(*span, reference=ref)
+    assert original.ref_mismatch.sum() == 0
+    altered = VariantReader(str(plain) + ".gz")
+    with pytest.raises(VcfError, match=rf"REF at {site} is T but .* has {fasta_base} there "
+                                       r"\(1 mismatching"):
+        altered.read(*span, reference=ref)
+    block = altered.read(*span, reference=ref, ref_mismatch="skip")
+    assert np.nonzero(block.ref_mismatch)[0].tolist() == [700]
+    assert original.hap_allele[:, 700].any() and not block.hap_allele[:, 700].any()
+    keep = np.arange(block.n_records) != 700
+    assert np.array_equal(block.hap_allele[:, keep], original.hap_allele[:, keep])
