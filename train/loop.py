@@ -138,9 +138,9 @@ def _fine_tune(model_cfg, cfg: TrainConfig, loader_cfg, d: Dist, workdir: Path, 
     if d.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
         torch.backends.cudnn.allow_tf32 = cfg.tf32
-    net = model
-    if d.distributed:
-        net = torch.nn.parallel.DistributedDataParallel(
+    net = ddp = model
+    if d.distributed:  # DDP first, then compile (so DDP's optimizer can split the graph)
+        net = ddp = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[d.device.index] if d.device.type == "cuda" else None,
             find_unused_parameters=cfg.find_unused_parameters)
     if cfg.compile:
@@ -201,7 +201,7 @@ def _fine_tune(model_cfg, cfg: TrainConfig, loader_cfg, d: Dist, workdir: Path, 
                     wait += time.perf_counter() - t_data
                     last = m == n_micro - 1
                     sync = contextlib.nullcontext() if last or not d.distributed else \
-                        net.no_sync()
+                        ddp.no_sync()  # accumulate locally; all-reduce on the last micro-batch
                     with sync:
                         loss, _ = step_loss(net, group, cfg, d.device)
                         (loss / n_micro).backward()
