@@ -147,7 +147,7 @@ class HaplotypeBuilder:
     ----------
     reference : str or Path
         FASTA, plain or bgzip, indexed (``samtools faidx``).
-    vcf : str, Path, list of them, VcfSet or VariantReader
+    vcf : str, Path, list of them, or VcfSet
         VCF/BCF, bgzipped and indexed: one file, a list (each contig from the file whose index
         lists it) or a pattern with ``{chrom}`` (one file per chromosome, as 1000 Genomes ships
         them; ``chr22`` and ``22`` are both tried). This is ``[haplotypes] vcf`` as configured.
@@ -179,12 +179,7 @@ class HaplotypeBuilder:
         if ref_mismatch not in ("error", "skip"):
             raise ValueError(f"ref_mismatch must be 'error' or 'skip', not {ref_mismatch!r}")
         self.reference = reference if isinstance(reference, Reference) else Reference(reference)
-        if isinstance(vcf, VariantReader):
-            if samples is not None and list(samples) != vcf.samples:
-                raise ValueError("samples must match the given VariantReader's samples")
-            self.variants = vcf
-        else:
-            self.variants = VariantReader(vcf, samples, unphased=unphased, seed=seed)
+        self.variants = VariantReader(vcf, samples, unphased=unphased, seed=seed)
         self.snps_only = bool(snps_only)
         self.ref_mismatch = ref_mismatch
         self._preloaded: tuple | None = None

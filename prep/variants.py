@@ -721,7 +721,7 @@ class VariantReader:
                 "in this region). Phase the VCF (SHAPEIT, Beagle, Eagle) or choose an unphased "
                 "policy: 'reference', 'as-phased' or 'random'."
             )
-        gt = gt.copy()
+        # gt is this read's own array: resolve in place (a copy would double the peak)
         if self.unphased == "reference":
             gt[het] = 0
         elif self.unphased == "random":

@@ -17,7 +17,15 @@ import pytest
 from prep.builder import HaplotypeBuilder
 from prep.contigs import ContigError
 from prep.variants import VariantReader, VcfError, VcfSet
-from tests.conftest import CHR20_REF, CHR20_TSS, CHR20_VCF, CHR22_REF, CHR22_TSS, CHR22_VCF
+from tests.conftest import (
+    CHR20_REF,
+    CHR20_TSS,
+    CHR20_UNPHASED,
+    CHR20_VCF,
+    CHR22_REF,
+    CHR22_TSS,
+    CHR22_VCF,
+)
 
 KG = "ALL.chr{chrom}.phase3_shapeit2_mvncall_integrated_v5b.20130502.genotypes.vcf.gz"
 CHR20_SPAN = (1_000_000, 2_000_000)
@@ -161,11 +169,16 @@ def test_set_builds_the_same_haplotypes_as_single_files(study, single_file_haplo
 
 # ------------------------------------------------------------------ subset parsing
 @pytest.mark.parametrize("path, chrom, span", [(CHR20_VCF, "20", CHR20_SPAN),
+                                               (CHR20_UNPHASED, "20", CHR20_SPAN),
                                                (CHR22_VCF, "22", CHR22_SPAN)])
 def test_subset_parse_equals_full_parse(path, chrom, span, monkeypatch):
+    """Selected columns only, in any order, in one or many chunks: the full parse's rows.
+
+    The unphased file exercises the seeded coin flip, keyed on the sample, not its column.
+    """
     full = VariantReader(path, unphased="random", seed=3).read(chrom, *span)
     names = VariantReader(path).samples
-    pick = [names[i] for i in (7, 0, 150, 3, 42)]
+    pick = [names[i] for i in (7, len(names) - 1, 0, 150, 3, 42)]  # last: the unphased one
     rows = np.array([[2 * names.index(s), 2 * names.index(s) + 1] for s in pick]).ravel()
     import prep.variants
 
@@ -175,6 +188,8 @@ def test_subset_parse_equals_full_parse(path, chrom, span, monkeypatch):
         assert sub.n_records == full.n_records > 1000
         assert np.array_equal(sub.hap_allele, full.hap_allele[rows]), chunk
         assert np.array_equal(sub.pos, full.pos)
+        if path == CHR20_UNPHASED:
+            assert sub.n_unphased == full.n_unphased == 137
 
 
 def test_subset_peak_memory_scales_with_selected_samples(monkeypatch):
