@@ -355,10 +355,11 @@ def check_meta(meta: dict, where: str = "json member") -> None:
     if not isinstance(pops, list) or len(pops) != len(inds) or not all(
             isinstance(p, str) for p in pops):
         bad("populations", f"is not a list of {len(inds)} population names")
-    applied = meta.get("applied")
-    if not isinstance(applied, list) or len(applied) != len(inds) or not all(
-            isinstance(a, list) and len(a) == 2 and all(_is_int(x) and x >= 0 for x in a)
-            for a in applied):
+    try:  # one array check, not a Python loop per individual
+        applied = np.asarray(meta.get("applied"))
+    except ValueError:  # ragged lists
+        applied = np.zeros(0)
+    if applied.shape != (len(inds), 2) or applied.dtype.kind not in "iu" or (applied < 0).any():
         bad("applied", f"is not {len(inds)} pairs of variant counts")
 
 
