@@ -124,10 +124,14 @@ def test_changed_tss_index_digit_is_an_error(shards, tmp_path):
     ("window", 10, "is not length \\+ 2 \\* flank"),
     ("populations", ["EUR"], "is not a list of"),
     ("split", "training", "is not one of"),
+    ("applied", [[0, -1]], "is not 1 pairs of variant counts"),
+    ("applied", [[0], [1, 2]], "pairs of variant counts"),
 ])
 def test_check_meta_bounds(shards, field, value, message):
     meta = decode_meta(next(s["json"] for s in read_tar_members(shards / SHARD) if "json" in s))
     meta = {k: v for k, v in meta.items() if k != "sha256"} | {field: value}
+    if field == "applied" and len(value) == 1:
+        meta |= {"individuals": ["A"], "populations": ["EUR"]}
     with pytest.raises(ShardFormatError, match=f"g.json: field {field} = .*{message}"):
         check_meta(meta, "g.json")
 
