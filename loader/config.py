@@ -70,6 +70,9 @@ class LoaderConfig:
     3.13; inside processes started by spawn, spawn, which re-imports everything per worker)."""
     timeout_s: float = 120.0
     """Network read timeout for http(s) shards, in seconds."""
+    verify: bool = False
+    """Verify the split's shards (prep.verify: file checksums against meta.json, every member)
+    before loading; needs a local shards folder. Members are always checked as they are read."""
 
     def __post_init__(self):
         checks = [

@@ -519,7 +519,7 @@ def make_loader(
         First verify the split's shards (:func:`prep.verify.verify_shards`: sha256 of every
         shard against meta.json, every member decoded and checked, groups against the
         manifest) and raise if anything is wrong. Needs a local shards folder. Default:
-        ``config.verify`` where LoaderConfig has it, else False. (Every member is verified as
+        ``config.verify`` (False). (Every member is verified as
         it streams anyway; this finds damage before training starts.)
     **overrides
         Other LoaderConfig fields, e.g. ``num_workers=0, seed=3``.
@@ -545,7 +545,7 @@ def make_loader(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     rank, world_size = rank_and_world(rank, world_size)
-    if verify if verify is not None else getattr(config, "verify", False):
+    if verify if verify is not None else config.verify:
         _verify(source, split)
     index = resolve_source(source, split, manifest, config.timeout_s)
     return ShardLoader(index, config, mode, rank, world_size)
