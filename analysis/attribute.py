@@ -422,9 +422,13 @@ def _window_index(block, rec, alleles, col, mask, window: GeneWindow,
     return np.where(valid, index, -1).astype(np.int64)
 
 
-def _write_vcf(path: Path, pv: PersonalVariants, alleles: np.ndarray, contig_length: int) -> Path:
+def _write_vcf(path: Path, pv: PersonalVariants, alleles: np.ndarray, contig_length: int,
+               placeholder: tuple[int, str]) -> Path:
     """A bgzipped, indexed VCF of the individual's carried records, one pseudo-sample per row
-    of ``alleles`` (shape (S, 2, R), int16), phased."""
+    of ``alleles`` (shape (S, 2, R), int16), phased.
+
+    With no record (R = 0) it holds one all-REF record at ``placeholder`` (0-based position,
+    reference base), which the engine leaves untouched: tabix cannot index an empty file."""
     import pysam
 
     from prep.config import atomic_write_text
@@ -443,6 +447,11 @@ def _write_vcf(path: Path, pv: PersonalVariants, alleles: np.ndarray, contig_len
     lines = [f"{pv.chrom}\t{p + 1}\t.\t{r}\t{a}\t.\t.\t.\tGT\t" + "\t".join(gt[:, j])
              for j, (p, r, a) in enumerate(zip(pv.rec_pos.tolist(), pv.rec_ref, pv.rec_alt,
                                                strict=True))]
+    if not lines:
+        pos, base = placeholder
+        alt = "C" if base == "A" else "A"
+        lines = [f"{pv.chrom}\t{pos + 1}\t.\t{base}\t{alt}\t.\t.\t.\tGT\t"
+                 + "\t".join(["0|0"] * n)]
     atomic_write_text(path, "\n".join(header + lines) + "\n")
     return Path(pysam.tabix_index(str(path), preset="vcf", force=True))
 
@@ -482,12 +491,16 @@ def reverted_windows(reference: str | Path, pv: PersonalVariants, window: GeneWi
     carried = pv.alleles[:, pv.col] == pv.alt_k[None, :]
     s, h, v = np.nonzero(revert[:, None, :] & carried[None, :, :])
     alleles[s, h, pv.col[v]] = 0
+    from prep.encoding import decode
+
     ref = Reference(reference)
     try:
         contig_length = ref.length(window.chrom)
+        base = decode(ref.fetch(window.chrom, window.tss, window.tss + 1))
     finally:
         ref.close()
-    vcf = _write_vcf(Path(tmpdir) / f"{pv.individual}.vcf", pv, alleles, contig_length)
+    vcf = _write_vcf(Path(tmpdir) / f"{pv.individual}.vcf", pv, alleles, contig_length,
+                     (window.tss, base))
     builder = HaplotypeBuilder(reference, vcf, None, snps_only=snps_only)
     try:
         res = builder.fixed(window.chrom, np.array([window.tss]), window.length,
