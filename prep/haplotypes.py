@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--config", help="study TOML; its [haplotypes] section gives defaults")
     p.add_argument("--reference", help="reference FASTA (plain or bgzip, indexed)")
-    p.add_argument("--vcf", help="phased VCF/BCF, bgzipped and indexed")
+    p.add_argument("--vcf", help="phased VCF/BCF (bgzipped, indexed): one file, a comma-separated list, or a pattern with {chrom}")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--regions", dest="tss", help="gene TSS table (CSV/TSV/BED)")
     g.add_argument("--bed", help="BED of intervals (bcftools-exact haplotypes)")

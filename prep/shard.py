@@ -30,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="rebuild shards that already exist")
     p.add_argument("--workers", type=int, help="threads (default: all cores)")
     p.add_argument("--reference", help="override [haplotypes] reference")
-    p.add_argument("--vcf", help="override [haplotypes] vcf")
+    p.add_argument("--vcf", help="override [haplotypes] vcf: one VCF/BCF, a comma-separated list, or a pattern with {chrom}")
     p.add_argument("--tss", help="override [haplotypes] tss (gene TSS table)")
     p.add_argument("--samples-file", help="override [haplotypes] samples_file")
     p.add_argument("--length", type=int, help="override [haplotypes] length")

@@ -192,14 +192,11 @@ def _drop(drops: dict, reason: str, items: list) -> None:
         drops[reason] = {"count": len(items), "examples": sorted(map(str, items))[:5]}
 
 
-def _vcf_samples(path: str) -> list[str]:
-    from cyvcf2 import VCF
+def _vcf_samples(spec) -> list[str]:
+    """Samples of ``[haplotypes] vcf`` (one file, a list, or a {chrom} pattern)."""
+    from prep.variants import VcfSet
 
-    v = VCF(path, lazy=True)
-    try:
-        return list(v.samples)
-    finally:
-        v.close()
+    return list(VcfSet(spec).samples)
 
 
 def plan_study(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir: str | os.PathLike) -> StudyPlan:
@@ -333,19 +330,16 @@ def plan_study(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir: str | os.Path
 
 
 def _check_contigs(tss: pl.DataFrame, hcfg: HaplotypesConfig, reference_cls) -> None:
-    from prep.contigs import ContigError, resolve_contig
+    from prep.contigs import ContigError
+    from prep.variants import VcfSet
 
     ref = reference_cls(hcfg.reference)
-    from cyvcf2 import VCF
-
-    v = VCF(hcfg.vcf, lazy=True)
-    vcf_contigs = list(v.seqnames)
-    v.close()
+    vcfs = VcfSet(hcfg.vcf)
     for chrom in tss["chrom"].unique(maintain_order=True):
         genes = tss.filter(pl.col("chrom") == chrom)["name"].to_list()
         try:
             ref.resolve(chrom)
-            resolve_contig(chrom, vcf_contigs, f"VCF {hcfg.vcf}")
+            vcfs.locate(chrom)
         except ContigError as err:
             raise ShardError(
                 f"{len(genes)} gene(s) (e.g. {genes[0]}) lie on {chrom}: {err}. Drop them from "
@@ -549,8 +543,13 @@ def _input_files(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir) -> dict[str
     The expression matrices are not among them: their values are targets (targets.json), and
     which samples they give is in the layout digest (:func:`layout_digest`).
     """
+    from prep.variants import VcfSet
+
+    files = [str(f) for f in VcfSet(hcfg.vcf).files] if hcfg.vcf else []
+    vcfs = {"vcf": files[0]} if len(files) == 1 else {
+        f"vcf:{os.path.basename(f)}": f for f in files}
     return {
-        "reference": hcfg.reference, "vcf": hcfg.vcf, "tss": hcfg.tss,
+        "reference": hcfg.reference, **vcfs, "tss": hcfg.tss,
         "samples_file": hcfg.samples_file,
         "splits_file": scfg.splits_file, "gene_classes": scfg.gene_classes,
         "samples_table": scfg.samples_table,

@@ -30,12 +30,17 @@ def demo_shards(base: Path) -> Path:
     with _LOCK:
         if (shards / "meta.json").exists():
             return shards
-        logging.getLogger("prep").setLevel(logging.WARNING)
+        prep_log = logging.getLogger("prep")
+        level = prep_log.level
+        prep_log.setLevel(logging.WARNING)
         e = load_config(ExpressionConfig, CONFIG, "expression")
         write_expression(log1p_expression(read_expression(e.input)),
                          workdir / "expression" / "expression.parquet")
         h = load_config(HaplotypesConfig, CONFIG, "haplotypes")
         s = load_config(ShardConfig, CONFIG, "shard")
-        summary = run_shard(h, s, workdir)
+        try:
+            summary = run_shard(h, s, workdir)
+        finally:
+            prep_log.setLevel(level)
         assert summary.get("finalized"), f"demo shards not finalized: {summary}"
     return shards

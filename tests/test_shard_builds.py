@@ -54,7 +54,7 @@ def test_rerun_with_new_expression_values_retargets_without_touching_shards(buil
     old = pl.read_parquet(built / "shards" / "manifest.parquet")
     _shift_expression(built)
     h, s = _configs()
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO", logger="prep"):
         summary = run_shard(h, s, built)
     assert summary["retargeted"] and summary["built"] == 0
     assert "only the targets changed" in caplog.text
@@ -107,7 +107,7 @@ def test_overwrite_rebuilds_and_loader_targets_match_manifest(built):
 def test_rerun_with_nothing_to_do_says_so(built, caplog):
     before = _digests(built)
     h, s = _configs()
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO", logger="prep"):
         summary = run_shard(h, s, built)
     assert summary["nothing_to_do"] and summary["built"] == 0
     assert "Nothing to do" in caplog.text and "Wrote" not in caplog.text
@@ -183,3 +183,14 @@ def test_describe_changes_lists_each_difference():
     assert any(line.startswith("input vcf: content changed") for line in lines)
     assert "input samples_file: added" in lines
     assert describe_changes(None, new)[0].startswith("the existing shards carry no build")
+
+
+def test_a_chrom_pattern_names_the_same_build(built, tmp_path):
+    """[haplotypes] vcf as a 1000 Genomes-style {chrom} pattern finds the same file: same build,
+    nothing to do."""
+    h, s = _configs()
+    for ext in ("", ".tbi"):
+        (tmp_path / f"ALL.chr22.phase3.genotypes.vcf.gz{ext}").symlink_to(f"{h.vcf}{ext}")
+    pattern = str(tmp_path / "ALL.chr{chrom}.phase3.genotypes.vcf.gz")
+    summary = run_shard(dataclasses.replace(h, vcf=pattern), s, built)
+    assert summary.get("nothing_to_do") and summary["built"] == 0

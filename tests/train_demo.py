@@ -105,12 +105,17 @@ def train_study(base: Path) -> tuple[Path, Path]:
         lines = CHR22_TSS.read_text().splitlines()
         (workdir / "tss4.tsv").write_text("\n".join(lines[: 1 + GENES]) + "\n")
         write_config(config)
-        logging.getLogger("prep").setLevel(logging.WARNING)
+        prep_log = logging.getLogger("prep")
+        level = prep_log.level
+        prep_log.setLevel(logging.WARNING)
         e = load_config(ExpressionConfig, config, "expression")
         write_expression(log1p_expression(read_expression(e.input)),
                          workdir / "expression" / "expression.parquet")
         h = load_config(HaplotypesConfig, config, "haplotypes")
         s = load_config(ShardConfig, config, "shard")
-        summary = run_shard(h, s, workdir)
+        try:
+            summary = run_shard(h, s, workdir)
+        finally:
+            prep_log.setLevel(level)
         assert summary.get("finalized"), f"train demo shards not finalized: {summary}"
     return workdir, config

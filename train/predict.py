@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weights", help="instead of --run: pretrained Enformer weights folder")
     p.add_argument("--split", default="test", choices=("train", "val", "test"),
                    help="split of the shards to predict (default: test)")
-    p.add_argument("--vcf", help="predict everyone in this phased VCF instead of a split")
+    p.add_argument("--vcf", help="predict everyone in this phased VCF instead of a split (one file, a comma-separated list, or a pattern with {chrom})")
     p.add_argument("--reference", help="with --vcf: the reference FASTA")
     p.add_argument("--tss", help="with --vcf: the gene TSS table")
     p.add_argument("--samples", help="with --vcf: comma-separated samples (default: all)")
@@ -70,9 +70,10 @@ def main(argv=None) -> int:
     from train.weights import WeightsError
 
     samples = [s for s in args.samples.split(",") if s] if args.samples else None
+    vcf = args.vcf.split(",") if args.vcf and "," in args.vcf else args.vcf
     try:
         run_predict(args.config, args.workdir, run=args.run, weights=args.weights,
-                    split=args.split, vcf=args.vcf, reference=args.reference, tss=args.tss,
+                    split=args.split, vcf=vcf, reference=args.reference, tss=args.tss,
                     samples=samples, device=args.device, rc_average=not args.no_rc)
     except (ConfigError, PredictError, WeightsError, ShardFormatError, VcfError, ValueError,
             FileNotFoundError) as err:

@@ -200,14 +200,10 @@ def predict_vcf(p: Predictor, reference: str, vcf: str, tss: str, d: Dist,
     return _table(*cols)
 
 
-def _vcf_samples(vcf: str) -> list[str]:
-    from cyvcf2 import VCF
+def _vcf_samples(vcf) -> list[str]:
+    from prep.variants import VcfSet
 
-    v = VCF(vcf, lazy=True)
-    try:
-        return list(v.samples)
-    finally:
-        v.close()
+    return list(VcfSet(vcf).samples)
 
 
 def _table(gene, individual, forward, rc, prediction) -> pl.DataFrame:
