@@ -648,7 +648,7 @@ def attribute_gene(predictor, device, reference: str, vcf: str, window: GeneWind
                           "window_variants": V + pv.n_symbolic + pv.n_not_snp}
             frames.append(_effects_frame(window, pv, pred))
             log.info("%s, %s: %d variants in the window reverted one at a time; personal "
-                     "prediction %.4f, largest |effect| %.4f", window.label, ind, V, pred[0],
+                     "prediction %.4g, largest |effect| %.3g", window.label, ind, V, pred[0],
                      float(np.abs(pred[0] - pred[1:]).max(initial=0.0)))
     table = pl.concat(frames, how="vertical") if frames else _effects_frame(window, None, None)
     return table, facts
@@ -797,12 +797,13 @@ def compare_elastic_net(ranking, weights_path: str | Path, gene: str):
 
 
 def plot_effects(effects, window: GeneWindow, path: str | Path, *, run: str = "",
-                 ranking=None, top: int = 10) -> None:
+                 ranking=None, top: int = 10, en_weights=None) -> None:
     """PNG of each variant's effect along the window (position vs effect, TSS marked).
 
     One colour per individual (legend up to 10), circles for SNPs/MNPs and triangles for
-    indels; the ``top`` ranked variants are labelled. With elastic-net weights in ``ranking``,
-    a second panel shows them (per allele) on the same axis. Written atomically.
+    indels; the ``top`` ranked variants of ``ranking`` are labelled. ``en_weights`` (a frame
+    with pos (1-based) and weight_per_allele: the elastic net's non-zero weights of the gene)
+    adds a second panel on the same axis. Written atomically.
     """
     import io
 
@@ -814,8 +815,9 @@ def plot_effects(effects, window: GeneWindow, path: str | Path, *, run: str = ""
     from prep.config import atomic_write_bytes
 
     en = None
-    if ranking is not None and "en_weight_per_allele" in ranking.columns:
-        en = ranking.filter(ranking["en_weight_per_allele"].is_not_null())
+    if en_weights is not None:
+        en = en_weights.filter((en_weights["pos"] > window.start)
+                               & (en_weights["pos"] <= window.end))
         en = en if en.height else None
     rows = 2 if en is not None else 1
     fig, axes = plt.subplots(rows, 1, figsize=(10, 4 + 2.2 * (rows - 1)), sharex=True,
@@ -849,6 +851,7 @@ def plot_effects(effects, window: GeneWindow, path: str | Path, *, run: str = ""
         ax.text(0.5, 0.5, "no personal variant in the window", transform=ax.transAxes,
                 ha="center", va="center")
     ax.set_xlim(window.start + 1, window.end)
+    ax.ticklabel_format(axis="x", style="plain", useOffset=False)
     ax.set_ylabel("effect (personal − reverted)")
     ax.set_title(f"{window.label}{', run ' + run if run else ''}: in-silico reversion of "
                  "personal variants", fontsize=10)
@@ -856,7 +859,7 @@ def plot_effects(effects, window: GeneWindow, path: str | Path, *, run: str = ""
         ax.legend(fontsize=7, loc="lower right", ncol=min(len(people), 5))
     if en is not None:
         b = axes[1, 0]
-        b.vlines(en["pos"].to_numpy(), 0, en["en_weight_per_allele"].to_numpy(), color="C3")
+        b.vlines(en["pos"].to_numpy(), 0, en["weight_per_allele"].to_numpy(), color="C3")
         b.set_ylabel("elastic net\nweight / allele", fontsize=8)
     axes[-1, 0].set_xlabel(f"position on {window.chrom} (1-based); window of "
                            f"{window.length:,} bp, gene on the {window.strand} strand")
@@ -945,7 +948,14 @@ def run_attribution(config: str | Path, workdir: str | Path, run: str, gene: str
              "config": out / f"{stem}.config.toml"}
     _write_parquet(effects, files["effects"])
     _write_parquet(ranking, files["variants"])
-    plot_effects(effects, window, files["plot"], run=run, ranking=ranking, top=min(cfg.top, 10))
+    en_weights = None
+    if en is not None:
+        import polars as pl
+
+        en_weights = pl.read_parquet(en_path, columns=["gene", "pos", "weight_per_allele"]
+                                     ).filter(pl.col("gene") == window.gene)
+    plot_effects(effects, window, files["plot"], run=run, ranking=ranking, top=min(cfg.top, 10),
+                 en_weights=en_weights)
     save_config({"haplotypes": hcfg, "attribute": cfg}, files["config"])
     top = ranking.head(cfg.top).select("rank", "variant", "n_carriers", "mean_effect",
                                        "variance_drop", "variance_share")
