@@ -1,0 +1,564 @@
+"""The study configuration: one TOML file, a section per stage, typed and checked as a whole.
+
+A study file holds the sections ``[haplotypes]``, ``[expression]``, ``[simulate]``, ``[shard]``,
+``[loader]``, ``[model]``, ``[train]``, ``[baselines]``, ``[evaluate]`` and ``[attribute]``
+(:data:`SECTIONS`). Each section is a frozen dataclass that lives with its stage
+(``prep.export.HaplotypesConfig``, ``loader.config.LoaderConfig``, ...), one field per setting
+with its default and a docstring line; :class:`StudyConfig` has one field per section and is
+loaded from the whole file with :func:`load_study`:
+
+* an unknown section (``[loadr]``) or key (``lenght``) is an error that suggests the near name;
+* values have exact types: an integer setting given ``49152.5`` or ``true`` is an error, never
+  truncated (a float setting accepts an integer);
+* settings that must agree across sections are checked at load (:meth:`StudyConfig.check`):
+  ``[loader] max_shift <= [shard] flank`` with ``shift_fill = "flank"``, ``[haplotypes] length``
+  a multiple of 128, ``[loader] length <= [haplotypes] length``, the files each ``[shard]
+  splits`` mode needs, the ``[model] head`` each ``[train]`` loss term needs.
+
+``load_config(cls, path, section, overrides)`` still builds one section (the stages and tests use
+it) and also rejects misspelt sections of the file it reads. :func:`save_config` writes resolved
+settings atomically; ``None`` is written as ``"none"`` so it survives a save/load round trip.
+
+Overrides come from the command line as ``--set section.key=value`` (:func:`split_overrides`);
+strings are parsed as the setting's type (``8``, ``0.5``, ``true``, ``a,b``, ``none``).
+
+Relative paths inside a config file are resolved against the directory holding the file, so a
+study folder can be moved as a whole. Nothing here imports numpy or torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import os
+import tempfile
+import tomllib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+__all__ = [
+    "ConfigError",
+    "SECTIONS",
+    "TORCH_SECTIONS",
+    "StudyConfig",
+    "load_study",
+    "load_toml",
+    "load_config",
+    "split_overrides",
+    "config_to_dict",
+    "save_config",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "workdir_layout",
+]
+
+SECTIONS: dict[str, str] = {
+    "haplotypes": "prep.export:HaplotypesConfig",
+    "expression": "prep.expression:ExpressionConfig",
+    "simulate": "prep.simulate:SimulateConfig",
+    "shard": "prep.sharding:ShardConfig",
+    "loader": "loader.config:LoaderConfig",
+    "model": "train.model:ModelConfig",
+    "train": "train.config:TrainConfig",
+    "baselines": "analysis.baselines:BaselinesConfig",
+    "evaluate": "analysis.evaluate:EvaluateConfig",
+    "attribute": "analysis.attribute:AttributeConfig",
+}
+"""Every section of a study file and the dataclass ("module:Class") that reads it."""
+
+TORCH_SECTIONS = ("model", "train")
+"""Sections whose classes import torch: prep stages (CPU-only nodes) leave them to train."""
+
+NONE_TEXT = "none"
+"""How ``None`` is written in a TOML file (TOML has no null); read back as ``None``."""
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message says which key and why."""
+
+
+def load_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a TOML file into a dict; errors name the file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder, not a TOML file") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} cannot be read (permission denied)") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {err}") from None
+
+
+def _suggest(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _is_path_field(field: dataclasses.Field) -> bool:
+    return bool(field.metadata.get("path"))
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert ``value`` to ``annotation``.
+
+    Strings (from a command line) are parsed as the type; other values (from TOML, or typed
+    Python overrides) must already have the type: an int setting takes an int only (not a
+    float, not a bool), a float setting an int or a float, a str setting a str.
+    """
+    text = isinstance(value, str)
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (text and value.strip().lower() in (NONE_TEXT, "null", "")):
+            if type(None) in args:
+                return None
+            if value is None:
+                raise ConfigError(f"{key}: a value is required ({_type_name(annotation)})")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err).removeprefix(f"{key}: "))
+        raise ConfigError(f"{key}: {value!r} is not a {_type_name(annotation)} "
+                          f"({'; '.join(errors)})")
+    if origin is dict:
+        if text:  # a CLI value: "a=1,b=0.5"
+            pairs = [p.partition("=") for p in value.split(",") if p.strip()]
+            if any(not sep for _, sep, _ in pairs):
+                raise ConfigError(f"{key}: {value!r} is not a table; write name=value,name=value")
+            value = {k.strip(): v.strip() for k, _, v in pairs}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: {value!r} is not a table (e.g. {{ name = 1.0 }})")
+        kt, vt = args if args else (str, Any)
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if origin in (list, tuple):
+        if text:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: {value!r} is not a list (e.g. [\"a\", \"b\"])")
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, key) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}"
+                              + (_suggest(value, [a for a in args if isinstance(a, str)])
+                                 if text else ""))
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if text and value.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if text and value.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: {value!r} is not a boolean (true or false)")
+    if annotation is int:
+        if text:
+            try:
+                return int(value.strip().replace("_", ""))
+            except ValueError:
+                raise ConfigError(f"{key}: {value!r} is not an integer") from None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: {value!r} is not an integer (an integer setting is never "
+                          "rounded)")
+    if annotation is float:
+        if text:
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: {value!r} is not a number") from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: {value!r} is not a number")
+    if annotation is str or annotation is Path:
+        if text or isinstance(value, os.PathLike):
+            return annotation(value) if annotation is Path else str(value)
+        raise ConfigError(f"{key}: {value!r} is not text (write it in quotes)")
+    if annotation is Any:
+        return value
+    raise ConfigError(f"{key}: unsupported config type {_type_name(annotation)}")
+
+
+def _resolve_path(value: Any, base: Path) -> Any:
+    if isinstance(value, (list, tuple)):
+        return type(value)(_resolve_path(v, base) for v in value)
+    text = str(value)
+    if "://" in text or text.startswith("pipe:"):
+        return text
+    p = Path(text).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _check_sections(data: dict[str, Any], where: str, extra: tuple[str, ...] = ()) -> None:
+    """Error on tables of ``data`` that are not study sections (with a did-you-mean)."""
+    known = set(SECTIONS) | set(extra)
+    for name, value in data.items():
+        if name in known:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: {name} must be a section [{name}], found "
+                                  f"{name} = {value!r}")
+            continue
+        if isinstance(value, dict):
+            raise ConfigError(f"{where}: unknown section [{name}]{_suggest(name, known)}; a "
+                              f"study file has the sections {', '.join(SECTIONS)}")
+        raise ConfigError(f"{where}: setting {name} = {value!r} is outside any section; put it "
+                          f"under its section (e.g. [shard]){_suggest(name, known)}")
+
+
+def _build(cls: type[T], raw: dict[str, Any], overrides: dict[str, Any] | None, base: Path,
+           where: str) -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        hints_text = "".join(_suggest(u, fields) for u in unknown)
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}{hints_text}; "
+            f"{cls.__name__} accepts {', '.join(sorted(fields))}"
+        )
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        value = _coerce(value, hints[name], f"{where}: {name}")
+        if _is_path_field(fields[name]) and value is not None:
+            value = _resolve_path(value, base)
+        values[name] = value
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue  # an unset command-line flag leaves the file's value alone
+        if name not in fields:
+            raise ConfigError(f"override {name}: {cls.__name__} has no such setting"
+                              f"{_suggest(name, fields)}")
+        value = _coerce(value, hints[name], f"override {name}")
+        if _is_path_field(fields[name]) and value is not None:
+            value = _resolve_path(value, Path("."))
+        values[name] = value
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def load_config(
+    cls: type[T],
+    path: str | os.PathLike | None = None,
+    section: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> T:
+    """Build ``cls`` (a dataclass) from one TOML section plus overrides.
+
+    Parameters
+    ----------
+    cls : dataclass type
+        The stage's config class. Fields with ``metadata={"path": True}`` are paths and are
+        resolved relative to the config file's folder.
+    path : str or Path, optional
+        The study TOML file. ``None`` means defaults plus overrides only.
+    section : str, optional
+        The TOML table to read (``"shard"``, ``"loader"``, ...); ``None`` reads the top level.
+        The file's other tables must be study sections (:data:`SECTIONS`): a misspelt
+        ``[loadr]`` is an error, not silently the defaults.
+    overrides : dict, optional
+        ``{field: value}`` applied last (strings are parsed, as from a command line);
+        ``None`` values are ignored so unset CLI flags leave the file's value alone.
+
+    Raises
+    ------
+    ConfigError
+        An unknown section or key, a value of the wrong type or a missing required field.
+    """
+    raw: dict[str, Any] = {}
+    base = Path(".")
+    where = "defaults"
+    if path is not None:
+        data = load_toml(path)
+        base = Path(path).resolve().parent
+        where = f"{path}" + (f" [{section}]" if section else "")
+        if section is not None:
+            _check_sections(data, str(path), extra=(section,))
+            data = data.get(section, {})
+        else:
+            data = {k: v for k, v in data.items() if not isinstance(v, dict)}
+        raw.update(data)
+    return _build(cls, raw, overrides, base, where)
+
+
+def split_overrides(items: list[str], sections: tuple[str, ...] | None = None
+                    ) -> dict[str, dict[str, str]]:
+    """``["shard.seed=3"]`` -> ``{"shard": {"seed": "3"}, ...}`` (every section present).
+
+    ``sections`` limits which sections a command accepts (default: every study section);
+    a malformed item or another section is an error that names it.
+    """
+    allowed = tuple(sections) if sections is not None else tuple(SECTIONS)
+    out: dict[str, dict[str, str]] = {s: {} for s in allowed}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"--set {item!r}: write SECTION.KEY=VALUE, e.g. "
+                              f"--set {allowed[0]}.seed=1")
+        if section not in out:
+            hint = _suggest(section, allowed)
+            raise ConfigError(f"--set {item!r}: this command reads the section(s) "
+                              f"{', '.join(allowed)}, not {section!r}{hint}")
+        out[section][name.strip()] = value
+    return out
+
+
+def _section_class(section: str) -> type:
+    module, _, name = SECTIONS[section].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study file, one field per section (``None``: the section was not loaded).
+
+    Build it with :func:`load_study`; each field is that stage's own frozen dataclass.
+    """
+
+    haplotypes: Any = None
+    """[haplotypes]: prep.export.HaplotypesConfig (inputs and options of the haplotype engine)."""
+    expression: Any = None
+    """[expression]: prep.expression.ExpressionConfig (the expression matrix to prepare)."""
+    simulate: Any = None
+    """[simulate]: prep.simulate.SimulateConfig (simulated expression on real genotypes)."""
+    shard: Any = None
+    """[shard]: prep.sharding.ShardConfig (targets, splits and shard layout)."""
+    loader: Any = None
+    """[loader]: loader.config.LoaderConfig (how shards become batches)."""
+    model: Any = None
+    """[model]: train.model.ModelConfig (trunk, head and what trains)."""
+    train: Any = None
+    """[train]: train.config.TrainConfig (how to fine-tune)."""
+    baselines: Any = None
+    """[baselines]: analysis.baselines.BaselinesConfig (variant-based baselines)."""
+    evaluate: Any = None
+    """[evaluate]: analysis.evaluate.EvaluateConfig (per-gene scores and the report)."""
+    attribute: Any = None
+    """[attribute]: analysis.attribute.AttributeConfig (in-silico reversion of variants)."""
+    path: str | None = None
+    """The file it was read from (None: defaults only)."""
+
+    def sections(self) -> dict[str, Any]:
+        """``{section: config}`` of the loaded sections, in file order of :data:`SECTIONS`."""
+        return {s: getattr(self, s) for s in SECTIONS if getattr(self, s) is not None}
+
+    def check(self) -> StudyConfig:
+        """Check the rules that join sections; raise ConfigError naming both settings."""
+        where = self.path or "the study settings"
+        h, s, lo, m, t = self.haplotypes, self.shard, self.loader, self.model, self.train
+        if h is not None and (h.length <= 0 or h.length % 128):
+            raise ConfigError(f"{where}: [haplotypes] length = {h.length} must be a positive "
+                              "multiple of 128 (Enformer's bins are 128 bp; the paper: 49152)")
+        if lo is not None and h is not None and lo.length is not None and lo.length > h.length:
+            raise ConfigError(f"{where}: [loader] length = {lo.length} is longer than the "
+                              f"stored windows, [haplotypes] length = {h.length}; the loader "
+                              "only crops")
+        if (lo is not None and s is not None and lo.shift_fill == "flank"
+                and lo.max_shift > s.flank):
+            raise ConfigError(f"{where}: [loader] max_shift = {lo.max_shift} needs at least "
+                              f"that many stored flank bases, but [shard] flank = {s.flank}; "
+                              'raise flank, lower max_shift, or set shift_fill = "N"')
+        if s is not None:
+            needs = {"file": ("splits_file",), "paper": ("splits_file", "gene_classes")}
+            for key in needs.get(s.splits, ()):
+                value = getattr(s, key)
+                if value is None:
+                    raise ConfigError(f'{where}: [shard] splits = "{s.splits}" needs [shard] '
+                                      f"{key}" + (" (the paper's sample_splits.csv and "
+                                                  "gene_class.csv, in data/paper/)"
+                                                  if s.splits == "paper" else ""))
+                if "://" not in str(value) and not Path(value).exists():
+                    raise ConfigError(f"{where}: [shard] {key} = {value} does not exist")
+        if t is not None and m is not None:
+            from train.losses import TERMS
+
+            for term in t.loss_terms:
+                head = TERMS[term].head
+                if head is not None and m.head != head:
+                    raise ConfigError(f"{where}: [train] term {term!r} needs [model] head = "
+                                      f"{head!r}, but head = {m.head!r}")
+        return self
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the loaded sections as one resolved TOML file (atomically)."""
+        save_config(self.sections(), path)
+
+
+def load_study(
+    path: str | os.PathLike | None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    need: tuple[str, ...] = (),
+    skip: tuple[str, ...] = (),
+) -> StudyConfig:
+    """Read and check a whole study file.
+
+    Parameters
+    ----------
+    path : str or Path or None
+        The study TOML; ``None``: defaults plus overrides.
+    overrides : dict, optional
+        ``{section: {key: value}}`` (e.g. from :func:`split_overrides`), applied last.
+    need : tuple of str
+        Sections the caller uses: built from defaults when the file lacks them.
+    skip : tuple of str
+        Sections present in the file but not built (their names are still checked), e.g.
+        :data:`TORCH_SECTIONS` for stages that must not import torch.
+
+    Every other section present in the file (or given overrides) is built and type-checked,
+    then the cross-section rules run (:meth:`StudyConfig.check`).
+
+    Raises
+    ------
+    ConfigError
+        An unknown section or key, a wrong type, a rule between sections broken.
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v}
+    data: dict[str, Any] = {}
+    base = Path(".")
+    if path is not None:
+        data = load_toml(path)
+        base = Path(path).resolve().parent
+        _check_sections(data, str(path))
+    for section in (*need, *overrides):
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown section {section!r}{_suggest(section, SECTIONS)}")
+    wanted = [s for s in SECTIONS
+              if s in need or ((s in data or s in overrides) and s not in skip)]
+    built = {}
+    for section in wanted:
+        where = f"{path} [{section}]" if path is not None else f"[{section}]"
+        built[section] = _build(_section_class(section), data.get(section, {}),
+                                overrides.get(section), base, where)
+    return StudyConfig(**built, path=None if path is None else str(path)).check()
+
+
+def config_to_dict(config: Any, keep_none: bool = False) -> dict[str, Any]:
+    """A TOML/JSON-friendly dict of a config dataclass (paths as strings, tuples as lists).
+
+    ``None`` values are left out unless ``keep_none`` (then they stay ``None``).
+    """
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(config).items()
+            if keep_none or v is not None}
+
+
+def _toml_value(v: Any) -> str:
+    if v is None:
+        return f'"{NONE_TEXT}"'
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v != v:
+        return "nan"
+    if isinstance(v, float) and v in (float("inf"), float("-inf")):
+        return "inf" if v > 0 else "-inf"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{s}"'
+
+
+def _toml_key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(str(k))
+
+
+def save_config(configs: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write ``{section: config_dataclass}`` as a TOML file, atomically.
+
+    Every field is written, ``None`` as ``"none"``, so :func:`load_config` reads back exactly
+    the saved values (not the defaults).
+    """
+    lines: list[str] = []
+    for section, cfg in configs.items():
+        lines.append(f"[{section}]")
+        for k, v in config_to_dict(cfg, keep_none=True).items():
+            lines.append(f"{k} = {_toml_value(v)}")
+        lines.append("")
+    atomic_write_text(path, "\n".join(lines))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    The file gets the user's usual permissions (0666 less the umask); the temporary file is
+    removed on any failure.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Text version of :func:`atomic_write_bytes` (UTF-8)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def workdir_layout(workdir: str | os.PathLike) -> dict[str, Path]:
+    """The one documented layout of a study's working directory.
+
+    ``DIR/shards`` (prep.shard output), ``DIR/runs/NAME`` (training runs), ``DIR/predictions``
+    and ``DIR/report`` (analysis), ``DIR/expression`` (prep.expression output).
+    """
+    root = Path(workdir)
+    return {
+        "root": root,
+        "expression": root / "expression",
+        "shards": root / "shards",
+        "runs": root / "runs",
+        "predictions": root / "predictions",
+        "report": root / "report",
+    }
