@@ -23,9 +23,15 @@ __all__ = [
     "read_sample_list",
     "write_haplotype_fasta",
     "fasta_records",
+    "ExportError",
+    "os_error_message",
 ]
 
 log = logging.getLogger(__name__)
+
+
+class ExportError(ValueError):
+    """The FASTA cannot be written (the message names the path and the cause)."""
 
 MAX_LENGTH = 393_216
 
@@ -116,6 +122,25 @@ def fasta_records(name: str, codes: np.ndarray, width: int = 60) -> bytes:
     return b">" + name.encode() + b"\n" + body.tobytes() + tail
 
 
+def os_error_message(err: OSError, target: str | os.PathLike) -> str:
+    """One line naming what could not be written, the path that failed and the cause.
+
+    >>> os_error_message(PermissionError(13, "Permission denied", "/x/.a.tmp"), "/x/a")
+    'cannot write /x/a (/x/.a.tmp: Permission denied)'
+    """
+    cause = err.strerror or str(err) or type(err).__name__
+    if err.filename is not None and str(err.filename) != str(target):
+        return f"cannot write {target} ({err.filename}: {cause})"
+    return f"cannot write {target}: {cause}"
+
+
+def _default_mode() -> int:
+    """0666 less the process umask: the mode ``open()`` would give a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _open_out(tmp: str, gz: bool):
     return gzip.open(tmp, "wb", compresslevel=4) if gz else open(tmp, "wb")
 
@@ -156,10 +181,19 @@ def write_haplotype_fasta(config: HaplotypesConfig, output: str | os.PathLike) -
         regions.height, len(builder.samples), builder.variants.vcfs.describe(),
         Path(config.reference).name,
     )
+    if regions.height == 0 or not builder.samples:
+        raise ValueError(f"nothing to write: {regions.height} region(s) x "
+                         f"{len(builder.samples)} sample(s); an empty selection is an error")
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+        os.close(fd)
+        # mkstemp creates 0600: give the file the user's usual permissions (umask), as open() does
+        os.chmod(tmp, _default_mode())
+    except OSError as err:
+        builder.close()
+        raise ExportError(os_error_message(err, output)) from None
     totals = {"regions": 0, "haplotypes": 0, "applied": 0, "missing": 0, "overlap_skipped": 0,
               "symbolic_skipped": 0, "not_snp_skipped": 0}
     try:
@@ -191,6 +225,12 @@ def write_haplotype_fasta(config: HaplotypesConfig, output: str | os.PathLike) -
                     totals["haplotypes"] += batch.height * n_hap
                     bar.update(batch.height)
         os.replace(tmp, output)
+    except OSError as err:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(err, FileNotFoundError) and err.filename != tmp:
+            raise  # an input file (its own message names it)
+        raise ExportError(os_error_message(err, output)) from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -85,7 +85,16 @@ class Reference:
         lower = np.zeros(max(n, 0), dtype=np.uint8)
         lo, hi = max(start, 0), min(end, self.lengths[name])
         if hi > lo:
-            raw = self._fasta.fetch(name, lo, hi).encode("ascii")
+            try:
+                raw = self._fasta.fetch(name, lo, hi).encode("ascii")
+            except (OSError, ValueError, UnicodeEncodeError) as err:  # htslib: "failure when
+                # retrieving sequence on '22'" for a corrupt or truncated bgzip block
+                raise ReferenceError(
+                    f"reference FASTA {self.path}: cannot read {name}:{lo + 1}-{hi} ({err}); the "
+                    "file is corrupt or truncated, or its .fai/.gzi index belongs to another "
+                    "file: re-download it, recompress with `bgzip` and re-index with "
+                    "`samtools faidx`"
+                ) from None
             if len(raw) != hi - lo:
                 raise ReferenceError(
                     f"{self.path}: read {len(raw)} bases for {name}:{lo + 1}-{hi}, expected "

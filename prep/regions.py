@@ -76,7 +76,8 @@ def _read_strings(path: Path, keep_header: bool) -> pl.DataFrame:
                 continue
             lines.append(line.rstrip("\n\r"))
     if not lines:
-        raise RegionError(f"{path} holds no rows")
+        raise RegionError(f"{path} holds no rows (only blank, '#', track or browser lines): an "
+                          "empty selection is an error; add one row per gene or region")
     rows = [ln.split(sep) for ln in lines]
     width = len(rows[0])
     for i, r in enumerate(rows):
@@ -154,6 +155,11 @@ def read_tss_table(
     if has_header:
         names = [f.lstrip("#") for f in first]
         raw = raw.slice(1)
+        if raw.height == 0:
+            raise RegionError(
+                f"TSS table {path} has a header ({', '.join(names)}) but no gene rows: an empty "
+                "selection is an error; add one row per gene (or check the file was not cut off)"
+            )
         raw.columns = _dedupe(names)
         return _from_header(raw, path, gene_col, chrom_col, tss_col, strand_col, one_based)
     return _from_headerless(raw, path, one_based)
