@@ -37,6 +37,7 @@ __all__ = [
     "VariantReader",
     "VcfSet",
     "VcfError",
+    "check_vcf_file",
     "UnphasedGenotypeError",
     "ReferenceMismatchError",
     "is_indel_htslib",
@@ -260,6 +261,50 @@ def _index_contigs(path: Path) -> list[str]:
         raise VcfError(f"cannot open VCF {path}: {err}") from None
 
 
+_BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+"""The empty BGZF block that ends every complete bgzip file (SAM/BAM spec 4.1.2)."""
+
+
+def check_vcf_file(path: str | os.PathLike) -> None:
+    """Stop early, naming the file and the fix, on a VCF that cannot be read by region.
+
+    Checks that ``path`` exists, ends with the BGZF end-of-file block (a truncated download or
+    copy does not), has a ``.tbi``/``.csi`` index and that the index is not older than the data
+    (an index left from before the file was rewritten points at the wrong bytes; htslib only
+    warns). Costs two ``stat`` calls and a 28-byte read.
+
+    Raises
+    ------
+    VcfError
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VcfError(f"VCF {path} does not exist")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            fh.seek(max(size - len(_BGZF_EOF), 0))
+            tail = fh.read()
+    except OSError as err:
+        raise VcfError(f"cannot read VCF {path}: {err.strerror or err}") from None
+    if tail != _BGZF_EOF:
+        raise VcfError(
+            f"VCF {path} is truncated or not bgzip-compressed (it lacks the BGZF end-of-file "
+            "block): copy or download it again, or compress it with `bgzip` and index it with "
+            "`tabix -p vcf`"
+        )
+    index = [Path(str(path) + ext) for ext in (".tbi", ".csi") if Path(str(path) + ext).exists()]
+    if not index:
+        raise VcfError(f"VCF {path} has no index; bgzip it and run `tabix -p vcf` "
+                       "(or `bcftools index`) so regions can be read")
+    if all(i.stat().st_mtime + 1 < path.stat().st_mtime for i in index):
+        raise VcfError(
+            f"the index {index[0]} is older than its VCF {path}: the file was rewritten after "
+            f"it was indexed, so regions would be read from the wrong place. Re-index with "
+            f"`tabix -f -p vcf {path}` (or `touch {index[0]}` if you know the index is current)"
+        )
+
+
 def _header(path: Path) -> tuple[list[str], list[str]]:
     """(samples, contig names as cyvcf2 sees them: header contigs, else the index's)."""
     from cyvcf2 import VCF
@@ -413,6 +458,27 @@ class VcfSet:
         return self.locate(chrom)[1]
 
 
+def _corrupt_message(path, chrom: str, start: int, end: int, err: Exception) -> str:
+    return (f"VCF {path} is truncated or corrupt: reading {chrom}:{max(start, 0) + 1}-{end} "
+            f"failed ({err}). Check it with `bgzip -t {path}`, then copy or download it again "
+            "and re-index it (`tabix -f -p vcf`)")
+
+
+def _check_sorted(path, chrom: str, pos: list[int]) -> None:
+    """Records of one region must come in position order (bcftools consensus needs it too)."""
+    if len(pos) < 2:
+        return
+    p = np.asarray(pos, dtype=np.int64)
+    down = np.nonzero(p[1:] < p[:-1])[0]
+    if down.size:
+        i = int(down[0])
+        raise VcfError(
+            f"VCF {path} is not sorted: the record at {chrom}:{p[i + 1] + 1} follows one at "
+            f"{chrom}:{p[i] + 1}. Sort it (`bcftools sort -Oz -o sorted.vcf.gz {path}`) and "
+            "index the sorted file (`tabix -p vcf sorted.vcf.gz`)"
+        )
+
+
 class _VcfFile:
     """One open file of a :class:`VcfSet`, reading the selected samples only."""
 
@@ -420,11 +486,7 @@ class _VcfFile:
         from cyvcf2 import VCF
 
         self.path = path
-        if not any(os.path.exists(str(path) + ext) for ext in (".tbi", ".csi")):
-            raise VcfError(
-                f"VCF {path} has no index; bgzip it and run `tabix -p vcf` "
-                "(or `bcftools index`) so regions can be read"
-            )
+        check_vcf_file(path)
         col_of = {s: i for i, s in enumerate(file_samples)}
         # output slot of every column of the file, -1 for samples not selected (text path)
         self.columns = np.full(len(file_samples), -1, dtype=np.int64)
@@ -570,6 +632,7 @@ class VariantReader:
                 codes.append(b"" if sym else a.encode("ascii", errors="replace"))
             n_alleles += len(alt)
         n_rec = len(pos)
+        _check_sorted(path, vcf_chrom, pos)
         lens = np.array([len(c) for c in codes], dtype=np.int64)
         offsets = np.zeros(len(codes) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
@@ -617,6 +680,10 @@ class VariantReader:
         except Exception as err:
             raise VcfError(f"cannot read {region} from {f.path}: {err}") from None
         pos, refs, alts, gts, phased = [], [], [], [], []
+        try:
+            records = list(records)
+        except Exception as err:  # noqa: BLE001 - cyvcf2 raises plain Exception on bad blocks
+            raise VcfError(_corrupt_message(f.path, vcf_chrom, start, end, err)) from None
         for rec in records:
             if not rec.ALT:
                 continue  # no ALT allele: nothing to apply
@@ -675,9 +742,10 @@ class VariantReader:
                     self._parse_chunk(f, vcf_chrom, pos, buf, ends, has_gt, gts, phs)
                     buf.clear()
                     ends, has_gt = [], []
-        except OSError as err:
-            raise VcfError(f"cannot read {vcf_chrom}:{start + 1}-{end} from {f.path}: "
-                           f"{err}") from None
+        except VcfError:
+            raise
+        except (OSError, ValueError) as err:  # pysam: "iteration failed (error code -2)"
+            raise VcfError(_corrupt_message(f.path, vcf_chrom, start, end, err)) from None
         self._parse_chunk(f, vcf_chrom, pos, buf, ends, has_gt, gts, phs)
         if len(gts) == 1:
             return pos, refs, alts, gts[0], phs[0]
