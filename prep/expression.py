@@ -4,7 +4,7 @@
     python -m prep.expression --config configs/demo.toml --workdir work/demo --n-pcs 3
 
 Reads the ``[expression]`` section of the config (:class:`ExpressionConfig`; any field can be
-overridden with ``--field-name value``), then writes
+overridden with ``--field-name value`` or ``--set expression.KEY=VALUE``), then writes
 
 * ``DIR/expression/expression.parquet``: genes × individuals, first column ``gene``;
 * ``DIR/expression/config.toml``: the resolved config.
@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
-from prep.config import ConfigError, load_config
+from prep.config import ConfigError
 
 __all__ = ["ExpressionConfig", "main"]
 
@@ -67,43 +67,62 @@ class ExpressionConfig:
             )
 
 
+SECTIONS = ("expression",)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m prep.expression",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    from hapflow.cli import add_common_arguments, make_parser
+
+    parser = make_parser(
+        "python -m prep.expression",
+        "Prepare the study's expression matrix (genes x individuals) from the [expression] "
+        "section: writes DIR/expression/expression.parquet and the resolved config.",
+        next_step="python -m prep.shard --config C --workdir DIR",
     )
-    parser.add_argument("--config", help="study TOML file; its [expression] section is read")
-    parser.add_argument("--workdir", required=True, help="study working directory (DIR)")
+    add_common_arguments(parser, SECTIONS, config_required=False,
+                         workdir_help="study working directory (writes DIR/expression)")
+    hints = typing.get_type_hints(ExpressionConfig)
     for f in dataclasses.fields(ExpressionConfig):
+        kind = hints[f.name]
+        choices = typing.get_args(kind) if typing.get_origin(kind) is Literal else None
         parser.add_argument(
             f"--{f.name.replace('_', '-')}",
             dest=f.name,
             default=None,
-            metavar="VALUE",
-            help=f"override [expression] {f.name}",
+            choices=choices,
+            metavar=None if choices else _METAVARS.get(kind, "VALUE"),
+            help=f"override [expression] {f.name} (default: {f.default})",
         )
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+_METAVARS = {int: "N", float: "X", bool: "true|false"}
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExpressionConfig)}
-    try:
-        config = load_config(ExpressionConfig, args.config, "expression", overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    from hapflow.cli import setup_logging
 
-    from prep.targets import ExpressionError, run_expression
+    setup_logging(args.quiet, fmt="%(message)s")
+    from hapflow.config import TORCH_SECTIONS, load_study, split_overrides
 
-    try:
-        run_expression(config, args.workdir)
-    except ExpressionError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    sets = split_overrides(args.set, SECTIONS)
+    for f in dataclasses.fields(ExpressionConfig):
+        if getattr(args, f.name) is not None:
+            sets["expression"][f.name] = getattr(args, f.name)
+    study = load_study(args.config, sets, need=SECTIONS, skip=TORCH_SECTIONS)
+
+    from prep.targets import run_expression
+
+    run_expression(study.expression, args.workdir)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m prep.expression``: see the module docstring; exit 2 on bad input."""
+    from hapflow.cli import run_cli
+
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -22,22 +22,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m prep.haplotypes",
-        description="Build each sample's two haplotype sequences and write them as FASTA.",
-    )
-    p.add_argument("--config", help="study TOML; its [haplotypes] section gives defaults")
+    from hapflow.cli import add_common_arguments, make_parser
+
+    p = make_parser("python -m prep.haplotypes",
+                    "Build each sample's two haplotype sequences and write them as FASTA "
+                    "(records NAME|SAMPLE|HAP, HAP 1 or 2). Settings come from the "
+                    "[haplotypes] section of --config; flags and --set override it.",
+                    next_step="look at the sequences, or build a study's shards with "
+                              "python -m prep.shard --config C --workdir DIR")
+    add_common_arguments(p, ("haplotypes",), workdir=False, config_required=False)
     p.add_argument("--reference", help="reference FASTA (plain or bgzip, indexed)")
     p.add_argument("--vcf", help="phased VCF/BCF (bgzipped, indexed): one file, a comma-separated list, or a pattern with {chrom}")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--regions", dest="tss", help="gene TSS table (CSV/TSV/BED)")
     g.add_argument("--bed", help="BED of intervals (bcftools-exact haplotypes)")
-    p.add_argument("--length", type=int, help="window length for --regions (default 49152)")
+    p.add_argument("--length", type=int, metavar="L", help="window length for --regions (default 49152)")
     s = p.add_mutually_exclusive_group()
     s.add_argument("--samples", help="comma-separated sample ids (default: all)")
     s.add_argument("--samples-file", help="file with one sample id per line")
@@ -51,39 +54,37 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="reverse-complement windows of minus-strand genes")
     p.add_argument("--tss-one-based", choices=["true", "false"],
                    help="force the TSS column to be read as 1-based or 0-based")
-    p.add_argument("--seed", type=int, help="seed of --unphased random")
+    p.add_argument("--seed", type=int, metavar="N", help="seed of --unphased random")
     p.add_argument("--output", "-o", required=True, help="output FASTA (.fa or .fa.gz)")
-    p.add_argument("--quiet", action="store_true", help="only warnings and errors")
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(message)s")
-    from prep.config import ConfigError, load_config
-    from prep.contigs import ContigError
-    from prep.export import HaplotypesConfig, write_haplotype_fasta
-    from prep.reference import ReferenceError
-    from prep.regions import RegionError
-    from prep.variants import VcfError
+    from hapflow.cli import setup_logging
 
-    overrides = {
-        k: getattr(args, k)
-        for k in ("reference", "vcf", "tss", "bed", "length", "samples", "samples_file",
-                  "snps_only", "unphased", "ref_mismatch", "reverse_minus", "seed",
-                  "tss_one_based")
-    }
-    try:
-        config = load_config(HaplotypesConfig, args.config, "haplotypes", overrides)
-        if args.bed:  # --bed on the command line wins over a TSS table in the config
-            config = dataclasses.replace(config, tss=None)
-        write_haplotype_fasta(config, args.output)
-    except (ConfigError, ContigError, ReferenceError, RegionError, VcfError, ValueError,
-            FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    setup_logging(args.quiet)
+    from hapflow.config import TORCH_SECTIONS, load_study, split_overrides
+    from prep.export import write_haplotype_fasta
+
+    sets = split_overrides(args.set, ("haplotypes",))
+    for k in ("reference", "vcf", "tss", "bed", "length", "samples", "samples_file",
+              "snps_only", "unphased", "ref_mismatch", "reverse_minus", "seed",
+              "tss_one_based"):
+        if getattr(args, k) is not None:
+            sets["haplotypes"][k] = getattr(args, k)
+    config = load_study(args.config, sets, need=("haplotypes",), skip=TORCH_SECTIONS).haplotypes
+    if args.bed:  # --bed on the command line wins over a TSS table in the config
+        config = dataclasses.replace(config, tss=None)
+    write_haplotype_fasta(config, args.output)
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m prep.haplotypes``: see the module docstring; exit 2 on bad input."""
+    from hapflow.cli import run_cli
+
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

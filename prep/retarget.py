@@ -32,7 +32,6 @@ joined to, and per set the samples with a value.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -273,42 +272,40 @@ def _mean_change(old, new) -> float | None:
     return float(np.nanmean(np.abs(new["Y"].to_numpy() - old["Y"].to_numpy())))
 
 
-def main(argv=None) -> int:
-    """``python -m prep.retarget --config C --workdir DIR``: see the module docstring."""
-    p = argparse.ArgumentParser(prog="python -m prep.retarget",
-                                description="Rewrite a study's targets table (the shards stay).")
-    p.add_argument("--config", required=True, help="study TOML ([shard], and [expression] "
-                   "with --expression)")
-    p.add_argument("--workdir", required=True, help="study working directory (DIR/shards)")
+def _main(argv=None) -> int:
+    from hapflow.cli import add_common_arguments, make_parser, setup_logging
+
+    p = make_parser("python -m prep.retarget",
+                    "Rewrite a study's targets table (DIR/shards/manifest.parquet) from new "
+                    "expression values; the shards themselves stay.",
+                    next_step="python -m train.run --config C --workdir DIR")
+    add_common_arguments(p, ("expression", "shard"),
+                         workdir_help="study working directory (rewrites DIR/shards tables)")
     p.add_argument("--expression", action="store_true",
                    help="run the prep.expression stage first (e.g. after changing n_pcs)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a setting, e.g. --set shard.target_reference=all")
-    p.add_argument("--quiet", action="store_true", help="only warnings and errors")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(message)s")
-    from prep.config import ConfigError, load_config
-    from prep.expression import ExpressionConfig
-    from prep.shard import split_overrides
-    from prep.sharding import ShardConfig
-    from prep.targets import ExpressionError, run_expression
+    setup_logging(args.quiet)
+    from hapflow.config import TORCH_SECTIONS, load_study, split_overrides
+    from prep.targets import run_expression
 
-    try:
-        sets = split_overrides(args.set, ("expression", "shard"))
-        scfg = load_config(ShardConfig, args.config, "shard", sets["shard"])
-        if args.expression:
-            run_expression(load_config(ExpressionConfig, args.config, "expression",
-                                       sets["expression"]), args.workdir)
-        summary = retarget(scfg, args.workdir)
-    except (ConfigError, RetargetError, ExpressionError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    sets = split_overrides(args.set, ("expression", "shard"))
+    need = ("expression", "shard") if args.expression else ("shard",)
+    study = load_study(args.config, sets, need=need, skip=TORCH_SECTIONS)
+    if args.expression:
+        run_expression(study.expression, args.workdir)
+    summary = retarget(study.shard, args.workdir)
     if not args.quiet:
         print(f"{summary['samples']} samples, target sets {', '.join(summary['sets'])}: "
-              f"{'rewritten' if summary['changed'] else 'unchanged'} in "
+              f"{'rewritten' if summary['changed'] else 'unchanged, nothing to do'} in "
               f"{summary['seconds']:.2f} s")
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m prep.retarget --config C --workdir DIR``: see the module docstring."""
+    from hapflow.cli import run_cli
+
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -247,53 +247,51 @@ def _write_parquet(df, path: Path) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m prep.simulate",
-                                description="Simulate expression with planted causal SNPs on "
-                                            "real genotypes.")
-    p.add_argument("--config", required=True, help="study TOML ([haplotypes] and [simulate])")
-    p.add_argument("--workdir", required=True,
-                   help="study working directory (writes DIR/expression)")
-    p.add_argument("--vcf", help="override [haplotypes] vcf")
-    p.add_argument("--tss", help="override [haplotypes] tss")
-    p.add_argument("--length", type=int, help="override [haplotypes] length")
-    p.add_argument("--samples-file", help="override [haplotypes] samples_file")
-    p.add_argument("--h2", type=float, help="override [simulate] h2")
-    p.add_argument("--min-maf", type=float, help="override [simulate] min_maf")
-    p.add_argument("--seed", type=int, help="override [simulate] seed")
-    p.add_argument("--output", help="override [simulate] output (expression Parquet)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a setting, e.g. --set simulate.n_causal_max=1")
-    p.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    from hapflow.cli import add_common_arguments, make_parser
+
+    p = make_parser("python -m prep.simulate",
+                    "Simulate expression with planted causal SNPs on real genotypes; writes "
+                    "DIR/expression (the matrix and the planted truth).",
+                    next_step="python -m prep.shard --config C --workdir DIR")
+    add_common_arguments(p, ("haplotypes", "simulate"),
+                         workdir_help="study working directory (writes DIR/expression)")
+    p.add_argument("--vcf", metavar="VCF", help="override [haplotypes] vcf")
+    p.add_argument("--tss", metavar="TABLE", help="override [haplotypes] tss")
+    p.add_argument("--length", type=int, metavar="L",
+                   help="override [haplotypes] length, integer multiple of 128")
+    p.add_argument("--samples-file", metavar="FILE", help="override [haplotypes] samples_file")
+    p.add_argument("--h2", type=float, metavar="X",
+                   help="override [simulate] h2 (heritability, 0 to 1)")
+    p.add_argument("--min-maf", type=float, metavar="X", help="override [simulate] min_maf")
+    p.add_argument("--seed", type=int, metavar="N", help="override [simulate] seed")
+    p.add_argument("--output", metavar="FILE",
+                   help="override [simulate] output (expression Parquet)")
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(message)s")
-    from prep.config import ConfigError, load_config
-    from prep.contigs import ContigError
-    from prep.export import HaplotypesConfig
-    from prep.regions import RegionError
-    from prep.shard import split_overrides
-    from prep.targets import ExpressionError
-    from prep.variants import VcfError
+    from hapflow.cli import setup_logging
 
-    try:
-        sets = split_overrides(args.set, ("haplotypes", "simulate"))
-        for section, names in (("haplotypes", ("vcf", "tss", "length", "samples_file")),
-                               ("simulate", ("h2", "min_maf", "seed", "output"))):
-            for name in names:
-                if getattr(args, name) is not None:
-                    sets[section][name] = getattr(args, name)
-        hcfg = load_config(HaplotypesConfig, args.config, "haplotypes", sets["haplotypes"])
-        scfg = load_config(SimulateConfig, args.config, "simulate", sets["simulate"])
-        run_simulate(hcfg, scfg, args.workdir)
-    except (ConfigError, ContigError, RegionError, SimulationError, ExpressionError, VcfError,
-            ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    setup_logging(args.quiet)
+    from hapflow.config import TORCH_SECTIONS, load_study, split_overrides
+
+    sets = split_overrides(args.set, ("haplotypes", "simulate"))
+    for section, names in (("haplotypes", ("vcf", "tss", "length", "samples_file")),
+                           ("simulate", ("h2", "min_maf", "seed", "output"))):
+        for name in names:
+            if getattr(args, name) is not None:
+                sets[section][name] = getattr(args, name)
+    study = load_study(args.config, sets, need=("haplotypes", "simulate"), skip=TORCH_SECTIONS)
+    run_simulate(study.haplotypes, study.simulate, args.workdir)
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m prep.simulate``: see the module docstring; exit 2 on bad input."""
+    from hapflow.cli import run_cli
+
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ loader runs the same checks on request (``make_loader(..., verify=True)``).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -271,22 +270,32 @@ def _check_members(path: Path, build: str, rows, report: VerifyReport) -> None:
         report.problems.append(f"shard {path}: group {group} of the manifest is missing")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m prep.verify",
-                                description="Verify a study's shards (checksums, members, "
-                                            "manifest).")
-    p.add_argument("shards", nargs="?", help="the shards folder (DIR/shards)")
-    p.add_argument("--workdir", help="study working directory (verifies DIR/shards)")
-    p.add_argument("--split", action="append", help="only this split (repeatable)")
+def _main(argv=None) -> int:
+    from hapflow.cli import add_common_arguments, make_parser, setup_logging
+
+    p = make_parser("python -m prep.verify",
+                    "Verify a study's shards: file checksums against meta.json, the tables, "
+                    "and (unless --quick) every member of every shard. Exit status 0: all "
+                    "verified, 1: problems found (each named), 2: bad arguments.",
+                    next_step="python -m train.run --config C --workdir DIR (or rebuild what "
+                              "failed: python -m prep.shard ... --overwrite)")
+    p.add_argument("shards", nargs="?", metavar="SHARDS_DIR",
+                   help="the shards folder (DIR/shards)")
+    p.add_argument("--workdir", metavar="DIR", help="study working directory (verifies "
+                   "DIR/shards)")
+    p.add_argument("--split", action="append", choices=("train", "val", "test"),
+                   help="only this split (repeatable; default: every split)")
     p.add_argument("--quick", action="store_true",
                    help="file checksums and tables only; do not decode the members")
-    p.add_argument("--quiet", action="store_true", help="print problems only")
+    add_common_arguments(p, (), config=False, workdir=False)
     args = p.parse_args(argv)
     if bool(args.shards) == bool(args.workdir):
         p.error("give the shards folder or --workdir DIR (one of them)")
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(message)s")
+    setup_logging(args.quiet)
     shards = args.shards or str(Path(args.workdir) / "shards")
+    if not Path(shards).is_dir():
+        raise FileNotFoundError(f"shards folder {shards} does not exist (run python -m "
+                                "prep.shard first)")
     report = verify_shards(shards, splits=args.split, deep=not args.quick)
     if not report.ok:
         print(report.summary(), file=sys.stderr)
@@ -294,6 +303,13 @@ def main(argv=None) -> int:
     if not args.quiet:
         print(report.summary())
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m prep.verify``: see the module docstring."""
+    from hapflow.cli import run_cli
+
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":
