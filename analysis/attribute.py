@@ -1004,57 +1004,55 @@ def _json_default(v):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m analysis.attribute",
-        description="In-silico mutagenesis over personal variants: the change in a fine-tuned "
+    from hapflow.cli import add_common_arguments, make_parser
+
+    p = make_parser("python -m analysis.attribute",
+                    "In-silico mutagenesis over personal variants: the change in a fine-tuned "
                     "model's prediction when each variant an individual carries in a gene's "
                     "window is reverted to the reference allele; ranked over a set of "
-                    "individuals and compared with the elastic net's weights.")
-    p.add_argument("--config", required=True, help="study TOML ([haplotypes], [attribute])")
-    p.add_argument("--workdir", required=True,
-                   help="study folder (reads DIR/runs/RUN, writes DIR/attribution/RUN)")
+                    "individuals and compared with the elastic net's weights.",
+                    next_step="read DIR/attribution/RUN/GENE.parquet and GENE.png")
+    add_common_arguments(p, ("haplotypes", "attribute"),
+                         workdir_help="study folder (reads DIR/runs/RUN, writes "
+                                      "DIR/attribution/RUN)")
     p.add_argument("--run", required=True, help="the fine-tuned run DIR/runs/RUN")
     p.add_argument("--gene", required=True, help="gene id (version optional) or symbol")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--individuals", help="comma-separated VCF samples")
     who.add_argument("--split", choices=("train", "val", "test"),
                      help="the gene's individuals of this split (default: [attribute] split)")
-    p.add_argument("--max-individuals", type=int,
+    p.add_argument("--max-individuals", type=int, metavar="N",
                    help="override [attribute] max_individuals (0: all of the split)")
-    p.add_argument("--batch-size", type=int, help="override [attribute] batch_size")
+    p.add_argument("--batch-size", type=int, metavar="N", help="override [attribute] batch_size")
     p.add_argument("--device", help="override [attribute] device (auto, cpu, cuda)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a setting, e.g. --set attribute.rc_average=false")
-    p.add_argument("--quiet", action="store_true", help="only warnings and errors")
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(message)s")
-    from prep.config import ConfigError
-    from prep.contigs import ContigError
-    from prep.regions import RegionError
-    from prep.shard import split_overrides
-    from prep.variants import VcfError
-    from train.prediction import PredictError
+    from hapflow.cli import setup_logging
 
-    try:
-        sets = split_overrides(args.set, ("haplotypes", "attribute"))
-        for name in ("max_individuals", "batch_size", "device"):
-            if getattr(args, name) is not None:
-                sets["attribute"][name] = getattr(args, name)
-        people = [s for s in args.individuals.split(",") if s] if args.individuals else None
-        if args.individuals is not None and not people:
-            raise AttributionError("--individuals names no individual")
-        run_attribution(args.config, args.workdir, args.run, args.gene, individuals=people,
-                        split=args.split, overrides=sets)
-    except (ConfigError, ContigError, RegionError, AttributionError, PredictError, VcfError,
-            ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    setup_logging(args.quiet)
+    from hapflow.config import load_study, split_overrides
+
+    sets = split_overrides(args.set, ("haplotypes", "attribute"))
+    for name in ("max_individuals", "batch_size", "device"):
+        if getattr(args, name) is not None:
+            sets["attribute"][name] = getattr(args, name)
+    load_study(args.config, sets, need=("haplotypes", "attribute"))  # the whole file
+    people = [s for s in args.individuals.split(",") if s] if args.individuals else None
+    if args.individuals is not None and not people:
+        raise AttributionError("--individuals names no individual")
+    run_attribution(args.config, args.workdir, args.run, args.gene, individuals=people,
+                    split=args.split, overrides=sets)
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m analysis.attribute``: see the module docstring; exit 2 on bad input."""
+    from hapflow.cli import run_cli
+
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

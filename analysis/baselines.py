@@ -529,52 +529,51 @@ def _write_parquet(df, path) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m analysis.baselines",
-                                description="Fit PrediXcan/FUSION-style variant baselines per "
-                                            "gene on the study's training individuals.")
-    p.add_argument("--config", required=True, help="study TOML ([haplotypes] and [baselines])")
-    p.add_argument("--workdir", required=True,
-                   help="study working directory (reads DIR/shards, writes DIR/predictions)")
+    from hapflow.cli import add_common_arguments, make_parser
+
+    p = make_parser("python -m analysis.baselines",
+                    "Fit PrediXcan/FUSION-style variant baselines (elastic net, LASSO, ridge, "
+                    "top SNP) per gene on the study's training individuals; writes "
+                    "DIR/predictions/NAME/.",
+                    next_step="python -m analysis.evaluate --config C --workdir DIR")
+    add_common_arguments(p, ("haplotypes", "baselines"), workdir_help="study working directory "
+                         "(reads DIR/shards, writes DIR/predictions)")
     p.add_argument("--vcf", help="override [haplotypes] vcf")
-    p.add_argument("--length", type=int, help="override [haplotypes] length")
+    p.add_argument("--length", type=int, metavar="L", help="override [haplotypes] length")
     p.add_argument("--methods", help="override [baselines] methods (comma-separated)")
-    p.add_argument("--min-maf", type=float, help="override [baselines] min_maf")
-    p.add_argument("--folds", type=int, help="override [baselines] folds")
-    p.add_argument("--seed", type=int, help="override [baselines] seed")
-    p.add_argument("--n-jobs", type=int, help="override [baselines] n_jobs")
+    p.add_argument("--min-maf", type=float, metavar="X", help="override [baselines] min_maf")
+    p.add_argument("--folds", type=int, metavar="N", help="override [baselines] folds")
+    p.add_argument("--seed", type=int, metavar="N", help="override [baselines] seed")
+    p.add_argument("--n-jobs", type=int, metavar="N", help="override [baselines] n_jobs")
     p.add_argument("--target", choices=("Z", "Y"), help="override [baselines] target")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a setting, e.g. --set baselines.l1_ratio=0.9")
-    p.add_argument("--quiet", action="store_true", help="only warnings and errors")
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(message)s")
-    from prep.config import ConfigError, load_config
-    from prep.contigs import ContigError
-    from prep.export import HaplotypesConfig
-    from prep.shard import split_overrides
-    from prep.variants import VcfError
+    from hapflow.cli import setup_logging
 
-    try:
-        sets = split_overrides(args.set, ("haplotypes", "baselines"))
-        for section, names in (("haplotypes", ("vcf", "length")),
-                               ("baselines", ("methods", "min_maf", "folds", "seed", "n_jobs",
-                                              "target"))):
-            for name in names:
-                if getattr(args, name) is not None:
-                    sets[section][name] = getattr(args, name)
-        hcfg = load_config(HaplotypesConfig, args.config, "haplotypes", sets["haplotypes"])
-        bcfg = load_config(BaselinesConfig, args.config, "baselines", sets["baselines"])
-        run_baselines(hcfg, bcfg, args.workdir, progress=not args.quiet)
-    except (ConfigError, ContigError, BaselinesError, VcfError, ValueError,
-            FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    setup_logging(args.quiet)
+    from hapflow.config import TORCH_SECTIONS, load_study, split_overrides
+
+    sets = split_overrides(args.set, ("haplotypes", "baselines"))
+    for section, names in (("haplotypes", ("vcf", "length")),
+                           ("baselines", ("methods", "min_maf", "folds", "seed", "n_jobs",
+                                          "target"))):
+        for name in names:
+            if getattr(args, name) is not None:
+                sets[section][name] = getattr(args, name)
+    study = load_study(args.config, sets, need=("haplotypes", "baselines"),
+                       skip=TORCH_SECTIONS)
+    run_baselines(study.haplotypes, study.baselines, args.workdir, progress=not args.quiet)
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m analysis.baselines``: see the module docstring; exit 2 on bad input."""
+    from hapflow.cli import run_cli
+
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

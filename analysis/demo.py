@@ -29,14 +29,15 @@ log = logging.getLogger("demo")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m analysis.demo",
-        description="Run the whole hapflow path on a study: expression, shards, fine-tuning, "
-                    "predictions, variant baselines, evaluation and the HTML report.")
-    p.add_argument("--config", required=True, help="study TOML (e.g. configs/demo.toml)")
-    p.add_argument("--workdir", required=True, help="study folder for every output")
-    p.add_argument("--name", default="demo", help="training run name (default: demo)")
-    p.add_argument("--quiet", action="store_true", help="only warnings, errors and the result")
+    from hapflow.cli import add_common_arguments, make_parser
+
+    p = make_parser("python -m analysis.demo",
+                    "Run the whole hapflow path on a study: expression, shards, fine-tuning, "
+                    "predictions, variant baselines, evaluation and the HTML report.",
+                    next_step="open DIR/report/report.html; then try a study of your own "
+                              "(configs/geuvadis.toml)")
+    add_common_arguments(p, (), workdir_help="study folder for every output")
+    p.add_argument("--name", default="demo", help="training run name")
     return p.parse_args(argv)
 
 
@@ -75,11 +76,22 @@ def run_demo(config: str, workdir: str, name: str = "demo", quiet: bool = False)
     return 0
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    from hapflow.cli import setup_logging
+
+    setup_logging(args.quiet, fmt="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    from hapflow.config import load_study
+
+    load_study(args.config)  # the whole study file, checked before the first stage
     return run_demo(args.config, args.workdir, args.name, args.quiet)
+
+
+def main(argv=None) -> int:
+    """``python -m analysis.demo``: see the module docstring; exit 2 on bad input."""
+    from hapflow.cli import run_cli
+
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -643,44 +643,47 @@ def headline(result: EvaluationResult, html: Path) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m analysis.evaluate",
-                                description="Per-gene correlation of predictors with observed "
-                                            "expression across held-out individuals; HTML report.")
-    p.add_argument("--config", required=True, help="study TOML ([evaluate] section optional)")
-    p.add_argument("--workdir", required=True, help="study working directory (reads DIR/shards "
-                   "and DIR/predictions, writes DIR/report)")
+    from hapflow.cli import add_common_arguments, make_parser
+
+    p = make_parser("python -m analysis.evaluate",
+                    "Per-gene correlation of predictors with observed expression across "
+                    "held-out individuals, summaries, comparisons and a self-contained HTML "
+                    "report (DIR/report/report.html).",
+                    next_step="open DIR/report/report.html in a browser")
+    add_common_arguments(p, ("evaluate",), workdir_help="study working directory (reads "
+                         "DIR/shards and DIR/predictions, writes DIR/report)")
     p.add_argument("--predictions", nargs="+", metavar="NAME",
                    help="predictors to evaluate (default: all with the split's parquet)")
     p.add_argument("--split", help="override [evaluate] split (default test)")
     p.add_argument("--target", choices=("Y", "Z"), help="override [evaluate] target")
     p.add_argument("--gene-classes", help="override [evaluate] gene_classes (gene,class table)")
     p.add_argument("--out", help="output folder (default DIR/report)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a setting, e.g. --set evaluate.bootstrap=2000")
-    p.add_argument("--quiet", action="store_true", help="only warnings and errors")
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(message)s")
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    from prep.config import ConfigError, load_config
-    from prep.shard import split_overrides
+    from hapflow.cli import setup_logging
 
-    try:
-        sets = split_overrides(args.set, ("evaluate",))["evaluate"]
-        for name in ("split", "target", "predictions", "gene_classes"):
-            if getattr(args, name) is not None:
-                sets[name] = getattr(args, name)
-        cfg = load_config(EvaluateConfig, args.config, "evaluate", sets)
-        result, html = run_evaluation(cfg, args.workdir, args.out)
-    except (ConfigError, EvaluationError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    setup_logging(args.quiet)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    from hapflow.config import TORCH_SECTIONS, load_study, split_overrides
+
+    sets = split_overrides(args.set, ("evaluate",))
+    for name in ("split", "target", "predictions", "gene_classes"):
+        if getattr(args, name) is not None:
+            sets["evaluate"][name] = getattr(args, name)
+    cfg = load_study(args.config, sets, need=("evaluate",), skip=TORCH_SECTIONS).evaluate
+    result, html = run_evaluation(cfg, args.workdir, args.out)
     print(headline(result, html))
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m analysis.evaluate``: see the module docstring; exit 2 on bad input."""
+    from hapflow.cli import run_cli
+
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

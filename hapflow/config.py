@@ -367,10 +367,14 @@ class StudyConfig:
         """``{section: config}`` of the loaded sections, in file order of :data:`SECTIONS`."""
         return {s: getattr(self, s) for s in SECTIONS if getattr(self, s) is not None}
 
-    def check(self) -> StudyConfig:
-        """Check the rules that join sections; raise ConfigError naming both settings."""
+    def check(self, only: set[str] | None = None) -> StudyConfig:
+        """Check the rules that join sections; raise ConfigError naming both settings.
+
+        ``only``: check just the rules among these sections (default: every loaded section).
+        """
         where = self.path or "the study settings"
-        h, s, lo, m, t = self.haplotypes, self.shard, self.loader, self.model, self.train
+        h, s, lo, m, t = (None if only is not None and name not in only else getattr(self, name)
+                          for name in ("haplotypes", "shard", "loader", "model", "train"))
         if h is not None and (h.length <= 0 or h.length % 128):
             raise ConfigError(f"{where}: [haplotypes] length = {h.length} must be a positive "
                               "multiple of 128 (Enformer's bins are 128 bp; the paper: 49152)")
@@ -430,7 +434,9 @@ def load_study(
         :data:`TORCH_SECTIONS` for stages that must not import torch.
 
     Every other section present in the file (or given overrides) is built and type-checked,
-    then the cross-section rules run (:meth:`StudyConfig.check`).
+    then the cross-section rules run (:meth:`StudyConfig.check`): on the file as written,
+    and with the overrides applied among the ``need`` sections (a ``--length`` given to one
+    stage is not held against a section that stage does not read).
 
     Raises
     ------
@@ -449,12 +455,23 @@ def load_study(
             raise ConfigError(f"unknown section {section!r}{_suggest(section, SECTIONS)}")
     wanted = [s for s in SECTIONS
               if s in need or ((s in data or s in overrides) and s not in skip)]
-    built = {}
-    for section in wanted:
-        where = f"{path} [{section}]" if path is not None else f"[{section}]"
-        built[section] = _build(_section_class(section), data.get(section, {}),
-                                overrides.get(section), base, where)
-    return StudyConfig(**built, path=None if path is None else str(path)).check()
+    name = None if path is None else str(path)
+
+    def build(with_overrides: bool) -> StudyConfig:
+        built = {}
+        for section in wanted:
+            where = f"{path} [{section}]" if path is not None else f"[{section}]"
+            built[section] = _build(_section_class(section), data.get(section, {}),
+                                    overrides.get(section) if with_overrides else None, base,
+                                    where)
+        return StudyConfig(**built, path=name)
+
+    study = build(with_overrides=True)
+    if overrides:
+        # the file must hold together by itself; the overrides only with what this stage uses
+        build(with_overrides=False).check()
+        return study.check(only=set(need) | set(overrides) if need else None)
+    return study.check()
 
 
 def config_to_dict(config: Any, keep_none: bool = False) -> dict[str, Any]:

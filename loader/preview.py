@@ -14,8 +14,6 @@ config file, e.g. ``--set loader.lanes=1``.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 import time
 
@@ -57,38 +55,50 @@ def preview(source, split: str, mode: str, batches: int, config, device: str = "
             "batches_per_epoch": len(loader)}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loader.preview", description=__doc__.split("\n")[0])
-    p.add_argument("--config", help="study TOML ([loader] section)")
-    p.add_argument("--workdir", required=True, help="study working directory (reads DIR/shards)")
-    p.add_argument("--split", default="train", choices=["train", "val", "test"])
-    p.add_argument("--mode", default="train", choices=["train", "eval", "pairwise", "gene"])
-    p.add_argument("--batches", type=int, default=50, help="stop after this many batches")
-    p.add_argument("--num-workers", type=int, help="override [loader] num_workers")
-    p.add_argument("--device", default="cpu", help="where one-hot is built (cpu, cuda)")
-    p.add_argument("--set", action="append", default=[], metavar="loader.KEY=VALUE",
-                   help="override a [loader] setting (repeatable)")
-    p.add_argument("--quiet", action="store_true", help="only warnings and errors")
+def _check_device(device: str) -> None:
+    """A device this build of torch can use, or a ValueError that says why not."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this torch build has no usable CUDA GPU "
+                         f"(torch {torch.__version__}, cuda {torch.version.cuda}); use --device "
+                         "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"--device {device!r}: use cpu, cuda or cuda:N")
+
+
+def _main(argv=None) -> int:
+    from hapflow.cli import add_common_arguments, make_parser, setup_logging
+
+    p = make_parser("python -m loader.preview", __doc__.split("\n")[0].rstrip("."),
+                    next_step="python -m train.run --config C --workdir DIR")
+    add_common_arguments(p, ("loader",), config_required=False,
+                         workdir_help="study working directory (reads DIR/shards)")
+    p.add_argument("--split", default="train", choices=["train", "val", "test"],
+                   help="split to stream")
+    p.add_argument("--mode", default="train", choices=["train", "eval", "pairwise", "gene"],
+                   help="loader mode")
+    p.add_argument("--batches", type=int, default=50, metavar="N",
+                   help="stop after this many batches, integer")
+    p.add_argument("--num-workers", type=int, metavar="N",
+                   help="override [loader] num_workers, integer")
+    p.add_argument("--device", default="cpu", help="where one-hot is built: cpu, cuda, cuda:N")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(message)s")
+    setup_logging(args.quiet)
     from pathlib import Path
 
-    from loader.config import LoaderConfig
-    from prep.config import ConfigError, load_config
-    from prep.shard import split_overrides
-    from prep.shard_format import ShardFormatError
+    from hapflow.config import TORCH_SECTIONS, load_study, split_overrides
 
-    try:
-        overrides = split_overrides(args.set, ("loader",))["loader"]
-        if args.num_workers is not None:
-            overrides["num_workers"] = args.num_workers
-        config = load_config(LoaderConfig, args.config, "loader", overrides)
-        summary = preview(Path(args.workdir) / "shards", args.split, args.mode, args.batches,
-                          config, args.device)
-    except (ConfigError, ShardFormatError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    overrides = split_overrides(args.set, ("loader",))
+    if args.num_workers is not None:
+        overrides["loader"]["num_workers"] = args.num_workers
+    config = load_study(args.config, overrides, need=("loader",), skip=TORCH_SECTIONS).loader
+    _check_device(args.device)
+    shards = Path(args.workdir) / "shards"
+    if not shards.is_dir():
+        raise FileNotFoundError(f"{shards} does not exist: build the shards first with "
+                                "python -m prep.shard --config C --workdir DIR")
+    summary = preview(shards, args.split, args.mode, args.batches, config, args.device)
     print(f"Streamed {summary['batches']} {args.mode} batches of the {args.split} split "
           f"({summary['samples']} samples, {summary['genes']} genes, "
           f"{summary['genes_per_batch']} distinct genes per batch) in {summary['seconds']} s: "
@@ -96,6 +106,13 @@ def main(argv=None) -> int:
           f"one-hot {summary['shapes'].get('one_hot')} on {args.device}; "
           f"{summary['batches_per_epoch']} batches per epoch")
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m loader.preview``: see the module docstring; exit 2 on bad input."""
+    from hapflow.cli import run_cli
+
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

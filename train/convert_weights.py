@@ -22,13 +22,16 @@ import sys
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m train.convert_weights",
-                                description="Convert Enformer weights (Hugging Face layout) to "
-                                            "model.safetensors + config.json.")
+    from hapflow.cli import add_common_arguments, make_parser
+
+    p = make_parser("python -m train.convert_weights",
+                    "Convert Enformer weights (Hugging Face layout) to model.safetensors + "
+                    "config.json, and check the round trip tensor by tensor.",
+                    next_step='point [model] weights at OUT_DIR with source = "pretrained"')
     p.add_argument("src", metavar="SRC_DIR", help="folder with config.json and "
                    "pytorch_model.bin or model.safetensors")
     p.add_argument("out", metavar="OUT_DIR", help="folder to write (created if needed)")
-    p.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    add_common_arguments(p, (), config=False, workdir=False)
     return p.parse_args(argv)
 
 
@@ -65,20 +68,22 @@ def convert(src, out) -> dict:
             "parameters": sum(t.numel() for t in expected.values())}
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(message)s")
-    from prep.config import ConfigError
+    from hapflow.cli import setup_logging
 
-    try:
-        summary = convert(args.src, args.out)
-    except (ConfigError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    setup_logging(args.quiet)
+    summary = convert(args.src, args.out)
     logging.info("wrote %s: %d tensors, %s parameters, from %s", summary["target"],
                  summary["tensors"], f"{summary['parameters']:,}", summary["source"])
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m train.convert_weights SRC OUT``: see the module docstring."""
+    from hapflow.cli import run_cli
+
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

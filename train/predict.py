@@ -29,57 +29,57 @@ prediction_forward, prediction_rc, prediction. Next: ``python -m analysis.evalua
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m train.predict",
-        description="Predict expression per (gene, individual) with a fine-tuned model, from "
-                    "the study's shards or from a VCF. Next step: python -m analysis.evaluate.")
-    p.add_argument("--config", required=True, help="study TOML")
-    p.add_argument("--workdir", required=True, help="study folder (DIR/runs, DIR/predictions)")
+    from hapflow.cli import add_common_arguments, make_parser
+
+    p = make_parser("python -m train.predict",
+                    "Predict expression per (gene, individual) with a fine-tuned model, from "
+                    "the study's shards or from a VCF; writes DIR/predictions/NAME/.",
+                    next_step="python -m analysis.evaluate --config C --workdir DIR")
+    add_common_arguments(p, (), workdir_help="study folder (DIR/runs, DIR/predictions)")
     p.add_argument("--run", "--run-name", dest="run",
                    help="the fine-tuned run DIR/runs/RUN (under torchrun write --run-name: "
                         "torchrun reads --run as its own --run-path)")
     p.add_argument("--weights", help="instead of --run: pretrained Enformer weights folder")
     p.add_argument("--split", default="test", choices=("train", "val", "test"),
-                   help="split of the shards to predict (default: test)")
+                   help="split of the shards to predict")
     p.add_argument("--vcf", help="predict everyone in this phased VCF instead of a split (one file, a comma-separated list, or a pattern with {chrom})")
     p.add_argument("--reference", help="with --vcf: the reference FASTA")
     p.add_argument("--tss", help="with --vcf: the gene TSS table")
     p.add_argument("--samples", help="with --vcf: comma-separated samples (default: all)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-rc", action="store_true",
                    help="forward strand only (default: average forward and reverse complement)")
-    p.add_argument("--quiet", action="store_true", help="only warnings and errors")
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     args = parse_args(argv)
-    rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.WARNING if args.quiet or rank else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    from prep.config import ConfigError
-    from prep.shard_format import ShardFormatError
-    from prep.variants import VcfError
-    from train.prediction import PredictError, run_predict
-    from train.weights import WeightsError
+    from hapflow.cli import setup_logging
 
+    setup_logging(args.quiet, fmt="%(asctime)s %(levelname)s %(message)s",
+                  rank=int(os.environ.get("RANK", "0")), datefmt="%H:%M:%S")
+    from hapflow.config import load_study
+    from train.prediction import run_predict
+
+    load_study(args.config)  # the whole study file, checked before any work
     samples = [s for s in args.samples.split(",") if s] if args.samples else None
     vcf = args.vcf.split(",") if args.vcf and "," in args.vcf else args.vcf
-    try:
-        run_predict(args.config, args.workdir, run=args.run, weights=args.weights,
-                    split=args.split, vcf=vcf, reference=args.reference, tss=args.tss,
-                    samples=samples, device=args.device, rc_average=not args.no_rc)
-    except (ConfigError, PredictError, WeightsError, ShardFormatError, VcfError, ValueError,
-            FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    run_predict(args.config, args.workdir, run=args.run, weights=args.weights,
+                split=args.split, vcf=vcf, reference=args.reference, tss=args.tss,
+                samples=samples, device=args.device, rc_average=not args.no_rc)
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m train.predict``: see the module docstring; exit 2 on bad input."""
+    from hapflow.cli import run_cli
+
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ them. Writes ``DIR/runs/NAME/`` (see :mod:`train.loop`). Next: ``python -m train
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -31,42 +30,41 @@ SECTIONS = ("model", "train", "loader")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m train.run",
-        description="Fine-tune Enformer on personal genomes and expression (reads DIR/shards, "
-                    "writes DIR/runs/NAME). Next step: python -m train.predict.")
-    p.add_argument("--config", required=True, help="study TOML with [model], [train], [loader]")
-    p.add_argument("--workdir", required=True, help="study folder (reads DIR/shards)")
-    p.add_argument("--name", help="run name (default: the strategy), the folder DIR/runs/NAME")
+    from hapflow.cli import add_common_arguments, make_parser
+
+    p = make_parser("python -m train.run",
+                    "Fine-tune Enformer on personal genomes and expression (reads DIR/shards, "
+                    "writes DIR/runs/NAME). The same command runs under torchrun.",
+                    next_step="python -m train.predict --config C --workdir DIR --run NAME "
+                              "--split test")
+    add_common_arguments(p, SECTIONS, workdir_help="study folder (reads DIR/shards, writes "
+                         "DIR/runs/NAME)")
+    p.add_argument("--name", help="run name, the folder DIR/runs/NAME (default: the strategy)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run from its latest checkpoint")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a setting, e.g. --set train.epochs=3 (sections: model, train, "
-                        "loader)")
-    p.add_argument("--quiet", action="store_true", help="only warnings and errors")
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     args = parse_args(argv)
-    rank = int(os.environ.get("RANK", "0"))
-    level = logging.WARNING if args.quiet or rank != 0 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
-    from prep.config import ConfigError
-    from prep.shard import split_overrides
-    from prep.shard_format import ShardFormatError
-    from train.loop import TrainError, fine_tune
-    from train.weights import WeightsError
+    from hapflow.cli import setup_logging
 
-    try:
-        overrides = split_overrides(args.set, SECTIONS)
-        fine_tune(args.config, args.workdir, args.name, args.resume, overrides)
-    except (ConfigError, TrainError, WeightsError, ShardFormatError, ValueError,
-            FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    setup_logging(args.quiet, fmt="%(asctime)s %(levelname)s %(message)s",
+                  rank=int(os.environ.get("RANK", "0")), datefmt="%H:%M:%S")
+    from hapflow.config import load_study, split_overrides
+    from train.loop import fine_tune
+
+    overrides = split_overrides(args.set, SECTIONS)
+    load_study(args.config, overrides, need=SECTIONS)  # the whole file, checked before work
+    fine_tune(args.config, args.workdir, args.name, args.resume, overrides)
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m train.run``: see the module docstring; exit 2 on bad input."""
+    from hapflow.cli import run_cli
+
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":
