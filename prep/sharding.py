@@ -13,8 +13,15 @@ haplotypes and writes the shards of one part of that plan. Layout under ``DIR/sh
     meta.json                  resolved config, versions, input checksums, counts, shard sha256
     config.toml                the resolved config
     build.json                 the build fingerprint and what it is made of (prep.fingerprint)
+    README.txt                 what each file holds and its coordinate conventions
 
-Every file is written atomically; a re-run resumes (skips finished shards) only when its build
+Inputs are checked before anything is written (tables, contigs, VCF files: present, complete,
+indexed, index not older than the data). Problems only met while building (a REF that disagrees
+with the FASTA, a GT allele out of range, a short record) stop the run with every temp file
+removed; the study's tables (manifest, targets.json, splits, config, build.json, quality.json,
+README.txt) are written after the shards and ``meta.json`` last, so a folder without
+``meta.json`` holds no tables (only finished shards, which a re-run resumes). Every file is
+written atomically; a re-run resumes (skips finished shards) only when its build
 fingerprint (sequence settings + input checksums + sample layout) equals the shards', and
 otherwise stops saying what changed (``overwrite`` rebuilds); the same inputs and seed give
 byte-identical outputs. Shards hold no targets: a re-run whose only change is in the targets
@@ -40,7 +47,7 @@ import polars as pl
 
 from prep.config import atomic_write_bytes, atomic_write_text, config_to_dict, save_config
 from prep.encoding import reverse_complement
-from prep.export import HaplotypesConfig, read_sample_list, validate_length
+from prep.export import HaplotypesConfig, os_error_message, read_sample_list, validate_length
 from prep.fingerprint import TARGET_SETTINGS, build_components, describe_changes, fingerprint
 from prep.shard_format import (
     FORMAT_VERSION,
@@ -64,6 +71,26 @@ SPLITS = ("train", "val", "test")
 IDENTITY_COLUMNS = ("split", "shard", "group", "index", "key", "gene", "individual",
                     "population", "chrom", "tss", "strand")
 """Manifest columns that describe the samples and where they are stored (not the targets)."""
+
+STUDY_TABLES = ("manifest.parquet", "targets.json", "splits.parquet", "config.toml",
+                "build.json", "quality.json", "README.txt")
+"""Files of ``DIR/shards`` besides the shards, written after them (``meta.json`` comes last)."""
+
+CONVENTIONS = {
+    "tss": "0-based position of the gene's TSS on the reference (1-based = tss + 1), as the "
+           "manifest's and every group JSON's 'tss'",
+    "window": "the stored sequence covers reference [tss - W // 2, tss - W // 2 + W), 0-based "
+              "half-open, W = L + 2 * flank; the TSS sits at index W // 2 (W - 1 - W // 2 when "
+              "reverse_complemented)",
+    "sequence": "uint8 codes A, C, G, T, N = 0, 1, 2, 3, 4; haplotype 1 and 2 are the GT "
+                "allele order of the VCF",
+    "chrom": "as the TSS table spells it (the FASTA and VCF names are matched through aliases "
+             "such as chr22 = 22)",
+    "symbol": "the gene symbol from the TSS table (empty when the table has none)",
+    "Y": "log expression as given by the expression matrix; Z and P: per-gene z-score and "
+         "percentile (0-100) over the target_reference individuals",
+}
+"""Coordinate and value conventions, written into meta.json and README.txt beside the files."""
 
 
 class ShardError(ValueError):
@@ -331,7 +358,7 @@ def plan_study(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir: str | os.Path
 
 def _check_contigs(tss: pl.DataFrame, hcfg: HaplotypesConfig, reference_cls) -> None:
     from prep.contigs import ContigError
-    from prep.variants import VcfSet
+    from prep.variants import VcfSet, check_vcf_file
 
     ref = reference_cls(hcfg.reference)
     vcfs = VcfSet(hcfg.vcf)
@@ -339,12 +366,13 @@ def _check_contigs(tss: pl.DataFrame, hcfg: HaplotypesConfig, reference_cls) -> 
         genes = tss.filter(pl.col("chrom") == chrom)["name"].to_list()
         try:
             ref.resolve(chrom)
-            vcfs.locate(chrom)
+            path, _ = vcfs.locate(chrom)
         except ContigError as err:
             raise ShardError(
                 f"{len(genes)} gene(s) (e.g. {genes[0]}) lie on {chrom}: {err}. Drop them from "
                 "the TSS table or use matching files."
             ) from None
+        check_vcf_file(path)  # complete, indexed, index current: before anything is written
         n = ref.length(chrom)
         bad = tss.filter((pl.col("chrom") == chrom) & (pl.col("tss") >= n))
         if bad.height:
@@ -380,7 +408,7 @@ def _gene_order(tss: pl.DataFrame, hcfg: HaplotypesConfig) -> pl.DataFrame:
         tss.with_columns(pl.col("chrom").replace_strict(contig_rank, return_dtype=pl.Int64)
                          .alias("_c"))
         .sort(["_c", "tss", "gene"])
-        .select("gene", "name", "chrom", "tss", "strand")
+        .select("gene", "name", "symbol", "chrom", "tss", "strand")
     )
 
 
@@ -411,7 +439,7 @@ def _assign_shards(targets, order, populations, scfg: ShardConfig) -> pl.DataFra
                     rows.append({
                         "split": split, "shard": f"{split}/shard-{shard:06d}.tar", "group": key,
                         "index": j, "key": sample_key(gene, r["individual"]), "gene": gene,
-                        "individual": r["individual"],
+                        "symbol": gi["symbol"] or None, "individual": r["individual"],
                         "population": populations.get(r["individual"], "NA"),
                         "chrom": gi["chrom"], "tss": gi["tss"], "strand": gi["strand"],
                         "Y": r["Y"], "Z": r["Z"], "P": r["P"],
@@ -419,7 +447,8 @@ def _assign_shards(targets, order, populations, scfg: ShardConfig) -> pl.DataFra
                 in_shard += chunk.height
     return pl.DataFrame(rows, schema={
         "split": pl.Utf8, "shard": pl.Utf8, "group": pl.Utf8, "index": pl.Int32, "key": pl.Utf8,
-        "gene": pl.Utf8, "individual": pl.Utf8, "population": pl.Utf8, "chrom": pl.Utf8,
+        "gene": pl.Utf8, "symbol": pl.Utf8, "individual": pl.Utf8, "population": pl.Utf8,
+        "chrom": pl.Utf8,
         "tss": pl.Int64, "strand": pl.Utf8, "Y": pl.Float64, "Z": pl.Float64, "P": pl.Float64,
     })
 
@@ -430,6 +459,35 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _readme_text(scfg: ShardConfig) -> str:
+    """README.txt of DIR/shards: what each file holds and its conventions, in plain words."""
+    lines = [
+        "hapflow study shards (written by `python -m prep.shard`; format: prep.shard_format)",
+        "",
+        "Files",
+        "  {split}/shard-NNNNNN.tar  WebDataset shards: per group of individuals of one gene, "
+        "the haplotypes (zstd) and a JSON",
+        "  manifest.parquet  one row per (gene, individual): split, shard, group, index, key, "
+        "gene, symbol, individual, population, chrom, tss, strand, the targets Y, Z, P "
+        "(and Y:NAME, ... per target set), build, targets_build",
+        "  targets.json      where the targets come from (matrices, sha256, settings)",
+        "  splits.parquet    the split used: gene, individual, split",
+        "  quality.json      per split counts, what was left out and why, per gene variants in "
+        "window, REF mismatches, missing genotypes; genes without any variant",
+        "  config.toml       the resolved [haplotypes] and [shard] settings",
+        "  build.json        the build fingerprint and what it is made of",
+        "  meta.json         written last: versions, input checksums, counts, every shard's sha256",
+        "",
+        "Conventions",
+        *[f"  {k}: {v}" for k, v in CONVENTIONS.items()],
+        f"  flank: {scfg.flank} extra real bases each side of the L-bp window",
+        "",
+        "Check the folder with `python -m prep.verify DIR/shards`.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def _write_parquet(df: pl.DataFrame, path: Path) -> None:
@@ -486,18 +544,9 @@ def run_shard(
         if out_dir.exists() else []
     stale = [s for s in on_disk if _shard_build(out_dir / s) != build]
     if stale and not overwrite:
-        raise ShardError(_stale_message(out_dir, stale, components))
-    if stale:
-        log.info("Removing %d shard(s) of another build from %s (--overwrite)", len(stale),
-                 out_dir)
-        for s in stale:
-            (out_dir / s).unlink(missing_ok=True)
-        for name in ("meta.json", "quality.json"):
-            (out_dir / name).unlink(missing_ok=True)
+        raise ShardError(_stale_message(out_dir, stale, components, cache))
     done_before = {s for s in on_disk if s in planned and s not in stale}
     if overwrite:
-        for s in mine:
-            (out_dir / s).unlink(missing_ok=True)
         done_before -= set(mine)
     todo = [s for s in mine if s not in done_before]
     if not todo and all(s in done_before for s in plan.shards) \
@@ -505,7 +554,10 @@ def run_shard(
         summary = {"shards": len(plan.shards), "built": 0, "part": f"{k}/{n}",
                    "samples": plan.manifest.height, "build": build}
         if _targets_build(out_dir) != targets["targets_build"]:
-            write_targets(out_dir, plan.manifest, targets)
+            try:
+                write_targets(out_dir, plan.manifest, targets)
+            except OSError as err:
+                raise ShardError(os_error_message(err, out_dir / "manifest.parquet")) from None
             log.info("The %d shard(s) in %s already hold this build (%s); only the targets "
                      "changed, so the targets table (manifest.parquet, targets.json) was "
                      "rewritten and the shards were left alone", len(plan.shards), out_dir, build)
@@ -515,26 +567,46 @@ def run_shard(
                  build)
         return {**summary, "nothing_to_do": True}
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "build.json",
-                      json.dumps({"build": build, "components": components}, indent=1) + "\n")
-    write_targets(out_dir, plan.manifest, targets)
-    _write_parquet(plan.splits, out_dir / "splits.parquet")
-    save_config({"haplotypes": hcfg, "shard": scfg}, out_dir / "config.toml")
-    for s in mine:  # temp files of killed runs (this part's shards only; never a live writer's)
-        remove_stale_temps(out_dir / s)
-    log.info("Part %d/%d: %d shard(s), %d already written, %d to build (build %s)", k, n,
-             len(mine), len(mine) - len(todo), len(todo), build)
-    if todo:
-        _build_shards(plan, set(todo), hcfg, scfg, out_dir, length, tqdm, build)
-    summary = {"shards": len(plan.shards), "built": len(todo), "part": f"{k}/{n}",
-               "samples": plan.manifest.height, "build": build}
-    if all((out_dir / s).exists() for s in plan.shards):
-        _finalize(plan, hcfg, scfg, out_dir, workdir, build, components)
-        summary["finalized"] = True
-    else:
-        log.info("Other parts' shards are still missing; meta.json is written by the last part")
+    try:
+        _remember_build(cache, build, components)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if stale:
+            log.info("Removing %d shard(s) of another build from %s (--overwrite)", len(stale),
+                     out_dir)
+        if stale or (overwrite and todo):
+            _remove_tables(out_dir)  # no table may describe shards that are being rebuilt
+        for s in stale + (mine if overwrite else []):
+            (out_dir / s).unlink(missing_ok=True)
+        for s in mine:  # temp files of killed runs (this part's shards only; never a live one's)
+            remove_stale_temps(out_dir / s)
+        log.info("Part %d/%d: %d shard(s), %d already written, %d to build (build %s)", k, n,
+                 len(mine), len(mine) - len(todo), len(todo), build)
+        if todo:
+            _build_shards(plan, set(todo), hcfg, scfg, out_dir, length, tqdm, build)
+        summary = {"shards": len(plan.shards), "built": len(todo), "part": f"{k}/{n}",
+                   "samples": plan.manifest.height, "build": build}
+        if all((out_dir / s).exists() for s in plan.shards):
+            _finalize(plan, hcfg, scfg, out_dir, workdir, build, components, targets)
+            summary["finalized"] = True
+        else:
+            log.info("Other parts' shards are still missing; the last part to finish writes "
+                     "the tables (manifest.parquet, ...) and meta.json")
+    except OSError as err:
+        raise ShardError(os_error_message(err, out_dir)) from None
     return summary
+
+
+def _remember_build(cache: Path, build: str, components: dict) -> None:
+    """Keep what ``build`` is made of in ``DIR/.cache/builds`` until the study's build.json
+    exists, so a refused re-run over an unfinished study can still say what changed."""
+    atomic_write_text(cache / "builds" / f"{build}.json",
+                      json.dumps({"build": build, "components": components}, indent=1) + "\n")
+
+
+def _remove_tables(out_dir: Path) -> None:
+    """Remove the study's tables, then meta.json (never a table without meta.json)."""
+    for name in (*STUDY_TABLES, "meta.json"):
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def _input_files(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir) -> dict[str, str | None]:
@@ -591,11 +663,21 @@ def _meta_build(out_dir: Path) -> str | None:
         return None
 
 
-def _stale_message(out_dir: Path, stale: list[str], components: dict) -> str:
-    try:
-        old = json.loads((out_dir / "build.json").read_text()).get("components")
-    except (OSError, json.JSONDecodeError):
-        old = None
+def _stale_message(out_dir: Path, stale: list[str], components: dict,
+                   cache: Path | None = None) -> str:
+    old_build = _shard_build(out_dir / stale[0])
+    old = None
+    candidates = [out_dir / "build.json"]
+    if cache is not None and old_build:
+        candidates.append(cache / "builds" / f"{old_build}.json")
+    for path in candidates:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if old_build is None or record.get("build") == old_build:
+            old = record.get("components")
+            break
     changes = describe_changes(old, components)
     return (
         f"{out_dir} holds {len(stale)} shard(s) (e.g. {stale[0]}) built from other settings or "
@@ -691,13 +773,33 @@ def _build_shards(plan, todo, hcfg, scfg, out_dir, length, tqdm, build):
                                     out_dir, scfg, length, width, bool(minus[b]), pool, build)
                         bar.update(1)
     except BaseException:
-        for w in writers.values():
-            w.abort()
+        _abort_all(writers)
         raise
     finally:
-        pool.shutdown()
+        pool.shutdown(cancel_futures=True)
         builder.close()
     assert not writers, f"shards left open: {sorted(writers)}"
+
+
+def _abort_all(writers: dict[str, ShardWriter]) -> None:
+    """Abort every open writer and remove its temp file, whatever fails on the way (a full disk
+    makes closing the tar fail too): one failing abort must not leave the others' files."""
+    for shard, w in list(writers.items()):
+        try:
+            w.abort()
+        except Exception as err:  # noqa: BLE001 - keep aborting the others
+            log.debug("Aborting the writer of %s: %s", shard, err)
+        finally:
+            fh = getattr(w, "_fh", None)
+            if fh is not None and not fh.closed:
+                try:
+                    fh.close()
+                except OSError:
+                    pass
+            tmp = getattr(w, "_tmp", None)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+    writers.clear()
 
 
 def _write_gene(gene, rows, res, b, ref, row_of, writers, remaining, out_dir, scfg, length,
@@ -726,14 +828,19 @@ def _write_gene(gene, rows, res, b, ref, row_of, writers, remaining, out_dir, sc
             "missing_genotypes": int(counts["missing"][idx].sum()),
             "overlap_skipped": int(counts["overlap_skipped"][idx].sum()),
         }
-        if shard not in writers:
-            writers[shard] = ShardWriter(out_dir / shard)
-        w = writers[shard]
-        w.add_reference(gene, packed_ref)
-        w.add_group(first["group"], job.result(), meta)
-        remaining[shard] -= 1
-        if remaining[shard] == 0:
-            writers.pop(shard).close()
+        blob = job.result()
+        try:
+            if shard not in writers:
+                writers[shard] = ShardWriter(out_dir / shard)
+            w = writers[shard]
+            w.add_reference(gene, packed_ref)
+            w.add_group(first["group"], blob, meta)
+            remaining[shard] -= 1
+            if remaining[shard] == 0:
+                w.close()  # stays in writers until renamed: a failing close is aborted too
+                writers.pop(shard)
+        except OSError as err:
+            raise ShardError(os_error_message(err, out_dir / shard)) from None
 
 
 def _log_plan(plan: StudyPlan) -> None:
@@ -747,15 +854,22 @@ def _log_plan(plan: StudyPlan) -> None:
         log.info("Left out: %d (%s), e.g. %s", d["count"], reason, ", ".join(d["examples"][:3]))
 
 
-def _finalize(plan, hcfg, scfg, out_dir, workdir, build, components) -> None:
-    """quality.json and meta.json, once every shard exists (re-reads the shards' metadata).
+def _finalize(plan, hcfg, scfg, out_dir, workdir, build, components, targets=None) -> None:
+    """The study's tables, quality.json and, last, meta.json, once every shard exists (re-reads
+    the shards' metadata).
 
     Every group must carry this run's build fingerprint: ``--part`` jobs run with different
-    settings or inputs refuse to finalise together.
+    settings or inputs refuse to finalise together (before anything is written). ``targets``
+    (the record of :func:`prep.retarget.with_targets`) writes manifest.parquet and
+    targets.json; ``None`` leaves them as they are.
     """
     import importlib.metadata as md
 
+    from prep.retarget import write_targets
+
     gene_stats: dict[str, dict] = {}
+    symbols = dict(zip(plan.genes["gene"], plan.genes["symbol"], strict=True)) \
+        if "symbol" in plan.genes.columns else {}
     shard_info = {}
     for shard in plan.shards:
         path = out_dir / shard
@@ -771,6 +885,7 @@ def _finalize(plan, hcfg, scfg, out_dir, workdir, build, components) -> None:
                 )
             n += len(meta["individuals"])
             st = gene_stats.setdefault(meta["gene"], {
+                "symbol": symbols.get(meta["gene"]),
                 "chrom": meta["chrom"], "tss": meta["tss"], "variants_in_window":
                 meta["n_variants"], "ref_mismatches": meta["n_ref_mismatch"],
                 "missing_genotypes": 0, "individuals": 0})
@@ -785,9 +900,18 @@ def _finalize(plan, hcfg, scfg, out_dir, workdir, build, components) -> None:
             "shards": m.filter(pl.col("split") == s)["shard"].n_unique()}
         for s in SPLITS
     }
+    no_variant = [g for g, st in gene_stats.items() if st["variants_in_window"] == 0]
     quality = {"splits": per_split, "dropped": plan.drops,
+               "genes_without_variants": {"count": len(no_variant), "genes": sorted(no_variant)},
                "genes": dict(sorted(gene_stats.items()))}
+    if targets is not None:
+        write_targets(out_dir, plan.manifest, targets)
+    _write_parquet(plan.splits, out_dir / "splits.parquet")
+    save_config({"haplotypes": hcfg, "shard": scfg}, out_dir / "config.toml")
+    atomic_write_text(out_dir / "build.json",
+                      json.dumps({"build": build, "components": components}, indent=1) + "\n")
     atomic_write_text(out_dir / "quality.json", json.dumps(quality, indent=1) + "\n")
+    atomic_write_text(out_dir / "README.txt", _readme_text(scfg))
     inputs = {name: {"path": os.path.basename(p), "sha256": components["inputs"][name]}
               for name, p in _input_files(hcfg, scfg, workdir).items() if p}
     # the targets (and their matrices' checksums) are described by targets.json, which a
@@ -809,7 +933,7 @@ def _finalize(plan, hcfg, scfg, out_dir, workdir, build, components) -> None:
         "counts": {"samples": m.height, "genes": m["gene"].n_unique(),
                    "individuals": m["individual"].n_unique(), "shards": len(shard_info),
                    "bytes": total, "bytes_per_sample": total / max(m.height, 1)},
-        "splits": per_split, "shards": shard_info,
+        "splits": per_split, "shards": shard_info, "conventions": CONVENTIONS,
     }
     atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=1) + "\n")
     log.info("Wrote %d shards (%d samples, %.0f bytes per diploid sample) to %s",
@@ -819,3 +943,11 @@ def _finalize(plan, hcfg, scfg, out_dir, workdir, build, components) -> None:
     log.info("Data quality: %d genes; %d missing genotypes kept the reference; %d REF "
              "mismatches skipped; details in %s", len(gene_stats), n_missing, n_mis,
              out_dir / "quality.json")
+    if no_variant:
+        names = [f"{symbols.get(g) or g}" for g in no_variant]
+        log.warning(
+            "%d of %d genes have no variant in their %d bp window (e.g. %s): every individual "
+            "gets the reference sequence there, so a sequence model cannot tell individuals "
+            "apart on them; check that the VCF covers these regions (listed in %s under "
+            "genes_without_variants)", len(no_variant), len(gene_stats), hcfg.length,
+            ", ".join(names[:5]), out_dir / "quality.json")
