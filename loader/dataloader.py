@@ -214,12 +214,37 @@ class _EpochDataset(IterableDataset):
         info = get_worker_info()
         process, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         buffers, taken = self.slots.writer(process) if self.slots else (None, None)
-        for batch in self.worker_iter(process, nw, buffers):
-            if self.slots is not None:  # the windows are in the slot; send its number
-                for name in self.slots.names:
-                    del batch[name]
-                batch["worker"], batch["slot"] = process, taken["slot"]
-            yield batch
+        try:
+            for batch in self.worker_iter(process, nw, buffers):
+                if self.slots is not None:  # the windows are in the slot; send its number
+                    for name in self.slots.names:
+                        del batch[name]
+                    batch["worker"], batch["slot"] = process, taken["slot"]
+                yield batch
+        except Exception as err:
+            if info is None:
+                raise
+            # DataLoader would wrap it as "Caught ShardFormatError in DataLoader worker process
+            # 1. Original Traceback ...": send the error itself; the main process raises it
+            yield {WORKER_ERROR: _portable(err)}
+
+
+WORKER_ERROR = "__worker_error__"
+"""Key of the one item a failing worker sends: the exception, re-raised in the main process."""
+
+
+def _portable(err: Exception) -> Exception:
+    """``err`` if it survives pickling (same type, same message), else a RuntimeError saying
+    what it was."""
+    import pickle
+
+    try:
+        back = pickle.loads(pickle.dumps(err))
+        if type(back) is type(err) and str(back) == str(err):
+            return err
+    except Exception:  # noqa: BLE001 - any pickling failure: fall back to the text
+        pass
+    return RuntimeError(f"{type(err).__name__}: {err}")
 
 
 def keep_freed_memory() -> bool:
@@ -420,6 +445,8 @@ class ShardLoader:
         n_skipped = len(self.skipped)
         count = start
         for batch in loader:
+            if WORKER_ERROR in batch:  # the worker's own error, as if raised here
+                raise batch[WORKER_ERROR] from None
             if slots is not None:
                 slots.receive(batch, pin)
             batch = _to_torch(batch)

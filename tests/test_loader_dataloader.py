@@ -249,6 +249,19 @@ def test_truncated_shard_error_names_it(broken):
         list(loader)
 
 
+def test_worker_error_is_the_original_error_in_the_main_process(broken):
+    """A worker's error reaches the caller as itself: same type and message as with 0 workers,
+    no "Caught ... in DataLoader worker process" wrapper or worker traceback."""
+    errors = []
+    for nw in (0, 2):
+        with pytest.raises(ShardFormatError) as info:
+            list(make_loader(broken, "train", "eval", 8, num_workers=nw))
+        errors.append(info.value)
+    assert type(errors[1]) is type(errors[0]) and str(errors[1]) == str(errors[0])
+    assert "worker process" not in str(errors[1]) and "Traceback" not in str(errors[1])
+    assert "shard-000001.tar" in str(errors[1])
+
+
 def test_truncated_shard_skipped_and_counted(broken, manifest, caplog):
     loader = make_loader(broken, "train", "eval", 8, num_workers=2, on_error="skip")
     batches = list(loader)
