@@ -116,18 +116,20 @@ def _type_name(annotation: Any) -> str:
     return str(annotation).replace("typing.", "")
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
+def _coerce(value: Any, annotation: Any, key: str, parse: bool = False) -> Any:
     """Convert ``value`` to ``annotation``.
 
-    Strings (from a command line) are parsed as the type; other values (from TOML, or typed
-    Python overrides) must already have the type: an int setting takes an int only (not a
-    float, not a bool), a float setting an int or a float, a str setting a str.
+    With ``parse`` (command-line overrides), strings are parsed as the type. Otherwise (TOML
+    values, typed Python overrides) a value must already have the type: an int setting takes
+    an int only (not a float, not a bool, not a string), a float setting an int or a float, a
+    str setting a str. ``"none"`` is None for optional settings either way.
     """
-    text = isinstance(value, str)
+    text = parse and isinstance(value, str)
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (text and value.strip().lower() in (NONE_TEXT, "null", "")):
+        if value is None or (isinstance(value, str) and value.strip().lower() == NONE_TEXT) or (
+                text and value.strip().lower() in ("null", "")):
             if type(None) in args:
                 return None
             if value is None:
@@ -137,7 +139,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, key)
+                return _coerce(value, arg, key, parse)
             except ConfigError as err:
                 errors.append(str(err).removeprefix(f"{key}: "))
         raise ConfigError(f"{key}: {value!r} is not a {_type_name(annotation)} "
@@ -151,14 +153,15 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: {value!r} is not a table (e.g. {{ name = 1.0 }})")
         kt, vt = args if args else (str, Any)
-        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+        return {_coerce(k, kt, key, True): _coerce(v, vt, f"{key}.{k}", text)
+                for k, v in value.items()}
     if origin in (list, tuple):
         if text:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: {value!r} is not a list (e.g. [\"a\", \"b\"])")
         inner = args[0] if args else Any
-        items = [_coerce(v, inner, key) for v in value]
+        items = [_coerce(v, inner, key, text) for v in value]
         return tuple(items) if origin is tuple else items
     if origin is typing.Literal:
         if value not in args:
@@ -194,7 +197,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return float(value)
         raise ConfigError(f"{key}: {value!r} is not a number")
     if annotation is str or annotation is Path:
-        if text or isinstance(value, os.PathLike):
+        if isinstance(value, (str, os.PathLike)):
             return annotation(value) if annotation is Path else str(value)
         raise ConfigError(f"{key}: {value!r} is not text (write it in quotes)")
     if annotation is Any:
@@ -251,7 +254,7 @@ def _build(cls: type[T], raw: dict[str, Any], overrides: dict[str, Any] | None, 
         if name not in fields:
             raise ConfigError(f"override {name}: {cls.__name__} has no such setting"
                               f"{_suggest(name, fields)}")
-        value = _coerce(value, hints[name], f"override {name}")
+        value = _coerce(value, hints[name], f"override {name}", parse=isinstance(value, str))
         if _is_path_field(fields[name]) and value is not None:
             value = _resolve_path(value, Path("."))
         values[name] = value

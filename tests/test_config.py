@@ -46,3 +46,150 @@ def test_save_config_round_trips(tmp_path):
     out = tmp_path / "resolved.toml"
     save_config({"demo": Demo(path="/x", length=3, names=["a"])}, out)
     assert load_toml(out)["demo"] == {"path": "/x", "length": 3, "flag": False, "names": ["a"]}
+
+
+# --- the whole study file (hapflow.config): real bundled configs, edited one setting at a time
+
+import re  # noqa: E402
+
+from hapflow.config import StudyConfig, load_study, split_overrides  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
+
+DEMO = ROOT / "configs" / "demo.toml"
+
+
+def demo_study(tmp_path, *edits, append=""):
+    """configs/demo.toml with absolute data paths, ``(pattern, replacement)`` edits applied."""
+    text = DEMO.read_text().replace('"../data/', f'"{ROOT / "data"}/')
+    for pattern, repl in edits:
+        text, n = re.subn(pattern, repl, text, count=1, flags=re.MULTILINE)
+        assert n == 1, pattern
+    path = tmp_path / "study.toml"
+    path.write_text(text + append)
+    return path
+
+
+@pytest.mark.parametrize("name", ["demo", "geuvadis", "chr20_sim", "chr20_sanity"])
+def test_every_bundled_study_loads_whole(name):
+    study = load_study(ROOT / "configs" / f"{name}.toml")
+    assert isinstance(study, StudyConfig)
+    assert {"haplotypes", "shard", "loader"} <= set(study.sections())
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ((r"^length = 49152$", "length = 49152.5"), r"\[haplotypes\]: length: 49152.5 is not an "
+                                                  "integer"),
+    ((r"^batch_size = 8$", "batch_size = 8.5"), r"\[loader\]: batch_size: 8.5 is not an integer"),
+    ((r"^batch_size = 8$", "batch_size = true"), r"batch_size: True is not an integer"),
+    ((r"^snps_only = false$", "snps_only = 0"), r"snps_only: 0 is not a boolean"),
+    ((r"^seed = 0$", 'seed = "0"'), r"seed: '0' is not an integer"),
+])
+def test_exact_types_never_truncate(tmp_path, edit, message):
+    with pytest.raises(ConfigError, match=message):
+        load_study(demo_study(tmp_path, edit))
+
+
+def test_n_pcs_float_is_an_error_in_its_own_section(tmp_path):
+    from prep.expression import ExpressionConfig
+
+    path = demo_study(tmp_path, (r"^n_pcs = 5$", "n_pcs = 5.5"))
+    with pytest.raises(ConfigError, match="n_pcs: 5.5 is not an integer"):
+        load_config(ExpressionConfig, path, "expression")
+
+
+def test_float_setting_takes_an_integer(tmp_path):
+    study = load_study(demo_study(tmp_path, (r"^rc_prob = 0.5 ", "rc_prob = 1 ")))
+    assert study.loader.rc_prob == 1.0 and isinstance(study.loader.rc_prob, float)
+
+
+def test_misspelt_section_is_an_error_with_a_suggestion(tmp_path):
+    from loader.config import LoaderConfig
+
+    path = demo_study(tmp_path, (r"^\[loader\]$", "[loadr]"))
+    with pytest.raises(ConfigError, match=r"unknown section \[loadr\] \(did you mean 'loader'"):
+        load_config(LoaderConfig, path, "loader")  # the per-stage reader sees it too
+    with pytest.raises(ConfigError, match=r"unknown section \[loadr\]"):
+        load_study(path)
+
+
+def test_misspelt_key_suggests_the_setting(tmp_path):
+    path = demo_study(tmp_path, (r"^max_shift = 3 ", "max_shfit = 3 "))
+    with pytest.raises(ConfigError, match=r"max_shfit \(did you mean 'max_shift'\?\)"):
+        load_study(path)
+
+
+def test_setting_outside_any_section_is_an_error(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text("length = 4096\n" + demo_study(tmp_path).read_text())
+    with pytest.raises(ConfigError, match="length = 4096 is outside any section"):
+        load_study(path)
+
+
+def test_none_survives_save_and_load(tmp_path):
+    from loader.config import LoaderConfig
+    from prep.sharding import ShardConfig
+
+    shard = ShardConfig(test_fraction=None, n_test=5)  # default test_fraction is 0.2
+    loader_cfg = LoaderConfig(min_percentile_diff=None, lanes=3)
+    out = tmp_path / "saved.toml"
+    save_config({"shard": shard, "loader": loader_cfg}, out)
+    assert load_toml(out)["shard"]["test_fraction"] == "none"
+    assert load_config(ShardConfig, out, "shard") == shard
+    assert load_config(LoaderConfig, out, "loader") == loader_cfg
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ((r"^max_shift = 3 ", "max_shift = 9 "), r"max_shift = 9 needs .* \[shard\] flank = 8"),
+    ((r"^length = 49152$", "length = 49000"), r"length = 49000 must be a positive multiple of "
+                                                "128"),
+    ((r"^splits = .*$", 'splits = "paper"'), r'splits = "paper" needs \[shard\] splits_file'),
+    ((r"^splits = .*$", 'splits = "file"\nsplits_file = "no_such_splits.csv"'),
+     r"splits_file = .*no_such_splits.csv does not exist"),
+    ((r"^strategy = .*$", 'strategy = "pairwise_classification"'),
+     r"needs \[model\] head = 'track', but head = 'attention_pool'"),
+])
+def test_cross_section_rules_at_load(tmp_path, edit, message):
+    with pytest.raises(ConfigError, match=message):
+        load_study(demo_study(tmp_path, edit))
+
+
+def test_shift_fill_n_needs_no_flank(tmp_path):
+    path = demo_study(tmp_path, (r"^max_shift = 3 ", "max_shift = 9 "),
+                      (r'^shift_fill = "flank"', 'shift_fill = "N"'))
+    assert load_study(path).loader.max_shift == 9
+
+
+def test_loader_longer_than_windows_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[loader\] length = 4096 is longer .* 1024"):
+        load_study(demo_study(tmp_path, (r"^length = 49152$", "length = 1024")))
+
+
+def test_overrides_are_held_only_against_the_stage_sections(tmp_path):
+    sets = split_overrides(["haplotypes.length=1024"], ("haplotypes",))
+    study = load_study(DEMO, sets, need=("haplotypes",))  # e.g. prep.haplotypes --length 1024
+    assert study.haplotypes.length == 1024
+    with pytest.raises(ConfigError, match="longer than the stored windows"):
+        load_study(DEMO, sets)  # every section in play: the loader's 4096 cannot be cropped
+
+
+def test_cli_strings_are_parsed_strictly():
+    with pytest.raises(ConfigError, match="'8.5' is not an integer"):
+        load_study(DEMO, {"loader": {"batch_size": "8.5"}}, skip=("model", "train"))
+    study = load_study(DEMO, {"loader": {"lanes": "none", "batch_size": "4"}},
+                       skip=("model", "train"))
+    assert (study.loader.lanes, study.loader.batch_size) == (None, 4)
+
+
+def test_split_overrides_errors_name_the_item():
+    with pytest.raises(ConfigError, match=r"not 'loadr' \(did you mean 'loader'"):
+        split_overrides(["loadr.batch_size=4"], ("loader", "train"))
+    with pytest.raises(ConfigError, match="write SECTION.KEY=VALUE"):
+        split_overrides(["batch_size=4"], ("loader",))
+
+
+def test_prep_config_is_the_same_machinery():
+    import hapflow.config
+    import prep.config
+
+    assert prep.config.load_config is hapflow.config.load_config
+    assert prep.config.ConfigError is hapflow.config.ConfigError
