@@ -25,6 +25,8 @@ import logging
 import sys
 import time
 
+from hapflow.config import SECTIONS
+
 log = logging.getLogger("demo")
 
 
@@ -36,7 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "predictions, variant baselines, evaluation and the HTML report.",
                     next_step="open DIR/report/report.html; then try a study of your own "
                               "(configs/geuvadis.toml)")
-    add_common_arguments(p, (), workdir_help="study folder for every output")
+    add_common_arguments(p, tuple(SECTIONS), workdir_help="study folder for every output; "
+                         "with --set, the resolved study is saved as DIR/study.toml and every "
+                         "stage reads that")
     p.add_argument("--name", default="demo", help="training run name")
     return p.parse_args(argv)
 
@@ -81,10 +85,17 @@ def _main(argv=None) -> int:
     from hapflow.cli import setup_logging
 
     setup_logging(args.quiet, fmt="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    from hapflow.config import load_study
+    from pathlib import Path
 
-    load_study(args.config)  # the whole study file, checked before the first stage
-    return run_demo(args.config, args.workdir, args.name, args.quiet)
+    from hapflow.config import load_study, split_overrides
+
+    sets = split_overrides(args.set)
+    study = load_study(args.config, sets)  # the whole study file, checked before any stage
+    config = args.config
+    if args.set:  # one resolved file for every stage, kept with the outputs
+        config = str(Path(args.workdir) / "study.toml")
+        study.save(config)
+    return run_demo(config, args.workdir, args.name, args.quiet)
 
 
 def main(argv=None) -> int:

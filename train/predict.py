@@ -29,6 +29,7 @@ prediction_forward, prediction_rc, prediction. Next: ``python -m analysis.evalua
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -40,7 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "Predict expression per (gene, individual) with a fine-tuned model, from "
                     "the study's shards or from a VCF; writes DIR/predictions/NAME/.",
                     next_step="python -m analysis.evaluate --config C --workdir DIR")
-    add_common_arguments(p, (), workdir_help="study folder (DIR/runs, DIR/predictions)")
+    add_common_arguments(p, ("haplotypes", "loader", "model"),
+                         workdir_help="study folder (DIR/runs, DIR/predictions)")
     p.add_argument("--run", "--run-name", dest="run",
                    help="the fine-tuned run DIR/runs/RUN (under torchrun write --run-name: "
                         "torchrun reads --run as its own --run-path)")
@@ -63,16 +65,37 @@ def _main(argv=None) -> int:
 
     setup_logging(args.quiet, fmt="%(asctime)s %(levelname)s %(message)s",
                   rank=int(os.environ.get("RANK", "0")), datefmt="%H:%M:%S")
-    from hapflow.config import load_study
+    from hapflow.config import load_study, split_overrides
     from train.prediction import run_predict
 
-    load_study(args.config)  # the whole study file, checked before any work
+    sets = split_overrides(args.set, ("haplotypes", "loader", "model"))
+    study = load_study(args.config, sets)  # the whole study file, checked before any work
     samples = [s for s in args.samples.split(",") if s] if args.samples else None
     vcf = args.vcf.split(",") if args.vcf and "," in args.vcf else args.vcf
-    run_predict(args.config, args.workdir, run=args.run, weights=args.weights,
-                split=args.split, vcf=vcf, reference=args.reference, tss=args.tss,
-                samples=samples, device=args.device, rc_average=not args.no_rc)
+    with _resolved(args.config, study, bool(args.set), args.workdir) as config:
+        run_predict(config, args.workdir, run=args.run, weights=args.weights,
+                    split=args.split, vcf=vcf, reference=args.reference, tss=args.tss,
+                    samples=samples, device=args.device, rc_average=not args.no_rc)
     return 0
+
+
+@contextlib.contextmanager
+def _resolved(config, study, overridden: bool, workdir):
+    """The study file to read: ``config``, or with --set a temporary resolved copy."""
+    if not overridden:
+        yield config
+        return
+    import tempfile
+    from pathlib import Path
+
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".study.", suffix=".toml", dir=workdir)
+    os.close(fd)
+    try:
+        study.save(tmp)
+        yield tmp
+    finally:
+        os.unlink(tmp)
 
 
 def main(argv=None) -> int:
