@@ -502,16 +502,22 @@ class ShardWriter:
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
-        os.chmod(self._tmp, 0o644)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(self._tmp, 0o644 & ~mask)  # the user's umask, as other outputs
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
+        """Drop the temp file; never raises (called while another error propagates)."""
+        for close in (self._tar.close, self._fh.close):
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - a full disk or closed file: the temp goes anyway
+                pass
         try:
-            self._tar.close()
-            self._fh.close()
-        finally:
-            if self._tmp.exists():
-                self._tmp.unlink()
+            self._tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def iter_tar(fileobj, url: str, want: Callable[[str, str], bool] | None = None) -> Iterator[dict]:
