@@ -79,3 +79,27 @@ def test_predict_errors_are_clear(trained, tmp_path):
     out = _predict(workdir, config, "--vcf", str(CHR22_VCF))
     assert out.returncode == 2 and "--vcf needs --reference" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_pretrained_baseline_predicts_from_a_weights_folder(trained, tmp_path):
+    """--weights DIR: the pretrained (here: a tiny random, saved in Hugging Face layout) Enformer's
+    track over the centre bins, the paper's not-fine-tuned baseline."""
+    import torch
+
+    from train.weights import enformer_hparams, new_enformer, save_hf_directory
+
+    workdir, config = trained
+    hparams = enformer_hparams({"dim": 48, "depth": 1, "heads": 1, "attn_dim_key": 16,
+                                "dim_divisible_by": 8, "output_heads": {"human": 8},
+                                "target_length": 16})
+    torch.manual_seed(0)
+    save_hf_directory(new_enformer(hparams), hparams, tmp_path / "enformer")
+    out = subprocess.run([sys.executable, "-m", "train.predict", "--config", str(config),
+                          "--workdir", str(workdir), "--weights", str(tmp_path / "enformer"),
+                          "--split", "test"], cwd=ROOT, env=_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = pl.read_parquet(workdir / "predictions" / "pretrained" / "test.parquet")
+    manifest = pl.read_parquet(workdir / "shards" / "manifest.parquet")
+    assert table.height == manifest.filter(pl.col("split") == "test").height
+    assert (table["prediction"] >= 0).all()  # a softplus track: non-negative
