@@ -85,14 +85,20 @@ LENGTHS = (49_152, 196_608)
 """Window lengths measured: the paper's 49,152 bp and Enformer's 196,608 bp."""
 
 
-MALLOC_TUNABLES = "glibc.malloc.trim_threshold=4294967296:glibc.malloc.mmap_threshold=33554432"
+MALLOC_TUNABLES = (
+    "glibc.malloc.trim_threshold=4294967296:glibc.malloc.mmap_threshold=33554432"
+    ":glibc.malloc.arena_max=1"
+)
 """glibc malloc settings given to every tool's worker process (``GLIBC_TUNABLES``).
 
 ``trim_threshold`` 4 GiB: free memory at the top of a heap is not handed back to the OS after
 each call (the default, 128 kB, gives it back, and the next call page-faults it in again).
 ``mmap_threshold`` 32 MiB (glibc's maximum): buffers such as a 196,608-byte sequence come from
-the heap and are reused instead of being mmap-ed and unmapped per allocation. This is what a
-long-running training or writer process reaches anyway once its heap is warm."""
+the heap and are reused instead of being mmap-ed and unmapped per allocation. ``arena_max`` 1:
+threads allocate from the main heap too (a thread's own arena grows in 64 MB heaps that glibc
+unmaps when they empty: pyconsensus-rs still page-faulted ~10 times per 196,608 bp haplotype
+without it, none with it). This is what a long-running training or writer process reaches anyway
+once its heap is warm."""
 
 THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "GVL_NUM_THREADS", "RAYON_NUM_THREADS",
                     "OMP_NUM_THREADS", "POLARS_MAX_THREADS")
@@ -213,13 +219,15 @@ def best_by_tool(
 ) -> dict[tuple, Mapping[str, Any]]:
     """The fastest row of each (tool, *group) over every value of ``setting`` (threads/workers).
 
-    Returns ``{(tool, *group values): row}``; rows without a ``rate`` are ignored.
+    A row's tool is its ``family`` when it has one (several ways of running one tool, such as
+    GenVarLoader's indexing and its DataLoader, compete for that tool's best). Returns
+    ``{(tool, *group values): row}``; rows without a ``rate`` are ignored.
     """
     best: dict[tuple, Mapping[str, Any]] = {}
     for r in rows:
         if r.get(rate) is None:
             continue
-        key = (r["tool"], *(r[g] for g in group))
+        key = (r.get("family", r["tool"]), *(r[g] for g in group))
         if key not in best or r[rate] > best[key][rate]:
             best[key] = r
     return best
@@ -244,8 +252,8 @@ def ratio_lines(
             if a is None or b is None:
                 continue
             lines.append(
-                f"L={length:,}: {ours} ({a[setting]} {setting}) / {theirs} ({b[setting]} "
-                f"{setting}) = {a[rate] / b[rate]:.2f}x best vs best "
+                f"L={length:,}: {a['tool']} ({a[setting]} {setting}) / {b['tool']} "
+                f"({b[setting]} {setting}) = {a[rate] / b[rate]:.2f}x best vs best "
                 f"(others % {round(100 * a.get('others_cpu', 0))} / "
                 f"{round(100 * b.get('others_cpu', 0))})"
             )

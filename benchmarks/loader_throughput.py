@@ -31,7 +31,10 @@ first batch.
 * **genvarloader** -- ``gvl.write`` of the same windows once (cached), then
   ``Dataset.open(..).with_seqs("haplotypes").with_len(L).to_dataloader(batch_size=8,
   shuffle=True, persistent_workers=True)``: ``S1`` ASCII arrays, on all 300 samples; with 0
-  workers it builds batches with numba threads on every core. GenVarLoader needs polars<2 and
+  workers it builds batches with numba threads on every core. Two more ways, main process
+  only: **genvarloader-buffered** (``to_dataloader(..., mode="buffered")``, its prefetching
+  producer) and **genvarloader-indexing** (``Dataset[regions, samples]`` with 8 random pairs
+  per batch, no torch). GenVarLoader's best of the three is what hapflow is compared with. GenVarLoader needs polars<2 and
   runs under ``--gvl-python`` (see ``benchmarks/prep_haplotypes.py``); without it, it is
   skipped unless importable.
 
@@ -86,7 +89,10 @@ from _common import (
 )
 
 WORKERS = (0, 1, 2)
-TOOLS = ("hapflow", "npy", "naive", "genvarloader")
+TOOLS = ("hapflow", "npy", "naive", "genvarloader", "genvarloader-indexing",
+         "genvarloader-buffered")
+SINGLE_PROCESS = ("genvarloader-indexing", "genvarloader-buffered")
+"""Ways of running a tool that only exist in the main process (measured at 0 workers only)."""
 BATCH = 8
 EPOCH_BATCHES = 25_000
 CACHE = REPO_ROOT / "benchmarks" / "_cache" / "loader_throughput"
@@ -95,7 +101,8 @@ ROUNDS = 5
 COLUMNS = ["tool", "L", "workers", "samples/s", "MB/s", "first batch s", "samples/CPU-s",
            "others %", "x genvarloader"]
 BEST_PAIRS = (("hapflow", "genvarloader"), ("hapflow", "npy"), ("hapflow", "naive"))
-"""(ours, theirs) compared best against best: each at its fastest worker count."""
+"""(ours, theirs) compared best against best: each at its fastest worker count; GenVarLoader's
+three ways (DataLoader, buffered DataLoader, direct indexing) compete for its best."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +316,8 @@ def worker_naive(plan: dict, workers: int) -> dict:
     return measure(lambda: iter(loader), plan["seconds"], plan["L"])
 
 
-def worker_genvarloader(plan: dict, workers: int) -> dict:
+def open_gvl(plan: dict):
+    """GenVarLoader dataset of the plan's windows (``gvl.write`` once, cached), fixed length L."""
     import genoray
     import genvarloader as gvl
     import polars as pl
@@ -328,11 +336,38 @@ def worker_genvarloader(plan: dict, workers: int) -> dict:
                             "chromEnd": [s + length for s in starts]})
         gvl.write(path, bed, genoray.VCF(str(src / VCF.name)), overwrite=True)
         (path / "done").touch()
-    ds = (gvl.Dataset.open(path, reference=str(path.parent / "inputs" / REFERENCE.name))
-          .with_seqs("haplotypes").with_len(length))
+    return (gvl.Dataset.open(path, reference=str(path.parent / "inputs" / REFERENCE.name))
+            .with_seqs("haplotypes").with_len(length))
+
+
+def worker_genvarloader(plan: dict, workers: int) -> dict:
+    ds = open_gvl(plan)
     loader = ds.to_dataloader(batch_size=BATCH, shuffle=True, num_workers=workers,
                               persistent_workers=workers > 0)
-    return measure(lambda: iter(loader), plan["seconds"], length)
+    return measure(lambda: iter(loader), plan["seconds"], plan["L"])
+
+
+def worker_genvarloader_buffered(plan: dict, workers: int) -> dict:
+    """``to_dataloader(mode="buffered")``: GenVarLoader's prefetching producer (main process)."""
+    ds = open_gvl(plan)
+    loader = ds.to_dataloader(batch_size=BATCH, shuffle=True, mode="buffered")
+    return measure(lambda: iter(loader), plan["seconds"], plan["L"])
+
+
+def worker_genvarloader_indexing(plan: dict, workers: int) -> dict:
+    """``Dataset[regions, samples]`` with 8 random (region, sample) pairs per batch, no torch."""
+    import numpy as np
+
+    ds = open_gvl(plan)
+    rng = np.random.default_rng(0)
+
+    def batches():
+        while True:
+            idx = rng.integers(0, ds.shape[0] * ds.shape[1], size=BATCH)
+            r, s = np.unravel_index(idx, ds.shape)
+            yield ds[r, s]  # (8, 2, L) S1
+
+    return measure(batches, plan["seconds"], plan["L"])
 
 
 def planning(genes: int = 8_000, per_gene: int = 300, repeats: int = 3) -> list[dict]:
@@ -368,7 +403,9 @@ def planning(genes: int = 8_000, per_gene: int = 300, repeats: int = 3) -> list[
 
 
 WORKER_FNS = {"hapflow": worker_hapflow, "npy": worker_npy, "naive": worker_naive,
-              "genvarloader": worker_genvarloader}
+              "genvarloader": worker_genvarloader,
+              "genvarloader-indexing": worker_genvarloader_indexing,
+              "genvarloader-buffered": worker_genvarloader_buffered}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,7 +440,7 @@ def make_plans(args: argparse.Namespace) -> dict[int, Path]:
 
 
 def tool_python(tool: str, args: argparse.Namespace) -> str | None:
-    if tool != "genvarloader":
+    if not tool.startswith("genvarloader"):
         return sys.executable
     if args.gvl_python:
         return args.gvl_python
@@ -425,7 +462,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
             python = tool_python(tool, args)
             if python is None:
                 continue
-            for workers in args.workers:
+            for workers in [0] if tool in SINGLE_PROCESS else args.workers:
                 try:
                     result = run_worker([__file__, "--worker", tool, "--plan", str(plan),
                                          "--num-workers", str(workers)], python=python,
@@ -433,7 +470,8 @@ def run_benchmark(args: argparse.Namespace) -> None:
                 except RuntimeError as err:
                     print(f"{tool} L={length} workers={workers} failed: {err}", file=sys.stderr)
                     continue
-                rows.append({"tool": tool, "L": length, "workers": workers, **result})
+                rows.append({"tool": tool, "family": tool.split("-")[0], "L": length,
+                             "workers": workers, **result})
                 print(f"  {tool:13s} L={length:>7,} workers={workers}: "
                       f"{result['samples/s']:>9,.1f} samples/s "
                       f"(others {round(100 * result['others_cpu'])} %)",
@@ -453,7 +491,10 @@ def run_benchmark(args: argparse.Namespace) -> None:
     print_table(rows, COLUMNS)
     note = load_note(load_before, os.getloadavg()[0])
     print(note)
-    append_result("loader_throughput", {"batch_size": BATCH, "seconds": args.seconds,
+    settings = {k: v for k, v in vars(args).items()
+                if k not in ("worker", "plan", "num_workers", "gvl_python")}
+    append_result("loader_throughput", {"args": settings, "batch_size": BATCH,
+                                        "seconds": args.seconds,
                                         "rounds": ROUNDS, "malloc": malloc,
                                         "best_vs_best": ratios, "rows": rows,
                                         "load": note,

@@ -47,12 +47,14 @@ Without ``--gvl-python`` GenVarLoader and pyconsensus-rs run under this interpre
 import them, else they are skipped with a message; with it, pyconsensus-rs runs under this
 interpreter when it can import it there, else under ``--gvl-python``.
 
-Fairness (see ``benchmarks/_common.py``): every worker, whatever the tool, runs under
-``GLIBC_TUNABLES=glibc.malloc.trim_threshold=4294967296:glibc.malloc.mmap_threshold=33554432``,
-so glibc keeps freed memory between calls instead of returning it to the OS. Under glibc's
-defaults (``--default-malloc``) a fresh pyconsensus-rs process page-faults every call's output
-in again (~12 faults per 49,152 bp haplotype) and runs at about a quarter of its speed; hapflow,
-which writes into one reused buffer, hardly changes. The "faults/hap" column shows it. The
+Fairness (see ``benchmarks/_common.py``): every worker, whatever the tool, runs under the same
+``GLIBC_TUNABLES`` (``_common.MALLOC_TUNABLES``: ``glibc.malloc.trim_threshold=4294967296``,
+``mmap_threshold=33554432``, ``arena_max=1``), so glibc keeps freed memory between calls
+instead of returning it to the OS. Under glibc's defaults (``--default-malloc``) a fresh
+pyconsensus-rs process page-faults every call's output in again (~11 faults per 49,152 bp
+haplotype) and loses about half its speed or more; hapflow, which writes into one reused
+buffer, hardly changes. GenVarLoader allocates a new output array per call, which page-faults
+under any setting. The "faults/hap" column shows it. The
 summary printed first compares each tool at its fastest thread count ("best against best").
 """
 
