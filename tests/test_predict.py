@@ -19,7 +19,10 @@ def trained(tmp_path_factory):
     from train.loop import fine_tune
 
     workdir, config = train_study(tmp_path_factory.mktemp("predict"))
-    fine_tune(config, workdir, name="short", overrides={"train": {"max_steps": 2}})
+    # 8 bp bins: a tiny random Enformer with 128 bp bins barely depends on its input before
+    # training (prediction spread ~1e-6), which would make agreement checks vacuous
+    fine_tune(config, workdir, name="short", overrides={"train": {"max_steps": 2},
+                                                        "model": {"num_downsamples": 3}})
     return workdir, config
 
 
@@ -66,8 +69,10 @@ def test_vcf_predictions_equal_shard_predictions(trained):
     assert vcf.height == 4 * len(people)
     both = table.join(vcf, on=["gene", "individual"], suffix="_vcf")
     assert both.height == table.filter(pl.col("individual").is_in(people)).height > 0
+    spread = both.group_by("gene").agg(pl.col("prediction").std())["prediction"].max()
+    assert spread > 1e-4  # predictions differ between people: the check below means something
     for col in ("prediction_forward", "prediction_rc", "prediction"):
-        assert (both[col] - both[f"{col}_vcf"]).abs().max() < 1e-5
+        assert (both[col] - both[f"{col}_vcf"]).abs().max() < 1e-6
 
 
 def test_predict_errors_are_clear(trained, tmp_path):
