@@ -374,8 +374,8 @@ def run_baselines(hcfg, config: BaselinesConfig, workdir, *, progress: bool = Tr
     from joblib import Parallel
     from sklearn.exceptions import ConvergenceWarning
     from threadpoolctl import threadpool_limits
-    from tqdm import tqdm
 
+    from hapflow.progress import progress as tqdm  # a bar on a terminal, plain lines in logs
     from prep.dosages import DosageReader
     from prep.export import validate_length
 

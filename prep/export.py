@@ -151,8 +151,7 @@ def write_haplotype_fasta(config: HaplotypesConfig, output: str | os.PathLike) -
     ``output`` ending in ``.gz`` is gzip-compressed. Returns a summary dict (regions, samples,
     haplotypes written, variant counts).
     """
-    from tqdm import tqdm
-
+    from hapflow.progress import progress as tqdm  # a bar on a terminal, plain lines in logs
     from prep.builder import HaplotypeBuilder
     from prep.regions import read_bed, read_tss_table
 

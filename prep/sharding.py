@@ -521,7 +521,7 @@ def run_shard(
         Besides bad inputs: shards of another build in ``DIR/shards`` without ``overwrite`` (the
         message lists what changed), or parts of different builds at finalisation.
     """
-    from tqdm import tqdm
+    from hapflow.progress import progress as tqdm  # a bar on a terminal, plain lines in logs
 
     length = validate_length(hcfg.length)
     out_dir = Path(workdir) / "shards"

@@ -156,8 +156,8 @@ def run_simulate(hcfg, config: SimulateConfig, workdir) -> dict:
     """
     import numpy as np
     import polars as pl
-    from tqdm import tqdm
 
+    from hapflow.progress import progress as tqdm  # a bar on a terminal, plain lines in logs
     from prep.config import save_config, workdir_layout
     from prep.dosages import DosageReader
     from prep.export import read_sample_list, validate_length

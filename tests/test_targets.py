@@ -347,7 +347,7 @@ def test_main(tmp_path):
 
 def test_main_raises_too_many_pcs_as_exit_code(tmp_path, capsys):
     config = _config(tmp_path, f'input = "{QTLTOOLS}"\nprocess = "geuvadis"\n')
-    assert main(["--config", str(config), "--workdir", str(tmp_path), "--n-pcs", "30"]) == 1
+    assert main(["--config", str(config), "--workdir", str(tmp_path), "--n-pcs", "30"]) == 2
     assert "n_pcs=30 is too many" in capsys.readouterr().err
 
 

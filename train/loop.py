@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from loader import make_loader
-from prep.config import atomic_write_text, config_to_dict, save_config, workdir_layout
+from prep.config import atomic_write_text, config_to_dict, workdir_layout
 from train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint
 from train.config import TrainConfig, load_run_config
 from train.distributed import (
@@ -77,17 +77,20 @@ def fine_tune(config_path: str | Path, workdir: str | Path, name: str | None = N
     -------
     dict: run folder, steps, best validation metric and step (on every rank).
     """
+    from hapflow.config import load_study
+
+    study = load_study(config_path, overrides, need=("model", "train", "loader"))
     model_cfg, cfg, loader_cfg = load_run_config(config_path, overrides)
     d = setup(cfg.device)
     try:
         return _fine_tune(model_cfg, cfg, loader_cfg, d, Path(workdir), name or cfg.strategy,
-                          resume)
+                          resume, study)
     finally:
         teardown()
 
 
 def _fine_tune(model_cfg, cfg: TrainConfig, loader_cfg, d: Dist, workdir: Path, name: str,
-               resume: bool) -> dict:
+               resume: bool, study) -> dict:
     from train.model import build_model, save_exported
 
     # -- where: the shards in, the run folder out -------------------------------------------
@@ -104,8 +107,7 @@ def _fine_tune(model_cfg, cfg: TrainConfig, loader_cfg, d: Dist, workdir: Path, 
                          "or --name NEW to start another run")
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config({"model": model_cfg, "train": cfg, "loader": loader_cfg},
-                    run_dir / "config.toml")
+        study.save(run_dir / "config.toml")  # the whole resolved study, overrides applied
     terms = cfg.loss_terms
     for t in terms:
         need = TERMS[t].head
