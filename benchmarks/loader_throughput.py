@@ -1,6 +1,6 @@
 """Loader throughput: hapflow shards against .npy WebDataset shards, a naive loader and GenVarLoader.
 
-Run from the repository root (about 6 minutes on 2 cores; ``--quick`` about 2)::
+Run from the repository root (about 8 minutes on 2 busy cores; ``--quick`` about 2)::
 
     python benchmarks/loader_throughput.py --gvl-python /root/.venvs/gvl-bench/bin/python
     python benchmarks/loader_throughput.py --quick --tools hapflow,npy
@@ -188,8 +188,9 @@ def build_npy_shards(shards: Path, out: Path, n_samples: int, per_shard: int = 2
                 crop = np.ascontiguousarray(s["seq"][:, flank:flank + s["length"]])
                 buf = io.BytesIO()
                 np.save(buf, crop)
+                # targets live in the manifest since shard format v2: a small JSON stands in
                 writer.write({"__key__": s["__key__"], "seq.npy": buf.getvalue(),
-                              "json": json.dumps({"Y": s["Y"]}).encode()})
+                              "json": json.dumps({"gene": s.get("gene")}).encode()})
                 n += 1
         if writer is not None:
             writer.close()
