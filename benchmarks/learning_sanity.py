@@ -55,7 +55,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import REPO_ROOT, append_result, print_table  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    REPO_ROOT,
+    append_result,
+    machine_busy_seconds,
+    print_table,
+)
 
 CONFIG = REPO_ROOT / "configs" / "chr20_sanity.toml"
 WORKDIR = REPO_ROOT / "benchmarks" / "_cache" / "learning_sanity"
@@ -70,17 +75,6 @@ CONTROL_TOLERANCE = 0.1
 # ---------------------------------------------------------------------------------------------
 
 
-def _machine_busy_seconds() -> float:
-    """CPU seconds all processes on this machine have used (``/proc/stat``; 0 where absent)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:9]]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def _own_cpu_seconds() -> float:
     """CPU seconds of this process and its finished (waited-for) children."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
@@ -93,14 +87,14 @@ class Load:
 
     def __enter__(self):
         self.t0, self.c0, self.m0 = time.perf_counter(), _own_cpu_seconds(), \
-            _machine_busy_seconds()
+            machine_busy_seconds()
         return self
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.t0
         cpu = _own_cpu_seconds() - self.c0
         n = os.cpu_count() or 1
-        others = max(0.0, _machine_busy_seconds() - self.m0 - cpu) / max(self.seconds * n, 1e-9)
+        others = max(0.0, machine_busy_seconds() - self.m0 - cpu) / max(self.seconds * n, 1e-9)
         self.others = round(min(others, 1.0), 3)
         self.cpu = round(cpu, 1)
         return False

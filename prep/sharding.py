@@ -48,7 +48,13 @@ import polars as pl
 from prep.config import atomic_write_bytes, atomic_write_text, config_to_dict, save_config
 from prep.encoding import reverse_complement
 from prep.export import HaplotypesConfig, os_error_message, read_sample_list, validate_length
-from prep.fingerprint import TARGET_SETTINGS, build_components, describe_changes, fingerprint
+from prep.fingerprint import (
+    TARGET_SETTINGS,
+    build_components,
+    describe_changes,
+    file_sha256,
+    fingerprint,
+)
 from prep.shard_format import (
     FORMAT_VERSION,
     ShardFormatError,
@@ -451,14 +457,6 @@ def _assign_shards(targets, order, populations, scfg: ShardConfig) -> pl.DataFra
         "chrom": pl.Utf8,
         "tss": pl.Int64, "strand": pl.Utf8, "Y": pl.Float64, "Z": pl.Float64, "P": pl.Float64,
     })
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _readme_text(scfg: ShardConfig) -> str:
@@ -891,7 +889,7 @@ def _finalize(plan, hcfg, scfg, out_dir, workdir, build, components, targets=Non
                 "missing_genotypes": 0, "individuals": 0})
             st["missing_genotypes"] += meta["missing_genotypes"]
             st["individuals"] += len(meta["individuals"])
-        shard_info[shard] = {"sha256": _sha256(path), "bytes": path.stat().st_size, "samples": n}
+        shard_info[shard] = {"sha256": file_sha256(path), "bytes": path.stat().st_size, "samples": n}
     m = plan.manifest
     per_split = {
         s: {"genes": m.filter(pl.col("split") == s)["gene"].n_unique(),

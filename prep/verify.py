@@ -29,13 +29,14 @@ loader runs the same checks on request (``make_loader(..., verify=True)``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prep.fingerprint import file_sha256
 
 __all__ = ["VerifyReport", "VerifyError", "verify_shards", "main"]
 
@@ -82,14 +83,6 @@ class VerifyReport:
         more = f"\n  ... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
         return (f"{len(self.problems)} problem(s) in {what}:\n  - {lines}{more}\nRebuild the "
                 "damaged shards with `python -m prep.shard ... --overwrite` (or copy them again).")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_json(path: Path, report: VerifyReport) -> dict | None:
@@ -163,7 +156,7 @@ def verify_shards(shards_dir: str | os.PathLike, *, splits: list[str] | None = N
         if size != info.get("bytes"):
             report.problems.append(f"shard {path} holds {size} bytes, meta.json recorded "
                                    f"{info.get('bytes')}: truncated or changed")
-        elif _sha256(path) != info.get("sha256"):
+        elif file_sha256(path) != info.get("sha256"):
             report.problems.append(f"shard {path}: sha256 differs from meta.json's: the file "
                                    "changed since it was written")
         if deep:
