@@ -144,7 +144,7 @@ def test_read_published_rejects_other_tables(tmp_path):
 def test_single_predictor_without_published_section(tmp_path_factory, tmp_path):
     study = make_study(tmp_path_factory.getbasetemp(), "report_study")
     cfg = dataclasses.replace(load_config(EvaluateConfig, CONFIG, "evaluate"), bootstrap=50,
-                              predictions=["noisy"])
+                              predictions=["noisy"], published=None)
     _, html = run_evaluation(cfg, study, tmp_path / "out")
     parsed = _parse(html.read_text())
     assert len([1 for tag, _ in parsed.tags if tag == "img"]) == 2
