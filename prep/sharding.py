@@ -225,13 +225,6 @@ def _drop(drops: dict, reason: str, items: list) -> None:
         drops[reason] = {"count": len(items), "examples": sorted(map(str, items))[:5]}
 
 
-def _vcf_samples(spec) -> list[str]:
-    """Samples of ``[haplotypes] vcf`` (one file, a list, or a {chrom} pattern)."""
-    from prep.variants import VcfSet
-
-    return list(VcfSet(spec).samples)
-
-
 def plan_study(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir: str | os.PathLike) -> StudyPlan:
     """Join TSSs, expression, VCF samples and splits into the list of samples to shard.
 
@@ -252,6 +245,7 @@ def plan_study(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir: str | os.Path
         unseen_gene_split,
     )
     from prep.targets import compute_targets, gene_key, read_expression
+    from prep.variants import VcfSet
 
     for what, value in (("reference", hcfg.reference), ("vcf", hcfg.vcf), ("tss", hcfg.tss)):
         if not value:
@@ -265,7 +259,8 @@ def plan_study(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir: str | os.Path
     drops: dict = {}
     tss = read_tss_table(hcfg.tss, one_based=hcfg.tss_one_based)
     matrix = read_expression(expression_path, scfg.expression_format)
-    vcf_samples = set(_vcf_samples(hcfg.vcf))
+    vcfs = VcfSet(hcfg.vcf)  # opened once: samples here, contigs in _check_contigs
+    vcf_samples = set(vcfs.samples)
     wanted = read_sample_list(hcfg.samples, hcfg.samples_file)
     expr_individuals = [c for c in matrix.columns if c != "gene"]
     if wanted is not None:
@@ -304,7 +299,7 @@ def plan_study(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir: str | os.Path
     tss = tss.with_columns(
         pl.col("_k").replace_strict(matrix_keys, return_dtype=pl.Utf8).alias("gene")
     )
-    _check_contigs(tss, hcfg, Reference)
+    _check_contigs(tss, hcfg, Reference, vcfs)
     matrix = matrix.filter(pl.col("gene").is_in(tss["gene"].to_list())).select(
         ["gene", *individuals]
     )
@@ -362,12 +357,11 @@ def plan_study(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir: str | os.Path
                      drops=drops)
 
 
-def _check_contigs(tss: pl.DataFrame, hcfg: HaplotypesConfig, reference_cls) -> None:
+def _check_contigs(tss: pl.DataFrame, hcfg: HaplotypesConfig, reference_cls, vcfs) -> None:
     from prep.contigs import ContigError
-    from prep.variants import VcfSet, check_vcf_file
+    from prep.variants import check_vcf_file
 
     ref = reference_cls(hcfg.reference)
-    vcfs = VcfSet(hcfg.vcf)
     for chrom in tss["chrom"].unique(maintain_order=True):
         genes = tss.filter(pl.col("chrom") == chrom)["name"].to_list()
         try:

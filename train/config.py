@@ -123,6 +123,9 @@ class TrainConfig:
 def load_run_config(path, overrides: dict[str, dict] | None = None):
     """(ModelConfig, TrainConfig, LoaderConfig) from a study TOML plus ``{section: {key: value}}``.
 
+    The whole file is read and checked (:func:`hapflow.config.load_study`), so unknown
+    sections, wrong types and broken cross-section rules are errors here too.
+
     Raises
     ------
     prep.config.ConfigError
@@ -130,12 +133,7 @@ def load_run_config(path, overrides: dict[str, dict] | None = None):
     ValueError
         Values out of range, naming the section and setting.
     """
-    from loader.config import LoaderConfig
-    from prep.config import load_config
-    from train.model import ModelConfig
+    from hapflow.config import load_study
 
-    overrides = overrides or {}
-    model = load_config(ModelConfig, path, "model", overrides.get("model"))
-    train = load_config(TrainConfig, path, "train", overrides.get("train"))
-    loader = load_config(LoaderConfig, path, "loader", overrides.get("loader"))
-    return model, train, loader
+    study = load_study(path, overrides, need=("model", "train", "loader"))
+    return study.model, study.train, study.loader

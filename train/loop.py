@@ -38,17 +38,18 @@ import torch
 from loader import make_loader
 from prep.config import atomic_write_text, config_to_dict, workdir_layout
 from train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint
-from train.config import TrainConfig, load_run_config
+from train.config import TrainConfig
 from train.distributed import (
     Dist,
     all_gather_object,
+    all_mean,
     barrier,
     rank_seed,
     seed_everything,
     setup,
     teardown,
 )
-from train.inference import autocast, per_gene_pearson, predict_loader
+from train.inference import forward_codes, per_gene_pearson, predict_loader
 from train.losses import STREAMS, TERMS
 from train.metrics import MetricsLog, truncate_metrics
 
@@ -79,8 +80,9 @@ def fine_tune(config_path: str | Path, workdir: str | Path, name: str | None = N
     """
     from hapflow.config import load_study
 
+    # the whole file, checked once before any work; the run reads three of its sections
     study = load_study(config_path, overrides, need=("model", "train", "loader"))
-    model_cfg, cfg, loader_cfg = load_run_config(config_path, overrides)
+    model_cfg, cfg, loader_cfg = study.model, study.train, study.loader
     d = setup(cfg.device)
     try:
         return _fine_tune(model_cfg, cfg, loader_cfg, d, Path(workdir), name or cfg.strategy,
@@ -218,7 +220,7 @@ def _fine_tune(model_cfg, cfg: TrainConfig, loader_cfg, d: Dist, workdir: Path, 
                 step += 1
                 state["step"] = step
                 if step % cfg.log_every_steps == 0 or step == total_steps:
-                    mean_loss = _all_mean(loss_sum / n_micro)
+                    mean_loss = float(all_mean(loss_sum / n_micro))
                     seconds = time.perf_counter() - t_step
                     metrics.train_step({
                         "kind": "train", "step": step, "epoch": epoch, "loss": mean_loss,
@@ -369,8 +371,6 @@ def step_loss(net, group: dict[str, dict], cfg: TrainConfig, device: torch.devic
     -------
     (loss, {term: value}) scalar tensors on ``device``.
     """
-    from loader.device import to_one_hot
-
     seqs, tss, sizes = [], [], []
     for stream, batch in group.items():
         names = ("seq_a", "seq_b") if STREAMS[stream]["pairs"] else ("seq",)
@@ -378,10 +378,7 @@ def step_loss(net, group: dict[str, dict], cfg: TrainConfig, device: torch.devic
             seqs.append(batch[n])
             tss.append(batch["tss_index"])
             sizes.append(batch[n].shape[0])
-    x = to_one_hot(torch.cat(seqs), torch.float32, device)  # (N, 2, L, 4)
-    t = torch.cat(tss).to(device, non_blocking=True)  # (N,)
-    with autocast(device, cfg.precision):
-        pred = net(x, t).float()  # (N,)
+    pred = forward_codes(net, torch.cat(seqs), torch.cat(tss), device, cfg.precision)  # (N,)
     chunks = iter(pred.split(sizes))
     outputs = {}
     for stream in group:
@@ -406,12 +403,6 @@ def _clip(params, max_norm: float) -> float:
     return float(torch.stack(grads).norm()) if grads else 0.0
 
 
-def _all_mean(value: torch.Tensor) -> float:
-    from train.distributed import all_mean
-
-    return float(all_mean(value.detach().float()))
-
-
 def validate(model, val_loader, eval_loader, cfg: TrainConfig, d: Dist) -> dict:
     """The strategy's loss on the validation stream and per-gene Pearson r across validation
     individuals (predictions forward + reverse complement averaged), over all ranks.
@@ -426,9 +417,9 @@ def validate(model, val_loader, eval_loader, cfg: TrainConfig, d: Dist) -> dict:
     model.eval()
     term = TERMS[cfg.strategy]
     total = torch.zeros(2, dtype=torch.float64, device=d.device)
+    one = dataclasses.replace(cfg, terms={cfg.strategy: 1.0})  # the strategy's term alone
     with torch.no_grad():
         for batch in _rng_neutral(val_loader):
-            one = dataclasses.replace(cfg, terms={cfg.strategy: 1.0})
             loss, _ = step_loss(model, {term.stream: batch}, one, d.device)
             n = float(batch["valid"].sum())
             total += torch.tensor([float(loss) * n, n], dtype=torch.float64, device=d.device)

@@ -155,11 +155,12 @@ def predict_vcf(p: Predictor, reference: str, vcf: str, tss: str, d: Dist,
     """
     from prep.builder import HaplotypeBuilder
     from prep.regions import read_tss_table
+    from prep.variants import VcfSet
 
     genes = read_tss_table(tss)
     if genes.height == 0:
         raise PredictError(f"the TSS table {tss} lists no gene")
-    everyone = samples or _vcf_samples(vcf)
+    everyone = samples or list(VcfSet(vcf).samples)
     mine = everyone[d.rank::d.world_size]
     rows: list[tuple] = []
     h = p.haplotypes
@@ -198,12 +199,6 @@ def predict_vcf(p: Predictor, reference: str, vcf: str, tss: str, d: Dist,
         raise PredictError(f"nothing to predict: no sample of {vcf} was selected")
     cols = list(zip(*gathered, strict=True))
     return _table(*cols)
-
-
-def _vcf_samples(vcf) -> list[str]:
-    from prep.variants import VcfSet
-
-    return list(VcfSet(vcf).samples)
 
 
 def _table(gene, individual, forward, rc, prediction) -> pl.DataFrame:

@@ -51,11 +51,10 @@ def _main(argv=None) -> int:
 
     setup_logging(args.quiet, fmt="%(asctime)s %(levelname)s %(message)s",
                   rank=int(os.environ.get("RANK", "0")), datefmt="%H:%M:%S")
-    from hapflow.config import load_study, split_overrides
+    from hapflow.config import split_overrides
     from train.loop import fine_tune
 
     overrides = split_overrides(args.set, SECTIONS)
-    load_study(args.config, overrides, need=SECTIONS)  # the whole file, checked before work
     fine_tune(args.config, args.workdir, args.name, args.resume, overrides)
     return 0
 
