@@ -18,29 +18,35 @@ CONFIG = ROOT / "configs" / "demo.toml"
 _LOCK = threading.Lock()
 
 
-def demo_shards(base: Path) -> Path:
+def build_study(config: Path, workdir: Path) -> Path:
+    """log1p expression + shards of the study ``config`` into ``workdir`` (prep's info logs
+    quiet meanwhile); returns the shards folder."""
     from prep.config import load_config
     from prep.export import HaplotypesConfig
     from prep.expression import ExpressionConfig
     from prep.sharding import ShardConfig, run_shard
     from prep.targets import log1p_expression, read_expression, write_expression
 
+    prep_log = logging.getLogger("prep")
+    level = prep_log.level
+    prep_log.setLevel(logging.WARNING)
+    try:
+        e = load_config(ExpressionConfig, config, "expression")
+        write_expression(log1p_expression(read_expression(e.input)),
+                         workdir / "expression" / "expression.parquet")
+        h = load_config(HaplotypesConfig, config, "haplotypes")
+        s = load_config(ShardConfig, config, "shard")
+        summary = run_shard(h, s, workdir)
+    finally:
+        prep_log.setLevel(level)
+    assert summary.get("finalized"), f"shards of {config} not finalized: {summary}"
+    return workdir / "shards"
+
+
+def demo_shards(base: Path) -> Path:
     workdir = Path(base) / "loader_demo"
     shards = workdir / "shards"
     with _LOCK:
         if (shards / "meta.json").exists():
             return shards
-        prep_log = logging.getLogger("prep")
-        level = prep_log.level
-        prep_log.setLevel(logging.WARNING)
-        e = load_config(ExpressionConfig, CONFIG, "expression")
-        write_expression(log1p_expression(read_expression(e.input)),
-                         workdir / "expression" / "expression.parquet")
-        h = load_config(HaplotypesConfig, CONFIG, "haplotypes")
-        s = load_config(ShardConfig, CONFIG, "shard")
-        try:
-            summary = run_shard(h, s, workdir)
-        finally:
-            prep_log.setLevel(level)
-        assert summary.get("finalized"), f"demo shards not finalized: {summary}"
-    return shards
+        return build_study(CONFIG, workdir)

@@ -8,7 +8,6 @@ validation stays short on two CPU cores, and a study TOML that trains a tiny Enf
 
 from __future__ import annotations
 
-import logging
 import threading
 from pathlib import Path
 
@@ -90,11 +89,7 @@ def write_config(path: Path, extra: str = "") -> Path:
 
 def train_study(base: Path) -> tuple[Path, Path]:
     """Build (once) the 4-gene study under ``base/train_demo``; returns (workdir, config)."""
-    from prep.config import load_config
-    from prep.export import HaplotypesConfig
-    from prep.expression import ExpressionConfig
-    from prep.sharding import ShardConfig, run_shard
-    from prep.targets import log1p_expression, read_expression, write_expression
+    from tests.loader_demo import build_study
 
     workdir = Path(base) / "train_demo"
     config = workdir / "study.toml"
@@ -105,17 +100,5 @@ def train_study(base: Path) -> tuple[Path, Path]:
         lines = CHR22_TSS.read_text().splitlines()
         (workdir / "tss4.tsv").write_text("\n".join(lines[: 1 + GENES]) + "\n")
         write_config(config)
-        prep_log = logging.getLogger("prep")
-        level = prep_log.level
-        prep_log.setLevel(logging.WARNING)
-        e = load_config(ExpressionConfig, config, "expression")
-        write_expression(log1p_expression(read_expression(e.input)),
-                         workdir / "expression" / "expression.parquet")
-        h = load_config(HaplotypesConfig, config, "haplotypes")
-        s = load_config(ShardConfig, config, "shard")
-        try:
-            summary = run_shard(h, s, workdir)
-        finally:
-            prep_log.setLevel(level)
-        assert summary.get("finalized"), f"train demo shards not finalized: {summary}"
+        build_study(config, workdir)
     return workdir, config
