@@ -24,10 +24,11 @@ class LoaderConfig:
     num_workers: int = 2
     """DataLoader worker processes per rank (0: load in the main process)."""
     shuffle_buffer: int = 1024
-    """Train modes: samples (pairs) read and shuffled together in each worker (a block shuffle,
-    rounded up to a multiple of batch_size); memory is about shuffle_buffer x 2 x L bytes."""
+    """Train modes: samples (pairs) read together in each worker (rounded up to a multiple of
+    batch_size); each lane is shuffled in blocks of shuffle_buffer / lanes items (see lanes);
+    memory is about shuffle_buffer x 2 x L bytes."""
     lanes: int | None = None
-    """Train and gene modes: the epoch's reading order is cut into this many contiguous lanes
+    """Train modes (train, pairwise, gene): the epoch's reading order is cut into this many lanes
     read side by side (one sample, in gene mode one batch, of each lane in turn), so a batch
     holds samples of about min(lanes, batch_size) genes, where consecutive samples of the
     gene-sorted shards would give few. Default (None): batch_size. Each worker then reads that

@@ -16,7 +16,8 @@ Modes
     padding and restores manifest order (batches carry the manifest row as ``index``).
 ``pairwise``
     Pairs of two different individuals of one gene and split. On the train split, fresh pairs
-    every epoch (``pairs_per_gene`` per gene), shuffled and augmented like ``train``; on other
+    every epoch (``pairs_per_gene`` per gene, or evenly fewer when ``epoch_batches`` asks for
+    less than a pass), read as lanes and augmented like ``train``; on other
     splits a fixed set (``val_pairs_per_gene`` per gene), padded like ``eval``.
 ``gene``
     Batches that each hold individuals of ONE gene, for losses that compare all pairs of
@@ -184,12 +185,12 @@ class _EpochDataset(IterableDataset):
     """One rank's batches of one epoch; each DataLoader worker loads its share of them."""
 
     def __init__(self, index: SplitIndex, items: np.ndarray, start: int, epoch: int, rank: int,
-                 cfg: LoaderConfig, window: Window, chunk_size: int, train: bool, shuffle: bool,
+                 cfg: LoaderConfig, window: Window, chunk_size: int, train: bool,
                  slots: BatchSlots | None):
         super().__init__()
         self.index, self.items, self.start, self.epoch, self.rank = index, items, start, epoch, rank
         self.cfg, self.window, self.chunk_size, self.train = cfg, window, chunk_size, train
-        self.shuffle, self.slots = shuffle, slots
+        self.slots = slots
 
     def worker_iter(self, process: int, num_workers: int, buffers=None) -> Iterator[dict]:
         """The batches of DataLoader worker ``process`` of ``num_workers``."""
@@ -201,7 +202,7 @@ class _EpochDataset(IterableDataset):
         batches = worker_batches(
             self.index, worker_items(self.items, worker, nw, cfg.batch_size),
             batch_size=cfg.batch_size, chunk_size=self.chunk_size, window=self.window,
-            shuffle=self.shuffle, augment=self.train, rc_prob=cfg.rc_prob,
+            augment=self.train, rc_prob=cfg.rc_prob,
             max_shift=cfg.max_shift, seed=cfg.seed, epoch=self.epoch, rank=self.rank,
             worker=worker, skip=worker_skip(self.start, worker, nw), on_error=cfg.on_error,
             timeout=cfg.timeout_s, buffers=buffers,
@@ -306,9 +307,8 @@ class ShardLoader:
         self.index, self.config, self.mode = index, config, mode
         self.rank, self.world_size = rank, world_size
         self.train = mode == "train" or (mode in ("pairwise", "gene") and index.split == "train")
-        # train and gene modes are shuffled by the plan (lanes read side by side, see
-        # loader.plan.interleave_lanes); a worker shuffle would undo that. Pairwise: in workers.
-        self.shuffle = self.train and mode == "pairwise"
+        # every train mode is shuffled by the plan (lanes read side by side, see
+        # loader.plan.interleave_lanes), not in the workers: a worker shuffle would undo that
         self.lanes = config.lanes or config.batch_size
         self.epoch, self.batch = 0, 0
         self.skipped: dict[str, str] = {}
@@ -406,7 +406,8 @@ class ShardLoader:
         n = w * self.n_batches * b
         if self.mode == "pairwise":
             items = train_pairs(idx.shard, idx.gene, idx.P, len(idx.urls), n, cfg.pairs_per_gene,
-                                cfg.seed, epoch, cfg.min_percentile_diff)
+                                cfg.seed, epoch, cfg.min_percentile_diff, lanes=self.lanes,
+                                block=max(1, self.chunk_size // self.lanes))
         else:
             items = train_samples(idx.shard, len(idx.urls), n, cfg.seed, epoch, lanes=self.lanes,
                                   block=max(1, self.chunk_size // self.lanes))
@@ -433,7 +434,7 @@ class ShardLoader:
             slots = BatchSlots(nw, cfg.prefetch_factor + 2, names,
                                (cfg.batch_size, 2, self.window.length), context)
         dataset = _EpochDataset(self.index, self.items(epoch), start, epoch, self.rank, cfg,
-                                self.window, self.chunk_size, self.train, self.shuffle, slots)
+                                self.window, self.chunk_size, self.train, slots)
         if cfg.keep_freed_memory and nw == 0:
             keep_freed_memory()
         loader = DataLoader(dataset, batch_size=None, num_workers=nw, collate_fn=_keep,

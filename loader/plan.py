@@ -38,6 +38,7 @@ __all__ = [
     "shard_order",
     "stream_order",
     "train_samples",
+    "thin",
     "eval_samples",
     "draw_pairs",
     "train_pairs",
@@ -110,7 +111,9 @@ def train_samples(shard: np.ndarray, n_shards: int, n: int, seed: int, epoch: in
     lanes, block : int
         Each pass is reordered by :func:`interleave_lanes` (``lanes`` lanes read side by side,
         each shuffled in blocks of ``block`` items); ``lanes=1, block=0`` keeps the stream
-        order. Pass c draws from ``seeded_rng(seed, "lanes", epoch, c)``.
+        order. A pass longer than the items still wanted is first thinned (:func:`thin`), so a
+        short epoch still spans every shard and gene. Pass c draws from
+        ``seeded_rng(seed, "lanes", epoch, c)``.
 
     Returns
     -------
@@ -119,13 +122,29 @@ def train_samples(shard: np.ndarray, n_shards: int, n: int, seed: int, epoch: in
     parts, total, cycle = [], 0, 0
     while total < n:
         stream = stream_order(shard, shard_order(n_shards, seed, epoch, cycle))
+        rng = seeded_rng(seed, "lanes", epoch, cycle)
+        stream = stream[thin(len(stream), n - total, rng)]
         if lanes > 1 or block > 1:
-            rng = seeded_rng(seed, "lanes", epoch, cycle)
             stream = stream[interleave_lanes(len(stream), lanes, block, rng)]
         parts.append(stream)
-        total += len(shard)
+        total += len(stream)
         cycle += 1
-    return np.concatenate(parts)[:n, None] if parts else np.zeros((0, 1), np.int64)
+    return np.concatenate(parts)[:, None] if parts else np.zeros((0, 1), np.int64)
+
+
+def thin(n: int, keep: int, rng: np.random.Generator) -> np.ndarray:
+    """``keep`` of ``range(n)``, evenly spaced from a random start, in order: shape (keep,), int64.
+
+    Systematic sampling: item ``floor((j + u) * n / keep)`` for j < keep, u uniform in [0, 1),
+    so every run of ``n / keep`` consecutive items gives one. A train pass with more items than
+    an epoch asks for (``epoch_batches``) is thinned with it instead of cut short: every part of
+    the reading order, i.e. every gene with at least ``n / keep`` items, stays in the epoch (a
+    cut would keep the genes of the first shards read only), and the kept items are still read
+    in shard order. ``keep >= n`` gives ``arange(n)``.
+    """
+    if keep >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.floor((np.arange(keep) + rng.random()) * (n / keep)).astype(np.int64)
 
 
 def eval_samples(n: int) -> np.ndarray:
@@ -262,8 +281,17 @@ def _gene_runs(gene: np.ndarray, positions: np.ndarray) -> list[np.ndarray]:
 
 def train_pairs(shard: np.ndarray, gene: np.ndarray, p: np.ndarray, n_shards: int, n: int,
                 per_gene: int, seed: int, epoch: int,
-                min_diff: float | None = None) -> np.ndarray:
-    """``n`` pairs for a train epoch: genes in the epoch's shard order, ``per_gene`` each.
+                min_diff: float | None = None, lanes: int = 1, block: int = 0) -> np.ndarray:
+    """``n`` pairs for a train epoch: genes in the epoch's shard order, read as ``lanes`` lanes.
+
+    Per pass (cycle): shards in the epoch's seeded order; each gene draws ``per_gene`` pairs,
+    or evenly fewer when the epoch wants fewer than a pass (``ceil(wanted / genes)`` each, then
+    :func:`thin` to exactly the number wanted), so that every gene is in every epoch; the pairs
+    (consecutive per gene) are then read as ``lanes`` lanes side by side, each shuffled in
+    blocks of ``block`` pairs (:func:`interleave_lanes`): any ``lanes`` consecutive pairs come
+    from places of the pass ``pairs / lanes`` apart, i.e. from different genes. Without lanes
+    (``lanes=1, block=0``) a gene's pairs would be consecutive, and batches, for hundreds of
+    steps in a row, would hold the same few genes.
 
     Parameters
     ----------
@@ -271,28 +299,38 @@ def train_pairs(shard: np.ndarray, gene: np.ndarray, p: np.ndarray, n_shards: in
         Shard and gene id of each sample.
     p : np.ndarray, shape (N,), float
         Expression percentile of each sample.
+    lanes, block : int
+        As :func:`train_samples`.
 
     Returns
     -------
     np.ndarray, shape (n, 2), int64
         Positions (a, b) of the same gene, a != b. Each gene's pairs come from
-        ``seeded_rng(seed, "pairs", epoch, cycle, gene)``.
+        ``seeded_rng(seed, "pairs", epoch, cycle, gene)``, the thinning and lanes from
+        ``seeded_rng(seed, "lanes", epoch, cycle)``.
     """
+    n_genes = len(np.unique(gene)) if len(gene) else 0
     parts, total, cycle = [], 0, 0
     while total < n:
+        want = n - total
+        k = min(per_gene, -(-want // max(n_genes, 1)))
         order = stream_order(shard, shard_order(n_shards, seed, epoch, cycle))
-        added = 0
+        drawn = []
         for rows in _gene_runs(gene, order):
             rng = seeded_rng(seed, "pairs", epoch, cycle, int(gene[rows[0]]))
-            local = draw_pairs(p[rows], per_gene, rng, min_diff)
-            parts.append(rows[local])
-            added += len(local)
-        if added == 0:
+            drawn.append(rows[draw_pairs(p[rows], k, rng, min_diff)])
+        stream = np.concatenate(drawn) if drawn else np.zeros((0, 2), np.int64)
+        if len(stream) == 0:
             raise ValueError("no gene has two samples forming an eligible pair "
                              f"(min_percentile_diff={min_diff})")
-        total += added
+        rng = seeded_rng(seed, "lanes", epoch, cycle)
+        stream = stream[thin(len(stream), want, rng)]
+        if lanes > 1 or block > 1:
+            stream = stream[interleave_lanes(len(stream), lanes, block, rng)]
+        parts.append(stream)
+        total += len(stream)
         cycle += 1
-    return np.concatenate(parts)[:n] if parts else np.zeros((0, 2), np.int64)
+    return np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
 
 
 def fixed_pairs(gene: np.ndarray, p: np.ndarray, per_gene: int, seed: int,
@@ -423,8 +461,8 @@ def train_gene_batches(shard: np.ndarray, gene: np.ndarray, n_shards: int, n_bat
     Per pass (cycle): shards in the epoch's seeded order; the individuals of each gene in a
     shard shuffled and cut into balanced batches (:func:`balanced_batches`, at least 2
     individuals); the batches read as ``lanes`` lanes side by side, each shuffled in blocks of
-    ``block`` batches (:func:`interleave_lanes`), so consecutive batches hold different genes.
-    A gene whose groups
+    ``block`` batches (:func:`interleave_lanes`), so consecutive batches hold different genes;
+    a pass longer than the batches still wanted is first thinned (:func:`thin`). A gene whose groups
     span two shards is batched per shard (its parts lie far apart in the epoch's reading order).
     Passes repeat, in new orders, until ``n_batches`` are planned.
 
@@ -452,12 +490,13 @@ def train_gene_batches(shard: np.ndarray, gene: np.ndarray, n_shards: int, n_bat
         batches = balanced_batches(keys[stream], stream, batch_size, min_size=2, rng=rng)
         if len(batches) == 0:
             raise ValueError("no gene has two individuals in one shard: gene mode has no batch")
+        batches = batches[thin(len(batches), n_batches - total, rng)]
         parts.append(batches[interleave_lanes(len(batches), lanes, block, rng)])
         total += len(batches)
         cycle += 1
     if not parts:
         return np.zeros((0, batch_size), np.int64)
-    return np.concatenate(parts)[:n_batches]
+    return np.concatenate(parts)
 
 
 def eval_gene_batches(gene: np.ndarray, batch_size: int) -> np.ndarray:

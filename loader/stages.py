@@ -530,11 +530,11 @@ def collate_pairs(items: list[tuple], rows: np.ndarray, window: Window, shift: n
 
 
 def worker_batches(index: SplitIndex, items: np.ndarray, *, batch_size: int, chunk_size: int,
-                   window: Window, shuffle: bool, augment: bool, rc_prob: float, max_shift: int,
+                   window: Window, augment: bool, rc_prob: float, max_shift: int,
                    seed: int, epoch: int, rank: int, worker: int, skip: int = 0,
                    on_error: str = "raise", timeout: float = 120.0,
                    buffers: Callable[[], dict] | None = None) -> Iterator[dict]:
-    """The batches of one worker: read, gather, shuffle, crop and augment, collate.
+    """The batches of one worker: read, gather, crop and augment, collate (in plan order).
 
     Parameters
     ----------
@@ -542,7 +542,7 @@ def worker_batches(index: SplitIndex, items: np.ndarray, *, batch_size: int, chu
     items : np.ndarray, shape (count * batch_size, k), int64
         The worker's items (positions in ``index``; -1: padding); k = 1 samples, k = 2 pairs.
     chunk_size : int
-        Items gathered and shuffled together; a multiple of ``batch_size``.
+        Items gathered (read from their shards) together; a multiple of ``batch_size``.
     skip : int
         Leading batches not to yield (resuming mid-epoch); whole skipped chunks are not read.
     buffers : callable, optional
@@ -562,9 +562,6 @@ def worker_batches(index: SplitIndex, items: np.ndarray, *, batch_size: int, chu
     errors: list[tuple[str, str]] = []
     collate = collate_samples if items.shape[1] == 1 else collate_pairs
     for c, rows, resolved in _gathered(index, chunks, first, on_error, errors, timeout):
-        if shuffle:
-            perm = seeded_rng(seed, "shuffle", epoch, rank, worker, c).permutation(len(rows))
-            rows, resolved = rows[perm], [resolved[i] for i in perm]
         if augment:
             shifts, reverses = draw_augment(seeded_rng(seed, "augment", epoch, rank, worker, c),
                                             len(rows), rc_prob, max_shift)

@@ -296,3 +296,24 @@ def test_train_batches_hold_about_batch_size_genes(shards, manifest):
     mixed = genes_per_batch()
     assert np.mean(mixed) > 7.5
     assert np.mean(genes_per_batch(lanes=1)) < 6.5  # one lane: consecutive samples
+
+
+def test_pairwise_train_batches_mix_genes(shards, manifest):
+    """A gene's pairs are drawn together, but lanes spread them: a batch of 8 pairs holds ~8 genes
+    (one lane without a shuffle block reads a gene's 250 pairs in a row: ~31 one-gene batches)."""
+    def genes_per_batch(**kw):
+        loader = make_loader(shards, "train", "pairwise", 8, num_workers=1, **kw)
+        return [len(set(b["gene"])) for b in loader]
+
+    assert np.mean(genes_per_batch()) > 7.5
+    assert np.mean(genes_per_batch(lanes=1, shuffle_buffer=8)) < 1.2
+
+
+@pytest.mark.parametrize("mode", ["train", "pairwise", "gene"])
+def test_short_epochs_span_every_gene(shards, manifest, mode):
+    """epoch_batches below a pass thins the pass evenly instead of cutting it: every gene of the
+    split is in a short epoch (a cut would keep the genes of the first shards read)."""
+    genes = set(manifest.filter(pl.col("split") == "train")["gene"].unique().to_list())
+    loader = make_loader(shards, "train", mode, 4, num_workers=0, epoch_batches=40, length=256)
+    seen = [g for b in loader for g, ok in zip(b["gene"], b["valid"].tolist()) if ok]
+    assert len(loader) == 40 and set(seen) == genes

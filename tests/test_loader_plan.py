@@ -96,6 +96,21 @@ def test_train_pairs_same_gene_and_fresh_each_epoch():
     assert e0.tolist() != e1.tolist()
 
 
+def test_train_pairs_lanes_interleave_genes_and_short_epochs_thin_evenly():
+    gene = np.repeat(np.arange(4), 10)  # 4 genes of 10 samples, one shard
+    shard = np.zeros(40, np.int64)
+    p = np.arange(40, dtype=float)
+    plain = train_pairs(shard, gene, p, 1, 40, 10, seed=0, epoch=0)
+    assert gene[plain[:, 0]].tolist() == np.repeat(np.arange(4), 10).tolist()  # gene by gene
+    laned = train_pairs(shard, gene, p, 1, 40, 10, seed=0, epoch=0, lanes=4)
+    assert sorted(map(tuple, laned.tolist())) == sorted(map(tuple, plain.tolist()))
+    assert all(len(set(gene[laned[i:i + 4, 0]])) == 4 for i in range(0, 40, 4))
+    short = train_pairs(shard, gene, p, 1, 8, 10, seed=0, epoch=0, lanes=4)
+    assert short.shape == (8, 2) and np.bincount(gene[short[:, 0]]).tolist() == [2, 2, 2, 2]
+    more = train_pairs(shard, gene, p, 1, 50, 10, seed=0, epoch=0)  # a pass and a bit
+    assert more.shape == (50, 2) and (gene[more[:, 0]] == gene[more[:, 1]]).all()
+
+
 def test_fixed_pairs_do_not_depend_on_epoch_or_world():
     gene = np.array([0, 0, 0, 1, 1, 1])
     p = np.array([1.0, 50.0, 99.0, 2.0, 40.0, 80.0])

@@ -173,7 +173,7 @@ def test_worker_batches_eval_order_and_padding(tmp_path):
     index = _tiny_shard(tmp_path / "s.tar")
     items = np.array([[0], [1], [2], [-1]])
     batches = list(worker_batches(index, items, batch_size=2, chunk_size=2, window=Window(6),
-                                  shuffle=False, augment=False, rc_prob=0.5, max_shift=3, seed=0,
+                                  augment=False, rc_prob=0.5, max_shift=3, seed=0,
                                   epoch=0, rank=0, worker=0))
     assert [b["index"].tolist() for b in batches] == [[100, 101], [102, -1]]
     assert batches[1]["seq"][0].tolist() == _haps(2)[:, 2:8].tolist()
@@ -182,7 +182,7 @@ def test_worker_batches_eval_order_and_padding(tmp_path):
     assert batches[0]["Y"].tolist() == [0.0, 1.0] and batches[1]["P"][0] == 20.0
     assert np.isnan(batches[1]["Y"][1])
     skipped = list(worker_batches(index, items, batch_size=2, chunk_size=2, window=Window(6),
-                                  shuffle=False, augment=False, rc_prob=0.5, max_shift=3, seed=0,
+                                  augment=False, rc_prob=0.5, max_shift=3, seed=0,
                                   epoch=0, rank=0, worker=0, skip=1))
     assert [b["index"].tolist() for b in skipped] == [[102, -1]]
 
