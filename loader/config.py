@@ -31,9 +31,11 @@ class LoaderConfig:
     """Train modes (train, pairwise, gene): the epoch's reading order is cut into this many lanes
     read side by side (one sample, in gene mode one batch, of each lane in turn), so a batch
     holds samples of about min(lanes, batch_size) genes, where consecutive samples of the
-    gene-sorted shards would give few. Default (None): batch_size. Each worker then reads that
-    many places of its shards at once and holds about lanes x group_size decoded samples
-    besides the shuffle buffer; 1: one lane (consecutive samples, a plain block shuffle)."""
+    gene-sorted shards would give few. Default (None): batch_size. More lanes than batch_size
+    (read in a spread order) make the genes a run of batches sees change faster: each lane
+    covers fewer genes of the epoch. Each worker then reads that many places of its shards at
+    once and holds about lanes x group_size decoded samples besides the shuffle buffer; 1: one
+    lane (consecutive samples, a plain block shuffle)."""
     seed: int = 0
     """Seed of shard order, shuffling, pair sampling and augmentation (with epoch, rank, worker)."""
     rc_prob: float = 0.5

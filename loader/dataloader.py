@@ -407,10 +407,10 @@ class ShardLoader:
         if self.mode == "pairwise":
             items = train_pairs(idx.shard, idx.gene, idx.P, len(idx.urls), n, cfg.pairs_per_gene,
                                 cfg.seed, epoch, cfg.min_percentile_diff, lanes=self.lanes,
-                                block=max(1, self.chunk_size // self.lanes))
+                                block=max(1, self.chunk_size // self.lanes), width=b)
         else:
             items = train_samples(idx.shard, len(idx.urls), n, cfg.seed, epoch, lanes=self.lanes,
-                                  block=max(1, self.chunk_size // self.lanes))
+                                  block=max(1, self.chunk_size // self.lanes), width=b)
         return rank_items(items, self.rank, w, self.n_batches, b, pad=False)
 
     # -- iteration -----------------------------------------------------------------------------

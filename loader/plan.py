@@ -103,7 +103,7 @@ def stream_order(shard: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 
 def train_samples(shard: np.ndarray, n_shards: int, n: int, seed: int, epoch: int,
-                  lanes: int = 1, block: int = 0) -> np.ndarray:
+                  lanes: int = 1, block: int = 0, width: int | None = None) -> np.ndarray:
     """``n`` single-sample items for a train epoch: shards in a seeded order, cycling if needed.
 
     Parameters
@@ -111,7 +111,8 @@ def train_samples(shard: np.ndarray, n_shards: int, n: int, seed: int, epoch: in
     lanes, block : int
         Each pass is reordered by :func:`interleave_lanes` (``lanes`` lanes read side by side,
         each shuffled in blocks of ``block`` items); ``lanes=1, block=0`` keeps the stream
-        order. A pass longer than the items still wanted is first thinned (:func:`thin`), so a
+        order; ``width`` (the batch size) as there. A pass longer than the items still wanted is
+        first thinned (:func:`thin`), so a
         short epoch still spans every shard and gene. Pass c draws from
         ``seeded_rng(seed, "lanes", epoch, c)``.
 
@@ -125,7 +126,7 @@ def train_samples(shard: np.ndarray, n_shards: int, n: int, seed: int, epoch: in
         rng = seeded_rng(seed, "lanes", epoch, cycle)
         stream = stream[thin(len(stream), n - total, rng)]
         if lanes > 1 or block > 1:
-            stream = stream[interleave_lanes(len(stream), lanes, block, rng)]
+            stream = stream[interleave_lanes(len(stream), lanes, block, rng, width)]
         parts.append(stream)
         total += len(stream)
         cycle += 1
@@ -281,7 +282,8 @@ def _gene_runs(gene: np.ndarray, positions: np.ndarray) -> list[np.ndarray]:
 
 def train_pairs(shard: np.ndarray, gene: np.ndarray, p: np.ndarray, n_shards: int, n: int,
                 per_gene: int, seed: int, epoch: int,
-                min_diff: float | None = None, lanes: int = 1, block: int = 0) -> np.ndarray:
+                min_diff: float | None = None, lanes: int = 1, block: int = 0,
+                width: int | None = None) -> np.ndarray:
     """``n`` pairs for a train epoch: genes in the epoch's shard order, read as ``lanes`` lanes.
 
     Per pass (cycle): shards in the epoch's seeded order; each gene draws ``per_gene`` pairs,
@@ -299,7 +301,7 @@ def train_pairs(shard: np.ndarray, gene: np.ndarray, p: np.ndarray, n_shards: in
         Shard and gene id of each sample.
     p : np.ndarray, shape (N,), float
         Expression percentile of each sample.
-    lanes, block : int
+    lanes, block, width : int
         As :func:`train_samples`.
 
     Returns
@@ -326,7 +328,7 @@ def train_pairs(shard: np.ndarray, gene: np.ndarray, p: np.ndarray, n_shards: in
         rng = seeded_rng(seed, "lanes", epoch, cycle)
         stream = stream[thin(len(stream), want, rng)]
         if lanes > 1 or block > 1:
-            stream = stream[interleave_lanes(len(stream), lanes, block, rng)]
+            stream = stream[interleave_lanes(len(stream), lanes, block, rng, width)]
         parts.append(stream)
         total += len(stream)
         cycle += 1
@@ -364,7 +366,8 @@ def block_shuffle(n: int, block: int, rng: np.random.Generator) -> np.ndarray:
     return shuffle_segments(np.arange(n), offsets, rng)
 
 
-def interleave_lanes(n: int, lanes: int, block: int, rng: np.random.Generator) -> np.ndarray:
+def interleave_lanes(n: int, lanes: int, block: int, rng: np.random.Generator,
+                     width: int | None = None) -> np.ndarray:
     """Read a stream as ``lanes`` contiguous lanes side by side: a permutation of ``range(n)``.
 
     The stream (positions in shard reading order) is cut into ``lanes`` contiguous lanes of
@@ -375,11 +378,18 @@ def interleave_lanes(n: int, lanes: int, block: int, rng: np.random.Generator) -
     samples), while every lane still advances through its shards in order (a worker holds one
     or two decoded groups per lane).
 
+    With more lanes than ``width`` (the batch size), the lanes are read in a spread order, every
+    ``ceil(lanes / width)``-th lane first (0, m, 2m, ..., then 1, m + 1, ...), so that any
+    ``width`` consecutive items still come from places far apart, while more lanes mean that
+    each lane covers fewer genes of the pass: the genes a run of batches sees change faster.
+
     Parameters
     ----------
     n, lanes, block : int
         ``lanes <= 1`` gives :func:`block_shuffle`.
     rng : np.random.Generator
+    width : int, optional
+        Items per batch; default ``lanes`` (lanes read in order).
 
     Returns
     -------
@@ -394,7 +404,10 @@ def interleave_lanes(n: int, lanes: int, block: int, rng: np.random.Generator) -
     perm = shuffle_segments(np.arange(n), np.append(np.concatenate(cuts), n), rng)
     lane = np.repeat(np.arange(lanes), np.diff(bounds))
     step = np.arange(n) - bounds[lane]  # position inside its lane
-    return perm[np.argsort(step * lanes + lane, kind="stable")]
+    m = -(-lanes // (width or lanes))  # lanes apart of consecutive reads
+    turn = np.empty(lanes, np.int64)  # place of each lane in one round of reads
+    turn[np.argsort(np.arange(lanes) % m, kind="stable")] = np.arange(lanes)
+    return perm[np.argsort(step * lanes + turn[lane], kind="stable")]
 
 
 def balanced_batches(keys: np.ndarray, positions: np.ndarray, batch_size: int,

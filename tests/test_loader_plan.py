@@ -240,3 +240,13 @@ def test_interleave_lanes_literal():
     assert sorted(perm[:6].tolist()) == [0, 1, 4, 5, 8, 9]  # each lane shuffled in blocks of 2
     assert train_samples(np.zeros(12, int), 1, 12, 0, 0, lanes=3, block=2)[:, 0].tolist() == \
         np.arange(12)[interleave_lanes(12, 3, 2, seeded_rng(0, "lanes", 0, 0))].tolist()
+
+
+def test_interleave_more_lanes_than_a_batch_reads_them_spread():
+    from loader.plan import interleave_lanes
+
+    # lanes [0, 3), [3, 6), [6, 9), [9, 12) read 0, 2, 1, 3: a batch of 2 takes lanes far apart
+    perm = interleave_lanes(12, 4, 1, seeded_rng(0, "l"), width=2)
+    assert perm.tolist() == [0, 6, 3, 9, 1, 7, 4, 10, 2, 8, 5, 11]
+    assert interleave_lanes(12, 4, 1, seeded_rng(0, "l"), width=4).tolist() == \
+        interleave_lanes(12, 4, 1, seeded_rng(0, "l")).tolist()
