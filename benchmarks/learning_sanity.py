@@ -14,17 +14,19 @@ value itself) reaches r = sqrt(0.5) ~ 0.71. The model sees a 4,096 bp crop centr
 (``[loader] length``), which holds every causal SNP. Every stage runs through its own CLI, as a
 user would run it:
 
-1. ``python -m prep.simulate`` then ``python -m prep.shard`` (random per-gene split: 75 % train,
-   5 % validation, 20 % test individuals);
-2. ``python -m train.run``: pairwise regression, the tiny model (dim 48, depth 1: 76k
-   parameters) on CPU, validation every ``[train] val_every_steps``; the learning rate is held
+1. ``python -m prep.simulate`` then ``python -m prep.shard`` (random per-gene split: 70 % train,
+   10 % validation, 20 % test individuals);
+2. ``python -m train.run``: pairwise regression, the tiny model (dim 48, depth 1: 74k
+   parameters, no dropout) on CPU without augmentation (see the config's comments), batches of
+   16 pairs from 16 genes, validation every ``[train] val_every_steps``; the learning rate is held
    constant after warm-up (``min_lr_ratio = 1``) and the run is stopped after ``--minutes`` of
    wall time (SIGINT), then completed with ``--resume --set train.max_steps=LAST`` so that the
    best validated model is exported. This script polls ``metrics.jsonl`` and stamps each
    validation record with the wall time since the run started (start-up and validations
    included): held-out (validation) mean per-gene Pearson r over time;
 3. ``python -m train.predict --split test`` on the best model: per-gene r of predictions
-   (forward and reverse complement averaged) vs the simulated expression of the test
+   (forward and reverse complement averaged; forward only, ``--no-rc``, for a model trained
+   without reverse complements) vs the simulated expression of the test
    individuals;
 4. ``python -m analysis.baselines --length 4096``: ridge on the allele dosages of the same
    4,096 bp window, fitted on the training individuals;
@@ -271,6 +273,8 @@ def prepare(config: Path, workdir: Path, log: Path) -> dict:
 
 
 def run(args) -> dict:
+    from hapflow.config import load_study, split_overrides
+
     config, workdir = Path(args.config).resolve(), Path(args.workdir).resolve()
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -283,9 +287,11 @@ def run(args) -> dict:
     print(f"{truth['genes']} genes, {truth['causal_snps']} causal SNPs, oracle r "
           f"{truth['oracle_r']:.3f}; training for {args.minutes} min", flush=True)
 
+    # a model trained without reverse complements predicts the forward strand only
+    no_rc = ["--no-rc"] if load_study(config, split_overrides(args.set)).loader.rc_prob == 0 else []
     main = train_for(workdir, config, args.minutes, args.set, log)
     cli("train.predict", "--config", str(config), "--workdir", str(workdir), "--run", RUN,
-        "--split", "test", "--device", "cpu", log=log)
+        "--split", "test", "--device", "cpu", *no_rc, log=log)
     model_r = test_r(workdir, workdir / "predictions" / RUN / "test.parquet")
 
     with Load() as ridge_load:
@@ -298,7 +304,7 @@ def run(args) -> dict:
     control_dir = workdir / "control"
     control = train_for(control_dir, config, args.control_minutes, args.set, log)
     cli("train.predict", "--config", str(config), "--workdir", str(control_dir), "--run", RUN,
-        "--split", "test", "--device", "cpu", log=log)
+        "--split", "test", "--device", "cpu", *no_rc, log=log)
     control_r = test_r(control_dir, control_dir / "predictions" / RUN / "test.parquet")
 
     best = max(main["val"], key=lambda v: v["val_pearson_r"])
