@@ -1,6 +1,7 @@
 """Per-gene correlation metrics, bootstrap intervals and paired tests (numpy + scipy only).
 
-Every function takes flat arrays of values grouped contiguously by gene, described by
+The grouped Pearson r itself lives in :mod:`hapflow.metrics` (training reports it too) and is
+re-exported here. Every function takes flat arrays of values grouped contiguously by gene, described by
 ``offsets``: group ``g`` is ``values[offsets[g]:offsets[g + 1]]`` (0-based, half-open), so
 ``offsets`` has ``n_groups + 1`` increasing entries starting at 0 and ending at ``len(values)``.
 Nothing loops in Python over individuals; the few loops left run over genes or resamples.
@@ -21,6 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hapflow.metrics import check_grouped, grouped_pearson, offsets_from_counts
+
 __all__ = [
     "offsets_from_counts",
     "grouped_rank",
@@ -30,43 +33,6 @@ __all__ = [
     "summarize_r",
     "paired_comparison",
 ]
-
-
-def offsets_from_counts(counts: np.ndarray) -> np.ndarray:
-    """Offsets (int64, shape=(n_groups + 1,)) of groups of the given sizes, starting at 0."""
-    counts = np.asarray(counts, dtype=np.int64)
-    if counts.ndim != 1 or (counts < 0).any():
-        raise ValueError("counts must be a 1-D array of non-negative group sizes")
-    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-
-
-def _check(values: np.ndarray, offsets: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    values = np.asarray(values, dtype=np.float64)
-    offsets = np.asarray(offsets, dtype=np.int64)
-    if values.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {values.shape}")
-    if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != values.size:
-        raise ValueError(f"offsets must start at 0 and end at len({name}) = {values.size}")
-    if (np.diff(offsets) < 0).any():
-        raise ValueError("offsets must be non-decreasing")
-    return values, offsets
-
-
-def _group_sums(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Sum of each group (float64, shape=(n_groups,)); empty groups sum to 0."""
-    csum = np.concatenate([[0.0], np.cumsum(values)])
-    return csum[offsets[1:]] - csum[offsets[:-1]]
-
-
-def _group_constant(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """True for groups whose values are all exactly equal (and for groups of size <= 1)."""
-    counts = np.diff(offsets)
-    out = np.ones(counts.size, dtype=bool)
-    nonempty = counts > 0
-    if nonempty.any():
-        starts = offsets[:-1][nonempty]
-        out[nonempty] = np.maximum.reduceat(values, starts) == np.minimum.reduceat(values, starts)
-    return out
 
 
 def grouped_rank(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -83,7 +49,7 @@ def grouped_rank(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     np.ndarray, shape=(n,), float64
         Rank of each value among its own group's values, 1..group size.
     """
-    values, offsets = _check(values, offsets, "values")
+    values, offsets = check_grouped(values, offsets, "values")
     n = values.size
     if n == 0:
         return np.zeros(0)
@@ -103,53 +69,6 @@ def grouped_rank(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def grouped_pearson(
-    prediction: np.ndarray,
-    observed: np.ndarray,
-    offsets: np.ndarray,
-    constant_r: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pearson r between predictions and observations within each group (gene).
-
-    Parameters
-    ----------
-    prediction, observed : np.ndarray, shape=(n,), float
-        Paired values, grouped contiguously by ``offsets`` (one row per individual).
-    offsets : np.ndarray, shape=(n_groups + 1,), int
-    constant_r : float
-        The r given to groups whose predictions are constant (the paper's convention: 0).
-
-    Returns
-    -------
-    r : np.ndarray, shape=(n_groups,), float64
-        NaN where the group has fewer than 2 values or its observations are constant;
-        ``constant_r`` where its predictions are constant (and observations vary).
-    prediction_constant : np.ndarray, shape=(n_groups,), bool
-    observed_constant : np.ndarray, shape=(n_groups,), bool
-    """
-    if np.size(prediction) != np.size(observed):
-        raise ValueError(f"prediction has {np.size(prediction)} values, observed "
-                         f"{np.size(observed)}")
-    x, offsets = _check(prediction, offsets, "prediction")
-    y, _ = _check(observed, offsets, "observed")
-    counts = np.diff(offsets)
-    safe = np.maximum(counts, 1)
-    # two passes (centre, then sum products) keep precision for large, nearly equal values
-    xc = x - np.repeat(_group_sums(x, offsets) / safe, counts)
-    yc = y - np.repeat(_group_sums(y, offsets) / safe, counts)
-    sxy = _group_sums(xc * yc, offsets)
-    sxx = _group_sums(xc * xc, offsets)
-    syy = _group_sums(yc * yc, offsets)
-    x_const = _group_constant(x, offsets)
-    y_const = _group_constant(y, offsets)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = sxy / np.sqrt(sxx * syy)
-    r = np.clip(r, -1.0, 1.0)
-    r[x_const] = constant_r
-    r[y_const | (counts < 2)] = np.nan
-    return r, x_const & (counts >= 2), y_const & (counts >= 2)
-
-
 def grouped_spearman(
     prediction: np.ndarray,
     observed: np.ndarray,
@@ -160,8 +79,8 @@ def grouped_spearman(
 
     Same shapes and NaN / constant conventions as :func:`grouped_pearson`; returns r only.
     """
-    x, offsets = _check(prediction, offsets, "prediction")
-    y, _ = _check(observed, offsets, "observed")
+    x, offsets = check_grouped(prediction, offsets, "prediction")
+    y, _ = check_grouped(observed, offsets, "observed")
     r, _, _ = grouped_pearson(grouped_rank(x, offsets), grouped_rank(y, offsets), offsets,
                               constant_r)
     return r

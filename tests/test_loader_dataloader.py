@@ -315,5 +315,5 @@ def test_short_epochs_span_every_gene(shards, manifest, mode):
     split is in a short epoch (a cut would keep the genes of the first shards read)."""
     genes = set(manifest.filter(pl.col("split") == "train")["gene"].unique().to_list())
     loader = make_loader(shards, "train", mode, 4, num_workers=0, epoch_batches=40, length=256)
-    seen = [g for b in loader for g, ok in zip(b["gene"], b["valid"].tolist()) if ok]
+    seen = [g for b in loader for g, ok in zip(b["gene"], b["valid"].tolist(), strict=True) if ok]
     assert len(loader) == 40 and set(seen) == genes

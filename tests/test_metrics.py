@@ -137,3 +137,18 @@ def test_paired_comparison_matches_scipy_wilcoxon(demo):
     assert out["share_a_better"] == pytest.approx((d > 0).mean())
     same = paired_comparison(r_a, r_a, 100)
     assert same["mean_diff"] == 0.0 and np.isnan(same["wilcoxon_p"])
+
+
+def test_per_gene_pearson_groups_unsorted_rows_like_grouped_pearson():
+    from train.inference import per_gene_pearson
+
+    rng = np.random.default_rng(0)
+    gene = np.array(list("abcab" * 6 + "dde"))  # e: one row; d: constant observations
+    pred, obs = rng.normal(size=gene.size), rng.normal(size=gene.size)
+    obs[gene == "d"] = 1.0
+    pred[gene == "c"] = 2.0  # constant predictions count as r = 0
+    r = per_gene_pearson(gene.tolist(), pred, obs)
+    assert sorted(r) == ["a", "b", "c"] and r["c"] == 0.0
+    for g in "ab":
+        m = gene == g
+        assert r[g] == pytest.approx(np.corrcoef(pred[m], obs[m])[0, 1], abs=1e-12)

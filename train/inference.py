@@ -10,6 +10,7 @@ import contextlib
 import numpy as np
 import torch
 
+from hapflow.metrics import grouped_pearson
 from loader.device import reverse_complement_one_hot, to_one_hot
 from loader.distributed import gather_predictions, merge_batches
 
@@ -98,8 +99,9 @@ def per_gene_pearson(gene: list, pred: np.ndarray, obs: np.ndarray,
                      min_individuals: int = 3) -> dict[str, float]:
     """Pearson r between predictions and observations across individuals, per gene.
 
-    Constant predictions (or observations) give r = 0, as the paper counts them. Genes with
-    fewer than ``min_individuals`` rows are left out.
+    :func:`hapflow.metrics.grouped_pearson` after grouping rows by gene: constant predictions
+    give r = 0, as the paper counts them; genes with constant observations or fewer than
+    ``min_individuals`` rows are left out.
 
     Parameters
     ----------
@@ -111,19 +113,10 @@ def per_gene_pearson(gene: list, pred: np.ndarray, obs: np.ndarray,
     dict gene -> r
     """
     gene_arr = np.asarray(gene)
-    pred, obs = np.asarray(pred, np.float64), np.asarray(obs, np.float64)
-    out = {}
     order = np.argsort(gene_arr, kind="stable")
-    names, starts = np.unique(gene_arr[order], return_index=True)
-    bounds = np.append(starts, len(order))
-    for g, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True):
-        rows = order[lo:hi]
-        if len(rows) < min_individuals:
-            continue
-        p, o = pred[rows], obs[rows]
-        if np.ptp(p) == 0 or np.ptp(o) == 0:
-            out[str(g)] = 0.0
-            continue
-        a, b = p - p.mean(), o - o.mean()
-        out[str(g)] = float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
-    return out
+    names, starts, counts = np.unique(gene_arr[order], return_index=True, return_counts=True)
+    offsets = np.append(starts, len(order))
+    r, _, _ = grouped_pearson(np.asarray(pred, np.float64)[order],
+                              np.asarray(obs, np.float64)[order], offsets)
+    keep = (counts >= min_individuals) & np.isfinite(r)
+    return {str(g): float(x) for g, x in zip(names[keep], r[keep], strict=True)}
