@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import shutil
 
 import numpy as np
 import pytest
@@ -139,10 +139,12 @@ def test_compile_fullgraph_has_no_graph_break(x):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not torch.cuda.is_available() and not os.environ.get("HAPFLOW_SLOW_TESTS"),
-                    reason="inductor's C++ build takes 60-130 s on 2 CPU cores; runs on GPU "
-                           "machines or with HAPFLOW_SLOW_TESTS=1")
+@pytest.mark.skipif(not torch.cuda.is_available() and shutil.which("g++") is None
+                    and shutil.which("c++") is None,
+                    reason="inductor on CPU needs a C++ compiler")
 def test_inductor_forward_equals_eager():
+    """torch.compile's real backend (inductor: C++ on CPU, about 1-2 minutes to build on two
+    cores; Triton on a GPU) gives the eager model's predictions."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     m = built(length=1024).eval().to(device)
     x = _windows(1024).to(device)
