@@ -12,9 +12,15 @@ runs, in order, each stage's own command line (so the demo exercises exactly wha
 4. ``train.predict``    predictions for the test individuals     -> DIR/predictions/demo/
 5. ``analysis.baselines``  elastic net, LASSO, ridge, top SNP on the same window
                                                                  -> DIR/predictions/NAME/
-6. ``analysis.evaluate``   per-gene r, summaries, report.html    -> DIR/report/
+6. ``analysis.attribute``  in-silico reversion of the personal variants of one test gene
+                           (8 test individuals), against the elastic net's weights
+                                                                 -> DIR/attribution/demo/
+7. ``analysis.evaluate``   per-gene r, summaries, report.html (with the attribution)
+                                                                 -> DIR/report/
 
-and prints where the report is and the headline numbers. A re-run resumes: finished shards
+and prints where the report is and the headline numbers. The attributed gene is chosen from the
+data (:func:`attribution_gene`): of the genes with test individuals, the one with the most
+variants in the model's window, as the elastic net counted them. A re-run resumes: finished shards
 are kept (same build), a finished run is not retrained.
 """
 
@@ -35,7 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     p = make_parser("python -m analysis.demo",
                     "Run the whole hapflow path on a study: expression, shards, fine-tuning, "
-                    "predictions, variant baselines, evaluation and the HTML report.",
+                    "predictions, variant baselines, variant attribution, evaluation and the "
+                    "HTML report.",
                     next_step="open DIR/report/report.html; then try a study of your own "
                               "(configs/geuvadis.toml)")
     add_common_arguments(p, tuple(SECTIONS), workdir_help="study folder for every output; "
@@ -43,6 +50,45 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "stage reads that")
     p.add_argument("--name", default="demo", help="training run name")
     return p.parse_args(argv)
+
+
+def attribution_gene(workdir: str, split: str = "test") -> str:
+    """The gene the demo attributes, chosen from the study's own outputs.
+
+    Of the genes with ``split`` individuals in ``DIR/shards/manifest.parquet``, the one with the
+    most variants in the model's window by the elastic net's count
+    (``DIR/predictions/elastic_net/genes.parquet``, column n_variants: the variants with MAF >=
+    ``[baselines] min_maf`` among training individuals inside the window the baselines were
+    given, the loader's crop in the demo); ties go to more non-zero elastic-net weights, then to
+    the smaller gene id. Returns the gene id as the manifest writes it.
+
+    Raises
+    ------
+    AttributionError
+        A table is missing or unreadable, or no gene of ``split`` has variants in its window.
+    """
+    import polars as pl
+
+    from analysis.attribute import AttributionError
+    from prep.config import workdir_layout
+
+    layout = workdir_layout(workdir)
+    manifest = layout["shards"] / "manifest.parquet"
+    genes_path = layout["predictions"] / "elastic_net" / "genes.parquet"
+    try:
+        split_genes = (pl.read_parquet(manifest, columns=["gene", "split"])
+                       .filter(pl.col("split") == split).select("gene").unique())
+        counts = pl.read_parquet(genes_path, columns=["gene", "n_variants", "n_nonzero"])
+    except (OSError, pl.exceptions.PolarsError) as err:
+        raise AttributionError(f"cannot choose the gene to attribute ({err}); run the shards "
+                               "(python -m prep.shard) and the elastic net (python -m "
+                               "analysis.baselines) first") from None
+    ranked = (counts.join(split_genes, on="gene", how="semi").filter(pl.col("n_variants") > 0)
+              .sort(["n_variants", "n_nonzero", "gene"], descending=[True, True, False]))
+    if ranked.height == 0:
+        raise AttributionError(f"{genes_path}: no gene with {split} individuals in {manifest} "
+                               "has variants in its window; nothing to attribute")
+    return ranked["gene"][0]
 
 
 def run_demo(config: str, workdir: str, name: str = "demo", quiet: bool = False) -> int:
@@ -63,6 +109,10 @@ def run_demo(config: str, workdir: str, name: str = "demo", quiet: bool = False)
         # the baselines see the variants of the model's window (the loader's crop, if any)
         ("variant baselines", "analysis.baselines",
          ["--length", str(window)] if window else []),
+        # one test gene, chosen from the baselines' counts once they exist; 8 people keep it short
+        ("variant attribution", "analysis.attribute",
+         lambda: ["--run", name, "--gene", attribution_gene(workdir), "--split", "test",
+                  "--max-individuals", "8"]),
         ("evaluation and report", "analysis.evaluate", []),
     ]
     started = time.monotonic()
@@ -70,7 +120,7 @@ def run_demo(config: str, workdir: str, name: str = "demo", quiet: bool = False)
         log.info("[%d/%d] %s: python -m %s", i, len(stages), what, module)
         t0 = time.monotonic()
         main = __import__(module, fromlist=["main"]).main
-        code = main(common + extra)
+        code = main(common + (extra() if callable(extra) else extra))
         if code:
             log.error("The demo stopped at step %d (%s): python -m %s exited with %d", i, what,
                       module, code)

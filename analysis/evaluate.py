@@ -26,7 +26,10 @@ individuals) and ``unseen`` (it has none). When the manifest records two or more
 among the split's individuals, every metric is also computed within each population.
 
 Outputs in ``DIR/report`` (or ``--out``): per_gene.parquet, summary.parquet, paired.parquet,
-coverage.parquet, PNG figures, report.html (self-contained) and config.toml.
+coverage.parquet, PNG figures, report.html (self-contained) and config.toml. When
+``python -m analysis.attribute`` has written ``DIR/attribution/NAME/GENE.json`` and ``GENE.png``
+for an evaluated predictor NAME (a fine-tuned run), the report adds a section "Variant
+attribution" with them (a broken file is an error naming it).
 """
 
 from __future__ import annotations
@@ -125,6 +128,11 @@ class EvaluationResult:
     """Where the gene classes came from, in words."""
     populations: list[str]
     warnings: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    """Predictors that are fine-tuned runs of the study (``DIR/runs/NAME``), best first."""
+    attribution: list = field(default_factory=list)
+    """:class:`analysis.report.Attribution` of the evaluated predictors, from
+    ``DIR/attribution/NAME/*.json`` (+ ``.png``), in predictor order; empty without files."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,7 +516,8 @@ def evaluate(cfg: EvaluateConfig, workdir: str | os.PathLike) -> EvaluationResul
     Raises
     ------
     EvaluationError
-        No predictions, or any bad input (see :func:`read_predictions`, :func:`load_split`).
+        No predictions, or any bad input (see :func:`read_predictions`, :func:`load_split`,
+        :func:`analysis.report.read_attribution`).
     """
     from prep.config import workdir_layout
 
@@ -584,12 +593,17 @@ def evaluate(cfg: EvaluateConfig, workdir: str | os.PathLike) -> EvaluationResul
     overall = summary.filter((pl.col("class") == ALL) & (pl.col("population") == ALL))
     ranked = overall.sort(pl.col("mean_r").fill_nan(-np.inf), "predictor",
                           descending=[True, False])["predictor"].to_list()
+    from analysis.report import read_attribution
+
+    attribution = read_attribution(layout["root"] / "attribution", ranked)
+    runs = [p for p in ranked if (layout["runs"] / p).is_dir()]
     return EvaluationResult(
         config=cfg, manifest=manifest, predictors=ranked, per_gene=per_gene_df, summary=summary,
         paired=compare_predictors(per_gene_df, ranked, cfg),
         coverage=pl.DataFrame(coverage).sort("predictor"),
         joined=pl.concat(joined).sort("predictor", "gene", "individual"),
-        class_source=class_source, populations=populations, warnings=warnings,
+        class_source=class_source, populations=populations, warnings=warnings, runs=runs,
+        attribution=attribution,
     )
 
 

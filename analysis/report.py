@@ -7,6 +7,12 @@ plain-language explanation above it. The paper's published means (``perf_summary
 in their own, clearly labelled section: they were measured on the full GEUVADIS data (421
 individuals, 500 genes), not on this study's data.
 
+Variant attribution: when ``python -m analysis.attribute`` has written
+``DIR/attribution/RUN/GENE.json`` (+ ``GENE.png``) for a run being evaluated,
+:func:`read_attribution` reads and checks them and the report shows a section "Variant
+attribution" (per gene: a summary table, the top variants, the plot embedded from its file);
+without such files the report says in one sentence how to produce them.
+
 Figures are drawn with ``matplotlib.figure.Figure`` on the Agg canvas (no pyplot state, no
 display needed); the same inputs give the same bytes.
 """
@@ -16,7 +22,11 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import os
+import struct
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +37,8 @@ if TYPE_CHECKING:
     from analysis.evaluate import EvaluationResult
 
 __all__ = [
+    "Attribution",
+    "read_attribution",
     "read_published",
     "figure_r_distributions",
     "figure_best_worst",
@@ -41,6 +53,13 @@ PAPER_CLASSES = ("random_split", "yri_split", "unseen")
 
 PUBLISHED_LABEL = ("Published figures (Rastogi et al. 2024, full GEUVADIS data: 421 individuals, "
                    "500 genes), not computed from this study")
+
+ATTRIBUTION_TOP = 10
+"""Top variants per gene listed in the report's attribution section."""
+
+ATTRIBUTE_COMMAND = ("python -m analysis.attribute --config C --workdir DIR --run RUN --gene GENE "
+                     "--split test --max-individuals 8")
+"""How to produce what the attribution section shows (named in the report without it)."""
 
 _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
@@ -95,6 +114,129 @@ def read_published(path: str | os.PathLike) -> pl.DataFrame:
                  pl.col(f"{c} Genes Avg |PearsonR|").mean().alias(f"{c}_abs"),
                  pl.col(f"n_{c}").first().alias(f"n_{c}")]
     return full.group_by("model").agg(aggs).sort("_order").drop("_order")
+
+
+# --------------------------------------------------------------------------------------------
+# variant attribution (files of python -m analysis.attribute)
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """One gene's attribution as ``python -m analysis.attribute`` wrote it.
+
+    Attributes
+    ----------
+    run : str
+        The run (folder name under ``DIR/attribution``).
+    json_path, png_path : Path
+        ``DIR/attribution/RUN/GENE.json`` and the plot next to it, ``GENE.png``.
+    summary : dict
+        The JSON's content (gene, symbol, run, individuals, variants, reverted,
+        indels_reverted, elastic_net, top_variants, ...), checked by :func:`read_attribution`.
+    png : bytes
+        The plot's bytes (a checked PNG).
+    """
+
+    run: str
+    json_path: Path
+    png_path: Path
+    summary: dict
+    png: bytes
+
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_SUMMARY_TYPES = {"gene": str, "symbol": str, "individuals": list, "variants": int,
+                  "reverted": int, "indels_reverted": int, "top_variants": list}
+_TOP_KEYS = ("variant", "n_carriers", "mean_effect", "variance_drop")
+
+
+def _png_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a complete PNG (signature, chunk lengths and CRCs, IHDR first, IEND
+    last), or None when it is one. Reads no pixels."""
+    if data[:8] != _PNG_MAGIC:
+        return "not a PNG (wrong signature)"
+    at, first = 8, True
+    while True:
+        if at + 12 > len(data):
+            return "truncated PNG (no IEND chunk)"
+        (length,) = struct.unpack(">I", data[at:at + 4])
+        kind = data[at + 4:at + 8]
+        end = at + 12 + length
+        if end > len(data):
+            return f"truncated PNG (chunk {kind!r} runs past the end of the file)"
+        (crc,) = struct.unpack(">I", data[end - 4:end])
+        if zlib.crc32(data[at + 4:end - 4]) != crc:
+            return f"corrupt PNG (checksum of chunk {kind!r} at byte {at} does not match)"
+        if first and kind != b"IHDR":
+            return "corrupt PNG (first chunk is not IHDR)"
+        first, at = False, end
+        if kind == b"IEND":
+            return None
+
+
+def _summary_problem(summary) -> str | None:
+    """What a GENE.json lacks to be shown, or None."""
+    if not isinstance(summary, dict):
+        return "not a JSON object"
+    missing = [k for k in _SUMMARY_TYPES if k not in summary]
+    if missing:
+        return f"missing key(s) {', '.join(missing)}"
+    for key, kind in _SUMMARY_TYPES.items():
+        value = summary[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"{key} is {type(value).__name__}, expected {kind.__name__}"
+    en = summary.get("elastic_net")
+    if en is not None and not isinstance(en, dict):
+        return f"elastic_net is {type(en).__name__}, expected an object or null"
+    for k, row in enumerate(summary["top_variants"]):
+        lacking = [c for c in _TOP_KEYS if not isinstance(row, dict) or c not in row]
+        if lacking:
+            return f"top_variants[{k}] lacks {', '.join(lacking)}"
+    return None
+
+
+def read_attribution(root: str | os.PathLike, runs: list[str]) -> list[Attribution]:
+    """The attribution summaries and plots of ``runs`` under ``root`` (``DIR/attribution``).
+
+    For each run in the given order, every ``root/RUN/*.json`` (sorted by name) with the
+    ``.png`` of the same stem beside it. Runs without a folder are skipped; an empty list means
+    there is nothing to show.
+
+    Raises
+    ------
+    EvaluationError
+        A JSON that cannot be read or is not an attribution summary, or a missing, unreadable
+        or incomplete PNG; the message names the file and how to rewrite it.
+    """
+    root = Path(root)
+    found: list[Attribution] = []
+    for run in runs:
+        folder = root / run
+        if not folder.is_dir():
+            continue
+        redo = (f"re-run python -m analysis.attribute --run {run} --gene GENE (same --config "
+                f"and --workdir) or delete the file")
+        for path in sorted(folder.glob("*.json")):
+            try:
+                summary = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, ValueError) as err:
+                raise _error(f"{path}: cannot read the attribution summary ({err}); "
+                             f"{redo}") from None
+            problem = _summary_problem(summary)
+            if problem:
+                raise _error(f"{path}: not an attribution summary of python -m "
+                             f"analysis.attribute ({problem}); {redo}")
+            png_path = path.with_suffix(".png")
+            try:
+                png = png_path.read_bytes()
+            except OSError as err:
+                raise _error(f"{png_path}: cannot read the attribution plot of {path.name} "
+                             f"({err.strerror or err}); {redo}") from None
+            problem = _png_problem(png)
+            if problem:
+                raise _error(f"{png_path}: {problem}; {redo}")
+            found.append(Attribution(run, path, png_path, summary, png))
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,10 +433,79 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _number(value) -> float:
+    """A JSON number for the tables (null: NaN, shown as a dash)."""
+    return float("nan") if value is None else float(value)
+
+
+def _attribution_html(items: list[Attribution], runs: list[str]) -> list[str]:
+    """The "Variant attribution" section, or without ``items`` one sentence on how to get it.
+
+    ``runs``: the evaluated predictors that are fine-tuned runs (named in that sentence).
+    """
+    if not items:
+        run = html.escape(runs[0]) if runs else "RUN"
+        command = html.escape(ATTRIBUTE_COMMAND.replace("--run RUN", f"--run {run}"))
+        return [f"<p class='explain'>No variant attribution for the runs evaluated here: "
+                f"<code>{command}</code> writes DIR/attribution/{run}/GENE.json and GENE.png, "
+                f"which the next evaluation shows in a section of this report.</p>"]
+    parts = ["<h2>Variant attribution</h2><p class='explain'>Which of the individuals' own "
+             "variants drive a fine-tuned run's predictions (<code>python -m "
+             "analysis.attribute</code>). Each variant an individual carries in the gene's "
+             "window is reverted to the reference allele, one at a time, and the run predicts "
+             "again: the effect is prediction(personal) − prediction(reverted), positive when "
+             "the ALT allele raises predicted expression; 'mean effect' averages it over the "
+             "carriers. 'variance drop' is the share of the variance of predictions across the "
+             "attributed individuals that disappears when the variant is reverted in everyone "
+             "(variants are ranked by it). 'r with elastic net' is the Pearson correlation "
+             "between the mean per-allele effect and the elastic net's per-allele weight over "
+             "the variants both weigh (shown when the baselines' weights exist). The plot shows "
+             "every (individual, variant) effect along the window, the TSS dashed.</p>"]
+    for item in items:
+        s = item.summary
+        name = f"{s['symbol']} ({s['gene']})" if s["symbol"] else s["gene"]
+        parts.append(f"<h3>{html.escape(name)}, run {html.escape(item.run)}</h3>"
+                     f"<p class='explain'>From {html.escape(str(item.json_path))} and "
+                     f"{html.escape(item.png_path.name)}.</p>")
+        row = {"gene": s["gene"], "symbol": s["symbol"] or "–", "run": item.run,
+               "individuals": len(s["individuals"]), "variants": s["variants"],
+               "reverted": s["reverted"], "indels": s["indels_reverted"]}
+        headers = {"symbol": "symbol", "gene": "gene", "run": "run",
+                   "individuals": "individuals", "variants": "distinct variants",
+                   "reverted": "(individual, variant) reverted", "indels": "indels reverted"}
+        en = s.get("elastic_net")
+        if en is not None:
+            row.update(en_pearson=_number(en.get("pearson")),
+                       en_spearman=_number(en.get("spearman")), en_shared=en.get("n_shared"))
+            headers.update(en_pearson="r with elastic net", en_spearman="Spearman with "
+                           "elastic net", en_shared="variants both weigh")
+        parts.append(_table(pl.DataFrame([row], strict=False), headers))
+        top = s["top_variants"][:ATTRIBUTION_TOP]
+        if top:
+            frame = pl.DataFrame(
+                [{"rank": r.get("rank", k + 1), "variant": r["variant"],
+                  "n_carriers": r["n_carriers"], "mean_effect": _number(r["mean_effect"]),
+                  "variance_drop": _number(r["variance_drop"])}
+                 for k, r in enumerate(top)], strict=False)
+            more = (f" (the first {len(top)} of {s['variants']}; all in "
+                    f"{html.escape(item.json_path.name.removesuffix('.json'))}"
+                    ".variants.parquet)") if s["variants"] > len(top) else ""
+            parts.append(f"<p class='explain'>Top variants{more}:</p>")
+            parts.append(_table(frame, {"rank": "rank", "variant": "variant",
+                                        "n_carriers": "carriers", "mean_effect": "mean effect",
+                                        "variance_drop": "variance drop"}, digits=4))
+        else:
+            parts.append("<p class='explain'>None of these individuals carries a variant in "
+                         "the window.</p>")
+        parts.append(_img(item.png, f"attribution of {name}, run {item.run}"))
+    return parts
+
+
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em;
        color: #222; line-height: 1.45; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+h3 { font-size: 1.05em; margin-top: 1.5em; }
 table { border-collapse: collapse; font-size: 0.88em; margin: 0.6em 0; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
@@ -415,6 +626,7 @@ def render_html(result: EvaluationResult, figures: dict[str, bytes],
         parts.append(_table(excluded, {"predictor": "predictor", "gene": "gene",
                                        "class": "class", "n_split": "individuals in split",
                                        "n": "scored", "excluded": "reason"}))
+    parts += _attribution_html(result.attribution, result.runs)
     if published is not None:
         parts.append(f"<div class='published'><h2>{html.escape(PUBLISHED_LABEL)}</h2>"
                      "<p class='explain'>For orientation only: the mean per-gene r that "

@@ -278,3 +278,109 @@ def test_errors_are_clear(study, capsys):
     assert "has no exported model" in capsys.readouterr().err
     assert main(base + ["--gene", GENE, "--set", "attribute.batch_size=0"]) == 2
     assert "batch_size = 0 must be >= 1" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the report and the demo
+
+
+@pytest.fixture(scope="module")
+def evaluated(study, result, tmp_path_factory):
+    """The study evaluated with the run ``ism`` and the elastic net as predictors: the report
+    shows the attribution of ``result`` (and of any gene attributed so far), read from the
+    study's DIR/attribution. The run needs test predictions to be evaluated; predicting the split
+    with this model costs ~50 s on 2 cores, so ``ism`` gets the elastic net's test predictions
+    as a stand-in (its r values are not what these tests read)."""
+    import shutil
+
+    from analysis.evaluate import EvaluateConfig, run_evaluation
+
+    workdir, _ = study
+    copy = tmp_path_factory.mktemp("attribution_report")
+    for name in ("shards", "runs", "attribution"):
+        (copy / name).symlink_to(workdir / name, target_is_directory=True)
+    (copy / "predictions" / "ism").mkdir(parents=True)
+    (copy / "predictions" / "elastic_net").symlink_to(workdir / "predictions" / "elastic_net",
+                                                      target_is_directory=True)
+    shutil.copy(workdir / "predictions" / "elastic_net" / "test.parquet",
+                copy / "predictions" / "ism" / "test.parquet")
+    cfg = EvaluateConfig(bootstrap=20, predictions=["ism", "elastic_net"])
+    res, html = run_evaluation(cfg, copy)
+    return copy, res, html
+
+
+def test_report_shows_the_attribution_from_its_files(study, result, evaluated):
+    import base64
+
+    from tests.test_report import _parse
+
+    workdir, _ = study
+    summary, _ = result
+    _, res, html = evaluated
+    parsed = _parse(html.read_text())
+    assert "Variant attribution" in parsed.headings
+    text = "".join(parsed.text)
+    assert f"{GENE} (ENSG00000099889.9), run ism" in text
+    assert "python -m analysis.attribute --config" not in text  # the how-to sentence is not
+    assert summary["top_variants"][0]["variant"] in text
+    jsons = sorted((workdir / "attribution" / "ism").glob("*.json"))
+    assert [a.json_path.name for a in res.attribution] == [p.name for p in jsons]
+    assert res.runs == ["ism"]
+    images = {attrs["alt"]: attrs["src"] for tag, attrs in parsed.tags if tag == "img"}
+    shown = {alt: src for alt, src in images.items() if alt.startswith("attribution of ")}
+    assert len(shown) == len(jsons)
+    png = base64.b64decode(shown[f"attribution of {GENE} (ENSG00000099889.9), run ism"]
+                           .split(",", 1)[1], validate=True)
+    assert png == open(summary["files"]["plot"], "rb").read()
+    for a in res.attribution:  # the elastic net's r, where the summary has one
+        en = a.summary["elastic_net"]
+        if en is not None and en["pearson"] is not None:
+            assert f"{en['pearson']:.3f}" in text and "r with elastic net" in text
+
+
+def test_broken_attribution_files_are_clear_errors(study, evaluated, tmp_path, capsys):
+    import shutil
+
+    from analysis.evaluate import EvaluationError
+    from analysis.evaluate import main as evaluate_main
+    from analysis.report import read_attribution
+    from tests.conftest import ROOT
+
+    workdir, _ = study
+    copy = tmp_path / "study"
+    copy.mkdir()
+    for name in ("shards", "predictions", "runs"):
+        (copy / name).symlink_to(evaluated[0] / name, target_is_directory=True)
+    shutil.copytree(workdir / "attribution" / "ism", copy / "attribution" / "ism")
+    path = copy / "attribution" / "ism" / "ENSG00000099889.9.json"
+    good = path.read_text()
+    path.write_text(good[: len(good) // 2])
+    args = ["--config", str(ROOT / "configs" / "demo.toml"), "--workdir", str(copy),
+            "--predictions", "ism", "--set", "evaluate.bootstrap=10", "--quiet"]
+    assert evaluate_main(args) == 2
+    err = capsys.readouterr().err
+    assert f"error: {path}: cannot read the attribution summary" in err
+    assert "re-run python -m analysis.attribute --run ism" in err and "Traceback" not in err
+    path.write_text(json.dumps({"gene": "x"}))
+    with pytest.raises(EvaluationError, match=f"{path}: not an attribution summary .*missing "
+                       "key"):
+        read_attribution(copy / "attribution", ["ism"])
+    path.write_text(good)
+    png = path.with_suffix(".png")
+    png.write_bytes(png.read_bytes()[:-20])
+    with pytest.raises(EvaluationError, match=f"{png}: truncated PNG"):
+        read_attribution(copy / "attribution", ["ism"])
+    png.unlink()
+    with pytest.raises(EvaluationError, match=f"{png}: cannot read the attribution plot"):
+        read_attribution(copy / "attribution", ["ism"])
+    assert read_attribution(copy / "attribution", ["other_run"]) == []
+
+
+def test_demo_attributes_the_test_gene_with_most_window_variants(study):
+    from analysis.demo import attribution_gene
+
+    workdir, _ = study
+    genes = pl.read_parquet(workdir / "predictions" / "elastic_net" / "genes.parquet")
+    most = genes.sort(["n_variants", "n_nonzero", "gene"], descending=[True, True, False])
+    assert attribution_gene(str(workdir)) == most["gene"][0]
+    with pytest.raises(AttributionError, match="run the shards"):
+        attribution_gene(str(workdir / "absent"))

@@ -149,3 +149,11 @@ def test_single_predictor_without_published_section(tmp_path_factory, tmp_path):
     parsed = _parse(html.read_text())
     assert len([1 for tag, _ in parsed.tags if tag == "img"]) == 2
     assert PUBLISHED_LABEL not in parsed.headings and "Genes not scored (0)" in parsed.headings
+
+
+def test_without_attribution_files_the_report_says_how_to_make_them(report):
+    result, _, parsed = report
+    assert result.attribution == [] and "Variant attribution" not in parsed.headings
+    text = "".join(parsed.text)
+    assert "No variant attribution for the runs evaluated here" in text
+    assert "python -m analysis.attribute --config C --workdir DIR --run RUN --gene GENE" in text
