@@ -19,9 +19,9 @@ runs, in order, each stage's own command line (so the demo exercises exactly wha
                                                                  -> DIR/report/
 
 and prints where the report is and the headline numbers. The attributed gene is chosen from the
-data (:func:`attribution_gene`): of the genes with test individuals, the one with the most
-variants in the model's window, as the elastic net counted them. A re-run resumes: finished shards
-are kept (same build), a finished run is not retrained.
+data (:func:`attribution_gene`): of the genes with test individuals that the elastic net weighs
+(at least 3 non-zero weights, when any), the one with the most variants in the model's window.
+A re-run resumes: finished shards are kept (same build), a finished run is not retrained.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+MIN_EN_WEIGHTS = 3
+"""Non-zero elastic-net weights a gene needs to be preferred for the demo's attribution (the
+correlation with the elastic net needs 3 shared variants)."""
+
+
 def attribution_gene(workdir: str, split: str = "test") -> str:
     """The gene the demo attributes, chosen from the study's own outputs.
 
@@ -59,8 +64,10 @@ def attribution_gene(workdir: str, split: str = "test") -> str:
     most variants in the model's window by the elastic net's count
     (``DIR/predictions/elastic_net/genes.parquet``, column n_variants: the variants with MAF >=
     ``[baselines] min_maf`` among training individuals inside the window the baselines were
-    given, the loader's crop in the demo); ties go to more non-zero elastic-net weights, then to
-    the smaller gene id. Returns the gene id as the manifest writes it.
+    given, the loader's crop in the demo), among the genes the elastic net gave at least
+    :data:`MIN_EN_WEIGHTS` non-zero weights (so that attribution and elastic net can be
+    correlated) when there are any; ties go to more non-zero weights, then to the smaller gene
+    id. Returns the gene id as the manifest writes it.
 
     Raises
     ------
@@ -83,8 +90,11 @@ def attribution_gene(workdir: str, split: str = "test") -> str:
         raise AttributionError(f"cannot choose the gene to attribute ({err}); run the shards "
                                "(python -m prep.shard) and the elastic net (python -m "
                                "analysis.baselines) first") from None
+    weighed = (pl.col("n_nonzero") >= MIN_EN_WEIGHTS).alias("weighed")
     ranked = (counts.join(split_genes, on="gene", how="semi").filter(pl.col("n_variants") > 0)
-              .sort(["n_variants", "n_nonzero", "gene"], descending=[True, True, False]))
+              .with_columns(weighed)
+              .sort(["weighed", "n_variants", "n_nonzero", "gene"],
+                    descending=[True, True, True, False]))
     if ranked.height == 0:
         raise AttributionError(f"{genes_path}: no gene with {split} individuals in {manifest} "
                                "has variants in its window; nothing to attribute")
