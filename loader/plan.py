@@ -311,14 +311,13 @@ def train_pairs(shard: np.ndarray, gene: np.ndarray, p: np.ndarray, n_shards: in
         ``seeded_rng(seed, "pairs", epoch, cycle, gene)``, the thinning and lanes from
         ``seeded_rng(seed, "lanes", epoch, cycle)``.
     """
-    n_genes = len(np.unique(gene)) if len(gene) else 0
     parts, total, cycle = [], 0, 0
     while total < n:
         want = n - total
-        k = min(per_gene, -(-want // max(n_genes, 1)))
-        order = stream_order(shard, shard_order(n_shards, seed, epoch, cycle))
+        runs = _gene_runs(gene, stream_order(shard, shard_order(n_shards, seed, epoch, cycle)))
+        k = min(per_gene, -(-want // max(len(runs), 1)))
         drawn = []
-        for rows in _gene_runs(gene, order):
+        for rows in runs:
             rng = seeded_rng(seed, "pairs", epoch, cycle, int(gene[rows[0]]))
             drawn.append(rows[draw_pairs(p[rows], k, rng, min_diff)])
         stream = np.concatenate(drawn) if drawn else np.zeros((0, 2), np.int64)
