@@ -75,10 +75,11 @@ from pathlib import Path
 
 import numpy as np
 
+from hapflow.sections import AttributeConfig
+
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "AttributeConfig",
     "AttributionError",
     "GeneWindow",
     "PersonalVariants",
@@ -106,36 +107,6 @@ _MARGIN = 4096  # reference bases read beyond the farthest base a reverted windo
 
 class AttributionError(ValueError):
     """Attribution cannot run as asked; the message says what to fix."""
-
-
-@dataclass(frozen=True)
-class AttributeConfig:
-    """Variant attribution (TOML section ``[attribute]``)."""
-
-    batch_size: int = 16
-    """Windows per forward pass on the device."""
-    split: str = "test"
-    """Split of the shards manifest whose individuals are attributed when none are named."""
-    max_individuals: int = 10
-    """At most this many individuals (the first ones, sorted, of a split); 0: no limit."""
-    rc_average: bool = True
-    """Average forward and reverse-complement predictions, as train.predict does."""
-    device: str = "auto"
-    """auto, cpu or cuda."""
-    top: int = 20
-    """Variants listed in the summary and labelled in the plot."""
-
-    def __post_init__(self):
-        if self.batch_size < 1:
-            raise AttributionError(f"[attribute] batch_size = {self.batch_size} must be >= 1")
-        if self.max_individuals < 0:
-            raise AttributionError(
-                f"[attribute] max_individuals = {self.max_individuals} must be >= 0")
-        if self.split not in ("train", "val", "test"):
-            raise AttributionError(
-                f"[attribute] split = {self.split!r} must be train, val or test")
-        if self.top < 0:
-            raise AttributionError(f"[attribute] top = {self.top} must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -305,9 +276,9 @@ def split_individuals(workdir: str | Path, gene: str, split: str) -> list[str]:
     """The individuals of ``split`` for ``gene`` in the study's shards manifest, sorted."""
     import polars as pl
 
-    from prep.config import workdir_layout
+    from hapflow.layout import Workdir
 
-    path = workdir_layout(workdir)["shards"] / "manifest.parquet"
+    path = Workdir(workdir).shards / "manifest.parquet"
     if not path.exists():
         raise AttributionError(f"{path} does not exist: build the shards (python -m prep.shard) "
                                "or name the individuals with --individuals")
@@ -431,7 +402,7 @@ def _write_vcf(path: Path, pv: PersonalVariants, alleles: np.ndarray, contig_len
     reference base), which the engine leaves untouched: tabix cannot index an empty file."""
     import pysam
 
-    from prep.config import atomic_write_text
+    from hapflow.io import atomic_write_text
 
     n = alleles.shape[0]
     header = [
@@ -812,7 +783,7 @@ def plot_effects(effects, window: GeneWindow, path: str | Path, *, run: str = ""
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from prep.config import atomic_write_bytes
+    from hapflow.io import atomic_write_bytes
 
     en = None
     if en_weights is not None:
@@ -876,7 +847,7 @@ def plot_effects(effects, window: GeneWindow, path: str | Path, *, run: str = ""
 def _write_parquet(frame, path: Path) -> None:
     import io
 
-    from prep.config import atomic_write_bytes
+    from hapflow.io import atomic_write_bytes
 
     buf = io.BytesIO()
     frame.write_parquet(buf, compression="zstd", statistics=False)
@@ -909,8 +880,10 @@ def run_attribution(config: str | Path, workdir: str | Path, run: str, gene: str
     """
     import json
 
-    from prep.config import atomic_write_text, load_config, save_config, workdir_layout
-    from prep.export import HaplotypesConfig
+    from hapflow.config import load_config, save_config
+    from hapflow.io import atomic_write_text
+    from hapflow.layout import Workdir
+    from hapflow.sections import HaplotypesConfig
     from train.distributed import setup
     from train.prediction import load_predictor
 
@@ -923,7 +896,7 @@ def run_attribution(config: str | Path, workdir: str | Path, run: str, gene: str
                                    f"haplotypes.{key}=PATH)")
     if individuals is not None and split is not None:
         raise AttributionError("give --individuals or --split, not both")
-    layout = workdir_layout(workdir)
+    layout = Workdir(workdir)
     d = setup(cfg.device)
     p = load_predictor(config, workdir, d.device, run=run)
     window = find_gene(hcfg.tss, gene, p.length, bool(p.haplotypes.get("reverse_minus")))
@@ -938,10 +911,10 @@ def run_attribution(config: str | Path, workdir: str | Path, run: str, gene: str
                                     cfg.batch_size, cfg.rc_average)
     predictions = {i: facts[i]["prediction"] for i in individuals}
     ranking = rank_variants(effects, predictions)
-    en_path = layout["predictions"] / "elastic_net" / "weights.parquet"
+    en_path = layout.predictions / "elastic_net" / "weights.parquet"
     ranking, en = compare_elastic_net(ranking, en_path, window.gene)
 
-    out = layout["root"] / "attribution" / run
+    out = layout.root / "attribution" / run
     stem = _file_stem(window.gene)
     files = {"effects": out / f"{stem}.parquet", "variants": out / f"{stem}.variants.parquet",
              "plot": out / f"{stem}.png", "summary": out / f"{stem}.json",

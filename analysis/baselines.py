@@ -39,16 +39,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
+
+from hapflow.sections import BaselinesConfig
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "METHODS",
-    "BaselinesConfig",
     "BaselinesError",
     "standardize",
     "fit_method",
@@ -68,60 +67,6 @@ class BaselinesError(ValueError):
 
 def _default_ridge_alphas() -> list[float]:
     return [float(10.0 ** (k / 2)) for k in range(-4, 11)]  # 0.01 ... 1e5, half-decades
-
-
-@dataclass(frozen=True)
-class BaselinesConfig:
-    """Variant-based baselines (TOML section ``[baselines]``)."""
-
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    """Methods to fit: elastic_net, lasso, ridge, top_snp."""
-    min_maf: float = 0.05
-    """Variants with at least this MAF among the gene's training individuals."""
-    snps_only: bool = False
-    """Use SNPs only (drop indels and MNPs)."""
-    folds: int = 5
-    """Cross-validation folds (on training individuals) choosing the penalty."""
-    seed: int = 0
-    """Seed of the fold assignment (the same folds for every method)."""
-    n_jobs: int = 2
-    """Genes fitted at once."""
-    backend: Literal["processes", "threads"] = "processes"
-    """joblib workers: processes (loky; both cores busy) or threads (no start-up cost, but
-    scikit-learn's Python code holds the GIL, so ~1.2 cores)."""
-    target: Literal["Z", "Y"] = "Z"
-    """Target column of the manifest: Z (per-gene z-score, as the models) or Y (log expr)."""
-    l1_ratio: float = 0.5
-    """Elastic net mixing (PrediXcan: 0.5)."""
-    n_alphas: int = 100
-    """Penalties on the elastic net and LASSO paths (glmnet's default count)."""
-    eps: float = 0.01
-    """Smallest / largest penalty of those paths (glmnet's lambda.min.ratio for n < p; 0.01
-    rather than scikit-learn's 0.001 makes fits 4-5x faster with near-identical choices)."""
-    ridge_alphas: list[float] = field(default_factory=_default_ridge_alphas)
-    """Ridge penalties tried (on standardised dosages)."""
-    max_iter: int = 5000
-    """Coordinate-descent iterations per penalty."""
-    tol: float = 1e-3
-    """Coordinate-descent tolerance (duality gap relative to the target's sum of squares).
-    1e-3 rather than scikit-learn's 1e-4: 1.5-3x faster (most on weak-signal genes), within
-    CV noise; set 1e-4 for tighter fits."""
-    batch_genes: int = 32
-    """Genes whose dosage matrices are held at once (memory bound)."""
-
-    def __post_init__(self):
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods:
-            raise BaselinesError(f"[baselines] methods {bad or '[]'}: choose from "
-                                 f"{', '.join(METHODS)}")
-        if not 0.0 <= self.min_maf <= 0.5:
-            raise BaselinesError(f"[baselines] min_maf = {self.min_maf} must be in [0, 0.5]")
-        if self.folds < 2:
-            raise BaselinesError(f"[baselines] folds = {self.folds} must be at least 2")
-        if self.n_jobs < 1 or self.batch_genes < 1:
-            raise BaselinesError("[baselines] n_jobs and batch_genes must be at least 1")
-        if not 0.0 < self.l1_ratio <= 1.0:
-            raise BaselinesError(f"[baselines] l1_ratio = {self.l1_ratio} must be in (0, 1]")
 
 
 # ------------------------------------------------------------------------------------ fitting
@@ -295,9 +240,9 @@ def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
 def _read_manifest(workdir):
     import polars as pl
 
-    from prep.config import workdir_layout
+    from hapflow.layout import Workdir
 
-    path = workdir_layout(workdir)["shards"] / "manifest.parquet"
+    path = Workdir(workdir).shards / "manifest.parquet"
     if not path.exists():
         raise BaselinesError(f"shards manifest {path} does not exist: run `python -m prep.shard` "
                              "with the same --config and --workdir first")
@@ -475,9 +420,11 @@ class _Collector:
 
         import polars as pl
 
-        from prep.config import atomic_write_text, save_config, workdir_layout
+        from hapflow.config import save_config
+        from hapflow.io import atomic_write_text
+        from hapflow.layout import Workdir
 
-        out = workdir_layout(workdir)["predictions"] / self.method
+        out = Workdir(workdir).predictions / self.method
         rank = {g: i for i, g in enumerate(gene_order)}
         schema = {"gene": pl.String, "individual": pl.String, "prediction": pl.Float64,
                   "Y": pl.Float64, "Z": pl.Float64}
@@ -518,7 +465,7 @@ def _mean(series) -> float:
 def _write_parquet(df, path) -> None:
     import io
 
-    from prep.config import atomic_write_bytes
+    from hapflow.io import atomic_write_bytes
 
     buf = io.BytesIO()
     df.write_parquet(buf)
@@ -554,7 +501,7 @@ def _main(argv=None) -> int:
     from hapflow.cli import setup_logging
 
     setup_logging(args.quiet)
-    from hapflow.config import TORCH_SECTIONS, load_study, split_overrides
+    from hapflow.config import load_study, split_overrides
 
     sets = split_overrides(args.set, ("haplotypes", "baselines"))
     for section, names in (("haplotypes", ("vcf", "length")),
@@ -563,8 +510,7 @@ def _main(argv=None) -> int:
         for name in names:
             if getattr(args, name) is not None:
                 sets[section][name] = getattr(args, name)
-    study = load_study(args.config, sets, need=("haplotypes", "baselines"),
-                       skip=TORCH_SECTIONS)
+    study = load_study(args.config, sets, need=("haplotypes", "baselines"))
     run_baselines(study.haplotypes, study.baselines, args.workdir, progress=not args.quiet)
     return 0
 

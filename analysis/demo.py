@@ -77,11 +77,11 @@ def attribution_gene(workdir: str, split: str = "test") -> str:
     import polars as pl
 
     from analysis.attribute import AttributionError
-    from prep.config import workdir_layout
+    from hapflow.layout import Workdir
 
-    layout = workdir_layout(workdir)
-    manifest = layout["shards"] / "manifest.parquet"
-    genes_path = layout["predictions"] / "elastic_net" / "genes.parquet"
+    layout = Workdir(workdir)
+    manifest = layout.shards / "manifest.parquet"
+    genes_path = layout.predictions / "elastic_net" / "genes.parquet"
     try:
         split_genes = (pl.read_parquet(manifest, columns=["gene", "split"])
                        .filter(pl.col("split") == split).select("gene").unique())
@@ -104,13 +104,14 @@ def attribution_gene(workdir: str, split: str = "test") -> str:
 def run_demo(config: str, workdir: str, name: str = "demo", quiet: bool = False) -> int:
     """Run the stages in order; stop at the first that fails. Returns its exit code (0: all
     done)."""
-    from loader.config import LoaderConfig
-    from prep.config import load_config, workdir_layout
+    from hapflow.config import load_config
+    from hapflow.layout import Workdir
+    from hapflow.sections import LoaderConfig
 
     common = ["--config", config, "--workdir", workdir] + (["--quiet"] if quiet else [])
-    layout = workdir_layout(workdir)
+    layout = Workdir(workdir)
     window = load_config(LoaderConfig, config, "loader").length
-    resume = ["--resume"] if (layout["runs"] / name / "checkpoints" / "latest").exists() else []
+    resume = ["--resume"] if (layout.runs / name / "checkpoints" / "latest").exists() else []
     stages = [
         ("log expression", "prep.expression", []),
         ("personal haplotype shards", "prep.shard", []),

@@ -42,7 +42,6 @@ import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -54,9 +53,9 @@ from analysis.metrics import (
     paired_comparison,
     summarize_r,
 )
+from hapflow.sections import EvaluateConfig
 
 __all__ = [
-    "EvaluateConfig",
     "EvaluationError",
     "EvaluationResult",
     "load_split",
@@ -84,30 +83,6 @@ UNLISTED = "unlisted"
 
 class EvaluationError(ValueError):
     """Bad evaluation input; the message names the file, the record and the fix."""
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """Evaluation of predictions against observed expression (TOML section ``[evaluate]``)."""
-
-    split: str = "test"
-    """Split whose individuals are scored (a value of the manifest's split column)."""
-    target: Literal["Y", "Z"] = "Y"
-    """Observed value: Y (log expression) or Z (per-gene z-score); Pearson r is the same."""
-    predictions: list[str] | None = None
-    """Predictor names (folders of DIR/predictions); default every one with the split's file."""
-    gene_classes: str | None = field(default=None, metadata={"path": True})
-    """Table gene,class (the paper's gene_class.csv); default the split's seen/unseen genes."""
-    published: str | None = field(default=None, metadata={"path": True})
-    """The paper's perf_summary.csv, shown beside this run's figures in the report."""
-    bootstrap: int = 1000
-    """Bootstrap resamples over genes for the confidence intervals."""
-    ci_level: float = 0.95
-    """Coverage of the bootstrap intervals."""
-    seed: int = 0
-    """Seed of the bootstraps (and of the jitter in figures)."""
-    min_individuals: int = 3
-    """Genes with fewer individuals than this get r = NaN and are listed, not scored."""
 
 
 @dataclass
@@ -519,7 +494,7 @@ def evaluate(cfg: EvaluateConfig, workdir: str | os.PathLike) -> EvaluationResul
         No predictions, or any bad input (see :func:`read_predictions`, :func:`load_split`,
         :func:`analysis.report.read_attribution`).
     """
-    from prep.config import workdir_layout
+    from hapflow.layout import Workdir
 
     if cfg.min_individuals < 2:
         raise EvaluationError(f"[evaluate] min_individuals = {cfg.min_individuals}: a "
@@ -530,8 +505,8 @@ def evaluate(cfg: EvaluateConfig, workdir: str | os.PathLike) -> EvaluationResul
     if not 0.0 < cfg.ci_level < 1.0:
         raise EvaluationError(f"[evaluate] ci_level = {cfg.ci_level}: use a fraction such as "
                               "0.95")
-    layout = workdir_layout(workdir)
-    manifest = layout["shards"] / "manifest.parquet"
+    layout = Workdir(workdir)
+    manifest = layout.shards / "manifest.parquet"
     split_table = load_split(manifest, cfg.split, cfg.target)
     genes = split_table["gene"].unique().sort().to_list()
     warnings: list[str] = []
@@ -550,16 +525,16 @@ def evaluate(cfg: EvaluateConfig, workdir: str | os.PathLike) -> EvaluationResul
     if len(populations) < 2:
         populations = []
 
-    names = list(cfg.predictions or discover_predictions(layout["predictions"], cfg.split))
+    names = list(cfg.predictions or discover_predictions(layout.predictions, cfg.split))
     if not names:
-        raise EvaluationError(f"{layout['predictions']}: no predictions for split {cfg.split!r} "
+        raise EvaluationError(f"{layout.predictions}: no predictions for split {cfg.split!r} "
                               f"(expected NAME/{cfg.split}.parquet); run a predictor first")
     if len(set(names)) != len(names):
         raise EvaluationError(f"[evaluate] predictions lists a name twice: {', '.join(names)}")
 
     per_gene, joined, coverage = [], [], []
     for name in names:
-        path = layout["predictions"] / name / f"{cfg.split}.parquet"
+        path = layout.predictions / name / f"{cfg.split}.parquet"
         preds = read_predictions(path, split_table, cfg.split, manifest)
         genes_table, scored = per_gene_metrics(name, preds, split_table, classes,
                                                cfg.min_individuals, populations)
@@ -595,8 +570,8 @@ def evaluate(cfg: EvaluateConfig, workdir: str | os.PathLike) -> EvaluationResul
                           descending=[True, False])["predictor"].to_list()
     from analysis.report import read_attribution
 
-    attribution = read_attribution(layout["root"] / "attribution", ranked)
-    runs = [p for p in ranked if (layout["runs"] / p).is_dir()]
+    attribution = read_attribution(layout.root / "attribution", ranked)
+    runs = [p for p in ranked if (layout.runs / p).is_dir()]
     return EvaluationResult(
         config=cfg, manifest=manifest, predictors=ranked, per_gene=per_gene_df, summary=summary,
         paired=compare_predictors(per_gene_df, ranked, cfg),
@@ -608,7 +583,7 @@ def evaluate(cfg: EvaluateConfig, workdir: str | os.PathLike) -> EvaluationResul
 
 
 def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    from prep.config import atomic_write_bytes
+    from hapflow.io import atomic_write_bytes
 
     buf = io.BytesIO()
     frame.write_parquet(buf, statistics=False)
@@ -618,7 +593,7 @@ def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
 def write_outputs(result: EvaluationResult, out: str | os.PathLike) -> Path:
     """Write the tables, figures, report.html and config.toml to ``out``; returns the HTML path."""
     from analysis.report import write_report
-    from prep.config import save_config
+    from hapflow.config import save_config
 
     out = Path(out)
     _write_parquet(result.per_gene, out / "per_gene.parquet")
@@ -632,10 +607,10 @@ def write_outputs(result: EvaluationResult, out: str | os.PathLike) -> Path:
 def run_evaluation(cfg: EvaluateConfig, workdir: str | os.PathLike,
                    out: str | os.PathLike | None = None) -> tuple[EvaluationResult, Path]:
     """:func:`evaluate` then :func:`write_outputs` (default ``out``: ``DIR/report``)."""
-    from prep.config import workdir_layout
+    from hapflow.layout import Workdir
 
     result = evaluate(cfg, workdir)
-    html = write_outputs(result, out if out is not None else workdir_layout(workdir)["report"])
+    html = write_outputs(result, out if out is not None else Workdir(workdir).report)
     return result, html
 
 
@@ -681,13 +656,13 @@ def _main(argv=None) -> int:
 
     setup_logging(args.quiet)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    from hapflow.config import TORCH_SECTIONS, load_study, split_overrides
+    from hapflow.config import load_study, split_overrides
 
     sets = split_overrides(args.set, ("evaluate",))
     for name in ("split", "target", "predictions", "gene_classes"):
         if getattr(args, name) is not None:
             sets["evaluate"][name] = getattr(args, name)
-    cfg = load_study(args.config, sets, need=("evaluate",), skip=TORCH_SECTIONS).evaluate
+    cfg = load_study(args.config, sets, need=("evaluate",)).evaluate
     result, html = run_evaluation(cfg, args.workdir, args.out)
     print(headline(result, html))
     return 0

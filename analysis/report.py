@@ -650,7 +650,7 @@ def render_html(result: EvaluationResult, figures: dict[str, bytes],
                      "class:</p>")
         parts.append(_table(this_run))
         parts.append("</div>")
-    from prep.config import config_to_dict
+    from hapflow.config import config_to_dict
 
     settings = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
                        for k, v in config_to_dict(cfg).items())
@@ -667,7 +667,7 @@ def write_report(result: EvaluationResult, out: str | os.PathLike) -> Path:
     The published section appears when ``result.config.published`` names the paper's
     ``perf_summary.csv``.
     """
-    from prep.config import atomic_write_bytes, atomic_write_text
+    from hapflow.io import atomic_write_bytes, atomic_write_text
 
     out = Path(out)
     cfg = result.config

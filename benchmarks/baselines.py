@@ -38,17 +38,18 @@ PAPER_TRAIN = 327  # training individuals per gene in the paper's split (of 421)
 
 
 def _build(config: Path, work: Path, simulate: bool):
-    from prep.config import load_config
-    from prep.export import HaplotypesConfig
-    from prep.sharding import ShardConfig, run_shard
+    from hapflow.config import load_config
+    from hapflow.sections import HaplotypesConfig, ShardConfig
+    from prep.sharding import run_shard
 
     hcfg = load_config(HaplotypesConfig, config, "haplotypes")
     if simulate:
-        from prep.simulate import SimulateConfig, run_simulate
+        from hapflow.sections import SimulateConfig
+        from prep.simulate import run_simulate
 
         run_simulate(hcfg, load_config(SimulateConfig, config, "simulate"), work)
     else:
-        from prep.expression import ExpressionConfig
+        from hapflow.sections import ExpressionConfig
         from prep.targets import run_expression
 
         run_expression(load_config(ExpressionConfig, config, "expression"), work)
@@ -77,7 +78,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     import polars as pl
 
-    from analysis.baselines import METHODS, BaselinesConfig
+    from analysis.baselines import METHODS
+    from hapflow.sections import BaselinesConfig
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_baselines_") as tmp:

@@ -138,8 +138,8 @@ def build_shards(length: int, genes: list[dict], workdir: Path) -> Path:
     import numpy as np
     import polars as pl
 
-    from prep.export import HaplotypesConfig
-    from prep.sharding import ShardConfig, run_shard
+    from hapflow.sections import HaplotypesConfig, ShardConfig
+    from prep.sharding import run_shard
     from prep.variants import VariantReader
 
     shards = workdir / "shards"
@@ -376,7 +376,7 @@ def planning(genes: int = 8_000, per_gene: int = 300, repeats: int = 3) -> list[
     sys.path.insert(0, str(REPO_ROOT))
     import numpy as np
 
-    from loader.config import LoaderConfig
+    from hapflow.sections import LoaderConfig
     from loader.dataloader import ShardLoader
     from loader.sources import SplitIndex
 

@@ -97,8 +97,8 @@ def worker_hapflow(length: int, workdir: str, threads: int, rounds: int) -> dict
     import polars as pl
 
     sys.path.insert(0, str(REPO_ROOT))
-    from prep.export import HaplotypesConfig
-    from prep.sharding import ShardConfig, run_shard
+    from hapflow.sections import HaplotypesConfig, ShardConfig
+    from prep.sharding import run_shard
     from prep.variants import VariantReader
 
     work = Path(workdir)

@@ -75,10 +75,9 @@ def build_shards(stored: int, config: Path = CONFIG) -> Path:
     built once into ``CACHE/demo_L{stored}``; returns the workdir."""
     import logging
 
-    from prep.config import load_config
-    from prep.export import HaplotypesConfig
-    from prep.expression import ExpressionConfig
-    from prep.sharding import ShardConfig, run_shard
+    from hapflow.config import load_config
+    from hapflow.sections import ExpressionConfig, HaplotypesConfig, ShardConfig
+    from prep.sharding import run_shard
     from prep.targets import run_expression
 
     work = CACHE / f"demo_L{stored}"
@@ -97,10 +96,11 @@ def forward_flops(full: bool, length: int, config: Path = CONFIG) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from train.config import load_run_config
-    from train.model import ModelConfig, build_model
+    from hapflow.config import load_study
+    from hapflow.sections import ModelConfig
+    from train.model import build_model
 
-    model_cfg = ModelConfig() if full else load_run_config(config)[0]
+    model_cfg = ModelConfig() if full else load_study(config, need=("model",)).model
     model = build_model(model_cfg, length).to("meta")
     x = torch.zeros(1, 2, length, 4, device="meta")  # (B, haplotypes, L, 4)
     tss = torch.full((1,), length // 2, device="meta")
@@ -134,16 +134,18 @@ def measure(spec: dict) -> dict:
 
     import torch
 
+    from hapflow.config import load_study
+    from hapflow.sections import ModelConfig
     from loader import make_loader
-    from train.config import load_run_config
     from train.loop import step_loss
     from train.losses import STREAMS, TERMS
-    from train.model import ModelConfig, build_model
+    from train.model import build_model
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
-    model_cfg, cfg, loader_cfg = load_run_config(spec["config"])
+    study = load_study(spec["config"], need=("model", "train", "loader"))
+    model_cfg, cfg, loader_cfg = study.model, study.train, study.loader
     if spec["full"]:
         model_cfg = ModelConfig()
     cfg = dataclasses.replace(cfg, precision=spec["precision"], compile=spec["compile"])

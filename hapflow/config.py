@@ -1,86 +1,75 @@
 """The study configuration: one TOML file, a section per stage, typed and checked as a whole.
 
-A study file holds the sections ``[haplotypes]``, ``[expression]``, ``[simulate]``, ``[shard]``,
-``[loader]``, ``[model]``, ``[train]``, ``[baselines]``, ``[evaluate]`` and ``[attribute]``
-(:data:`SECTIONS`). Each section is a frozen dataclass that lives with its stage
-(``prep.export.HaplotypesConfig``, ``loader.config.LoaderConfig``, ...), one field per setting
-with its default and a docstring line; :class:`StudyConfig` has one field per section and is
-loaded from the whole file with :func:`load_study`:
+The sections are the dataclasses of :mod:`hapflow.sections` (:data:`SECTIONS`); this module
+reads them from TOML and the command line and writes them back:
 
+* :func:`load_study` reads a whole study file into a :class:`StudyConfig` (one typed field per
+  section) and checks the rules between sections (:func:`check_study`); :func:`load_config`
+  reads one section (tests and tools);
 * an unknown section (``[loadr]``) or key (``lenght``) is an error that suggests the near name;
 * values have exact types: an integer setting given ``49152.5`` or ``true`` is an error, never
   truncated (a float setting accepts an integer);
-* settings that must agree across sections are checked at load (:meth:`StudyConfig.check`):
-  ``[loader] max_shift <= [shard] flank`` with ``shift_fill = "flank"``, ``[haplotypes] length``
-  a multiple of 128, ``[loader] length <= [haplotypes] length``, the files each ``[shard]
-  splits`` mode needs, the ``[model] head`` each ``[train]`` loss term needs.
+* settings that must agree across sections are checked at load (:func:`check_study`):
+  ``[loader] max_shift <= [shard] flank`` with ``shift_fill = "flank"``, ``[loader] length <=
+  [haplotypes] length``, the files each ``[shard] splits`` mode needs, the ``[model] head`` each
+  ``[train]`` loss term needs;
+* overrides come from the command line as ``--set section.key=value``
+  (:func:`split_overrides`); strings are parsed as the setting's type (``8``, ``0.5``,
+  ``true``, ``a,b``, ``none``); they are applied once, when the study is loaded;
+* :func:`save_config` writes resolved settings atomically; ``None`` is written as ``"none"`` so
+  it survives a save/load round trip.
 
-``load_config(cls, path, section, overrides)`` still builds one section (the stages and tests use
-it) and also rejects misspelt sections of the file it reads. :func:`save_config` writes resolved
-settings atomically; ``None`` is written as ``"none"`` so it survives a save/load round trip.
-
-Overrides come from the command line as ``--set section.key=value`` (:func:`split_overrides`);
-strings are parsed as the setting's type (``8``, ``0.5``, ``true``, ``a,b``, ``none``).
-
-Relative paths inside a config file are resolved against the directory holding the file, so a
-study folder can be moved as a whole. Nothing here imports numpy or torch.
+Every error is a :class:`ConfigError`. Relative paths inside a config file are resolved against
+the directory holding the file, so a study folder can be moved as a whole. Nothing here imports
+numpy, torch or a stage.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import os
-import tempfile
 import tomllib
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from hapflow.io import atomic_write_text
+from hapflow.sections import (
+    LOSS_TERM_HEADS,
+    SECTIONS,
+    AttributeConfig,
+    BaselinesConfig,
+    ConfigError,
+    EvaluateConfig,
+    ExpressionConfig,
+    HaplotypesConfig,
+    LoaderConfig,
+    ModelConfig,
+    ShardConfig,
+    SimulateConfig,
+    TrainConfig,
+)
 
 T = TypeVar("T")
 
 __all__ = [
     "ConfigError",
     "SECTIONS",
-    "TORCH_SECTIONS",
     "StudyConfig",
+    "check_study",
     "load_study",
     "load_toml",
     "load_config",
     "split_overrides",
     "config_to_dict",
     "save_config",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "workdir_layout",
 ]
-
-SECTIONS: dict[str, str] = {
-    "haplotypes": "prep.export:HaplotypesConfig",
-    "expression": "prep.expression:ExpressionConfig",
-    "simulate": "prep.simulate:SimulateConfig",
-    "shard": "prep.sharding:ShardConfig",
-    "loader": "loader.config:LoaderConfig",
-    "model": "train.model:ModelConfig",
-    "train": "train.config:TrainConfig",
-    "baselines": "analysis.baselines:BaselinesConfig",
-    "evaluate": "analysis.evaluate:EvaluateConfig",
-    "attribute": "analysis.attribute:AttributeConfig",
-}
-"""Every section of a study file and the dataclass ("module:Class") that reads it."""
-
-TORCH_SECTIONS = ("model", "train")
-"""Sections whose classes import torch: prep stages (CPU-only nodes) leave them to train."""
 
 NONE_TEXT = "none"
 """How ``None`` is written in a TOML file (TOML has no null); read back as ``None``."""
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message says which key and why."""
 
 
 def load_toml(path: str | os.PathLike) -> dict[str, Any]:
@@ -331,96 +320,105 @@ def split_overrides(items: list[str], sections: tuple[str, ...] | None = None
     return out
 
 
-def _section_class(section: str) -> type:
-    module, _, name = SECTIONS[section].partition(":")
-    return getattr(importlib.import_module(module), name)
+def _in_play(study: StudyConfig, only: set[str] | None) -> set[str]:
+    return set(study.present) if only is None else set(study.present) & only
+
+
+def check_study(study: StudyConfig, only: set[str] | None = None) -> StudyConfig:
+    """Check the rules that join sections; raise ConfigError naming both settings.
+
+    A rule is checked when the sections it joins are both in play: written in the study file,
+    overridden, or needed by the stage (``study.present``), and in ``only`` when given.
+    """
+    where = study.path or "the study settings"
+    on = _in_play(study, only)
+    h = study.haplotypes if "haplotypes" in on else None
+    s = study.shard if "shard" in on else None
+    lo = study.loader if "loader" in on else None
+    m = study.model if "model" in on else None
+    t = study.train if "train" in on else None
+    if lo is not None and h is not None and lo.length is not None and lo.length > h.length:
+        raise ConfigError(f"{where}: [loader] length = {lo.length} is longer than the "
+                          f"stored windows, [haplotypes] length = {h.length}; the loader "
+                          "only crops")
+    if lo is not None and s is not None and lo.shift_fill == "flank" and lo.max_shift > s.flank:
+        raise ConfigError(f"{where}: [loader] max_shift = {lo.max_shift} needs at least "
+                          f"that many stored flank bases, but [shard] flank = {s.flank}; "
+                          'raise flank, lower max_shift, or set shift_fill = "N"')
+    if s is not None:
+        needs = {"file": ("splits_file",), "paper": ("splits_file", "gene_classes")}
+        for key in needs.get(s.splits, ()):
+            value = getattr(s, key)
+            if value is None:
+                raise ConfigError(f'{where}: [shard] splits = "{s.splits}" needs [shard] '
+                                  f"{key}" + (" (the paper's sample_splits.csv and "
+                                              "gene_class.csv, in data/paper/)"
+                                              if s.splits == "paper" else ""))
+            if "://" not in str(value) and not Path(value).exists():
+                raise ConfigError(f"{where}: [shard] {key} = {value} does not exist")
+    if t is not None and m is not None:
+        for term in t.loss_terms:
+            head = LOSS_TERM_HEADS[term]
+            if head is not None and m.head != head:
+                raise ConfigError(f"{where}: [train] term {term!r} needs [model] head = "
+                                  f"{head!r}, but head = {m.head!r}")
+    return study
 
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """A whole study file, one field per section (``None``: the section was not loaded).
+    """A whole study file, one typed field per section.
 
-    Build it with :func:`load_study`; each field is that stage's own frozen dataclass.
+    Build it with :func:`load_study`. Every section is there: as written in the file, else its
+    defaults; ``present`` says which sections the file wrote, an override set or the stage
+    needs (the cross-section rules of :func:`check_study` join only those).
     """
 
-    haplotypes: Any = None
-    """[haplotypes]: prep.export.HaplotypesConfig (inputs and options of the haplotype engine)."""
-    expression: Any = None
-    """[expression]: prep.expression.ExpressionConfig (the expression matrix to prepare)."""
-    simulate: Any = None
-    """[simulate]: prep.simulate.SimulateConfig (simulated expression on real genotypes)."""
-    shard: Any = None
-    """[shard]: prep.sharding.ShardConfig (targets, splits and shard layout)."""
-    loader: Any = None
-    """[loader]: loader.config.LoaderConfig (how shards become batches)."""
-    model: Any = None
-    """[model]: train.model.ModelConfig (trunk, head and what trains)."""
-    train: Any = None
-    """[train]: train.config.TrainConfig (how to fine-tune)."""
-    baselines: Any = None
-    """[baselines]: analysis.baselines.BaselinesConfig (variant-based baselines)."""
-    evaluate: Any = None
-    """[evaluate]: analysis.evaluate.EvaluateConfig (per-gene scores and the report)."""
-    attribute: Any = None
-    """[attribute]: analysis.attribute.AttributeConfig (in-silico reversion of variants)."""
+    haplotypes: HaplotypesConfig = field(default_factory=HaplotypesConfig)
+    """[haplotypes]: inputs and options of the haplotype engine."""
+    expression: ExpressionConfig = field(default_factory=ExpressionConfig)
+    """[expression]: the expression matrix to prepare."""
+    simulate: SimulateConfig = field(default_factory=SimulateConfig)
+    """[simulate]: simulated expression on real genotypes."""
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    """[shard]: targets, splits and shard layout."""
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    """[loader]: how shards become batches."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """[model]: trunk, head and what trains."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """[train]: how to fine-tune."""
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    """[baselines]: variant-based baselines."""
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    """[evaluate]: per-gene scores and the report."""
+    attribute: AttributeConfig = field(default_factory=AttributeConfig)
+    """[attribute]: in-silico reversion of variants."""
+    present: frozenset[str] = frozenset()
+    """Sections written in the file, overridden or needed by the stage."""
     path: str | None = None
     """The file it was read from (None: defaults only)."""
 
-    def sections(self) -> dict[str, Any]:
-        """``{section: config}`` of the loaded sections, in file order of :data:`SECTIONS`."""
-        return {s: getattr(self, s) for s in SECTIONS if getattr(self, s) is not None}
+    def sections(self, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """``{section: config}`` of ``names`` (default: the present sections), in file order."""
+        wanted = self.present if names is None else set(names)
+        return {s: getattr(self, s) for s in SECTIONS if s in wanted}
 
-    def check(self, only: set[str] | None = None) -> StudyConfig:
-        """Check the rules that join sections; raise ConfigError naming both settings.
+    def replace(self, **sections: Any) -> StudyConfig:
+        """A copy with some sections replaced (they count as present); rules are re-checked."""
+        new = dataclasses.replace(self, **sections,
+                                  present=self.present | frozenset(sections))
+        return check_study(new)
 
-        ``only``: check just the rules among these sections (default: every loaded section).
-        """
-        where = self.path or "the study settings"
-        h, s, lo, m, t = (None if only is not None and name not in only else getattr(self, name)
-                          for name in ("haplotypes", "shard", "loader", "model", "train"))
-        if h is not None and (h.length <= 0 or h.length % 128):
-            raise ConfigError(f"{where}: [haplotypes] length = {h.length} must be a positive "
-                              "multiple of 128 (Enformer's bins are 128 bp; the paper: 49152)")
-        if lo is not None and h is not None and lo.length is not None and lo.length > h.length:
-            raise ConfigError(f"{where}: [loader] length = {lo.length} is longer than the "
-                              f"stored windows, [haplotypes] length = {h.length}; the loader "
-                              "only crops")
-        if (lo is not None and s is not None and lo.shift_fill == "flank"
-                and lo.max_shift > s.flank):
-            raise ConfigError(f"{where}: [loader] max_shift = {lo.max_shift} needs at least "
-                              f"that many stored flank bases, but [shard] flank = {s.flank}; "
-                              'raise flank, lower max_shift, or set shift_fill = "N"')
-        if s is not None:
-            needs = {"file": ("splits_file",), "paper": ("splits_file", "gene_classes")}
-            for key in needs.get(s.splits, ()):
-                value = getattr(s, key)
-                if value is None:
-                    raise ConfigError(f'{where}: [shard] splits = "{s.splits}" needs [shard] '
-                                      f"{key}" + (" (the paper's sample_splits.csv and "
-                                                  "gene_class.csv, in data/paper/)"
-                                                  if s.splits == "paper" else ""))
-                if "://" not in str(value) and not Path(value).exists():
-                    raise ConfigError(f"{where}: [shard] {key} = {value} does not exist")
-        if t is not None and m is not None:
-            from train.losses import TERMS
-
-            for term in t.loss_terms:
-                head = TERMS[term].head
-                if head is not None and m.head != head:
-                    raise ConfigError(f"{where}: [train] term {term!r} needs [model] head = "
-                                      f"{head!r}, but head = {m.head!r}")
-        return self
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the loaded sections as one resolved TOML file (atomically)."""
-        save_config(self.sections(), path)
+    def save(self, path: str | os.PathLike, names: tuple[str, ...] | None = None) -> None:
+        """Write sections (default: the present ones) as one resolved TOML file, atomically."""
+        save_config(self.sections(names), path)
 
 
 def load_study(
     path: str | os.PathLike | None,
     overrides: dict[str, dict[str, Any]] | None = None,
     need: tuple[str, ...] = (),
-    skip: tuple[str, ...] = (),
 ) -> StudyConfig:
     """Read and check a whole study file.
 
@@ -431,15 +429,13 @@ def load_study(
     overrides : dict, optional
         ``{section: {key: value}}`` (e.g. from :func:`split_overrides`), applied last.
     need : tuple of str
-        Sections the caller uses: built from defaults when the file lacks them.
-    skip : tuple of str
-        Sections present in the file but not built (their names are still checked), e.g.
-        :data:`TORCH_SECTIONS` for stages that must not import torch.
+        Sections the caller uses: they count as present (their rules are checked) even when
+        the file lacks them.
 
-    Every other section present in the file (or given overrides) is built and type-checked,
-    then the cross-section rules run (:meth:`StudyConfig.check`): on the file as written,
-    and with the overrides applied among the ``need`` sections (a ``--length`` given to one
-    stage is not held against a section that stage does not read).
+    Every section present in the file (or given overrides) is built and type-checked, the others
+    get their defaults; then the cross-section rules run (:func:`check_study`): on the file as
+    written, and with the overrides applied among the ``need`` sections (a ``--length`` given
+    to one stage is not held against a section that stage does not read).
 
     Raises
     ------
@@ -456,25 +452,24 @@ def load_study(
     for section in (*need, *overrides):
         if section not in SECTIONS:
             raise ConfigError(f"unknown section {section!r}{_suggest(section, SECTIONS)}")
-    wanted = [s for s in SECTIONS
-              if s in need or ((s in data or s in overrides) and s not in skip)]
+    present = frozenset(s for s in SECTIONS if s in need or s in data or s in overrides)
     name = None if path is None else str(path)
 
     def build(with_overrides: bool) -> StudyConfig:
         built = {}
-        for section in wanted:
+        for section in present:
             where = f"{path} [{section}]" if path is not None else f"[{section}]"
-            built[section] = _build(_section_class(section), data.get(section, {}),
+            built[section] = _build(SECTIONS[section], data.get(section, {}),
                                     overrides.get(section) if with_overrides else None, base,
                                     where)
-        return StudyConfig(**built, path=name)
+        return StudyConfig(**built, present=present, path=name)
 
     study = build(with_overrides=True)
     if overrides:
         # the file must hold together by itself; the overrides only with what this stage uses
-        build(with_overrides=False).check()
-        return study.check(only=set(need) | set(overrides) if need else None)
-    return study.check()
+        check_study(build(with_overrides=False))
+        return check_study(study, only=set(need) | set(overrides) if need else None)
+    return check_study(study)
 
 
 def config_to_dict(config: Any, keep_none: bool = False) -> dict[str, Any]:
@@ -532,53 +527,3 @@ def save_config(configs: dict[str, Any], path: str | os.PathLike) -> None:
             lines.append(f"{k} = {_toml_value(v)}")
         lines.append("")
     atomic_write_text(path, "\n".join(lines))
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
-
-    The file gets the user's usual permissions (0666 less the umask); the temporary file is
-    removed on any failure.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Text version of :func:`atomic_write_bytes` (UTF-8)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def workdir_layout(workdir: str | os.PathLike) -> dict[str, Path]:
-    """The one documented layout of a study's working directory.
-
-    ``DIR/shards`` (prep.shard output), ``DIR/runs/NAME`` (training runs), ``DIR/predictions``
-    and ``DIR/report`` (analysis), ``DIR/expression`` (prep.expression output).
-    """
-    root = Path(workdir)
-    return {
-        "root": root,
-        "expression": root / "expression",
-        "shards": root / "shards",
-        "runs": root / "runs",
-        "predictions": root / "predictions",
-        "report": root / "report",
-    }

@@ -4,7 +4,7 @@
     loader = make_loader("work/demo/shards", split="train", mode="train", batch_size=8)
 
 See :mod:`loader.dataloader` for the modes and batch contents, :mod:`loader.sources` for the
-sources it reads, :class:`loader.config.LoaderConfig` for the settings (TOML ``[loader]``).
+sources it reads, :class:`hapflow.sections.LoaderConfig` for the settings (TOML ``[loader]``).
 Names are imported lazily: ``import loader.plan`` (or sources, stages, augment, config) does
 not import torch.
 """
@@ -12,7 +12,6 @@ not import torch.
 from importlib import import_module
 
 _EXPORTS = {
-    "LoaderConfig": "loader.config",
     "MODES": "loader.dataloader",
     "ShardLoader": "loader.dataloader",
     "make_loader": "loader.dataloader",

@@ -92,7 +92,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from loader.config import LoaderConfig
+from hapflow.sections import LoaderConfig
 from loader.distributed import rank_and_world
 from loader.plan import (
     eval_batches,

@@ -87,12 +87,12 @@ def _main(argv=None) -> int:
     setup_logging(args.quiet)
     from pathlib import Path
 
-    from hapflow.config import TORCH_SECTIONS, load_study, split_overrides
+    from hapflow.config import load_study, split_overrides
 
     overrides = split_overrides(args.set, ("loader",))
     if args.num_workers is not None:
         overrides["loader"]["num_workers"] = args.num_workers
-    config = load_study(args.config, overrides, need=("loader",), skip=TORCH_SECTIONS).loader
+    config = load_study(args.config, overrides, need=("loader",)).loader
     _check_device(args.device)
     shards = Path(args.workdir) / "shards"
     if not shards.is_dir():

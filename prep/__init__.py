@@ -13,5 +13,7 @@ Modules, from inputs to shards:
   processing, Y/Z/P targets; :mod:`prep.splits` — train/val/test splits.
 * :mod:`prep.shard_format` — the shard encoder and decoder (the loader imports it);
   :mod:`prep.sharding` / ``python -m prep.shard`` — the study plan and shard writer.
-* :mod:`prep.config` — typed TOML configs, atomic writes, the working-directory layout.
+
+The study's settings, atomic writes and the working-directory layout are shared by every stage:
+:mod:`hapflow.sections`, :mod:`hapflow.config`, :mod:`hapflow.io`, :mod:`hapflow.layout`.
 """

@@ -10,11 +10,11 @@ import gzip
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from hapflow.sections import MAX_LENGTH, HaplotypesConfig
 from prep.encoding import ALPHABET
 
 __all__ = [
@@ -32,49 +32,6 @@ log = logging.getLogger(__name__)
 
 class ExportError(ValueError):
     """The FASTA cannot be written (the message names the path and the cause)."""
-
-MAX_LENGTH = 393_216
-
-
-@dataclass(frozen=True)
-class HaplotypesConfig:
-    """Inputs and options of the haplotype engine (TOML section ``[haplotypes]``)."""
-
-    reference: str | None = field(default=None, metadata={"path": True})
-    """Reference FASTA, plain or bgzip, indexed."""
-    vcf: list[str] | str | None = field(default=None, metadata={"path": True})
-    """Phased VCF/BCF, bgzipped and indexed: one file, a list, or a pattern with {chrom}."""
-    tss: str | None = field(default=None, metadata={"path": True})
-    """Gene TSS table (CSV/TSV/BED; layouts in prep.regions) for fixed-length windows."""
-    bed: str | None = field(default=None, metadata={"path": True})
-    """BED of intervals for ragged (bcftools-exact) haplotypes; instead of ``tss``."""
-    length: int = 49_152
-    """Window length L of fixed mode: a multiple of 128 up to 393,216; TSS at index L // 2."""
-    samples: list[str] | None = None
-    """Samples to build (default: all in the VCF)."""
-    samples_file: str | None = field(default=None, metadata={"path": True})
-    """File with one sample per line, instead of ``samples``."""
-    snps_only: bool = False
-    """Apply SNPs (and MNPs) only, as the paper did; indels are skipped and counted."""
-    unphased: str = "error"
-    """Unphased heterozygous genotypes: error | reference | as-phased | random."""
-    ref_mismatch: str = "error"
-    """REF alleles that disagree with the FASTA: error | skip."""
-    reverse_minus: bool = False
-    """Reverse-complement windows of minus-strand genes."""
-    seed: int = 0
-    """Seed of the 'random' unphased policy."""
-    batch_mb: int = 256
-    """Memory budget of one batch of windows, in MB."""
-    tss_one_based: bool | None = None
-    """Force the TSS column to be read as 1-based (true) or 0-based (false); default detected."""
-
-    def __post_init__(self):
-        # a one-file list (how a plain string or `--vcf a.vcf.gz` is read) is the file itself
-        if isinstance(self.vcf, (list, tuple)):
-            vcf = [str(v) for v in self.vcf]
-            object.__setattr__(self, "vcf", vcf[0] if len(vcf) == 1 else vcf)
-
 
 def validate_length(length: int) -> int:
     """Check a fixed window length: positive, a multiple of 128, at most 393,216."""

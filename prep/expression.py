@@ -19,52 +19,11 @@ import argparse
 import dataclasses
 import sys
 import typing
-from dataclasses import dataclass, field
 from typing import Literal
 
-from prep.config import ConfigError
+from hapflow.sections import ExpressionConfig
 
 __all__ = ["ExpressionConfig", "main"]
-
-
-@dataclass(frozen=True)
-class ExpressionConfig:
-    """The ``[expression]`` section of a study config."""
-
-    input: str | None = field(default=None, metadata={"path": True})
-    """Expression file: CSV/TSV/Parquet matrix, QTLtools/FastQTL BED or GEUVADIS RPKM."""
-    format: Literal["auto", "matrix", "bed", "geuvadis_rpkm"] = "auto"
-    """Layout of ``input``; ``auto`` guesses from the name and header line."""
-    process: Literal["none", "geuvadis"] = "none"
-    """``geuvadis``: the paper's RPKM → TPM → filter → ln → top-PC removal; ``none``: as read."""
-    n_pcs: int = 10
-    """Principal components removed by ``process = "geuvadis"`` (below min(genes, individuals))."""
-    min_nonzero_fraction: float = 0.5
-    """``geuvadis``: keep genes expressed (> 0) in more than this fraction of individuals."""
-    pseudocount: float = 0.01
-    """``geuvadis``: added to TPM before the natural log."""
-    log1p: bool = False
-    """``process = "none"`` only: store ln(1 + value), for RPKM-like inputs such as the demo."""
-
-    def __post_init__(self) -> None:
-        if self.input is None:
-            raise ConfigError(
-                "[expression] input is not set: give the expression file in the config or "
-                "with --input"
-            )
-        if self.n_pcs < 0:
-            raise ConfigError(f"[expression] n_pcs={self.n_pcs} must be >= 0")
-        if not 0.0 <= self.min_nonzero_fraction < 1.0:
-            raise ConfigError(
-                f"[expression] min_nonzero_fraction={self.min_nonzero_fraction} must be in [0, 1)"
-            )
-        if self.pseudocount <= 0:
-            raise ConfigError(f"[expression] pseudocount={self.pseudocount} must be > 0")
-        if self.log1p and self.process == "geuvadis":
-            raise ConfigError(
-                '[expression] log1p = true conflicts with process = "geuvadis", which takes '
-                "ln(TPM + pseudocount) itself; set log1p = false"
-            )
 
 
 SECTIONS = ("expression",)
@@ -104,13 +63,13 @@ def _main(argv: list[str] | None = None) -> int:
     from hapflow.cli import setup_logging
 
     setup_logging(args.quiet, fmt="%(message)s")
-    from hapflow.config import TORCH_SECTIONS, load_study, split_overrides
+    from hapflow.config import load_study, split_overrides
 
     sets = split_overrides(args.set, SECTIONS)
     for f in dataclasses.fields(ExpressionConfig):
         if getattr(args, f.name) is not None:
             sets["expression"][f.name] = getattr(args, f.name)
-    study = load_study(args.config, sets, need=SECTIONS, skip=TORCH_SECTIONS)
+    study = load_study(args.config, sets, need=SECTIONS)
 
     from prep.targets import run_expression
 

@@ -32,7 +32,8 @@ import json
 import os
 from pathlib import Path
 
-from prep.config import atomic_write_text, config_to_dict
+from hapflow.config import config_to_dict
+from hapflow.io import atomic_write_text
 
 __all__ = [
     "BUILD_CODE_VERSION",

@@ -64,7 +64,7 @@ def _main(argv=None) -> int:
     from hapflow.cli import setup_logging
 
     setup_logging(args.quiet)
-    from hapflow.config import TORCH_SECTIONS, load_study, split_overrides
+    from hapflow.config import load_study, split_overrides
     from prep.export import write_haplotype_fasta
 
     sets = split_overrides(args.set, ("haplotypes",))
@@ -73,7 +73,7 @@ def _main(argv=None) -> int:
               "tss_one_based"):
         if getattr(args, k) is not None:
             sets["haplotypes"][k] = getattr(args, k)
-    config = load_study(args.config, sets, need=("haplotypes",), skip=TORCH_SECTIONS).haplotypes
+    config = load_study(args.config, sets, need=("haplotypes",)).haplotypes
     if args.bed:  # --bed on the command line wins over a TSS table in the config
         config = dataclasses.replace(config, tss=None)
     write_haplotype_fasta(config, args.output)

@@ -202,7 +202,7 @@ def with_targets(manifest, scfg, workdir, build: str, cache_dir=None,
 
 def write_targets(out_dir: str | os.PathLike, manifest, record: dict) -> None:
     """Write ``targets.json`` then ``manifest.parquet`` (each atomically)."""
-    from prep.config import atomic_write_bytes, atomic_write_text
+    from hapflow.io import atomic_write_bytes, atomic_write_text
 
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / TARGETS_JSON, json.dumps(record, indent=1) + "\n")
@@ -285,12 +285,12 @@ def _main(argv=None) -> int:
                    help="run the prep.expression stage first (e.g. after changing n_pcs)")
     args = p.parse_args(argv)
     setup_logging(args.quiet)
-    from hapflow.config import TORCH_SECTIONS, load_study, split_overrides
+    from hapflow.config import load_study, split_overrides
     from prep.targets import run_expression
 
     sets = split_overrides(args.set, ("expression", "shard"))
     need = ("expression", "shard") if args.expression else ("shard",)
-    study = load_study(args.config, sets, need=need, skip=TORCH_SECTIONS)
+    study = load_study(args.config, sets, need=need)
     if args.expression:
         run_expression(study.expression, args.workdir)
     summary = retarget(study.shard, args.workdir)

@@ -67,7 +67,7 @@ def _main(argv=None) -> int:
     from hapflow.cli import setup_logging
 
     setup_logging(args.quiet)
-    from hapflow.config import TORCH_SECTIONS, load_study
+    from hapflow.config import load_study
     from prep.sharding import parse_part, run_shard
 
     sets = split_overrides(args.set, SECTIONS)
@@ -78,7 +78,7 @@ def _main(argv=None) -> int:
         for name in names:
             if getattr(args, name) is not None:
                 sets[section][name] = getattr(args, name)
-    study = load_study(args.config, sets, need=SECTIONS, skip=TORCH_SECTIONS)
+    study = load_study(args.config, sets, need=SECTIONS)
     run_shard(study.haplotypes, study.shard, args.workdir, parse_part(args.part),
               args.overwrite)
     return 0

@@ -38,16 +38,17 @@ import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import polars as pl
 
-from prep.config import atomic_write_bytes, atomic_write_text, config_to_dict, save_config
+from hapflow.config import config_to_dict, save_config
+from hapflow.io import atomic_write_bytes, atomic_write_text
+from hapflow.sections import HaplotypesConfig, ShardConfig
 from prep.encoding import reverse_complement
-from prep.export import HaplotypesConfig, os_error_message, read_sample_list, validate_length
+from prep.export import os_error_message, read_sample_list, validate_length
 from prep.fingerprint import (
     TARGET_SETTINGS,
     build_components,
@@ -67,7 +68,7 @@ from prep.shard_format import (
     sample_key,
 )
 
-__all__ = ["ShardConfig", "StudyPlan", "ShardError", "plan_study", "run_shard", "parse_part",
+__all__ = ["StudyPlan", "ShardError", "plan_study", "run_shard", "parse_part",
            "layout_digest", "IDENTITY_COLUMNS"]
 
 log = logging.getLogger(__name__)
@@ -101,76 +102,6 @@ CONVENTIONS = {
 
 class ShardError(ValueError):
     """The study cannot be sharded as configured; the message says what to fix."""
-
-
-@dataclass(frozen=True)
-class ShardConfig:
-    """Targets, splits and shard layout (TOML section ``[shard]``)."""
-
-    expression: str | None = field(default=None, metadata={"path": True})
-    """Expression matrix (genes x individuals); default DIR/expression/expression.parquet."""
-    expression_format: Literal["auto", "matrix", "bed", "geuvadis_rpkm"] = "auto"
-    """Layout of ``expression`` (see prep.targets.read_expression)."""
-    splits: Literal["random", "population", "unseen", "file", "paper"] = "random"
-    """How individuals are split per gene: generated (random, population, unseen), a file of
-    your own (long gene,individual,split or wide genes x individuals), or the paper's files."""
-    splits_file: str | None = field(default=None, metadata={"path": True})
-    """Split table for ``file``; the paper's sample_splits.csv for ``paper``."""
-    gene_classes: str | None = field(default=None, metadata={"path": True})
-    """The paper's gene_class.csv (``paper`` splits: unseen genes go entirely to test)."""
-    n_test: int | None = None
-    """Random split: test individuals per gene (the paper: 77 of 421)."""
-    test_fraction: float | None = 0.2
-    """Random split: fraction of individuals to test, when n_test is not set."""
-    val_fraction: float = 0.05
-    """Fraction of non-test individuals put in validation."""
-    population: str = "YRI"
-    """Population split: the population held out as test."""
-    samples_table: str | None = field(default=None, metadata={"path": True})
-    """Table sample,population (population split; populations in the shards' metadata)."""
-    test_chroms: list[str] = field(default_factory=list)
-    """Unseen-gene split: chromosomes whose genes go entirely to test."""
-    seed: int = 0
-    """Seed of generated splits."""
-    target_reference: Literal["train", "all"] = "train"
-    """Individuals whose statistics define Z and P: train (no leak) or all (the paper's way)."""
-    target_sets: list[str] = field(default_factory=list, metadata={"path": True})
-    """Further expression matrices (e.g. one per tissue), same layouts as expression: each adds
-    the manifest columns Y:NAME, Z:NAME, P:NAME (NaN where it lacks a sample) and a column of
-    the batches' (B, T) ``targets`` / ``target_mask``. The samples come from expression."""
-    target_names: list[str] = field(default_factory=list)
-    """Names of target_sets, in order (default: their file names without extensions)."""
-    group_size: int = 256
-    """Individuals of one gene and split stored together (0: all of them in one group). Larger
-    groups compress better and write faster (64: 289, 256: 258 bytes per diploid sample on
-    chr20 at 49,152 bp); the loader decodes a group at a time (256 x 2 x W bytes)."""
-    shard_samples: int = 2048
-    """Samples per shard (groups are never split; a shard may run over by one group)."""
-    flank: int = 8
-    """Extra real bases stored each side of the L-bp window, for shift augmentation."""
-    compression_level: int = 3
-    """zstd level of haplotype groups."""
-    workers: int = 0
-    """Threads for building and compressing (0: all cores)."""
-    batch_mb: int = 256
-    """Memory budget for one batch of genes' haplotypes, in MB."""
-
-    def __post_init__(self):
-        if self.group_size < 0 or self.shard_samples <= 0 or self.flank < 0:
-            raise ShardError("group_size must be >= 0, shard_samples > 0 and flank >= 0")
-        if self.target_names and len(self.target_names) != len(self.target_sets):
-            raise ShardError(f"[shard] target_names lists {len(self.target_names)} name(s) for "
-                             f"{len(self.target_sets)} target_sets; give one per set or none")
-        import re
-
-        from prep.retarget import PRIMARY, target_sets
-
-        labels = [label for *_, label in target_sets(self, ".")]
-        bad = [n for n in labels[1:] if not re.fullmatch(r"[A-Za-z0-9_.+-]+", n) or n == PRIMARY]
-        if bad or len(set(labels)) != len(labels):
-            raise ShardError(f"[shard] target set names must be unique, not '{PRIMARY}', and "
-                             f"letters, digits, _ . + - only; got {', '.join(labels[1:])}: set "
-                             "target_names")
 
 
 @dataclass

@@ -36,50 +36,17 @@ import argparse
 import logging
 import sys
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from hapflow.sections import SimulateConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SimulateConfig", "SimulationError", "simulate_gene", "run_simulate", "main"]
+__all__ = ["SimulationError", "simulate_gene", "run_simulate", "main"]
 
 
 class SimulationError(ValueError):
     """The simulation cannot run as configured; the message says what to fix."""
-
-
-@dataclass(frozen=True)
-class SimulateConfig:
-    """Simulated expression on real genotypes (TOML section ``[simulate]``)."""
-
-    h2: float = 0.5
-    """Heritability of the simulated expression: variance of the genetic value (noise 1 - h2)."""
-    min_maf: float = 0.05
-    """Causal SNPs have at least this MAF among the simulated individuals."""
-    n_causal_min: int = 1
-    """Fewest causal SNPs per gene."""
-    n_causal_max: int = 3
-    """Most causal SNPs per gene (fewer when the window has fewer candidates)."""
-    max_distance: int | None = None
-    """Causal SNPs at most this many bases from the TSS (default: anywhere in the window)."""
-    seed: int = 0
-    """Seed; each gene draws from (seed, crc32 of its id)."""
-    output: str | None = field(default=None, metadata={"path": True})
-    """Expression matrix to write; default DIR/expression/expression.parquet. The truth and
-    gene tables go beside it."""
-
-    def __post_init__(self):
-        if not 0.0 <= self.h2 <= 1.0:
-            raise SimulationError(f"[simulate] h2 = {self.h2} must be in [0, 1]")
-        if not 0.0 < self.min_maf <= 0.5:
-            raise SimulationError(f"[simulate] min_maf = {self.min_maf} must be in (0, 0.5]")
-        if not 1 <= self.n_causal_min <= self.n_causal_max:
-            raise SimulationError(
-                f"[simulate] need 1 <= n_causal_min ({self.n_causal_min}) <= n_causal_max "
-                f"({self.n_causal_max})"
-            )
-        if self.max_distance is not None and self.max_distance < 0:
-            raise SimulationError(f"[simulate] max_distance = {self.max_distance} must be >= 0")
 
 
 def simulate_gene(dosages, maf, pos0, tss, config: SimulateConfig, rng):
@@ -157,8 +124,9 @@ def run_simulate(hcfg, config: SimulateConfig, workdir) -> dict:
     import numpy as np
     import polars as pl
 
+    from hapflow.config import save_config
+    from hapflow.layout import Workdir
     from hapflow.progress import progress as tqdm  # a bar on a terminal, plain lines in logs
-    from prep.config import save_config, workdir_layout
     from prep.dosages import DosageReader
     from prep.export import read_sample_list, validate_length
     from prep.regions import read_tss_table
@@ -170,7 +138,7 @@ def run_simulate(hcfg, config: SimulateConfig, workdir) -> dict:
     genes = read_tss_table(hcfg.tss, one_based=hcfg.tss_one_based)
     samples = read_sample_list(hcfg.samples, hcfg.samples_file)
     out = Path(config.output) if config.output else (
-        workdir_layout(workdir)["expression"] / "expression.parquet")
+        Workdir(workdir).expression / "expression.parquet")
     names, values, truth, per_gene, skipped = [], [], [], [], []
     with DosageReader(hcfg.vcf, samples, length=length, snps_only=True,
                       min_maf=config.min_maf) as reader:
@@ -239,7 +207,7 @@ def run_simulate(hcfg, config: SimulateConfig, workdir) -> dict:
 def _write_parquet(df, path: Path) -> None:
     import io
 
-    from prep.config import atomic_write_bytes
+    from hapflow.io import atomic_write_bytes
 
     buf = io.BytesIO()
     df.write_parquet(buf)
@@ -274,7 +242,7 @@ def _main(argv=None) -> int:
     from hapflow.cli import setup_logging
 
     setup_logging(args.quiet)
-    from hapflow.config import TORCH_SECTIONS, load_study, split_overrides
+    from hapflow.config import load_study, split_overrides
 
     sets = split_overrides(args.set, ("haplotypes", "simulate"))
     for section, names in (("haplotypes", ("vcf", "tss", "length", "samples_file")),
@@ -282,7 +250,7 @@ def _main(argv=None) -> int:
         for name in names:
             if getattr(args, name) is not None:
                 sets[section][name] = getattr(args, name)
-    study = load_study(args.config, sets, need=("haplotypes", "simulate"), skip=TORCH_SECTIONS)
+    study = load_study(args.config, sets, need=("haplotypes", "simulate"))
     run_simulate(study.haplotypes, study.simulate, args.workdir)
     return 0
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from prep.config import atomic_write_bytes
+from hapflow.io import atomic_write_bytes
 
 __all__ = [
     "SPLIT_LABELS",

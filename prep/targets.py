@@ -36,7 +36,10 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from prep.config import atomic_write_bytes, save_config, workdir_layout
+from hapflow.config import save_config
+from hapflow.io import atomic_write_bytes
+from hapflow.layout import Workdir
+from hapflow.sections import ConfigError
 from prep.splits import SPLIT_LABELS, validate_splits
 
 __all__ = [
@@ -674,7 +677,10 @@ def run_expression(config: Any, workdir: str | os.PathLike) -> Path:
     -------
     Path of the written Parquet file.
     """
-    out_dir = workdir_layout(workdir)["expression"]
+    if config.input is None:
+        raise ConfigError("[expression] input is not set: give the expression file in the "
+                          "config or with --input")
+    out_dir = Workdir(workdir).expression
     matrix = read_expression(config.input, config.format)
     log.info(
         "Read %d genes × %d individuals from %s", matrix.height, matrix.width - 1, config.input

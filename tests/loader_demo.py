@@ -21,10 +21,9 @@ _LOCK = threading.Lock()
 def build_study(config: Path, workdir: Path) -> Path:
     """log1p expression + shards of the study ``config`` into ``workdir`` (prep's info logs
     quiet meanwhile); returns the shards folder."""
-    from prep.config import load_config
-    from prep.export import HaplotypesConfig
-    from prep.expression import ExpressionConfig
-    from prep.sharding import ShardConfig, run_shard
+    from hapflow.config import load_config
+    from hapflow.sections import ExpressionConfig, HaplotypesConfig, ShardConfig
+    from prep.sharding import run_shard
     from prep.targets import log1p_expression, read_expression, write_expression
 
     prep_log = logging.getLogger("prep")

@@ -37,9 +37,9 @@ HAP = {"snps_only": False, "unphased": "error", "ref_mismatch": "error", "seed":
 def study(tmp_path_factory):
     """A 2-step run whose model sees single bases (8 bp bins: the 128 bp tower of the tiny
     random model flattens them below float32 resolution) and the elastic net of the study."""
-    from analysis.baselines import BaselinesConfig, run_baselines
-    from prep.config import load_config
-    from prep.export import HaplotypesConfig
+    from analysis.baselines import run_baselines
+    from hapflow.config import load_config
+    from hapflow.sections import BaselinesConfig, HaplotypesConfig
     from train.loop import fine_tune
 
     workdir, config = train_study(tmp_path_factory.mktemp("attribute"))
@@ -292,7 +292,8 @@ def evaluated(study, result, tmp_path_factory):
     as a stand-in (its r values are not what these tests read)."""
     import shutil
 
-    from analysis.evaluate import EvaluateConfig, run_evaluation
+    from analysis.evaluate import run_evaluation
+    from hapflow.sections import EvaluateConfig
 
     workdir, _ = study
     copy = tmp_path_factory.mktemp("attribution_report")

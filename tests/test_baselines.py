@@ -19,20 +19,18 @@ from sklearn.linear_model import ElasticNetCV, LassoCV, LinearRegression, RidgeC
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
-from analysis.baselines import (
-    METHODS,
+from analysis.baselines import METHODS, BaselinesError, fit_gene, main, pearson_r, run_baselines
+from hapflow.config import load_config
+from hapflow.sections import (
     BaselinesConfig,
-    BaselinesError,
-    fit_gene,
-    main,
-    pearson_r,
-    run_baselines,
+    ConfigError,
+    HaplotypesConfig,
+    ShardConfig,
+    SimulateConfig,
 )
-from prep.config import load_config
 from prep.dosages import DosageReader
-from prep.export import HaplotypesConfig
-from prep.sharding import ShardConfig, run_shard
-from prep.simulate import SimulateConfig, run_simulate
+from prep.sharding import run_shard
+from prep.simulate import run_simulate
 from tests.conftest import CHR20_TSS, ROOT
 
 CONFIG = ROOT / "configs" / "chr20_sim.toml"
@@ -142,7 +140,7 @@ def test_rerun_same_bytes(study, tmp_path):
 
 def test_genes_without_common_variants_predict_training_mean(tmp_path):
     """chr22 demo (real GEUVADIS): most genes have no variant in their window."""
-    from prep.expression import ExpressionConfig
+    from hapflow.sections import ExpressionConfig
     from prep.targets import run_expression
 
     run_expression(load_config(ExpressionConfig, DEMO, "expression"), tmp_path)
@@ -170,7 +168,7 @@ def test_fit_gene_without_columns_and_pearson():
 
 
 def test_errors(tmp_path, capsys):
-    with pytest.raises(BaselinesError, match="lars"):
+    with pytest.raises(ConfigError, match="lars"):
         BaselinesConfig(methods=["lars"])
     with pytest.raises(BaselinesError, match="manifest"):
         run_baselines(load_config(HaplotypesConfig, CONFIG, "haplotypes"), BaselinesConfig(),

@@ -2,7 +2,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from prep.config import ConfigError, load_config, load_toml, save_config
+from hapflow.config import load_config, load_toml, save_config
+from hapflow.sections import ConfigError
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def test_exact_types_never_truncate(tmp_path, edit, message):
 
 
 def test_n_pcs_float_is_an_error_in_its_own_section(tmp_path):
-    from prep.expression import ExpressionConfig
+    from hapflow.sections import ExpressionConfig
 
     path = demo_study(tmp_path, (r"^n_pcs = 5$", "n_pcs = 5.5"))
     with pytest.raises(ConfigError, match="n_pcs: 5.5 is not an integer"):
@@ -103,7 +104,7 @@ def test_float_setting_takes_an_integer(tmp_path):
 
 
 def test_misspelt_section_is_an_error_with_a_suggestion(tmp_path):
-    from loader.config import LoaderConfig
+    from hapflow.sections import LoaderConfig
 
     path = demo_study(tmp_path, (r"^\[loader\]$", "[loadr]"))
     with pytest.raises(ConfigError, match=r"unknown section \[loadr\] \(did you mean 'loader'"):
@@ -126,8 +127,7 @@ def test_setting_outside_any_section_is_an_error(tmp_path):
 
 
 def test_none_survives_save_and_load(tmp_path):
-    from loader.config import LoaderConfig
-    from prep.sharding import ShardConfig
+    from hapflow.sections import LoaderConfig, ShardConfig
 
     shard = ShardConfig(test_fraction=None, n_test=5)  # default test_fraction is 0.2
     loader_cfg = LoaderConfig(min_percentile_diff=None, lanes=3)
@@ -174,9 +174,8 @@ def test_overrides_are_held_only_against_the_stage_sections(tmp_path):
 
 def test_cli_strings_are_parsed_strictly():
     with pytest.raises(ConfigError, match="'8.5' is not an integer"):
-        load_study(DEMO, {"loader": {"batch_size": "8.5"}}, skip=("model", "train"))
-    study = load_study(DEMO, {"loader": {"lanes": "none", "batch_size": "4"}},
-                       skip=("model", "train"))
+        load_study(DEMO, {"loader": {"batch_size": "8.5"}})
+    study = load_study(DEMO, {"loader": {"lanes": "none", "batch_size": "4"}})
     assert (study.loader.lanes, study.loader.batch_size) == (None, 4)
 
 
@@ -187,9 +186,16 @@ def test_split_overrides_errors_name_the_item():
         split_overrides(["batch_size=4"], ("loader",))
 
 
-def test_prep_config_is_the_same_machinery():
-    import hapflow.config
-    import prep.config
+def test_one_home_for_the_configuration():
+    """Every section class lives in hapflow.sections; no stage keeps a config module of its own."""
+    import importlib.util
 
-    assert prep.config.load_config is hapflow.config.load_config
-    assert prep.config.ConfigError is hapflow.config.ConfigError
+    import hapflow.config
+    from hapflow import sections
+
+    assert hapflow.config.ConfigError is sections.ConfigError
+    for module in ("prep.config", "loader.config", "train.config"):
+        assert importlib.util.find_spec(module) is None, module
+    assert set(hapflow.config.SECTIONS) == {"haplotypes", "expression", "simulate", "shard",
+                                            "loader", "model", "train", "baselines", "evaluate",
+                                            "attribute"}

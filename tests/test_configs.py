@@ -12,15 +12,17 @@ CONFIGS = sorted((ROOT / "configs").glob("*.toml"))
 
 
 def _section_classes() -> dict:
-    from analysis.baselines import BaselinesConfig
-    from analysis.evaluate import EvaluateConfig
-    from loader.config import LoaderConfig
-    from prep.export import HaplotypesConfig
-    from prep.expression import ExpressionConfig
-    from prep.sharding import ShardConfig
-    from prep.simulate import SimulateConfig
-    from train.config import TrainConfig
-    from train.model import ModelConfig
+    from hapflow.sections import (
+        BaselinesConfig,
+        EvaluateConfig,
+        ExpressionConfig,
+        HaplotypesConfig,
+        LoaderConfig,
+        ModelConfig,
+        ShardConfig,
+        SimulateConfig,
+        TrainConfig,
+    )
 
     return {"haplotypes": HaplotypesConfig, "expression": ExpressionConfig,
             "shard": ShardConfig, "loader": LoaderConfig, "model": ModelConfig,
@@ -30,7 +32,7 @@ def _section_classes() -> dict:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_section_loads(path):
-    from prep.config import load_config
+    from hapflow.config import load_config
 
     classes = _section_classes()
     sections = tomllib.loads(path.read_text())
@@ -41,9 +43,11 @@ def test_every_section_loads(path):
 
 
 def test_geuvadis_is_the_papers_setting():
-    from train.config import load_run_config
 
-    model, train, loader = load_run_config(ROOT / "configs" / "geuvadis.toml")
+    from hapflow.config import load_study
+
+    study = load_study(ROOT / "configs" / "geuvadis.toml", need=("model", "train", "loader"))
+    model, train, loader = study.model, study.train, study.loader
     assert (model.source, model.head, model.n_bins) == ("pretrained", "attention_pool", 10)
     assert (train.strategy, train.effective_batch, train.lr, train.weight_decay,
             train.warmup_steps, train.grad_clip) == ("pairwise_regression", 64, 1e-4, 1e-3,

@@ -114,8 +114,8 @@ def _block_of(path: Path, head: list[str], body: list[str], line: str) -> int:
 
 @pytest.fixture(scope="module")
 def expression(tmp_path_factory) -> Path:
-    from prep.config import load_config
-    from prep.expression import ExpressionConfig
+    from hapflow.config import load_config
+    from hapflow.sections import ExpressionConfig
     from prep.targets import log1p_expression, read_expression, write_expression
 
     e = load_config(ExpressionConfig, CONFIG, "expression")

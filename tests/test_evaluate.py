@@ -16,15 +16,9 @@ import polars as pl
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
-from analysis.evaluate import (
-    EvaluateConfig,
-    EvaluationError,
-    evaluate,
-    main,
-    read_gene_class_table,
-    run_evaluation,
-)
-from prep.config import load_config
+from analysis.evaluate import EvaluationError, evaluate, main, read_gene_class_table, run_evaluation
+from hapflow.config import load_config
+from hapflow.sections import EvaluateConfig
 from tests.conftest import ROOT
 from tests.loader_demo import demo_shards
 

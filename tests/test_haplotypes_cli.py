@@ -101,8 +101,8 @@ def test_cli_vcf_pattern_named_like_1000_genomes(tmp_path, capsys):
 
 
 def test_config_vcf_list_and_single(tmp_path):
-    from prep.config import load_config
-    from prep.export import HaplotypesConfig
+    from hapflow.config import load_config
+    from hapflow.sections import HaplotypesConfig
 
     toml = tmp_path / "study.toml"
     toml.write_text('[haplotypes]\nvcf = ["g/chr20.vcf.gz", "g/chr22.vcf.gz"]\n')

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loader.config import LoaderConfig
-from prep.config import ConfigError, load_config
+from hapflow.config import load_config
+from hapflow.sections import ConfigError, LoaderConfig
 
 
 def test_loader_section_from_toml_with_overrides(tmp_path):

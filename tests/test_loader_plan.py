@@ -201,7 +201,7 @@ def test_shuffle_segments_keeps_each_segment_in_place():
 def test_large_synthetic_manifest_plans_every_mode():
     """8,000 genes x 300 individuals (2.4 M samples): the plans are O(N log N) (timed in
     benchmarks/loader_throughput.py --planning), here their results are checked."""
-    from loader.config import LoaderConfig
+    from hapflow.sections import LoaderConfig
     from loader.dataloader import ShardLoader
     from loader.sources import SplitIndex
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from train.config import TrainConfig
+from hapflow.sections import TrainConfig
 from train.losses import (
     TERMS,
     in_batch_loss,

@@ -11,13 +11,12 @@ import pytest
 import torch
 from torch import nn
 
+from hapflow.sections import ConfigError, ModelConfig
 from loader.device import to_one_hot
 from prep.builder import HaplotypeBuilder
-from prep.config import ConfigError
 from tests.conftest import CHR22_REF, CHR22_VCF
 from train.model import (
     FrozenBatchNorm1d,
-    ModelConfig,
     apply_batchnorm_policy,
     build_model,
     load_exported,

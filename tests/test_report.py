@@ -11,9 +11,10 @@ import matplotlib.image
 import polars as pl
 import pytest
 
-from analysis.evaluate import EvaluateConfig, EvaluationError, run_evaluation
+from analysis.evaluate import EvaluationError, run_evaluation
 from analysis.report import PUBLISHED_LABEL, read_published
-from prep.config import load_config
+from hapflow.config import load_config
+from hapflow.sections import EvaluateConfig
 from tests.conftest import ROOT
 from tests.test_evaluate import make_study
 

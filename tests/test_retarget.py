@@ -17,11 +17,11 @@ import polars as pl
 import pytest
 import torch
 
+from hapflow.config import load_config
+from hapflow.sections import HaplotypesConfig, ShardConfig
 from loader import make_loader
-from prep.config import load_config
-from prep.export import HaplotypesConfig
 from prep.retarget import main, retarget
-from prep.sharding import ShardConfig, run_shard
+from prep.sharding import run_shard
 from prep.targets import ExpressionError, gene_key, read_expression, write_expression
 from prep.verify import verify_shards
 from tests.conftest import DATA

@@ -16,11 +16,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from hapflow.config import load_config
+from hapflow.sections import HaplotypesConfig, ShardConfig
 from prep.builder import HaplotypeBuilder
-from prep.config import load_config
-from prep.export import HaplotypesConfig
 from prep.shard_format import iter_shard, read_tar_members, unpack_groups
-from prep.sharding import ShardConfig, ShardError, parse_part, plan_study, run_shard
+from prep.sharding import ShardError, parse_part, plan_study, run_shard
 from prep.targets import log1p_expression, read_expression, write_expression
 from tests.conftest import CHR22_REF, CHR22_VCF, ROOT
 
@@ -34,7 +34,7 @@ def _configs(**shard):
 
 
 def _prepare(workdir: Path) -> None:
-    from prep.expression import ExpressionConfig
+    from hapflow.sections import ExpressionConfig
 
     e = load_config(ExpressionConfig, CONFIG, "expression")
     matrix = log1p_expression(read_expression(e.input))

@@ -7,10 +7,10 @@ import polars as pl
 import pytest
 from cyvcf2 import VCF
 
-from prep.config import load_config
-from prep.export import HaplotypesConfig
+from hapflow.config import load_config
+from hapflow.sections import ConfigError, HaplotypesConfig, SimulateConfig
 from prep.regions import read_tss_table
-from prep.simulate import SimulateConfig, SimulationError, main, run_simulate
+from prep.simulate import main, run_simulate
 from prep.targets import read_expression
 from tests.conftest import CHR20_TSS, CHR20_VCF, ROOT
 
@@ -96,9 +96,9 @@ def test_max_distance_and_h2_one(sim, tmp_path):
 
 
 def test_config_errors():
-    with pytest.raises(SimulationError, match="h2"):
+    with pytest.raises(ConfigError, match="h2"):
         SimulateConfig(h2=1.5)
-    with pytest.raises(SimulationError, match="n_causal_min"):
+    with pytest.raises(ConfigError, match="n_causal_min"):
         SimulateConfig(n_causal_min=3, n_causal_max=2)
 
 

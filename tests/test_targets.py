@@ -9,8 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from prep.config import ConfigError, load_toml
-from prep.expression import ExpressionConfig, main
+from hapflow.config import load_toml
+from hapflow.sections import ConfigError, ExpressionConfig
+from prep.expression import main
 from prep.splits import random_split
 from prep.targets import (
     ExpressionError,
@@ -356,9 +357,9 @@ def test_expression_config_raises_log1p_with_geuvadis():
         ExpressionConfig(input="x.bed", process="geuvadis", log1p=True)
 
 
-def test_expression_config_raises_without_input():
+def test_expression_stage_raises_without_input(tmp_path):
     with pytest.raises(ConfigError, match="input is not set"):
-        ExpressionConfig()
+        run_expression(ExpressionConfig(), tmp_path)
 
 
 def test_targets_for_keeps_sample_order_and_masks_missing_pairs():

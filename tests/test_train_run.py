@@ -73,10 +73,10 @@ def test_two_process_torchrun_learns_and_writes_everything(study):
                               load_exported(run))  # weights_only; fits the exported model
     assert trainer["world_size"] == 2 and len(trainer["ranks"]) == 2
     # the two ranks' loaders drew disjoint samples, as the run saw them (same settings)
+    from hapflow.config import load_study
     from loader import make_loader
-    from train.config import load_run_config
 
-    _, _, loader_cfg = load_run_config(config)
+    loader_cfg = load_study(config, need=("loader",)).loader
     seen = [make_loader(workdir / "shards", "train", "train", config=loader_cfg, rank=r,
                         world_size=2).items(0) for r in (0, 1)]
     assert not set(seen[0].ravel()) & set(seen[1].ravel())

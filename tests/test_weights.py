@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from hapflow.sections import ConfigError, ModelConfig
 from prep.builder import HaplotypeBuilder
-from prep.config import ConfigError
 from tests.conftest import CHR22_REF, CHR22_VCF
 from train.convert_weights import main as convert_main
-from train.model import ModelConfig, build_model
+from train.model import build_model
 from train.weights import (
     BIN_NAME,
     CONFIG_NAME,

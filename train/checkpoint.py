@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prep.config import atomic_write_text
+from hapflow.io import atomic_write_text
 
 __all__ = ["rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint",
            "latest_checkpoint"]

@@ -35,10 +35,12 @@ from pathlib import Path
 
 import torch
 
+from hapflow.config import config_to_dict
+from hapflow.io import atomic_write_text
+from hapflow.layout import Workdir
+from hapflow.sections import TrainConfig
 from loader import make_loader
-from prep.config import atomic_write_text, config_to_dict, workdir_layout
 from train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint
-from train.config import TrainConfig
 from train.distributed import (
     Dist,
     all_gather_object,
@@ -96,12 +98,12 @@ def _fine_tune(model_cfg, cfg: TrainConfig, loader_cfg, d: Dist, workdir: Path, 
     from train.model import build_model, save_exported
 
     # -- where: the shards in, the run folder out -------------------------------------------
-    layout = workdir_layout(workdir)
-    shards = layout["shards"]
+    layout = Workdir(workdir)
+    shards = layout.shards
     if not (shards / "manifest.parquet").exists():
         raise TrainError(f"{shards} holds no shards (no manifest.parquet): run `python -m "
                          f"prep.shard --config ... --workdir {workdir}` first")
-    run_dir = layout["runs"] / name
+    run_dir = layout.runs / name
     ckpt_dir = run_dir / "checkpoints"
     latest = latest_checkpoint(ckpt_dir)
     if latest is not None and not resume:

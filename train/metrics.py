@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from prep.config import atomic_write_text
+from hapflow.io import atomic_write_text
 
 __all__ = ["MetricsLog", "truncate_metrics"]
 

@@ -23,7 +23,8 @@ with ``torch.compile(fullgraph=True)``.
 
 Example::
 
-    from train.model import ModelConfig, build_model
+    from hapflow.sections import ModelConfig
+    from train.model import build_model
     model = build_model(ModelConfig(source="pretrained", weights="weights/enformer"), 49_152)
     y = model(x, tss_index)        # x: (B, 2, 49152, 4), tss_index: (B,) -> y: (B,)
 """
@@ -33,18 +34,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from prep.config import ConfigError, atomic_write_bytes, atomic_write_text, config_to_dict
+from hapflow.config import config_to_dict
+from hapflow.io import atomic_write_bytes, atomic_write_text
+from hapflow.sections import ConfigError, ModelConfig
 
 __all__ = [
-    "ModelConfig",
     "ExpressionModel",
     "FrozenBatchNorm1d",
     "build_model",
@@ -62,54 +63,6 @@ TF_GAMMA_LENGTH = 196_608
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_META = "model.json"
 EXPORT_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The ``[model]`` section: trunk, head and what trains."""
-
-    source: Literal["random", "pretrained", "hub"] = "random"
-    """Trunk weights: random init, a local Hugging Face layout folder (``weights``), or the hub."""
-    weights: str | None = field(default=None, metadata={"path": True})
-    """Folder with config.json + model.safetensors or pytorch_model.bin (source = pretrained)."""
-    hub_id: str = "EleutherAI/enformer-official-rough"
-    """Hugging Face hub repository (source = hub; needs internet or the local HF cache)."""
-    dim: int = 1536
-    """Random init: trunk width; embeddings have 2 * dim features."""
-    depth: int = 11
-    """Random init: transformer blocks."""
-    heads: int = 8
-    """Random init: attention heads; dim // heads must be divisible by 6."""
-    attn_dim_key: int = 64
-    """Random init: attention key/query size per head."""
-    num_downsamples: int = 7
-    """Random init: conv downsamplings; bins are 2 ** num_downsamples bp (7: 128 bp)."""
-    dim_divisible_by: int = 128
-    """Random init: conv tower widths are rounded to multiples of this (<= dim // 2)."""
-    output_heads_human: int = 5313
-    """Random init: tracks of the human output head (used by head = "track")."""
-    dropout_rate: float = 0.4
-    """Transformer and final dropout, for every source (Enformer's value: 0.4)."""
-    attn_dropout: float = 0.05
-    """Attention-weight dropout, for every source (Enformer's value: 0.05)."""
-    pos_dropout: float = 0.01
-    """Positional-feature dropout, for every source (Enformer's value: 0.01)."""
-    use_tf_gamma: bool | None = None
-    """TensorFlow gamma positional features; None: on only for pretrained weights at 196,608 bp."""
-    head: Literal["attention_pool", "track"] = "attention_pool"
-    """attention_pool: the paper's learned head; track: one pretrained human output track."""
-    n_bins: int = 10
-    """Bins around the TSS bin fed to the head (10: tss_bin - 5 .. tss_bin + 4)."""
-    track: int = 5110
-    """Human track for head = "track" (5110: CAGE, GM12878, the paper's)."""
-    haplotypes: Literal["average", "mean_onehot"] = "average"
-    """average: run both haplotypes, average predictions; mean_onehot: one run on their mean."""
-    batchnorm: Literal["frozen", "local", "sync"] = "local"
-    """frozen: running statistics and BN weights fixed; local: per-GPU; sync: SyncBatchNorm."""
-    freeze: Literal["none", "conv_tower", "transformer", "trunk"] = "none"
-    """Parameters that do not train: stem + conv tower, transformer, or the whole trunk."""
-    checkpointing: bool = False
-    """Activation checkpointing of the transformer blocks (memory for compute)."""
 
 
 class FrozenBatchNorm1d(nn.BatchNorm1d):
@@ -290,25 +243,6 @@ def trunk_hparams(cfg: ModelConfig, length: int, use_tf_gamma: bool) -> dict[str
     })
 
 
-def _check_config(cfg: ModelConfig) -> None:
-    if cfg.source == "pretrained" and not cfg.weights:
-        raise ConfigError('model.source = "pretrained" needs model.weights (a folder with '
-                          'config.json and model.safetensors or pytorch_model.bin)')
-    if cfg.n_bins < 1:
-        raise ConfigError(f"model.n_bins = {cfg.n_bins}: must be at least 1")
-    if cfg.source == "random":
-        if cfg.num_downsamples < 3:
-            raise ConfigError(f"model.num_downsamples = {cfg.num_downsamples}: Enformer needs "
-                              f"at least 3")
-        if cfg.dim % 2 or cfg.dim_divisible_by < 1 or cfg.dim_divisible_by > cfg.dim // 2:
-            raise ConfigError(f"model.dim = {cfg.dim}, dim_divisible_by = "
-                              f"{cfg.dim_divisible_by}: dim must be even and dim_divisible_by "
-                              f"between 1 and dim // 2")
-        if cfg.heads < 1 or cfg.dim % cfg.heads or (cfg.dim // cfg.heads) % 6:
-            raise ConfigError(f"model.dim = {cfg.dim}, heads = {cfg.heads}: dim // heads must "
-                              f"be a whole multiple of 6 (relative position features)")
-
-
 def _resolve_tf_gamma(cfg: ModelConfig, length: int, hparams: dict[str, Any]) -> bool:
     from enformer_pytorch.modeling_enformer import TF_GAMMAS
 
@@ -357,7 +291,6 @@ def build_model(cfg: ModelConfig, length: int) -> ExpressionModel:
     """
     from train.weights import load_enformer, new_enformer, read_hf_config
 
-    _check_config(cfg)
     if cfg.source == "random":
         hparams = trunk_hparams(cfg, length, False)
         directory = None

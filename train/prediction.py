@@ -25,7 +25,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from prep.config import atomic_write_bytes, load_config, workdir_layout
+from hapflow.config import load_config
+from hapflow.io import atomic_write_bytes
+from hapflow.layout import Workdir
 from train.distributed import Dist, all_gather_object
 from train.inference import predict_codes, predict_loader
 
@@ -74,15 +76,15 @@ def load_predictor(config: str | Path, workdir: str | Path, device: torch.device
     PredictError
         Neither or both of run / weights, a run that has not exported a model yet.
     """
-    from loader.config import LoaderConfig
-    from train.model import ModelConfig, build_model, load_exported
+    from hapflow.sections import LoaderConfig, ModelConfig
+    from train.model import build_model, load_exported
 
     if (run is None) == (weights is None):
         raise PredictError("give --run RUN (a fine-tuned model) or --weights DIR (pretrained "
                            "Enformer weights), not both")
-    layout = workdir_layout(workdir)
+    layout = Workdir(workdir)
     if run is not None:
-        run_dir = layout["runs"] / run
+        run_dir = layout.runs / run
         if not (run_dir / "model.json").exists():
             raise PredictError(f"{run_dir} has no exported model (model.json): is the run "
                                "finished? `python -m train.run ... --resume` completes it")
@@ -97,11 +99,11 @@ def load_predictor(config: str | Path, workdir: str | Path, device: torch.device
     model_cfg = dataclasses.replace(model_cfg, source="pretrained", weights=str(weights),
                                     head="track", batchnorm="local", freeze="none")
     loader_cfg = load_config(LoaderConfig, config, "loader")
-    meta = _shards_meta(layout["shards"])
+    meta = _shards_meta(layout.shards)
     hap = meta.get("config", {}).get("haplotypes", {})
     length = loader_cfg.length or int(hap.get("length", 0)) or None
     if length is None:
-        from prep.export import HaplotypesConfig
+        from hapflow.sections import HaplotypesConfig
 
         length = load_config(HaplotypesConfig, config, "haplotypes").length
     model = build_model(model_cfg, length).to(device).eval()
@@ -109,7 +111,7 @@ def load_predictor(config: str | Path, workdir: str | Path, device: torch.device
 
 
 def _saved_precision(path: Path) -> str:
-    from train.config import TrainConfig
+    from hapflow.sections import TrainConfig
 
     return load_config(TrainConfig, path, "train").precision
 
@@ -238,14 +240,14 @@ def run_predict(config: str | Path, workdir: str | Path, *, run: str | None = No
     d = setup(device)
     try:
         p = load_predictor(config, workdir, d.device, run=run, weights=weights)
-        layout = workdir_layout(workdir)
-        out_dir = layout["predictions"] / p.name
+        layout = Workdir(workdir)
+        out_dir = layout.predictions / p.name
         if vcf is not None:
             table = predict_vcf(p, reference, vcf, tss, d, samples, p.loader.batch_size,
                                 rc_average)
             path = out_dir / "vcf.parquet"
         else:
-            table = predict_split(p, layout["shards"], split, d, rc_average)
+            table = predict_split(p, layout.shards, split, d, rc_average)
             path = out_dir / f"{split}.parquet"
         if d.is_main:
             write_predictions(table, path)

@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from prep.config import ConfigError, atomic_write_bytes, atomic_write_text
+from hapflow.io import atomic_write_bytes, atomic_write_text
+from hapflow.sections import ConfigError
 
 __all__ = [
     "WeightsError",
