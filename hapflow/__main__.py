@@ -1,0 +1,7 @@
+"""``python -m hapflow``: the ``hapflow`` command (:mod:`hapflow.cli`)."""
+
+import sys
+
+from hapflow.cli import main
+
+sys.exit(main())
