@@ -49,10 +49,10 @@ def _build(config: Path, work: Path, simulate: bool):
 
         run_simulate(hcfg, load_config(SimulateConfig, config, "simulate"), work)
     else:
-        from hapflow.sections import ExpressionConfig
+        from hapflow.config import load_study
         from prep.targets import run_expression
 
-        run_expression(load_config(ExpressionConfig, config, "expression"), work)
+        run_expression(load_study(config), work)
     run_shard(hcfg, load_config(ShardConfig, config, "shard"), work)
     return hcfg
 

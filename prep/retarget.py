@@ -126,7 +126,8 @@ def target_table(samples, scfg, workdir, report_unused: bool = False):
     """
     import polars as pl
 
-    from prep.targets import read_expression, target_columns, targets_for
+    from prep.expression_files import read_expression
+    from prep.targets import target_columns, targets_for
 
     parts, sets = [], []
     for name, path, label in target_sets(scfg, workdir):
@@ -147,7 +148,7 @@ def target_table(samples, scfg, workdir, report_unused: bool = False):
 
 
 def _log_unused(samples, matrix, label: str) -> None:
-    from prep.targets import gene_key
+    from hapflow.names import gene_key
 
     extra_inds = set(matrix.columns[1:]) - set(samples["individual"].unique().to_list())
     have = {gene_key(g) for g in samples["gene"].unique().to_list()}

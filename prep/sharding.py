@@ -165,6 +165,8 @@ def plan_study(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir: str | os.Path
         Inputs that leave nothing to shard, contigs missing from the FASTA or VCF, unknown
         samples; each names the file and what to fix. Raised before anything is written.
     """
+    from hapflow.names import gene_key
+    from prep.expression_files import read_expression
     from prep.reference import Reference
     from prep.regions import read_tss_table
     from prep.splits import (
@@ -175,7 +177,7 @@ def plan_study(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir: str | os.Path
         read_splits,
         unseen_gene_split,
     )
-    from prep.targets import compute_targets, gene_key, read_expression
+    from prep.targets import compute_targets
     from prep.variants import VcfSet
 
     for what, value in (("reference", hcfg.reference), ("vcf", hcfg.vcf), ("tss", hcfg.tss)):
@@ -316,7 +318,7 @@ def _check_contigs(tss: pl.DataFrame, hcfg: HaplotypesConfig, reference_cls, vcf
 
 def _match_split_genes(splits: pl.DataFrame, tss: pl.DataFrame, drops: dict) -> pl.DataFrame:
     """Map split-file gene names (ids or symbols, any case) to the expression matrix's ids."""
-    from prep.targets import gene_key
+    from hapflow.names import gene_key
 
     lookup = dict(zip(tss["_k"], tss["gene"], strict=True))
     for sym, gene in zip(tss["symbol"], tss["gene"], strict=True):

@@ -126,11 +126,12 @@ def run_simulate(hcfg, config: SimulateConfig, workdir) -> dict:
 
     from hapflow.config import save_config
     from hapflow.layout import Workdir
+    from hapflow.names import gene_key
     from hapflow.progress import progress as tqdm  # a bar on a terminal, plain lines in logs
     from prep.dosages import DosageReader
     from prep.export import read_sample_list, validate_length
+    from prep.expression_files import write_expression
     from prep.regions import read_tss_table
-    from prep.targets import gene_key, write_expression
 
     if hcfg.vcf is None or hcfg.tss is None:
         raise SimulationError("[haplotypes] needs vcf and tss to simulate expression")

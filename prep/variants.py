@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from prep.contigs import ContigError, contig_aliases, resolve_contig
+from hapflow.names import contig_aliases
+from prep.contigs import ContigError, resolve_contig
 from prep.encoding import ENCODE_TABLE
+from prep.kernels import VariantArrays
 
 __all__ = [
     "SYMBOLIC",
@@ -146,6 +148,11 @@ class VariantBlock:
     @property
     def n_records(self) -> int:
         return int(self.pos.shape[0])
+
+    def arrays(self) -> VariantArrays:
+        """The arrays the kernels walk, as one bundle (:class:`prep.kernels.VariantArrays`)."""
+        return VariantArrays(self.pos, self.ref_len, self.first_allele, self.allele_offsets,
+                             self.allele_codes, self.allele_flags, self.hap_allele)
 
     def max_deletion(self) -> np.ndarray:
         """Upper bound of bases each record can remove: max(0, REF len - shortest ALT len).

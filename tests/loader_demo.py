@@ -23,8 +23,9 @@ def build_study(config: Path, workdir: Path) -> Path:
     quiet meanwhile); returns the shards folder."""
     from hapflow.config import load_config
     from hapflow.sections import ExpressionConfig, HaplotypesConfig, ShardConfig
+    from prep.expression_files import read_expression, write_expression
+    from prep.expression_processing import log1p_expression
     from prep.sharding import run_shard
-    from prep.targets import log1p_expression, read_expression, write_expression
 
     prep_log = logging.getLogger("prep")
     level = prep_log.level

@@ -140,10 +140,10 @@ def test_rerun_same_bytes(study, tmp_path):
 
 def test_genes_without_common_variants_predict_training_mean(tmp_path):
     """chr22 demo (real GEUVADIS): most genes have no variant in their window."""
-    from hapflow.sections import ExpressionConfig
+    from hapflow.config import load_study
     from prep.targets import run_expression
 
-    run_expression(load_config(ExpressionConfig, DEMO, "expression"), tmp_path)
+    run_expression(load_study(DEMO), tmp_path)
     hcfg = load_config(HaplotypesConfig, DEMO, "haplotypes")
     run_shard(hcfg, load_config(ShardConfig, DEMO, "shard"), tmp_path)
     s = run_baselines(hcfg, BaselinesConfig(methods=["ridge", "top_snp"]), tmp_path,

@@ -18,11 +18,12 @@ import pytest
 import torch
 
 from hapflow.config import load_config
+from hapflow.names import gene_key
 from hapflow.sections import HaplotypesConfig, ShardConfig
 from loader import make_loader
+from prep.expression_files import ExpressionError, read_expression, write_expression
 from prep.retarget import main, retarget
 from prep.sharding import run_shard
-from prep.targets import ExpressionError, gene_key, read_expression, write_expression
 from prep.verify import verify_shards
 from tests.conftest import DATA
 from tests.loader_demo import CONFIG, demo_shards

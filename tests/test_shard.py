@@ -19,9 +19,10 @@ import pytest
 from hapflow.config import load_config
 from hapflow.sections import HaplotypesConfig, ShardConfig
 from prep.builder import HaplotypeBuilder
+from prep.expression_files import read_expression, write_expression
+from prep.expression_processing import log1p_expression
 from prep.shard_format import iter_shard, read_tar_members, unpack_groups
 from prep.sharding import ShardError, parse_part, plan_study, run_shard
-from prep.targets import log1p_expression, read_expression, write_expression
 from tests.conftest import CHR22_REF, CHR22_VCF, ROOT
 
 CONFIG = ROOT / "configs" / "demo.toml"

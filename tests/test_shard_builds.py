@@ -13,10 +13,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from prep.expression_files import read_expression, write_expression
 from prep.fingerprint import describe_changes, file_sha256
 from prep.shard_format import ShardWriter
 from prep.sharding import ShardError, _finalize, plan_study, remove_stale_temps, run_shard
-from prep.targets import read_expression, write_expression
 from tests.test_shard import _configs, _digests, _prepare
 
 

@@ -9,9 +9,9 @@ from cyvcf2 import VCF
 
 from hapflow.config import load_config
 from hapflow.sections import ConfigError, HaplotypesConfig, SimulateConfig
+from prep.expression_files import read_expression
 from prep.regions import read_tss_table
 from prep.simulate import main, run_simulate
-from prep.targets import read_expression
 from tests.conftest import CHR20_TSS, CHR20_VCF, ROOT
 
 CONFIG = ROOT / "configs" / "chr20_sim.toml"
