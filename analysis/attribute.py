@@ -291,7 +291,7 @@ def split_individuals(workdir: str | Path, gene: str, split: str) -> list[str]:
 
 
 def _check_individuals(vcf, individuals: list[str]) -> None:
-    from prep.variants import VcfSet
+    from prep.vcf_files import VcfSet
 
     if not individuals:
         raise AttributionError("no individual to attribute: name at least one")

@@ -34,24 +34,13 @@ import numpy as np
 
 from prep import kernels
 from prep.reference import Reference
-from prep.variants import (
-    ReferenceMismatchError,
-    UnphasedGenotypeError,
-    VariantBlock,
-    VariantReader,
-    VcfError,
-    VcfSet,
-)
+from prep.variants import VariantBlock, VariantReader
 
 __all__ = [
     "HaplotypeBuilder",
     "FixedHaplotypes",
     "RaggedHaplotypes",
     "COUNT_NAMES",
-    "ReferenceMismatchError",
-    "UnphasedGenotypeError",
-    "VcfError",
-    "VcfSet",
 ]
 
 COUNT_NAMES = ("applied", "overlap_skipped", "missing", "symbolic_skipped", "not_snp_skipped")
@@ -147,7 +136,7 @@ class HaplotypeBuilder:
     ----------
     reference : str or Path
         FASTA, plain or bgzip, indexed (``samtools faidx``).
-    vcf : str, Path, list of them, or VcfSet
+    vcf : str, Path, list of them, or prep.vcf_files.VcfSet
         VCF/BCF, bgzipped and indexed: one file, a list (each contig from the file whose index
         lists it) or a pattern with ``{chrom}`` (one file per chromosome, as 1000 Genomes ships
         them; ``chr22`` and ``22`` are both tried). This is ``[haplotypes] vcf`` as configured.

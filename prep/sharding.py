@@ -178,7 +178,7 @@ def plan_study(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir: str | os.Path
         unseen_gene_split,
     )
     from prep.targets import compute_targets
-    from prep.variants import VcfSet
+    from prep.vcf_files import VcfSet
 
     for what, value in (("reference", hcfg.reference), ("vcf", hcfg.vcf), ("tss", hcfg.tss)):
         if not value:
@@ -292,7 +292,7 @@ def plan_study(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir: str | os.Path
 
 def _check_contigs(tss: pl.DataFrame, hcfg: HaplotypesConfig, reference_cls, vcfs) -> None:
     from prep.contigs import ContigError
-    from prep.variants import check_vcf_file
+    from prep.vcf_files import check_vcf_file
 
     ref = reference_cls(hcfg.reference)
     for chrom in tss["chrom"].unique(maintain_order=True):
@@ -540,7 +540,7 @@ def _input_files(hcfg: HaplotypesConfig, scfg: ShardConfig, workdir) -> dict[str
     The expression matrices are not among them: their values are targets (targets.json), and
     which samples they give is in the layout digest (:func:`layout_digest`).
     """
-    from prep.variants import VcfSet
+    from prep.vcf_files import VcfSet
 
     files = [str(f) for f in VcfSet(hcfg.vcf).files] if hcfg.vcf else []
     vcfs = {"vcf": files[0]} if len(files) == 1 else {
