@@ -168,7 +168,7 @@ def build_npy_shards(shards: Path, out: Path, n_samples: int, per_shard: int = 2
     import numpy as np
     import webdataset as wds
 
-    from prep.shard_format import iter_shard
+    from prep.shard_tar import iter_shard
 
     done = out / f"done_{n_samples}"
     if not done.exists():

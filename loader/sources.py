@@ -35,7 +35,8 @@ import numpy as np
 import polars as pl
 
 from prep.retarget import PRIMARY
-from prep.shard_format import HAP_EXT, META_EXT, ShardFormatError, decode_meta, iter_tar
+from prep.shard_format import HAP_EXT, META_EXT, ShardFormatError, decode_meta
+from prep.shard_tar import iter_tar
 
 __all__ = [
     "SplitIndex",

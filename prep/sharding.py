@@ -59,14 +59,13 @@ from prep.fingerprint import (
 from prep.shard_format import (
     FORMAT_VERSION,
     ShardFormatError,
-    ShardWriter,
     decode_meta,
     encode_group,
     encode_reference,
     group_key,
-    read_tar_members,
     sample_key,
 )
+from prep.shard_tar import ShardWriter, read_tar_members
 
 __all__ = ["StudyPlan", "ShardError", "plan_study", "run_shard", "parse_part",
            "layout_digest", "IDENTITY_COLUMNS"]

@@ -226,7 +226,8 @@ def _check_manifest(root: Path, meta: dict, report: VerifyReport, pl):
 
 def _check_members(path: Path, build: str, rows, report: VerifyReport) -> None:
     """Decode and verify every member of one shard; compare its groups with the manifest."""
-    from prep.shard_format import GroupDecoder, ShardFormatError, read_tar_members
+    from prep.shard_format import GroupDecoder, ShardFormatError
+    from prep.shard_tar import read_tar_members
 
     expected: dict[str, list[str]] = {}
     if rows is not None:

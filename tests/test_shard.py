@@ -21,7 +21,8 @@ from hapflow.sections import HaplotypesConfig, ShardConfig
 from prep.builder import HaplotypeBuilder
 from prep.expression_files import read_expression, write_expression
 from prep.expression_processing import log1p_expression
-from prep.shard_format import iter_shard, read_tar_members, unpack_groups
+from prep.shard_format import unpack_groups
+from prep.shard_tar import iter_shard, read_tar_members
 from prep.sharding import ShardError, parse_part, plan_study, run_shard
 from tests.conftest import CHR22_REF, CHR22_VCF, ROOT
 

@@ -15,7 +15,7 @@ import pytest
 
 from prep.expression_files import read_expression, write_expression
 from prep.fingerprint import describe_changes, file_sha256
-from prep.shard_format import ShardWriter
+from prep.shard_tar import ShardWriter
 from prep.sharding import ShardError, _finalize, plan_study, remove_stale_temps, run_shard
 from tests.test_shard import _configs, _digests, _prepare
 
@@ -42,7 +42,7 @@ def test_every_group_and_the_manifest_carry_the_build(built):
     build = json.loads((root / "meta.json").read_text())["build"]
     assert manifest["build"].unique().to_list() == [build]
     assert json.loads((root / "build.json").read_text())["build"] == build
-    from prep.shard_format import read_tar_members
+    from prep.shard_tar import read_tar_members
 
     for shard in manifest["shard"].unique():
         metas = [json.loads(m["json"]) for m in read_tar_members(root / shard) if "json" in m]
