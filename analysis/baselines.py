@@ -322,11 +322,10 @@ def run_baselines(hcfg, config: BaselinesConfig, workdir, *, progress: bool = Tr
 
     from hapflow.progress import progress as tqdm  # a bar on a terminal, plain lines in logs
     from prep.dosages import DosageReader
-    from prep.export import validate_length
 
     if hcfg.vcf is None:
         raise BaselinesError("[haplotypes] vcf is needed for the baselines' genotypes")
-    length = validate_length(hcfg.length)
+    length = hcfg.length
     t0 = time.perf_counter()
     manifest_path, manifest = _read_manifest(workdir)
     individuals, genes, rows, no_train = _gene_tasks(manifest, config)

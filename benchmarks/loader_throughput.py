@@ -138,6 +138,7 @@ def build_shards(length: int, genes: list[dict], workdir: Path) -> Path:
     import numpy as np
     import polars as pl
 
+    from hapflow.config import StudyConfig
     from hapflow.sections import HaplotypesConfig, ShardConfig
     from prep.sharding import run_shard
     from prep.variants import VariantReader
@@ -159,7 +160,7 @@ def build_shards(length: int, genes: list[dict], workdir: Path) -> Path:
                          length=length)
     s = ShardConfig(expression=str(workdir / "expression.parquet"), test_fraction=0.1,
                     val_fraction=0.05)
-    run_shard(h, s, workdir)
+    run_shard(StudyConfig(haplotypes=h, shard=s), workdir)
     return shards
 
 

@@ -502,7 +502,7 @@ class ShardLoader:
 
 def _verify(source, split: str) -> None:
     from prep.shard_format import ShardFormatError
-    from prep.verify import verify_shards
+    from prep.verification import verify_shards
 
     if not isinstance(source, (str, os.PathLike)) or not os.path.isdir(source):
         raise ValueError(f"verify = true needs a local shards folder (DIR/shards), got {source!r}")
@@ -544,7 +544,7 @@ def make_loader(
     rank, world_size : int, optional
         Default: from torch.distributed, else the RANK / WORLD_SIZE variables, else 0 and 1.
     verify : bool, optional
-        First verify the split's shards (:func:`prep.verify.verify_shards`: sha256 of every
+        First verify the split's shards (:func:`prep.verification.verify_shards`: sha256 of every
         shard against meta.json, every member decoded and checked, groups against the
         manifest) and raise if anything is wrong. Needs a local shards folder. Default:
         ``config.verify`` (False). (Every member is verified as

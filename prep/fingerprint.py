@@ -36,6 +36,7 @@ from hapflow.config import config_to_dict
 from hapflow.io import atomic_write_text
 
 __all__ = [
+    "BUILD_JSON",
     "BUILD_CODE_VERSION",
     "SETTINGS_IGNORED",
     "TARGET_SETTINGS",
@@ -44,6 +45,9 @@ __all__ = [
     "fingerprint",
     "describe_changes",
 ]
+
+BUILD_JSON = "build.json"
+"""The build record in ``DIR/shards``: ``{"build": fingerprint, "components": ...}``."""
 
 BUILD_CODE_VERSION = 1
 """Bump when the same settings and inputs would give different shard content."""

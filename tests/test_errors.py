@@ -29,7 +29,7 @@ from pathlib import Path
 import pysam
 import pytest
 
-from prep.sharding import STUDY_TABLES
+from prep.shard_finalize import STUDY_TABLES
 from tests.conftest import CHR22_REF, CHR22_VCF, ROOT
 
 CONFIG = ROOT / "configs" / "demo.toml"
