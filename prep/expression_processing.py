@@ -45,7 +45,8 @@ def rpkm_to_tpm(rpkm: np.ndarray) -> np.ndarray:
     totals = rpkm.sum(axis=0)  # (n_individuals,)
     if (totals == 0).any():
         raise ExpressionError(
-            f"individual column {int(np.flatnonzero(totals == 0)[0])} has no expression at all; drop it"
+            f"individual column {int(np.flatnonzero(totals == 0)[0])} has no expression at all; "
+            "drop it"
         )
     return rpkm / totals * 1e6
 
@@ -160,7 +161,8 @@ def process_geuvadis(
     sd = np.where(sd > 0, sd, 1.0)  # a constant gene stays at its mean
     corrected = remove_top_pcs((logged - mean) / sd, n_pcs) * sd + mean
     log.info(
-        "Removed the top %d principal components of %d genes × %d individuals", n_pcs, *logged.shape
+        "Removed the top %d principal components of %d genes × %d individuals", n_pcs,
+        *logged.shape
     )
     return matrix_from_values(rpkm["gene"].filter(pl.Series(keep)), rpkm.columns[1:],
                               corrected)

@@ -14,9 +14,9 @@ The walk reproduces ``bcftools consensus`` (1.16) rule for rule:
 
 The kernels take their arrays as two typed bundles (NamedTuples of arrays, which numba passes
 as one struct): :class:`VariantArrays`, a block's records
-(:meth:`prep.variants.VariantBlock.arrays`), and :class:`Spans`, the reference block and the span and records each region walks. Every
-kernel writes into caller-allocated ``out`` arrays. Positions inside a walk are relative to the
-start of the ``ref`` span.
+(:meth:`prep.variants.VariantBlock.arrays`), and :class:`Spans`, the reference block and the
+span and records each region walks. Every kernel writes into caller-allocated ``out`` arrays.
+Positions inside a walk are relative to the start of the ``ref`` span.
 """
 
 from __future__ import annotations

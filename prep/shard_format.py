@@ -185,7 +185,8 @@ def encode_group(haplotypes: np.ndarray, reference: np.ndarray, level: int = 3) 
         checksum. Deterministic.
     """
     haplotypes = np.ascontiguousarray(haplotypes, dtype=np.uint8)
-    if haplotypes.ndim != 3 or haplotypes.shape[1] != 2 or haplotypes.shape[2] != reference.shape[0]:
+    if (haplotypes.ndim != 3 or haplotypes.shape[1] != 2
+            or haplotypes.shape[2] != reference.shape[0]):
         raise ValueError(
             f"haplotypes must have shape (n, 2, {reference.shape[0]}), got {haplotypes.shape}"
         )
@@ -438,8 +439,9 @@ class GroupDecoder:
 def unpack_groups(samples: Iterable[dict]) -> Iterator[dict]:
     """WebDataset stage: raw shard samples in, one sample per (gene, individual) out.
 
-    Input samples are dicts with ``__key__`` and member bytes (as :func:`prep.shard_tar.read_tar_members` or
-    ``webdataset.WebDataset(...)`` without decoding yield them). Every member is verified
+    Input samples are dicts with ``__key__`` and member bytes (as
+    :func:`prep.shard_tar.read_tar_members` or ``webdataset.WebDataset(...)`` without decoding
+    yield them). Every member is verified
     (:class:`GroupDecoder`). Shards carry no targets: join ``Y``/``Z``/``P`` from the manifest
     by ``__key__`` (or gene and individual).
 

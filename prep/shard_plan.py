@@ -230,16 +230,11 @@ def _split(scfg: ShardConfig, tss: pl.DataFrame, individuals: list[str],
         return random_split(genes, individuals, n_test=scfg.n_test,
                             test_fraction=None if scfg.n_test is not None else scfg.test_fraction,
                             val_fraction=scfg.val_fraction, seed=scfg.seed)
-    if scfg.splits == "population":
-        if not scfg.samples_table:
-            raise ShardError("[shard] splits = 'population' needs samples_table "
-                             "(sample,population)")
+    if scfg.splits == "population":  # the section has checked samples_table is set
         return population_split(genes, read_samples(scfg.samples_table), scfg.population,
                                 individuals=individuals, val_fraction=scfg.val_fraction,
                                 seed=scfg.seed)
-    if scfg.splits == "unseen":
-        if not scfg.test_chroms:
-            raise ShardError("[shard] splits = 'unseen' needs test_chroms, e.g. ['chr22']")
+    if scfg.splits == "unseen":  # the section has checked test_chroms is set
         return unseen_gene_split(dict(zip(genes, tss["chrom"], strict=True)), scfg.test_chroms,
                                  individuals, val_fraction=scfg.val_fraction, seed=scfg.seed)
     return _split_file(scfg, tss, individuals, drops)
@@ -247,12 +242,12 @@ def _split(scfg: ShardConfig, tss: pl.DataFrame, individuals: list[str],
 
 def _split_file(scfg: ShardConfig, tss: pl.DataFrame, individuals: list[str],
                 drops: dict) -> pl.DataFrame:
-    """The split of a file (``file``: long or wide; ``paper``: the paper's two tables)."""
-    if not scfg.splits_file:
-        raise ShardError(f"[shard] splits = '{scfg.splits}' needs splits_file")
+    """The split of a file (``file``: long or wide; ``paper``: the paper's two tables).
+
+    That the mode's files are set and exist is checked when the study is loaded
+    (:func:`hapflow.config.check_study`).
+    """
     if scfg.splits == "paper":
-        if not scfg.gene_classes:
-            raise ShardError("[shard] splits = 'paper' needs gene_classes (gene_class.csv)")
         splits = read_paper_splits(scfg.splits_file, scfg.gene_classes)
     else:
         splits = read_splits(scfg.splits_file)

@@ -279,7 +279,8 @@ class VariantReader:
     def _open(self, path: Path) -> VcfFile:
         handle = self._files.get(path)
         if handle is None:
-            file_samples = read_header(path)[0] if path != self.vcfs.files[0] else self.vcfs.samples
+            first = path == self.vcfs.files[0]
+            file_samples = self.vcfs.samples if first else read_header(path)[0]
             handle = self._files[path] = VcfFile(path, self.samples, file_samples)
         return handle
 

@@ -74,7 +74,8 @@ def test_retarget_changes_y_in_batches_in_seconds_without_touching_the_tars(stud
     new = np.concatenate([b["Y"].numpy()[b["valid"].numpy()] for b in _val_batches(study)])
     np.testing.assert_allclose(new, old * 2.0 + 1.0, rtol=1e-6)
     assert verify_shards(study / "shards").ok
-    again = run_retarget(StudyConfig(shard=_config()), study)  # the same targets again: nothing written
+    # the same targets again: nothing written
+    again = run_retarget(StudyConfig(shard=_config()), study)
     assert not again["changed"]
 
 
@@ -109,7 +110,8 @@ def test_multi_target_sets_are_masked_where_a_matrix_lacks_the_sample(study):
     before = _tars(study)
     h = load_config(HaplotypesConfig, CONFIG, "haplotypes")
     scfg = _config(target_sets=str(FASTQTL), target_names="fastqtl")
-    summary = run_shard(StudyConfig(haplotypes=h, shard=scfg), study)  # the same sequences serve the new target set
+    # the same sequences serve the new target set
+    summary = run_shard(StudyConfig(haplotypes=h, shard=scfg), study)
     assert summary.get("retargeted") and summary["built"] == 0 and _tars(study) == before
     m = pl.read_parquet(study / "shards" / "manifest.parquet").with_row_index("row")
     assert {"Y:fastqtl", "Z:fastqtl", "P:fastqtl"} <= set(m.columns)
