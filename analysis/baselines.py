@@ -302,7 +302,7 @@ def run_baselines(hcfg, config: BaselinesConfig, workdir, *, progress: bool = Tr
 
     Parameters
     ----------
-    hcfg : prep.export.HaplotypesConfig
+    hcfg : hapflow.sections.HaplotypesConfig
         ``vcf`` and ``length`` of the study.
     config : BaselinesConfig
     workdir : str or Path

@@ -61,7 +61,7 @@ shift and reverse complement), ``shift`` (B,), ``rc`` (B,) bool, ``gene``, ``ind
 ``valid``, ``shift``, ``rc``, ``tss_index`` (a pair shares one augmentation, so the difference
 of its two predictions is not confounded by it).
 
-Targets come from the manifest (the study's one targets table, :mod:`prep.retarget`), joined
+Targets come from the manifest (the study's one targets table, :mod:`prep.target_table`), joined
 by sample; shards hold sequences only. A study with further target sets (``[shard]
 target_sets``, e.g. one expression matrix per tissue) adds ``targets`` (B, T) float32 (each
 set's Y, the primary set first, NaN where a set lacks the sample or for padding) and

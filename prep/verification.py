@@ -132,35 +132,37 @@ def verify_shards(shards_dir: str | os.PathLike, *, splits: list[str] | None = N
                                f"meta.json build {build}")
     manifest = _check_manifest(root, meta, report)
     wanted = set(splits) if splits else None
-    listed = {s: info for s, info in meta.get("shards", {}).items()
-              if wanted is None or s.split("/")[0] in wanted}
+    in_splits = lambda shard: wanted is None or shard.split("/")[0] in wanted  # noqa: E731
     on_disk = {str(p.relative_to(root)) for p in root.glob("*/shard-*.tar")}
-    for extra in sorted(s for s in on_disk - set(meta.get("shards", {}))
-                        if wanted is None or s.split("/")[0] in wanted):
+    for extra in sorted(s for s in on_disk - set(meta.get("shards", {})) if in_splits(s)):
         report.problems.append(f"shard {root / extra} is not listed in meta.json (left over from "
                                "another build?)")
-    for shard, info in sorted(listed.items()):
-        path = root / shard
-        report.shards += 1
-        if not path.exists():
-            report.problems.append(f"shard {path} is missing")
+    for shard, info in sorted(meta.get("shards", {}).items()):
+        if not in_splits(shard):
             continue
-        size = path.stat().st_size
-        if size != info.get("bytes"):
-            report.problems.append(f"shard {path} holds {size} bytes, meta.json recorded "
-                                   f"{info.get('bytes')}: truncated or changed")
-        elif file_sha256(path) != info.get("sha256"):
-            report.problems.append(f"shard {path}: sha256 differs from meta.json's: the file "
-                                   "changed since it was written")
-        if deep:
-            rows = None
-            if manifest is not None:
-                rows = manifest.filter(pl.col("shard") == shard)
-            _check_members(path, build, rows, report)
+        report.shards += 1
+        if _check_file(root / shard, info, report) and deep:
+            rows = None if manifest is None else manifest.filter(pl.col("shard") == shard)
+            _check_members(root / shard, build, rows, report)
     if manifest is not None:
         report.samples = (manifest.height if wanted is None
                           else manifest.filter(pl.col("split").is_in(list(wanted))).height)
     return _finish(report, raise_on_problems)
+
+
+def _check_file(path: Path, info: dict, report: VerifyReport) -> bool:
+    """The shard's size and sha256 against meta.json's record; False when it is missing."""
+    if not path.exists():
+        report.problems.append(f"shard {path} is missing")
+        return False
+    size = path.stat().st_size
+    if size != info.get("bytes"):
+        report.problems.append(f"shard {path} holds {size} bytes, meta.json recorded "
+                               f"{info.get('bytes')}: truncated or changed")
+    elif file_sha256(path) != info.get("sha256"):
+        report.problems.append(f"shard {path}: sha256 differs from meta.json's: the file "
+                               "changed since it was written")
+    return True
 
 
 def _finish(report: VerifyReport, raise_on_problems: bool) -> VerifyReport:
