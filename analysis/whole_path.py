@@ -30,6 +30,7 @@ import importlib
 import logging
 import os
 import time
+from collections.abc import Sequence
 
 import polars as pl
 
@@ -123,7 +124,7 @@ def _stage_sets(module, sets: list[str]) -> list[str]:
 
 
 def run_demo(study: StudyConfig, workdir: str | os.PathLike | Workdir, config: str,
-             sets: list[str] = (), name: str = "demo", quiet: bool = False) -> int:
+             sets: Sequence[str] = (), name: str = "demo", quiet: bool = False) -> int:
     """Run the stages in order; stop at the first that fails. Returns its exit code (0: all
     done).
 
