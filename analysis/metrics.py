@@ -1,9 +1,10 @@
 """Per-gene correlation metrics, bootstrap intervals and paired tests (numpy + scipy only).
 
-The grouped Pearson r itself lives in :mod:`hapflow.metrics` (training reports it too) and is
-re-exported here. Every function takes flat arrays of values grouped contiguously by gene, described by
-``offsets``: group ``g`` is ``values[offsets[g]:offsets[g + 1]]`` (0-based, half-open), so
-``offsets`` has ``n_groups + 1`` increasing entries starting at 0 and ending at ``len(values)``.
+The grouped Pearson r itself lives in :mod:`hapflow.metrics` (training reports it too); the
+functions here build on it. Every function takes flat arrays of values grouped contiguously by
+gene, described by ``offsets``: group ``g`` is ``values[offsets[g]:offsets[g + 1]]`` (0-based,
+half-open), so ``offsets`` has ``n_groups + 1`` increasing entries starting at 0 and ending at
+``len(values)``.
 Nothing loops in Python over individuals; the few loops left run over genes or resamples.
 
 Conventions, as in Rastogi et al. 2024: a gene whose predictions are constant across its
@@ -21,13 +22,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import wilcoxon
 
-from hapflow.metrics import check_grouped, grouped_pearson, offsets_from_counts
+from hapflow.metrics import check_grouped, grouped_pearson
 
 __all__ = [
-    "offsets_from_counts",
     "grouped_rank",
-    "grouped_pearson",
     "grouped_spearman",
     "bootstrap_ci",
     "summarize_r",
@@ -194,8 +194,6 @@ def paired_comparison(
         (fraction of genes with r_a > r_b), wilcoxon_p (two-sided signed-rank test; NaN when
         fewer than 2 genes differ).
     """
-    from scipy.stats import wilcoxon
-
     r_a = np.asarray(r_a, dtype=np.float64)
     r_b = np.asarray(r_b, dtype=np.float64)
     if r_a.shape != r_b.shape or r_a.ndim != 1:

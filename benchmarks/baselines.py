@@ -9,8 +9,8 @@ Two real studies, built in a temporary workdir with the pipeline's own stages:
 * chr20 (configs/chr20_sim.toml): 300 individuals, 36 genes, expression simulated by
   prep.simulate (h2 = 0.5).
 
-For each, ``analysis.baselines.run_baselines`` with all four methods (then each method alone on
-chr20) is timed: wall seconds with ``--n-jobs`` worker processes, the main process's CPU
+For each, ``analysis.variant_baselines.run_baselines`` with all four methods (then each method
+alone on chr20) is timed: wall seconds with ``--n-jobs`` worker processes, the main process's CPU
 seconds (the VCF reads and bookkeeping; workers are not counted) and genes/s. The paper's run
 (3,259 genes x 421 individuals, about 327 training) is extrapolated from chr20's wall seconds
 per fitted gene, scaled linearly by training individuals (coordinate descent and the fold SVDs
@@ -55,12 +55,14 @@ def _build(config: Path, work: Path, simulate: bool):
 
 
 def _time(hcfg, bcfg, work, rounds):
-    from analysis.baselines import run_baselines
+    from analysis.variant_baselines import run_baselines
+    from hapflow.config import StudyConfig
 
     best = None
     for _ in range(rounds):
         w0, c0 = time.perf_counter(), time.process_time()
-        summary = run_baselines(hcfg, bcfg, work, progress=False)
+        summary = run_baselines(StudyConfig(haplotypes=hcfg, baselines=bcfg), work,
+                                progress=False)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         if best is None or wall < best[0]:
             best = (wall, cpu, summary)
@@ -75,7 +77,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     import polars as pl
 
-    from analysis.baselines import METHODS
+    from hapflow.sections import BASELINE_METHODS as METHODS
     from hapflow.sections import BaselinesConfig
 
     rows = []

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from hapflow.names import SPLITS
+
 __all__ = [
     "ConfigError",
     "HaplotypesConfig",
@@ -608,6 +610,16 @@ class EvaluateConfig:
     min_individuals: int = 3
     """Genes with fewer individuals than this get r = NaN and are listed, not scored."""
 
+    def __post_init__(self):
+        _require([
+            (self.min_individuals >= 2, f"min_individuals = {self.min_individuals}: a "
+                                        "correlation needs at least 2 individuals"),
+            (self.bootstrap >= 1, f"bootstrap = {self.bootstrap}: use at least 1 resample "
+                                  "(1000 is the default)"),
+            (0.0 < self.ci_level < 1.0,
+             f"ci_level = {self.ci_level}: use a fraction such as 0.95"),
+        ], "evaluate")
+
 
 @dataclass(frozen=True)
 class AttributeConfig:
@@ -631,8 +643,8 @@ class AttributeConfig:
             (self.batch_size >= 1, f"batch_size = {self.batch_size} must be >= 1"),
             (self.max_individuals >= 0,
              f"max_individuals = {self.max_individuals} must be >= 0"),
-            (self.split in ("train", "val", "test"),
-             f"split = {self.split!r} must be train, val or test"),
+            (self.split in SPLITS, f"split = {self.split!r} must be {', '.join(SPLITS[:-1])} "
+                                   f"or {SPLITS[-1]}"),
             (self.top >= 0, f"top = {self.top} must be >= 0"),
         ], "attribute")
 

@@ -1,4 +1,4 @@
-"""analysis.attribute on a real tiny trained run (chr22 demo, 2,048 bp windows): reverting nothing
+"""analysis.attribute (analysis.attribution and its parts) on a real tiny trained run (chr22 demo, 2,048 bp windows): reverting nothing
 changes nothing, each reversion equals a direct model call on the hand-reverted window, an indel's
 reversion equals the engine's window without it, the ranking's formulas, the elastic-net join,
 the PNG, byte-identical re-runs and clear errors."""
@@ -12,19 +12,22 @@ import polars as pl
 import pytest
 import torch
 
-from analysis.attribute import (
+from analysis.attribute import main
+from analysis.attribution import run_attribution
+from analysis.mutagenesis import (
     EFFECT_COLUMNS,
-    AttributionError,
-    find_gene,
-    main,
-    personal_variants,
     personal_windows,
     predict_windows,
-    rank_variants,
-    read_variants,
     reverted_windows,
-    run_attribution,
 )
+from analysis.personal_variants import (
+    AttributionError,
+    find_gene,
+    personal_variants,
+    read_variants,
+)
+from analysis.variant_ranking import rank_variants
+from hapflow.config import StudyConfig, load_study
 from prep.encoding import encode
 from tests.conftest import CHR22_REF, CHR22_VCF
 from tests.train_demo import train_study
@@ -37,7 +40,7 @@ HAP = {"snps_only": False, "unphased": "error", "ref_mismatch": "error", "seed":
 def study(tmp_path_factory):
     """A 2-step run whose model sees single bases (8 bp bins: the 128 bp tower of the tiny
     random model flattens them below float32 resolution) and the elastic net of the study."""
-    from analysis.baselines import run_baselines
+    from analysis.variant_baselines import run_baselines
     from hapflow.config import load_config
     from hapflow.sections import BaselinesConfig, HaplotypesConfig
     from train.loop import fine_tune
@@ -46,16 +49,15 @@ def study(tmp_path_factory):
     fine_tune(config, workdir, name="ism",
               overrides={"train": {"max_steps": 2}, "model": {"num_downsamples": 3}})
     hcfg = load_config(HaplotypesConfig, config, "haplotypes", {"length": 2048})
-    run_baselines(hcfg, BaselinesConfig(methods=["elastic_net"], n_jobs=1, backend="threads",
-                                        min_maf=0.01), workdir, progress=False)
+    bcfg = BaselinesConfig(methods=["elastic_net"], n_jobs=1, backend="threads", min_maf=0.01)
+    run_baselines(StudyConfig(haplotypes=hcfg, baselines=bcfg), workdir, progress=False)
     return workdir, config
 
 
 @pytest.fixture(scope="module")
 def result(study):
     workdir, config = study
-    summary = run_attribution(config, workdir, "ism", GENE, split="test",
-                              overrides={"attribute": {"device": "cpu", "max_individuals": 3}})
+    summary = run_attribution(_study(config), workdir, "ism", GENE, split="test")
     effects = pl.read_parquet(summary["files"]["effects"])
     return summary, effects
 
@@ -66,6 +68,12 @@ def model(study):
 
     workdir, config = study
     return load_predictor(config, workdir, torch.device("cpu"), run="ism")
+
+
+def _study(config):
+    """The test study with attribution on the CPU, at most 3 individuals."""
+    return load_study(config, {"attribute": {"device": "cpu", "max_individuals": 3}},
+                      need=("haplotypes", "attribute"))
 
 
 def _window(workdir):
@@ -253,8 +261,7 @@ def test_rerun_gives_same_bytes(study, result):
     workdir, config = study
     summary, _ = result
     before = {k: open(p, "rb").read() for k, p in summary["files"].items()}
-    again = run_attribution(config, workdir, "ism", GENE, split="test",
-                            overrides={"attribute": {"device": "cpu", "max_individuals": 3}})
+    again = run_attribution(_study(config), workdir, "ism", GENE, split="test")
     assert again == json.loads(before["summary"])
     for k, p in again["files"].items():
         assert open(p, "rb").read() == before[k], k
@@ -292,7 +299,7 @@ def evaluated(study, result, tmp_path_factory):
     as a stand-in (its r values are not what these tests read)."""
     import shutil
 
-    from analysis.evaluate import run_evaluation
+    from analysis.report import run_evaluation
     from hapflow.sections import EvaluateConfig
 
     workdir, _ = study
@@ -305,7 +312,7 @@ def evaluated(study, result, tmp_path_factory):
     shutil.copy(workdir / "predictions" / "elastic_net" / "test.parquet",
                 copy / "predictions" / "ism" / "test.parquet")
     cfg = EvaluateConfig(bootstrap=20, predictions=["ism", "elastic_net"])
-    res, html = run_evaluation(cfg, copy)
+    res, html = run_evaluation(StudyConfig(evaluate=cfg), copy)
     return copy, res, html
 
 
@@ -341,9 +348,8 @@ def test_report_shows_the_attribution_from_its_files(study, result, evaluated):
 def test_broken_attribution_files_are_clear_errors(study, evaluated, tmp_path, capsys):
     import shutil
 
-    from analysis.evaluate import EvaluationError
     from analysis.evaluate import main as evaluate_main
-    from analysis.report import read_attribution
+    from analysis.evaluation_inputs import EvaluationError, read_attribution
     from tests.conftest import ROOT
 
     workdir, _ = study
@@ -377,7 +383,7 @@ def test_broken_attribution_files_are_clear_errors(study, evaluated, tmp_path, c
 
 
 def test_demo_attributes_the_test_gene_with_most_window_variants(study):
-    from analysis.demo import attribution_gene
+    from analysis.whole_path import attribution_gene
 
     workdir, _ = study
     genes = pl.read_parquet(workdir / "predictions" / "elastic_net" / "genes.parquet")

@@ -1,4 +1,4 @@
-"""analysis.baselines: predictions equal direct scikit-learn fits; planted effects are recovered.
+"""analysis.baselines (analysis.variant_baselines): predictions equal direct scikit-learn fits; planted effects are recovered.
 
 Real chr20 genotypes with expression simulated by prep.simulate (12 of the 36 genes, to stay
 fast), sharded by prep.shard; the chr22 demo (real GEUVADIS expression) for genes without
@@ -19,9 +19,11 @@ from sklearn.linear_model import ElasticNetCV, LassoCV, LinearRegression, RidgeC
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
-from analysis.baselines import METHODS, BaselinesError, fit_gene, main, pearson_r, run_baselines
+from analysis.baselines import main
+from analysis.variant_baselines import BaselinesError, fit_gene, pearson_r, run_baselines
 from hapflow.config import StudyConfig, load_config
 from hapflow.sections import (
+    BASELINE_METHODS,
     BaselinesConfig,
     ConfigError,
     HaplotypesConfig,
@@ -50,7 +52,7 @@ def study(tmp_path_factory):
     run_simulate(prep_study, work)
     run_shard(prep_study, work)
     bcfg = load_config(BaselinesConfig, CONFIG, "baselines")
-    summary = run_baselines(hcfg, bcfg, work, progress=False)
+    summary = run_baselines(StudyConfig(haplotypes=hcfg, baselines=bcfg), work, progress=False)
     return {"work": work, "hcfg": hcfg, "bcfg": bcfg, "summary": summary,
             "manifest": pl.read_parquet(work / "shards" / "manifest.parquet")}
 
@@ -61,7 +63,7 @@ def _read(study, method, name):
 
 def test_outputs_cover_the_manifest(study):
     m = study["manifest"]
-    for method in METHODS:
+    for method in BASELINE_METHODS:
         for split in ("val", "test"):
             p = _read(study, method, f"{split}.parquet")
             assert p.columns[:3] == ["gene", "individual", "prediction"]
@@ -104,7 +106,7 @@ def _direct_matrix(study, gene):
     return m, train, xs, m["Z"].to_numpy()
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", BASELINE_METHODS)
 def test_predictions_equal_direct_sklearn_fit(study, method):
     gene = study["manifest"]["gene"].unique(maintain_order=True)[4]
     m, train, xs, z = _direct_matrix(study, gene)
@@ -137,7 +139,7 @@ def test_rerun_same_bytes(study, tmp_path):
     bcfg = dataclasses.replace(study["bcfg"], methods=["ridge", "top_snp"], n_jobs=1)
     work = study["work"]
     before = (work / "predictions" / "ridge" / "test.parquet").read_bytes()
-    run_baselines(study["hcfg"], bcfg, work, progress=False)
+    run_baselines(StudyConfig(haplotypes=study["hcfg"], baselines=bcfg), work, progress=False)
     assert (work / "predictions" / "ridge" / "test.parquet").read_bytes() == before
 
 
@@ -150,8 +152,9 @@ def test_genes_without_common_variants_predict_training_mean(tmp_path):
     hcfg = load_config(HaplotypesConfig, DEMO, "haplotypes")
     run_shard(StudyConfig(haplotypes=hcfg, shard=load_config(ShardConfig, DEMO, "shard")),
               tmp_path)
-    s = run_baselines(hcfg, BaselinesConfig(methods=["ridge", "top_snp"]), tmp_path,
-                      progress=False)
+    s = run_baselines(StudyConfig(haplotypes=hcfg,
+                                  baselines=BaselinesConfig(methods=["ridge", "top_snp"])),
+                      tmp_path, progress=False)
     assert s["ridge"]["genes"] == 26 and 10 <= s["ridge"]["constant_genes"] < 26
     m = pl.read_parquet(tmp_path / "shards" / "manifest.parquet")
     gene = s["ridge"]["constant_gene_ids"][0]
@@ -167,7 +170,10 @@ def test_fit_gene_without_columns_and_pearson():
     out = fit_gene(np.zeros((5, 0)), np.arange(5.0), {"test": np.zeros((2, 0))},
                    BaselinesConfig(methods=["lasso"]))
     assert out["lasso"]["constant"] and out["lasso"]["predictions"]["test"].tolist() == [2, 2]
-    assert np.isnan(pearson_r([1, 1, 1], [1, 2, 3]))
+    # constant predictions score r = 0 (the paper's rule, hapflow.metrics); this asserted NaN
+    # before issue 14 unified the rule
+    assert pearson_r([1, 1, 1], [1, 2, 3]) == 0.0
+    assert np.isnan(pearson_r([1, 2, 3], [1, 1, 1]))  # constant observations: undefined
     assert pearson_r([1, 2, 3], [2, 4, 7]) == pytest.approx(np.corrcoef([1, 2, 3], [2, 4, 7])[0, 1])
 
 
@@ -175,7 +181,7 @@ def test_errors(tmp_path, capsys):
     with pytest.raises(ConfigError, match="lars"):
         BaselinesConfig(methods=["lars"])
     with pytest.raises(BaselinesError, match="manifest"):
-        run_baselines(load_config(HaplotypesConfig, CONFIG, "haplotypes"), BaselinesConfig(),
+        run_baselines(StudyConfig(haplotypes=load_config(HaplotypesConfig, CONFIG, "haplotypes")),
                       tmp_path, progress=False)
     assert main(["--config", str(CONFIG), "--workdir", str(tmp_path), "--quiet"]) == 2
     assert "prep.shard" in capsys.readouterr().err

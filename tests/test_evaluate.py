@@ -1,4 +1,4 @@
-"""analysis.evaluate on the real chr22 demo shards with predictions written here.
+"""analysis.evaluate (analysis.evaluation, analysis.report) on the real chr22 demo shards with predictions written here.
 
 Predictors (all from the demo's real test-split expression): ``noisy`` (Y plus seeded noise),
 ``flat_gene`` (noisier, and one gene predicted the same for everyone), ``permuted`` (Y shuffled,
@@ -16,9 +16,12 @@ import polars as pl
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
-from analysis.evaluate import EvaluationError, evaluate, main, read_gene_class_table, run_evaluation
-from hapflow.config import load_config
-from hapflow.sections import EvaluateConfig
+from analysis.evaluate import main
+from analysis.evaluation import evaluate
+from analysis.evaluation_inputs import EvaluationError, read_gene_class_table
+from analysis.report import run_evaluation
+from hapflow.config import StudyConfig, load_config
+from hapflow.sections import ConfigError, EvaluateConfig
 from tests.conftest import ROOT
 from tests.loader_demo import demo_shards
 
@@ -65,6 +68,11 @@ def _cfg(**kw) -> EvaluateConfig:
                                **kw)
 
 
+def _study(**kw) -> StudyConfig:
+    """The study whose [evaluate] is :func:`_cfg`'s."""
+    return StudyConfig(evaluate=_cfg(**kw))
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
     return make_study(tmp_path_factory.getbasetemp())
@@ -72,7 +80,7 @@ def study(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def result(study):
-    return evaluate(_cfg(), study)
+    return evaluate(_study(), study)
 
 
 @pytest.fixture(scope="module")
@@ -155,12 +163,12 @@ def test_ranking_summary_and_paired_comparison(result):
 
 
 def test_seeded_and_target_invariant(study, result):
-    again = evaluate(_cfg(), study)
+    again = evaluate(_study(), study)
     assert again.summary.equals(result.summary) and again.paired.equals(result.paired)
-    z = evaluate(_cfg(target="Z", predictions=["noisy"]), study)
+    z = evaluate(_study(target="Z", predictions=["noisy"]), study)
     a = result.per_gene.filter(pl.col("predictor") == "noisy")["pearson_r"].to_numpy()
     np.testing.assert_allclose(z.per_gene["pearson_r"].to_numpy(), a, atol=1e-10)
-    other = evaluate(_cfg(seed=5, predictions=["noisy"]), study)
+    other = evaluate(_study(seed=5, predictions=["noisy"]), study)
     row = other.summary.filter(pl.col("class") == "all")
     assert row["mean_r"][0] == pytest.approx(z.summary.filter(pl.col("class") == "all")["mean_r"][0])
     assert row["mean_r_low"][0] != z.summary.filter(pl.col("class") == "all")["mean_r_low"][0]
@@ -172,7 +180,7 @@ def test_gene_class_table_matches_ids_without_versions(study, tmp_path, test_spl
     rows += [(g, "unseen") for g in genes[10:20]]
     path = tmp_path / "classes.csv"
     path.write_text("gene,class\n" + "".join(f"{g},{c}\n" for g, c in rows))
-    res = evaluate(_cfg(gene_classes=str(path), predictions=["noisy"]), study)
+    res = evaluate(_study(gene_classes=str(path), predictions=["noisy"]), study)
     counts = dict(res.summary.filter(pl.col("class") != "all").select("class", "n_genes")
                   .iter_rows())
     assert counts == {"random_split": 10, "unseen": 10, "unlisted": 6}
@@ -199,7 +207,7 @@ def test_own_classes_and_population_breakdown(tmp_path_factory, study):
     manifest.write_parquet(base / "shards" / "manifest.parquet")
     preds = pl.read_parquet(study / "predictions" / "noisy" / "test.parquet")
     _write(base, "noisy", preds)
-    res = evaluate(_cfg(), base)
+    res = evaluate(_study(), base)
     assert res.populations == ["Non-YRI", "YRI"]
     pg = res.per_gene
     classes = dict(pg.filter(pl.col("population") == "all").select("gene", "class").iter_rows())
@@ -248,26 +256,27 @@ def test_bad_predictions_are_errors_naming_the_file(tmp_path_factory, study, tes
     }[case]
     path = _write(base, "broken", bad)
     with pytest.raises(EvaluationError, match=message) as err:
-        evaluate(_cfg(), base)
+        evaluate(_study(), base)
     assert str(path) in str(err.value)
 
 
 def test_study_level_errors(tmp_path, study):
     with pytest.raises(EvaluationError, match="shard manifest .* not found"):
-        evaluate(_cfg(), tmp_path)
+        evaluate(_study(), tmp_path)
     with pytest.raises(EvaluationError, match="no rows of split 'holdout'"):
-        evaluate(_cfg(split="holdout"), study)
+        evaluate(_study(split="holdout"), study)
     empty = tmp_path / "empty"
     empty.mkdir()
     os.symlink(study / "shards", empty / "shards")
     with pytest.raises(EvaluationError, match="no predictions for split 'test'"):
-        evaluate(_cfg(), empty)
+        evaluate(_study(), empty)
     with pytest.raises(EvaluationError, match="not found"):
-        evaluate(_cfg(predictions=["nonexistent"]), study)
-    with pytest.raises(EvaluationError, match="bootstrap = 0"):
-        evaluate(dataclasses.replace(_cfg(), bootstrap=0), study)
-    with pytest.raises(EvaluationError, match="min_individuals = 1"):
-        evaluate(_cfg(min_individuals=1), study)
+        evaluate(_study(predictions=["nonexistent"]), study)
+    # value checks of [evaluate] live in the section (hapflow.sections): ConfigError
+    with pytest.raises(ConfigError, match="bootstrap = 0"):
+        evaluate(StudyConfig(evaluate=dataclasses.replace(_cfg(), bootstrap=0)), study)
+    with pytest.raises(ConfigError, match="min_individuals = 1"):
+        evaluate(_study(min_individuals=1), study)
 
 
 def test_cli_writes_outputs_and_reruns_give_the_same_bytes(study, tmp_path, capsys):
@@ -291,7 +300,7 @@ def test_cli_writes_outputs_and_reruns_give_the_same_bytes(study, tmp_path, caps
 
 
 def test_run_evaluation_defaults_to_workdir_report(study):
-    res, html = run_evaluation(_cfg(predictions=["noisy"], published=str(PUBLISHED)), study)
+    res, html = run_evaluation(_study(predictions=["noisy"], published=str(PUBLISHED)), study)
     assert html == study / "report" / "report.html" and html.exists()
     assert (study / "report" / "figures" / "published.png").exists()
     assert res.predictors == ["noisy"]

@@ -1,4 +1,4 @@
-"""analysis.report: the HTML renders, is self-contained, embeds valid PNGs, labels the paper."""
+"""analysis.report (and analysis.report_figures): the HTML renders, is self-contained, embeds valid PNGs, labels the paper."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import matplotlib.image
 import polars as pl
 import pytest
 
-from analysis.evaluate import EvaluationError, run_evaluation
-from analysis.report import PUBLISHED_LABEL, read_published
-from hapflow.config import load_config
+from analysis.evaluation_inputs import EvaluationError, read_published
+from analysis.report import PUBLISHED_LABEL, run_evaluation
+from hapflow.config import StudyConfig, load_config
 from hapflow.sections import EvaluateConfig
 from tests.conftest import ROOT
 from tests.test_evaluate import make_study
@@ -61,7 +61,7 @@ def report(tmp_path_factory):
     study = make_study(tmp_path_factory.getbasetemp(), "report_study")
     cfg = dataclasses.replace(load_config(EvaluateConfig, CONFIG, "evaluate"), bootstrap=100,
                               published=str(PUBLISHED))
-    result, html = run_evaluation(cfg, study)
+    result, html = run_evaluation(StudyConfig(evaluate=cfg), study)
     return result, html, _parse(html.read_text())
 
 
@@ -146,7 +146,7 @@ def test_single_predictor_without_published_section(tmp_path_factory, tmp_path):
     study = make_study(tmp_path_factory.getbasetemp(), "report_study")
     cfg = dataclasses.replace(load_config(EvaluateConfig, CONFIG, "evaluate"), bootstrap=50,
                               predictions=["noisy"], published=None)
-    _, html = run_evaluation(cfg, study, tmp_path / "out")
+    _, html = run_evaluation(StudyConfig(evaluate=cfg), study, tmp_path / "out")
     parsed = _parse(html.read_text())
     assert len([1 for tag, _ in parsed.tags if tag == "img"]) == 2
     assert PUBLISHED_LABEL not in parsed.headings and "Genes not scored (0)" in parsed.headings
