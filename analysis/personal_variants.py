@@ -29,7 +29,8 @@ from hapflow.names import gene_key
 from prep.dosages import window_bounds
 from prep.reference import Reference
 from prep.regions import read_tss_table
-from prep.variants import SYMBOLIC, VariantReader, VcfSet
+from prep.variants import SYMBOLIC, VariantReader
+from prep.vcf_files import VcfSet
 
 __all__ = [
     "AttributionError",

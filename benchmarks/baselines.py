@@ -38,23 +38,20 @@ PAPER_TRAIN = 327  # training individuals per gene in the paper's split (of 421)
 
 
 def _build(config: Path, work: Path, simulate: bool):
-    from hapflow.config import load_config
-    from hapflow.sections import HaplotypesConfig, ShardConfig
+    from hapflow.config import load_study
     from prep.sharding import run_shard
 
-    hcfg = load_config(HaplotypesConfig, config, "haplotypes")
+    study = load_study(config)
     if simulate:
-        from hapflow.sections import SimulateConfig
-        from prep.simulate import run_simulate
+        from prep.simulation import run_simulate
 
-        run_simulate(hcfg, load_config(SimulateConfig, config, "simulate"), work)
+        run_simulate(study, work)
     else:
-        from hapflow.sections import ExpressionConfig
         from prep.targets import run_expression
 
-        run_expression(load_config(ExpressionConfig, config, "expression"), work)
-    run_shard(hcfg, load_config(ShardConfig, config, "shard"), work)
-    return hcfg
+        run_expression(study, work)
+    run_shard(study, work)
+    return study.haplotypes
 
 
 def _time(hcfg, bcfg, work, rounds):

@@ -140,7 +140,7 @@ def permute_expression(source: Path, dest: Path, seed: int = 0) -> None:
     import numpy as np
     import polars as pl
 
-    from prep.targets import write_expression
+    from prep.expression_files import write_expression
 
     m = pl.read_parquet(source)
     people = [c for c in m.columns if c != "gene"]

@@ -138,6 +138,7 @@ def build_shards(length: int, genes: list[dict], workdir: Path) -> Path:
     import numpy as np
     import polars as pl
 
+    from hapflow.config import StudyConfig
     from hapflow.sections import HaplotypesConfig, ShardConfig
     from prep.sharding import run_shard
     from prep.variants import VariantReader
@@ -159,7 +160,7 @@ def build_shards(length: int, genes: list[dict], workdir: Path) -> Path:
                          length=length)
     s = ShardConfig(expression=str(workdir / "expression.parquet"), test_fraction=0.1,
                     val_fraction=0.05)
-    run_shard(h, s, workdir)
+    run_shard(StudyConfig(haplotypes=h, shard=s), workdir)
     return shards
 
 
@@ -168,7 +169,7 @@ def build_npy_shards(shards: Path, out: Path, n_samples: int, per_shard: int = 2
     import numpy as np
     import webdataset as wds
 
-    from prep.shard_format import iter_shard
+    from prep.shard_tar import iter_shard
 
     done = out / f"done_{n_samples}"
     if not done.exists():

@@ -97,6 +97,7 @@ def worker_hapflow(length: int, workdir: str, threads: int, rounds: int) -> dict
     import polars as pl
 
     sys.path.insert(0, str(REPO_ROOT))
+    from hapflow.config import StudyConfig
     from hapflow.sections import HaplotypesConfig, ShardConfig
     from prep.sharding import run_shard
     from prep.variants import VariantReader
@@ -119,7 +120,7 @@ def worker_hapflow(length: int, workdir: str, threads: int, rounds: int) -> dict
 
     def write(i: int) -> None:
         shutil.rmtree(work / "shards", ignore_errors=True)  # a fresh build every round
-        run_shard(h, s, work)
+        run_shard(StudyConfig(haplotypes=h, shard=s), work)
 
     best, seconds = best_round(write, rounds)
     meta = json.loads((work / "shards" / "meta.json").read_text())

@@ -75,8 +75,7 @@ def build_shards(stored: int, config: Path = CONFIG) -> Path:
     built once into ``CACHE/demo_L{stored}``; returns the workdir."""
     import logging
 
-    from hapflow.config import load_config
-    from hapflow.sections import ExpressionConfig, HaplotypesConfig, ShardConfig
+    from hapflow.config import load_study
     from prep.sharding import run_shard
     from prep.targets import run_expression
 
@@ -84,9 +83,9 @@ def build_shards(stored: int, config: Path = CONFIG) -> Path:
     if (work / "shards" / "meta.json").exists():
         return work
     logging.getLogger("prep").setLevel(logging.WARNING)
-    run_expression(load_config(ExpressionConfig, config, "expression"), work)
-    hcfg = load_config(HaplotypesConfig, config, "haplotypes", {"length": stored})
-    run_shard(hcfg, load_config(ShardConfig, config, "shard"), work)
+    run_expression(load_study(config), work)
+    run_shard(load_study(config, {"haplotypes": {"length": stored}}, need=("haplotypes", "shard")),
+              work)
     return work
 
 

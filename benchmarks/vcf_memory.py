@@ -51,13 +51,13 @@ def worker(op: str, n_samples: int, n_genes: int, chunk_mb: float) -> dict:
 
     import numpy as np
 
-    import prep
+    import prep.vcf_records
     from prep.builder import HaplotypeBuilder
     from prep.regions import read_tss_table
     from prep.variants import VariantReader
 
     if chunk_mb > 0:  # text bytes parsed per chunk (this checkout; older code has no chunks)
-        prep.variants._TEXT_CHUNK_BYTES = int(chunk_mb * 2**20)
+        prep.vcf_records.TEXT_CHUNK_BYTES = int(chunk_mb * 2**20)
     samples = VariantReader(VCF).samples[:n_samples]
     b = HaplotypeBuilder(REFERENCE, VCF, samples)
     tss = np.sort(read_tss_table(TSS_TABLE)["tss"].to_numpy())

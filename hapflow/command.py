@@ -75,6 +75,9 @@ class Option:
         As in :meth:`argparse.ArgumentParser.add_argument`.
     switch : bool
         A flag without a value (True when given, else ``default``).
+    repeat : bool
+        The option may be given several times; its value is the list of them (``default``
+        when never given).
     nargs : str, optional
         For positionals: ``"?"`` (optional) or ``"*"``.
     """
@@ -89,6 +92,7 @@ class Option:
     required: bool = False
     dest: str | None = None
     switch: bool = False
+    repeat: bool = False
     nargs: str | None = None
 
     def __init__(self, *flags: str, help: str, **kwargs: Any):
@@ -98,6 +102,7 @@ class Option:
             object.__setattr__(self, name, kwargs.pop(name, None))
         object.__setattr__(self, "required", kwargs.pop("required", False))
         object.__setattr__(self, "switch", kwargs.pop("switch", False))
+        object.__setattr__(self, "repeat", kwargs.pop("repeat", False))
         if kwargs:
             raise TypeError(f"Option {flags}: unknown field(s) {', '.join(kwargs)}")
 
@@ -211,6 +216,8 @@ def _add(parser: argparse.ArgumentParser, option: Option) -> None:
         kwargs["action"] = "store_true"
         kwargs["default"] = option.default
     else:
+        if option.repeat:
+            kwargs["action"] = "append"
         for key in ("type", "choices", "metavar", "default", "nargs"):
             if getattr(option, key) is not None:
                 kwargs[key] = getattr(option, key)

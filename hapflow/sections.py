@@ -208,7 +208,7 @@ class ShardConfig:
     expression: str | None = field(default=None, metadata={"path": True})
     """Expression matrix (genes x individuals); default DIR/expression/expression.parquet."""
     expression_format: Literal["auto", "matrix", "bed", "geuvadis_rpkm"] = "auto"
-    """Layout of ``expression`` (see prep.targets.read_expression)."""
+    """Layout of ``expression`` (see prep.expression_files.read_expression)."""
     splits: Literal["random", "population", "unseen", "file", "paper"] = "random"
     """How individuals are split per gene: generated (random, population, unseen), a file of
     your own (long gene,individual,split or wide genes x individuals), or the paper's files."""
@@ -260,6 +260,10 @@ class ShardConfig:
             (not self.target_names or len(self.target_names) == len(self.target_sets),
              f"target_names lists {len(self.target_names)} name(s) for "
              f"{len(self.target_sets)} target_sets; give one per set or none"),
+            (self.splits != "population" or bool(self.samples_table),
+             "splits = 'population' needs samples_table (sample,population)"),
+            (self.splits != "unseen" or bool(self.test_chroms),
+             "splits = 'unseen' needs test_chroms, e.g. ['chr22']"),
         ], "shard")
         labels = target_set_labels(self)
         bad = [n for n in labels[1:]

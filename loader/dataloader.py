@@ -61,7 +61,7 @@ shift and reverse complement), ``shift`` (B,), ``rc`` (B,) bool, ``gene``, ``ind
 ``valid``, ``shift``, ``rc``, ``tss_index`` (a pair shares one augmentation, so the difference
 of its two predictions is not confounded by it).
 
-Targets come from the manifest (the study's one targets table, :mod:`prep.retarget`), joined
+Targets come from the manifest (the study's one targets table, :mod:`prep.target_table`), joined
 by sample; shards hold sequences only. A study with further target sets (``[shard]
 target_sets``, e.g. one expression matrix per tissue) adds ``targets`` (B, T) float32 (each
 set's Y, the primary set first, NaN where a set lacks the sample or for padding) and
@@ -502,7 +502,7 @@ class ShardLoader:
 
 def _verify(source, split: str) -> None:
     from prep.shard_format import ShardFormatError
-    from prep.verify import verify_shards
+    from prep.verification import verify_shards
 
     if not isinstance(source, (str, os.PathLike)) or not os.path.isdir(source):
         raise ValueError(f"verify = true needs a local shards folder (DIR/shards), got {source!r}")
@@ -544,7 +544,7 @@ def make_loader(
     rank, world_size : int, optional
         Default: from torch.distributed, else the RANK / WORLD_SIZE variables, else 0 and 1.
     verify : bool, optional
-        First verify the split's shards (:func:`prep.verify.verify_shards`: sha256 of every
+        First verify the split's shards (:func:`prep.verification.verify_shards`: sha256 of every
         shard against meta.json, every member decoded and checked, groups against the
         manifest) and raise if anything is wrong. Needs a local shards folder. Default:
         ``config.verify`` (False). (Every member is verified as

@@ -34,8 +34,9 @@ from urllib.request import url2pathname
 import numpy as np
 import polars as pl
 
-from prep.retarget import PRIMARY
-from prep.shard_format import HAP_EXT, META_EXT, ShardFormatError, decode_meta, iter_tar
+from hapflow.sections import PRIMARY_TARGETS
+from prep.shard_format import HAP_EXT, META_EXT, ShardFormatError, decode_meta
+from prep.shard_tar import iter_tar
 
 __all__ = [
     "SplitIndex",
@@ -480,7 +481,7 @@ def _targets(table: pl.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray | 
     if not {"Y", "Z", "P"} <= set(table.columns):
         log.warning("The manifest of split %s has no targets (Y, Z, P): batches carry NaN "
                     "targets; pass the study's manifest.parquet to train", split)
-        return np.full((n, 3), np.nan, np.float32), None, [PRIMARY]
+        return np.full((n, 3), np.nan, np.float32), None, [PRIMARY_TARGETS]
     targets = table.select("Y", "Z", "P").to_numpy().astype(np.float32)
     bad = ~np.isfinite(targets).all(axis=1)
     if bad.any():
@@ -490,10 +491,10 @@ def _targets(table: pl.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray | 
             f"targets, first {table['key'][i]}: re-run `python -m prep.retarget` (or prep.shard)")
     extra = [c[2:] for c in table.columns if c.startswith("Y:")]
     if not extra:
-        return targets, None, [PRIMARY]
+        return targets, None, [PRIMARY_TARGETS]
     cols = [pl.col("Y"), *(pl.col(f"Y:{name}") for name in extra)]
     sets = table.select(cols).to_numpy().astype(np.float32)
-    return targets, sets, [PRIMARY, *extra]
+    return targets, sets, [PRIMARY_TARGETS, *extra]
 
 
 # Members needed to decode a set of groups: their reference windows, hap and json members.

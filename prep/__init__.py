@@ -1,19 +1,32 @@
-"""hapflow's data-prep stage (CPU only; never imports torch).
+"""hapflow's data-prep stage (CPU only; never imports torch, loader, train or analysis).
 
-Modules, from inputs to shards:
+Command modules (``python -m prep.X``; each holds only its command line and calls one
+library function): :mod:`prep.expression`, :mod:`prep.simulate`, :mod:`prep.shard`,
+:mod:`prep.retarget`, :mod:`prep.verify`, :mod:`prep.haplotypes`.
 
-* :mod:`prep.encoding` — A, C, G, T, N codes, one-hot, reverse complement.
-* :mod:`prep.contigs`, :mod:`prep.reference`, :mod:`prep.regions` — contig aliases, the FASTA,
+Library modules, from inputs to shards:
+
+* :mod:`prep.encoding` — A, C, G, T, N codes, one-hot, the reverse-complement table.
+* :mod:`prep.contigs`, :mod:`prep.reference`, :mod:`prep.regions` — contig lookup, the FASTA,
   TSS tables and BED intervals.
-* :mod:`prep.variants` — a VCF span read once into flat arrays (genotypes per haplotype).
+* :mod:`prep.vcf_files` (the genotype files and their contigs), :mod:`prep.vcf_records` (one
+  file's records, text parsed by numba), :mod:`prep.variants` — a VCF span read once into flat
+  arrays (genotypes per haplotype).
 * :mod:`prep.kernels` — the numba walk that applies variants exactly as bcftools consensus.
 * :mod:`prep.builder` — :class:`~prep.builder.HaplotypeBuilder`: ragged and fixed haplotypes.
-* :mod:`prep.export` / ``python -m prep.haplotypes`` — haplotypes as FASTA.
-* :mod:`prep.targets` / ``python -m prep.expression`` — expression matrices, GEUVADIS
-  processing, Y/Z/P targets; :mod:`prep.splits` — train/val/test splits.
-* :mod:`prep.shard_format` — the shard encoder and decoder (the loader imports it);
-  :mod:`prep.sharding` / ``python -m prep.shard`` — the study plan and shard writer.
+* :mod:`prep.export` — haplotypes as FASTA (``prep.haplotypes``).
+* :mod:`prep.expression_files`, :mod:`prep.expression_processing`, :mod:`prep.targets` —
+  expression matrices, GEUVADIS processing, the Y/Z/P targets and the expression stage;
+  :mod:`prep.splits` — train/val/test splits; :mod:`prep.simulation` — simulated expression;
+  :mod:`prep.dosages` — allele dosages for the variant baselines.
+* :mod:`prep.shard_format` (the shard members, the loader imports it), :mod:`prep.shard_tar`
+  (the tar files) — the shard format.
+* :mod:`prep.sharding` — ``run_shard``, in four steps: :mod:`prep.shard_plan`,
+  :mod:`prep.shard_resume`, :mod:`prep.shard_build`, :mod:`prep.shard_finalize`; with
+  :mod:`prep.fingerprint` (build fingerprints), :mod:`prep.target_table` (the targets table,
+  re-targeting) and :mod:`prep.verification` (checking a study's shards).
 
-The study's settings, atomic writes and the working-directory layout are shared by every stage:
-:mod:`hapflow.sections`, :mod:`hapflow.config`, :mod:`hapflow.io`, :mod:`hapflow.layout`.
+The study's settings, atomic writes, the working-directory layout and shared names are common
+to every stage: :mod:`hapflow.sections`, :mod:`hapflow.config`, :mod:`hapflow.io`,
+:mod:`hapflow.layout`, :mod:`hapflow.names`.
 """

@@ -34,24 +34,13 @@ import numpy as np
 
 from prep import kernels
 from prep.reference import Reference
-from prep.variants import (
-    ReferenceMismatchError,
-    UnphasedGenotypeError,
-    VariantBlock,
-    VariantReader,
-    VcfError,
-    VcfSet,
-)
+from prep.variants import VariantBlock, VariantReader
 
 __all__ = [
     "HaplotypeBuilder",
     "FixedHaplotypes",
     "RaggedHaplotypes",
     "COUNT_NAMES",
-    "ReferenceMismatchError",
-    "UnphasedGenotypeError",
-    "VcfError",
-    "VcfSet",
 ]
 
 COUNT_NAMES = ("applied", "overlap_skipped", "missing", "symbolic_skipped", "not_snp_skipped")
@@ -147,7 +136,7 @@ class HaplotypeBuilder:
     ----------
     reference : str or Path
         FASTA, plain or bgzip, indexed (``samtools faidx``).
-    vcf : str, Path, list of them, or VcfSet
+    vcf : str, Path, list of them, or prep.vcf_files.VcfSet
         VCF/BCF, bgzipped and indexed: one file, a list (each contig from the file whose index
         lists it) or a pattern with ``{chrom}`` (one file per chromosome, as 1000 Genomes ships
         them; ``chr22`` and ``22`` are both tried). This is ``[haplotypes] vcf`` as configured.
@@ -261,11 +250,10 @@ class HaplotypeBuilder:
         rec_hi = np.searchsorted(block.pos, rec_bound, side="left")
         block_start = int(span_lo.min())
         ref_block, lower = self.reference.fetch_with_case(chrom, block_start, int(span_hi.max()))
-        kernels.fixed_windows(
-            ref_block, lower, block_start, span_lo - block_start, span_hi - block_start,
-            rec_lo, rec_hi, tss, minus, *self._kernel_arrays(block), self.snps_only,
-            idx.astype(np.int64), out, counts,
-        )
+        spans = kernels.Spans(ref_block, lower, block_start, span_lo - block_start,
+                              span_hi - block_start, rec_lo, rec_hi)
+        kernels.fixed_windows(spans, block.arrays(), tss, minus, self.snps_only,
+                              idx.astype(np.int64), out, counts)
         n_var[idx] = rec_hi - rec_lo
         n_bad[idx] = _count_in_ranges(block.ref_mismatch, rec_lo, rec_hi)
 
@@ -313,25 +301,22 @@ class HaplotypeBuilder:
             ref_block, lower = self.reference.fetch_with_case(chrom, lo, hi)
             rec_lo = np.searchsorted(block.pos, starts[idx], side="left")
             rec_hi = np.searchsorted(block.pos, ends[idx], side="left")
-            args = (ref_block, lower, lo, starts[idx] - lo, ends[idx] - lo, rec_lo, rec_hi)
+            spans = kernels.Spans(ref_block, lower, lo, starts[idx] - lo, ends[idx] - lo,
+                                  rec_lo, rec_hi)
             sub_len = np.zeros((len(idx), n_hap), dtype=np.int64)
             sub_counts = np.zeros((len(idx), n_hap, kernels.N_COUNTS), dtype=np.int32)
-            kernels.ragged_lengths(
-                *args, *self._kernel_arrays(block), self.snps_only, sub_len, sub_counts
-            )
+            kernels.ragged_lengths(spans, block.arrays(), self.snps_only, sub_len, sub_counts)
             lengths[idx] = sub_len
             counts[idx] = sub_counts
             n_var[idx] = rec_hi - rec_lo
             n_bad[idx] = _count_in_ranges(block.ref_mismatch, rec_lo, rec_hi)
-            prepared.append((idx, args, block))
+            prepared.append((idx, spans, block))
         offsets = np.zeros(n_regions * n_hap + 1, dtype=np.int64)
         np.cumsum(lengths.reshape(-1), out=offsets[1:])
         data = np.empty(int(offsets[-1]), dtype=np.uint8)
-        for idx, args, block in prepared:
-            kernels.ragged_fill(
-                *args, minus[idx], *self._kernel_arrays(block), self.snps_only,
-                idx.astype(np.int64), offsets, data,
-            )
+        for idx, spans, block in prepared:
+            kernels.ragged_fill(spans, block.arrays(), minus[idx], self.snps_only,
+                                idx.astype(np.int64), offsets, data)
         return RaggedHaplotypes(
             data=data,
             offsets=offsets,
@@ -365,18 +350,6 @@ class HaplotypeBuilder:
         return self.variants.read(chrom, lo, hi, self.reference, self.ref_mismatch)
 
     # ------------------------------------------------------------------ helpers
-
-    @staticmethod
-    def _kernel_arrays(block: VariantBlock) -> tuple:
-        return (
-            block.pos,
-            block.ref_len,
-            block.first_allele,
-            block.allele_offsets,
-            block.allele_codes,
-            block.allele_flags,
-            block.hap_allele,
-        )
 
     @staticmethod
     def _minus(minus, n: int) -> np.ndarray:

@@ -1,14 +1,17 @@
-"""Contig-name aliases: ``chr22`` <-> ``22``, ``chrM`` <-> ``MT``.
+"""Contig lookup: find a contig of an input in a FASTA's or VCF's names, aliases accepted.
 
 Real files disagree (a TSS table says ``chr22``, the FASTA and VCF say ``22``); every lookup of a
-contig goes through :func:`resolve_contig` so that they still meet.
+contig goes through :func:`resolve_contig` so that they still meet. Which names are aliases of
+each other is :func:`hapflow.names.contig_aliases` (``chr22`` = ``22``, ``chrM`` = ``MT``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["ContigError", "contig_aliases", "resolve_contig"]
+from hapflow.names import contig_aliases
+
+__all__ = ["ContigError", "resolve_contig"]
 
 
 class ContigError(KeyError):
@@ -16,26 +19,6 @@ class ContigError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
-
-
-def contig_aliases(name: str) -> list[str]:
-    """Names that denote the same contig as ``name``, ``name`` first.
-
-    >>> contig_aliases("chr22")
-    ['chr22', '22']
-    >>> contig_aliases("MT")
-    ['MT', 'chrM', 'M', 'chrMT']
-    """
-    out = [name]
-    bare = name[3:] if name.lower().startswith("chr") else name
-    if bare.upper() in ("M", "MT"):
-        candidates = ["MT", "chrM", "M", "chrMT"]
-    else:
-        candidates = [bare, "chr" + bare]
-    for c in candidates:
-        if c not in out:
-            out.append(c)
-    return out
 
 
 def resolve_contig(name: str, available: Iterable[str], source: str = "the file") -> str:

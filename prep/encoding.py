@@ -14,6 +14,7 @@ __all__ = [
     "ENCODE_TABLE",
     "encode",
     "decode",
+    "COMPLEMENT",
     "one_hot",
     "reverse_complement",
 ]
@@ -31,7 +32,9 @@ for _code, _letter in enumerate(b"ACGT"):
     ENCODE_TABLE[ord(chr(_letter).lower())] = _code
 
 _DECODE_TABLE = np.frombuffer(ALPHABET, dtype=np.uint8)
-_COMPLEMENT = np.array([3, 2, 1, 0, 4], dtype=np.uint8)
+COMPLEMENT = np.array([3, 2, 1, 0, 4], dtype=np.uint8)
+"""``COMPLEMENT[code]`` is the code of the complementary base (A<->T, C<->G, N stays N), shape
+(5,), uint8: the one reverse-complement table (the loader's and the device's are built from it)."""
 
 
 def encode(seq: str | bytes | np.ndarray) -> np.ndarray:
@@ -103,4 +106,4 @@ def reverse_complement(codes: np.ndarray) -> np.ndarray:
     np.ndarray, shape (..., L), uint8, a new array
     """
     codes = np.asarray(codes)
-    return np.ascontiguousarray(_COMPLEMENT[codes[..., ::-1]])
+    return np.ascontiguousarray(COMPLEMENT[codes[..., ::-1]])

@@ -27,15 +27,17 @@ that changed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from pathlib import Path
 
 from hapflow.config import config_to_dict
-from hapflow.io import atomic_write_text
+from hapflow.io import atomic_write_json
 
 __all__ = [
+    "BUILD_JSON",
     "BUILD_CODE_VERSION",
     "SETTINGS_IGNORED",
     "TARGET_SETTINGS",
@@ -44,6 +46,9 @@ __all__ = [
     "fingerprint",
     "describe_changes",
 ]
+
+BUILD_JSON = "build.json"
+"""The build record in ``DIR/shards``: ``{"build": fingerprint, "components": ...}``."""
 
 BUILD_CODE_VERSION = 1
 """Bump when the same settings and inputs would give different shard content."""
@@ -80,8 +85,7 @@ def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = N
     if cache_file is not None:
         cache = {k: v for k, v in cache.items() if not k.startswith(f"{path}|")}
         cache[key] = digest
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cache_file, json.dumps(cache, indent=1, sort_keys=True) + "\n")
+        atomic_write_json(cache_file, cache, sort_keys=True)
     return digest
 
 
@@ -112,8 +116,6 @@ def build_components(settings: dict[str, object], inputs: dict[str, str | None],
         ``{"format", "code", "settings": {section: {...}}, "inputs": {name: sha256}}`` (and
         ``"samples"`` when given).
     """
-    import dataclasses
-
     out_settings = {}
     for section, cfg in settings.items():
         paths = {f.name for f in dataclasses.fields(cfg) if f.metadata.get("path")}

@@ -12,16 +12,23 @@ The walk reproduces ``bcftools consensus`` (1.16) rule for rule:
   there and adds the rest of its ALT;
 * symbolic alleles are skipped and counted (bcftools applies ``<DEL>``; see the docs).
 
-Arrays follow :class:`prep.variants.VariantBlock`. Every kernel writes into caller-allocated
-``out`` arrays. Positions inside a walk are relative to the start of the ``ref`` span.
+The kernels take their arrays as two typed bundles (NamedTuples of arrays, which numba passes
+as one struct): :class:`VariantArrays`, a block's records
+(:meth:`prep.variants.VariantBlock.arrays`), and :class:`Spans`, the reference block and the
+span and records each region walks. Every kernel writes into caller-allocated ``out`` arrays.
+Positions inside a walk are relative to the start of the ``ref`` span.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
 
 __all__ = [
+    "VariantArrays",
+    "Spans",
     "N_COUNTS",
     "COUNT_APPLIED",
     "COUNT_OVERLAP",
@@ -45,6 +52,48 @@ _SYMBOLIC = 1
 _TRIM = 2
 _REF_LOWER = 4
 _N = 4
+
+
+class VariantArrays(NamedTuple):
+    """A block's records as the kernels read them (see :class:`prep.variants.VariantBlock`).
+
+    Coordinates are 0-based reference positions.
+    """
+
+    pos: np.ndarray
+    """int64 (n_rec,): start of each record's REF."""
+    ref_len: np.ndarray
+    """int64 (n_rec,): length of REF."""
+    first_allele: np.ndarray
+    """int64 (n_rec,): row of the record's ALT 1 in the allele table."""
+    allele_offsets: np.ndarray
+    """int64 (n_alleles + 1,): ALT ``j`` is ``allele_codes[allele_offsets[j]:
+    allele_offsets[j + 1]]``."""
+    allele_codes: np.ndarray
+    """uint8 (allele_offsets[-1],): ALT alleles as codes 0..4."""
+    allele_flags: np.ndarray
+    """uint8 (n_alleles,): symbolic (1), trim-first-base (2), REF-first-lower (4) bits."""
+    hap_allele: np.ndarray
+    """int16 (n_hap, n_rec): allele index of each haplotype per record (0 REF, -1 missing)."""
+
+
+class Spans(NamedTuple):
+    """The reference block and what each region walks of it (one batch of a kernel call)."""
+
+    ref: np.ndarray
+    """uint8 (n_block,): reference codes of ``[start, start + n_block)`` (N beyond contig ends)."""
+    lower: np.ndarray
+    """uint8 (n_block,): 1 where the FASTA's base is lower case (soft-masked)."""
+    start: int
+    """0-based reference position of ``ref[0]``."""
+    lo: np.ndarray
+    """int64 (n_regions,): first index into ``ref`` of each region's span."""
+    hi: np.ndarray
+    """int64 (n_regions,): end (exclusive) of each region's span in ``ref``."""
+    rec_lo: np.ndarray
+    """int64 (n_regions,): first record each region walks."""
+    rec_hi: np.ndarray
+    """int64 (n_regions,): end (exclusive) of the records each region walks."""
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -71,13 +120,8 @@ def walk_haplotype(
     ref,
     ref_lower,
     ref_start,
-    pos,
-    ref_len,
-    first_allele,
-    allele_offsets,
-    allele_codes,
-    allele_flags,
-    alleles,
+    variants,
+    hap,
     rec_lo,
     rec_hi,
     snps_only,
@@ -99,10 +143,10 @@ def walk_haplotype(
         last base only when REF's first letter has the case bcftools gave that base.
     ref_start : int
         0-based reference position of ``ref[0]``.
-    pos, ref_len, first_allele, allele_offsets, allele_codes, allele_flags
-        The block's variant arrays (see :class:`prep.variants.VariantBlock`).
-    alleles : int16 (n_rec,)
-        This haplotype's allele index per record.
+    variants : VariantArrays
+        The block's records.
+    hap : int
+        The haplotype walked: its alleles are ``variants.hap_allele[hap]``.
     rec_lo, rec_hi : int
         Records ``rec_lo .. rec_hi - 1`` are considered.
     snps_only : bool
@@ -124,6 +168,10 @@ def walk_haplotype(
         ``tss``: where reference base ``tss`` lands, or for a deleted ``tss`` the index of the
         first base after the deletion; -1 if ``tss`` is outside the span.
     """
+    pos, ref_len = variants.pos, variants.ref_len
+    first_allele, allele_flags = variants.first_allele, variants.allele_flags
+    allele_offsets, allele_codes = variants.allele_offsets, variants.allele_codes
+    alleles = variants.hap_allele[hap]
     n_ref = ref.shape[0]
     tss_rel = tss - ref_start
     tss_hap = -1
@@ -201,6 +249,8 @@ def walk_haplotype(
 
 @njit(cache=True, nogil=True)
 def _reverse_complement_inplace(x):
+    """Reverse-complement codes in place: 3 - code for A, C, G, T; N (4) stays (the rule of
+    :data:`prep.encoding.COMPLEMENT`, written as arithmetic so the kernel needs no table)."""
     n = x.shape[0]
     for i in range((n + 1) // 2):
         a = x[i]
@@ -210,51 +260,28 @@ def _reverse_complement_inplace(x):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def fixed_windows(
-    ref_block,
-    lower_block,
-    block_start,
-    span_lo,
-    span_hi,
-    rec_lo,
-    rec_hi,
-    tss,
-    minus,
-    pos,
-    ref_len,
-    first_allele,
-    allele_offsets,
-    allele_codes,
-    allele_flags,
-    hap_allele,
-    snps_only,
-    rows,
-    out,
-    counts,
-):
+def fixed_windows(spans, variants, tss, minus, snps_only, rows, out, counts):
     """Fixed-length windows centred on each region's TSS, for every haplotype.
 
     Parameters
     ----------
-    ref_block : uint8 (n_block,)
-        Reference codes of ``[block_start, block_start + n_block)`` (N beyond contig ends).
-    lower_block : uint8 (n_block,)
-        1 where the FASTA's base is lower case.
-    span_lo, span_hi : int64 (n_regions,)
-        Per region, the reference span walked, as indexes into ``ref_block`` (half-open).
-    rec_lo, rec_hi : int64 (n_regions,)
-        Per region, the records walked.
+    spans : Spans
+        The reference block; per region the span walked (wide enough to fill the window
+        whatever the haplotype's indels) and its records.
+    variants : VariantArrays
+        The block's records, ``hap_allele`` of shape (n_hap, n_rec).
     tss : int64 (n_regions,)
         0-based reference TSS.
     minus : bool (n_regions,)
         Reverse-complement the window (minus-strand genes).
-    hap_allele : int16 (n_hap, n_rec)
+    snps_only : bool
+        Apply only alleles as long as their REF.
     rows : int64 (n_regions,)
         Region ``g`` is written to ``out[rows[g]]`` and counted in ``counts[rows[g]]``.
     out : uint8 (n_out_rows, n_hap, L)
         Receives the windows; the TSS's haplotype base sits at index ``L // 2`` before any
         reverse complement (``L - 1 - L // 2`` after it).
-    counts : int32 (n_regions, n_hap, N_COUNTS)
+    counts : int32 (n_out_rows, n_hap, N_COUNTS)
     """
     n_regions = rows.shape[0]
     n_hap = out.shape[1]
@@ -263,21 +290,19 @@ def fixed_windows(
     for job in prange(n_regions * n_hap):
         g = job // n_hap
         h = job % n_hap
-        ref = ref_block[span_lo[g] : span_hi[g]]
-        lower = lower_block[span_lo[g] : span_hi[g]]
-        start = block_start + span_lo[g]
+        ref = spans.ref[spans.lo[g] : spans.hi[g]]
+        lower = spans.lower[spans.lo[g] : spans.hi[g]]
+        start = spans.start + spans.lo[g]
         c = counts[rows[g], h]
         o = out[rows[g], h]
         _, tss_hap = walk_haplotype(
-            ref, lower, start, pos, ref_len, first_allele, allele_offsets, allele_codes,
-            allele_flags, hap_allele[h], rec_lo[g], rec_hi[g], snps_only, tss[g],
+            ref, lower, start, variants, h, spans.rec_lo[g], spans.rec_hi[g], snps_only, tss[g],
             o[:0], 0, 0, c,
         )
         c[:] = 0
         win_lo = tss_hap - half
         n_built, _ = walk_haplotype(
-            ref, lower, start, pos, ref_len, first_allele, allele_offsets, allele_codes,
-            allele_flags, hap_allele[h], rec_lo[g], rec_hi[g], snps_only, tss[g],
+            ref, lower, start, variants, h, spans.rec_lo[g], spans.rec_hi[g], snps_only, tss[g],
             o, win_lo, win_lo + length, c,
         )
         # the span is wide enough to fill the window; N only guards against a short haplotype
@@ -290,29 +315,12 @@ def fixed_windows(
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def ragged_lengths(
-    ref_block,
-    lower_block,
-    block_start,
-    span_lo,
-    span_hi,
-    rec_lo,
-    rec_hi,
-    pos,
-    ref_len,
-    first_allele,
-    allele_offsets,
-    allele_codes,
-    allele_flags,
-    hap_allele,
-    snps_only,
-    lengths,
-    counts,
-):
+def ragged_lengths(spans, variants, snps_only, lengths, counts):
     """Length of every haplotype of every interval (first pass of ragged mode).
 
-    ``lengths`` : int64 (n_regions, n_hap), ``counts`` : int32 (n_regions, n_hap, N_COUNTS);
-    other parameters as in :func:`fixed_windows` (the span is the interval itself).
+    ``spans``: the intervals themselves (span = interval); ``lengths``: int64 (n_regions,
+    n_hap), ``counts``: int32 (n_regions, n_hap, N_COUNTS); other parameters as in
+    :func:`fixed_windows`.
     """
     n_regions = lengths.shape[0]
     n_hap = lengths.shape[1]
@@ -321,45 +329,23 @@ def ragged_lengths(
         g = job // n_hap
         h = job % n_hap
         n, _ = walk_haplotype(
-            ref_block[span_lo[g] : span_hi[g]], lower_block[span_lo[g] : span_hi[g]],
-            block_start + span_lo[g], pos, ref_len,
-            first_allele, allele_offsets, allele_codes, allele_flags, hap_allele[h],
-            rec_lo[g], rec_hi[g], snps_only, -1, empty, 0, np.iinfo(np.int64).max,
-            counts[g, h],
+            spans.ref[spans.lo[g] : spans.hi[g]], spans.lower[spans.lo[g] : spans.hi[g]],
+            spans.start + spans.lo[g], variants, h, spans.rec_lo[g], spans.rec_hi[g],
+            snps_only, -1, empty, 0, np.iinfo(np.int64).max, counts[g, h],
         )
         lengths[g, h] = n
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def ragged_fill(
-    ref_block,
-    lower_block,
-    block_start,
-    span_lo,
-    span_hi,
-    rec_lo,
-    rec_hi,
-    minus,
-    pos,
-    ref_len,
-    first_allele,
-    allele_offsets,
-    allele_codes,
-    allele_flags,
-    hap_allele,
-    snps_only,
-    rows,
-    offsets,
-    data,
-):
+def ragged_fill(spans, variants, minus, snps_only, rows, offsets, data):
     """Write every haplotype of every interval into ``data`` (second pass of ragged mode).
 
     ``rows`` : int64 (n_regions,), ``offsets`` : int64 (n_out_rows * n_hap + 1,): haplotype
     ``h`` of region ``g`` goes to ``data[offsets[i] : offsets[i + 1]]`` with
-    ``i = rows[g] * n_hap + h``.
+    ``i = rows[g] * n_hap + h``; ``minus`` : bool (n_regions,) reverse-complements a region.
     """
-    n_regions = span_lo.shape[0]
-    n_hap = hap_allele.shape[0]
+    n_regions = spans.lo.shape[0]
+    n_hap = variants.hap_allele.shape[0]
     scratch = np.zeros(N_COUNTS, dtype=np.int32)
     for job in prange(n_regions * n_hap):
         g = job // n_hap
@@ -367,11 +353,9 @@ def ragged_fill(
         i = rows[g] * n_hap + h
         o = data[offsets[i] : offsets[i + 1]]
         walk_haplotype(
-            ref_block[span_lo[g] : span_hi[g]], lower_block[span_lo[g] : span_hi[g]],
-            block_start + span_lo[g], pos, ref_len,
-            first_allele, allele_offsets, allele_codes, allele_flags, hap_allele[h],
-            rec_lo[g], rec_hi[g], snps_only, -1, o, 0, np.iinfo(np.int64).max,
-            scratch.copy(),
+            spans.ref[spans.lo[g] : spans.hi[g]], spans.lower[spans.lo[g] : spans.hi[g]],
+            spans.start + spans.lo[g], variants, h, spans.rec_lo[g], spans.rec_hi[g],
+            snps_only, -1, o, 0, np.iinfo(np.int64).max, scratch.copy(),
         )
         if minus[g]:
             _reverse_complement_inplace(o)

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pysam
 
 from prep.contigs import resolve_contig
 from prep.encoding import ENCODE_TABLE, N_CODE
@@ -28,8 +29,6 @@ class Reference:
     """
 
     def __init__(self, path: str | os.PathLike):
-        import pysam
-
         self.path = Path(path)
         if not self.path.exists():
             raise ReferenceError(f"reference FASTA {self.path} does not exist")

@@ -24,13 +24,14 @@ Detected layouts
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 from pathlib import Path
 
 import polars as pl
 
-__all__ = ["RegionError", "read_tss_table", "read_bed", "tss_windows"]
+__all__ = ["RegionError", "read_tss_table", "read_bed"]
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ def _separator(path: Path) -> str:
 
 def _open_text(path: Path):
     if str(path).endswith(".gz"):
-        import gzip
-
         return gzip.open(path, "rt")
     return open(path)
 
@@ -299,14 +298,3 @@ def read_bed(path: str | os.PathLike) -> pl.DataFrame:
             "or a negative start; BED is 0-based half-open"
         )
     return df
-
-
-def tss_windows(tss: pl.DataFrame, length: int) -> pl.DataFrame:
-    """Reference windows ``[tss - L//2, tss - L//2 + L)`` (0-based half-open) of a TSS table.
-
-    Adds columns ``start`` and ``end`` (int64); used to find genes whose window holds variants.
-    """
-    half = length // 2
-    return tss.with_columns(
-        (pl.col("tss") - half).alias("start"), (pl.col("tss") - half + length).alias("end")
-    )

@@ -8,7 +8,8 @@ The demo study (run ``python -m prep.expression`` with the same workdir first)::
 
 One part of eight, e.g. as a SLURM array task (the union of all parts equals one run)::
 
-    python -m prep.shard --config study.toml --workdir /scratch/study --part ${SLURM_ARRAY_TASK_ID}/8
+    python -m prep.shard --config study.toml --workdir /scratch/study \\
+        --part ${SLURM_ARRAY_TASK_ID}/8
 
 Reads the ``[haplotypes]`` and ``[shard]`` sections; ``--set section.key=value`` overrides any
 setting. Output layout: see :mod:`prep.sharding`.
@@ -60,12 +61,10 @@ COMMAND = Command(
 
 
 def run(call: Call) -> None:
-    # the library (numpy, numba, polars) is imported here so that --help stays instant
+    # imported here so that --help stays instant
     from prep.sharding import parse_part, run_shard
 
-    study = call.study
-    run_shard(study.haplotypes, study.shard, call.workdir, parse_part(call.args.part),
-              call.args.overwrite)
+    run_shard(call.study, call.workdir, parse_part(call.args.part), call.args.overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:

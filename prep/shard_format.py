@@ -32,7 +32,7 @@ Members of a shard, in order
 
 Shards hold sequences and identity only: the targets (Y, Z, P and any further target sets) live
 in the study's manifest, joined by (gene, individual), so re-targeting rewrites a table, never a
-shard (:mod:`prep.retarget`).
+shard (:mod:`prep.target_table`).
 
 Verification
 ------------
@@ -47,22 +47,20 @@ the JSON, no checksums) are refused with a message to rebuild.
 Keys hold no dots (WebDataset splits member names at the first dot): the gene id's dots become
 underscores in keys (``ENSG00000099889.9`` -> ``ENSG00000099889_9``); the JSON keeps the real id.
 
-Everything here is torch-free; the loader imports it.
+Writing and reading the tar files themselves is :mod:`prep.shard_tar`. Everything here is
+torch-free; the loader imports it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
-import io
 import json
-import os
-import tarfile
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import zstandard as zstd
+
+from hapflow.names import SPLITS
 
 __all__ = [
     "FORMAT_VERSION",
@@ -81,17 +79,12 @@ __all__ = [
     "decode_meta",
     "check_meta",
     "GroupDecoder",
-    "ShardWriter",
     "ShardFormatError",
-    "iter_tar",
-    "read_tar_members",
     "unpack_groups",
-    "iter_shard",
 ]
 
 FORMAT_VERSION = 2
 """Version 2: targets out of the shards, checksums on every member. Version 1 is refused."""
-SPLIT_NAMES = ("train", "val", "test")
 REF_EXT = "ref.2bit"
 HAP_EXT = "hap.zst"
 META_EXT = "json"
@@ -192,7 +185,8 @@ def encode_group(haplotypes: np.ndarray, reference: np.ndarray, level: int = 3) 
         checksum. Deterministic.
     """
     haplotypes = np.ascontiguousarray(haplotypes, dtype=np.uint8)
-    if haplotypes.ndim != 3 or haplotypes.shape[1] != 2 or haplotypes.shape[2] != reference.shape[0]:
+    if (haplotypes.ndim != 3 or haplotypes.shape[1] != 2
+            or haplotypes.shape[2] != reference.shape[0]):
         raise ValueError(
             f"haplotypes must have shape (n, 2, {reference.shape[0]}), got {haplotypes.shape}"
         )
@@ -331,8 +325,8 @@ def check_meta(meta: dict, where: str = "json member") -> None:
         bad("tss", "is not a 0-based position")
     if meta.get("strand") not in ("+", "-"):
         bad("strand", "is not + or -")
-    if meta.get("split") not in SPLIT_NAMES:
-        bad("split", f"is not one of {', '.join(SPLIT_NAMES)}")
+    if meta.get("split") not in SPLITS:
+        bad("split", f"is not one of {', '.join(SPLITS)}")
     if not _is_int(meta.get("length")) or meta["length"] <= 0:
         bad("length", "is not a positive window length")
     if not _is_int(meta.get("flank")) or meta["flank"] < 0:
@@ -364,7 +358,7 @@ def check_meta(meta: dict, where: str = "json member") -> None:
 
 
 class GroupDecoder:
-    """Decodes and verifies a shard's raw samples (:func:`iter_tar`) in stream order.
+    """Decodes and verifies a shard's raw samples (:func:`prep.shard_tar.iter_tar`) in stream order.
 
     Reference members are decoded and kept per gene (with their sha256); each group is verified
     (:func:`decode_meta`, :func:`check_meta`, reference and haplotype sha256, the zstd content
@@ -442,139 +436,12 @@ class GroupDecoder:
         return haps, meta
 
 
-class ShardWriter:
-    """Writes one shard deterministically and atomically.
-
-    Members get fixed metadata (mtime 0, uid/gid 0, mode 0444), so the same content gives the
-    same bytes. Data goes to ``.NAME.{host}.{pid}.{token}.tmp`` beside ``PATH`` (unique across
-    hosts and processes, so a job requeued on another node never clobbers a live writer) and is
-    renamed to ``PATH`` by :meth:`close`; an interrupted shard never appears under its final name.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        import secrets
-        import socket
-
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        host = socket.gethostname().replace(".", "-").replace("/", "-")
-        self._tmp = self.path.with_name(
-            f".{self.path.name}.{host}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        self._fh = open(self._tmp, "wb")
-        self._tar = tarfile.open(fileobj=self._fh, mode="w", format=tarfile.USTAR_FORMAT)
-        self.genes_with_reference: set[str] = set()
-        self._ref_sha: dict[str, str] = {}
-        self.n_samples = 0
-
-    def add(self, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mtime = 0
-        info.mode = 0o444
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        self._tar.addfile(info, io.BytesIO(data))
-
-    def add_reference(self, gene: str, packed: bytes) -> None:
-        """Add a gene's packed reference window (:func:`encode_reference`) once per shard."""
-        if gene not in self.genes_with_reference:
-            self.add(f"{reference_key(gene)}.{REF_EXT}", packed)
-            self.genes_with_reference.add(gene)
-            self._ref_sha[gene] = _sha256(packed)
-
-    def add_group(self, key: str, hap_blob: bytes, meta: dict) -> None:
-        """Add a group: its haplotype frame and its JSON (:func:`encode_meta`).
-
-        ``meta`` gets ``format``, ``ref_sha256`` (the gene's reference member, which must have
-        been added first) and ``hap_sha256`` filled in; the caller's dict is left unchanged.
-        """
-        gene = meta["gene"]
-        if gene not in self._ref_sha:
-            raise ValueError(f"group {key}: add the reference window of {gene} first")
-        meta = {**meta, "format": FORMAT_VERSION, "ref_sha256": self._ref_sha[gene],
-                "hap_sha256": _sha256(hap_blob)}
-        self.add(f"{key}.{HAP_EXT}", hap_blob)
-        self.add(f"{key}.{META_EXT}", encode_meta(meta))
-        self.n_samples += len(meta["individuals"])
-
-    def close(self) -> None:
-        self._tar.close()
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(self._tmp, 0o644 & ~mask)  # the user's umask, as other outputs
-        os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        """Drop the temp file; never raises (called while another error propagates)."""
-        for close in (self._tar.close, self._fh.close):
-            try:
-                close()
-            except Exception:  # noqa: BLE001 - a full disk or closed file: the temp goes anyway
-                pass
-        try:
-            self._tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-
-
-def iter_tar(fileobj, url: str, want: Callable[[str, str], bool] | None = None) -> Iterator[dict]:
-    """Raw WebDataset samples of one tar stream: ``{"__key__", "__url__", ext: bytes}``.
-
-    Members with the same key (name up to the first dot) form one sample. Members for which
-    ``want(key, ext)`` is false are skipped without being read into memory (seeked over in
-    local files). ``fileobj`` may be a local file or a non-seekable stream (HTTP, pipes).
-
-    Raises
-    ------
-    ShardFormatError
-        A truncated or corrupt tar; the message names ``url``. (A corrupt header after the first
-        member ends a tar silently: callers compare what they got with the manifest.)
-    """
-    current: dict | None = None
-    seekable = getattr(fileobj, "seekable", lambda: False)()
-    try:
-        with tarfile.open(fileobj=fileobj, mode="r:" if seekable else "r|") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                key, _, ext = os.path.basename(info.name).partition(".")
-                if want is not None and not want(key, ext):
-                    continue
-                data = tar.extractfile(info).read()
-                if len(data) != info.size:
-                    raise ShardFormatError(f"shard {url}: member {info.name} is truncated")
-                if current is not None and current["__key__"] != key:
-                    yield current
-                    current = None
-                if current is None:
-                    current = {"__key__": key, "__url__": url}
-                current[ext] = data
-    except (tarfile.TarError, EOFError, OSError, http.client.HTTPException) as err:
-        raise ShardFormatError(f"shard {url} is corrupt or truncated: {err}") from None
-    if current is not None:
-        yield current
-
-
-def read_tar_members(
-    path: str | os.PathLike, want: Callable[[str, str], bool] | None = None
-) -> Iterator[dict]:
-    """Raw WebDataset samples of one local shard (see :func:`iter_tar`)."""
-    try:
-        fh = open(path, "rb")
-    except OSError as err:
-        raise ShardFormatError(f"shard {path} cannot be opened: {err}") from None
-    with fh:
-        yield from iter_tar(fh, str(path), want)
-
-
 def unpack_groups(samples: Iterable[dict]) -> Iterator[dict]:
     """WebDataset stage: raw shard samples in, one sample per (gene, individual) out.
 
-    Input samples are dicts with ``__key__`` and member bytes (as :func:`read_tar_members` or
-    ``webdataset.WebDataset(...)`` without decoding yield them). Every member is verified
+    Input samples are dicts with ``__key__`` and member bytes (as
+    :func:`prep.shard_tar.read_tar_members` or ``webdataset.WebDataset(...)`` without decoding
+    yield them). Every member is verified
     (:class:`GroupDecoder`). Shards carry no targets: join ``Y``/``Z``/``P`` from the manifest
     by ``__key__`` (or gene and individual).
 
@@ -615,8 +482,3 @@ def unpack_groups(samples: Iterable[dict]) -> Iterator[dict]:
                 "length": meta["length"],
                 "applied": meta["applied"][i],
             }
-
-
-def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
-    """Every (gene, individual) sample of a local shard, decoded (see :func:`unpack_groups`)."""
-    return unpack_groups(read_tar_members(path))

@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from hapflow.io import atomic_write_bytes
+from hapflow.io import atomic_write_bytes, atomic_write_parquet
+from hapflow.names import SPLITS, contig_key
 
 __all__ = [
-    "SPLIT_LABELS",
     "SplitError",
     "validate_splits",
     "read_sample_splits",
@@ -52,10 +52,8 @@ __all__ = [
     "write_splits",
 ]
 
-SPLIT_LABELS = ("train", "val", "test")
-"""The allowed split labels; their positions are the codes used internally (0, 1, 2)."""
-
 _TRAIN, _VAL, _TEST = 0, 1, 2
+"""Split codes used internally: positions in :data:`hapflow.names.SPLITS`."""
 
 UNSEEN_CLASS = "unseen"
 """The gene class whose genes go entirely to test in :func:`read_paper_splits`."""
@@ -97,12 +95,12 @@ def validate_splits(splits: pl.DataFrame, source: str = "splits") -> pl.DataFram
         nulls = out.filter(pl.col(col).is_null())
         if nulls.height:
             raise SplitError(f"{source}: {nulls.height} row(s) have no {col}; fill or drop them")
-    bad = out.filter(~pl.col("split").is_in(SPLIT_LABELS))
+    bad = out.filter(~pl.col("split").is_in(SPLITS))
     if bad.height:
         gene, ind, label = bad.row(0)
         raise SplitError(
             f"{source}: gene {gene}, individual {ind}: unknown split label {label!r} "
-            f"({bad.height} such row(s)); use one of {', '.join(SPLIT_LABELS)}"
+            f"({bad.height} such row(s)); use one of {', '.join(SPLITS)}"
         )
     dup = out.filter(pl.struct("gene", "individual").is_duplicated())
     if dup.height:
@@ -183,12 +181,12 @@ def _wide_to_long(wide: pl.DataFrame, path: str | os.PathLike) -> pl.DataFrame:
         .with_columns(pl.col("split").str.strip_chars())
         .filter(pl.col("split").is_not_null() & (pl.col("split") != ""))
     )
-    bad = long.filter(~pl.col("split").is_in(SPLIT_LABELS))
+    bad = long.filter(~pl.col("split").is_in(SPLITS))
     if bad.height:
         gene, ind, label = bad.row(0)
         raise SplitError(
             f"{path}: row {gene}, column {ind}: {label!r} is not a split label "
-            f"({bad.height} such cell(s)); cells must be {', '.join(SPLIT_LABELS)} or empty"
+            f"({bad.height} such cell(s)); cells must be {', '.join(SPLITS)} or empty"
         )
     # unpivot emits column by column; restore gene-major order
     order = {g: i for i, g in enumerate(wide["gene"])}
@@ -309,12 +307,12 @@ def write_splits(splits: pl.DataFrame, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     table = validate_splits(splits, "splits to write")
-    buf = io.BytesIO()
     if path.suffix in (".parquet", ".pq"):
-        table.write_parquet(buf)
+        atomic_write_parquet(table, path)
     else:
+        buf = io.BytesIO()
         table.write_csv(buf, separator="," if path.suffix == ".csv" else "\t")
-    atomic_write_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -346,7 +344,7 @@ def _long_table(
                 np.tile(np.arange(n_ind), n_genes)
             ),
             "split": pl.Series(codes.ravel()).replace_strict(
-                list(range(len(SPLIT_LABELS))), list(SPLIT_LABELS), return_dtype=pl.String
+                list(range(len(SPLITS))), list(SPLITS), return_dtype=pl.String
             ),
         }
     )
@@ -465,12 +463,6 @@ def population_split(
     return _long_table(genes, individuals, codes)
 
 
-def _chrom_name(chrom: object) -> str:
-    """``chr22``, ``Chr22`` and ``22`` all compare as ``22``."""
-    text = str(chrom)
-    return text[3:] if text.lower().startswith("chr") else text
-
-
 def unseen_gene_split(
     gene_chroms: Mapping[str, str] | pl.DataFrame,
     test_chroms: Sequence[str],
@@ -484,7 +476,8 @@ def unseen_gene_split(
     Parameters
     ----------
     gene_chroms : mapping gene → chromosome, or pl.DataFrame with columns gene, chrom
-        Chromosome names compare without a ``chr`` prefix (``chr22`` equals ``22``).
+        Chromosome names compare by :func:`hapflow.names.contig_key` (``chr22`` equals ``22``,
+        ``chrM`` equals ``MT``).
     test_chroms : sequence of str
         The held-out chromosomes, e.g. ``["22"]``.
     individuals : sequence of str
@@ -502,9 +495,9 @@ def unseen_gene_split(
         gene_chroms = dict(gene_chroms.select(pl.col("gene", "chrom").cast(pl.String)).iter_rows())
     genes = _check_names(list(gene_chroms), "genes")
     individuals = _check_names(individuals, "individuals")
-    test_chroms = {_chrom_name(c) for c in _check_names(test_chroms, "test chromosomes")}
+    test_chroms = {contig_key(c) for c in _check_names(test_chroms, "test chromosomes")}
     _check_fraction(val_fraction, "val_fraction")
-    chrom = [_chrom_name(gene_chroms[g]) for g in genes]
+    chrom = [contig_key(gene_chroms[g]) for g in genes]
     absent = sorted(test_chroms - set(chrom))
     if absent:
         raise SplitError(

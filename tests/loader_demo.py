@@ -21,10 +21,11 @@ _LOCK = threading.Lock()
 def build_study(config: Path, workdir: Path) -> Path:
     """log1p expression + shards of the study ``config`` into ``workdir`` (prep's info logs
     quiet meanwhile); returns the shards folder."""
-    from hapflow.config import load_config
+    from hapflow.config import StudyConfig, load_config
     from hapflow.sections import ExpressionConfig, HaplotypesConfig, ShardConfig
+    from prep.expression_files import read_expression, write_expression
+    from prep.expression_processing import log1p_expression
     from prep.sharding import run_shard
-    from prep.targets import log1p_expression, read_expression, write_expression
 
     prep_log = logging.getLogger("prep")
     level = prep_log.level
@@ -35,7 +36,7 @@ def build_study(config: Path, workdir: Path) -> Path:
                          workdir / "expression" / "expression.parquet")
         h = load_config(HaplotypesConfig, config, "haplotypes")
         s = load_config(ShardConfig, config, "shard")
-        summary = run_shard(h, s, workdir)
+        summary = run_shard(StudyConfig(haplotypes=h, shard=s), workdir)
     finally:
         prep_log.setLevel(level)
     assert summary.get("finalized"), f"shards of {config} not finalized: {summary}"

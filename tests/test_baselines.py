@@ -32,7 +32,7 @@ from hapflow.sections import (
 )
 from prep.dosages import DosageReader
 from prep.sharding import run_shard
-from prep.simulate import run_simulate
+from prep.simulation import run_simulate
 from tests.conftest import CHR20_TSS, ROOT
 
 CONFIG = ROOT / "configs" / "chr20_sim.toml"
@@ -46,8 +46,11 @@ def study(tmp_path_factory):
     lines = CHR20_TSS.read_text().splitlines()
     tss.write_text("\n".join(lines[:1] + lines[1::3]) + "\n")  # header + 12 genes
     hcfg = dataclasses.replace(load_config(HaplotypesConfig, CONFIG, "haplotypes"), tss=str(tss))
-    run_simulate(hcfg, load_config(SimulateConfig, CONFIG, "simulate"), work)
-    run_shard(hcfg, load_config(ShardConfig, CONFIG, "shard"), work)
+    prep_study = StudyConfig(haplotypes=hcfg,
+                             simulate=load_config(SimulateConfig, CONFIG, "simulate"),
+                             shard=load_config(ShardConfig, CONFIG, "shard"))
+    run_simulate(prep_study, work)
+    run_shard(prep_study, work)
     bcfg = load_config(BaselinesConfig, CONFIG, "baselines")
     summary = run_baselines(StudyConfig(haplotypes=hcfg, baselines=bcfg), work, progress=False)
     return {"work": work, "hcfg": hcfg, "bcfg": bcfg, "summary": summary,
@@ -142,12 +145,13 @@ def test_rerun_same_bytes(study, tmp_path):
 
 def test_genes_without_common_variants_predict_training_mean(tmp_path):
     """chr22 demo (real GEUVADIS): most genes have no variant in their window."""
-    from hapflow.sections import ExpressionConfig
+    from hapflow.config import load_study
     from prep.targets import run_expression
 
-    run_expression(load_config(ExpressionConfig, DEMO, "expression"), tmp_path)
+    run_expression(load_study(DEMO), tmp_path)
     hcfg = load_config(HaplotypesConfig, DEMO, "haplotypes")
-    run_shard(hcfg, load_config(ShardConfig, DEMO, "shard"), tmp_path)
+    run_shard(StudyConfig(haplotypes=hcfg, shard=load_config(ShardConfig, DEMO, "shard")),
+              tmp_path)
     s = run_baselines(StudyConfig(haplotypes=hcfg,
                                   baselines=BaselinesConfig(methods=["ridge", "top_snp"])),
                       tmp_path, progress=False)

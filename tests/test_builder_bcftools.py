@@ -26,8 +26,9 @@ from bcftools_oracle import (
     requires_tools,
 )
 
-from prep.builder import HaplotypeBuilder, UnphasedGenotypeError
+from prep.builder import HaplotypeBuilder
 from prep.encoding import decode
+from prep.variants import UnphasedGenotypeError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 WINDOW = 49_152

@@ -24,8 +24,9 @@ from bcftools_oracle import (
     requires_tools,
 )
 
-from prep.builder import HaplotypeBuilder, ReferenceMismatchError, UnphasedGenotypeError
+from prep.builder import HaplotypeBuilder
 from prep.encoding import decode, encode, reverse_complement
+from prep.variants import ReferenceMismatchError, UnphasedGenotypeError
 
 # 1-based:  1234567890          1111111112          2222222223          3333333334
 #                               1234567890          1234567890          1234567890

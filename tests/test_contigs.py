@@ -1,6 +1,7 @@
 import pytest
 
-from prep.contigs import ContigError, contig_aliases, resolve_contig
+from hapflow.names import contig_aliases
+from prep.contigs import ContigError, resolve_contig
 
 
 def test_contig_aliases_chr_prefix():

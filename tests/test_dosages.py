@@ -9,7 +9,7 @@ from cyvcf2 import VCF
 
 from prep.dosages import DosageReader, window_bounds
 from prep.regions import read_tss_table
-from prep.variants import VcfError
+from prep.vcf_files import VcfError
 from tests.conftest import CHR20_TSS, CHR20_VCF, CHR22_TSS, CHR22_VCF
 
 L = 49_152

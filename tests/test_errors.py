@@ -29,7 +29,7 @@ from pathlib import Path
 import pysam
 import pytest
 
-from prep.sharding import STUDY_TABLES
+from prep.shard_finalize import STUDY_TABLES
 from tests.conftest import CHR22_REF, CHR22_VCF, ROOT
 
 CONFIG = ROOT / "configs" / "demo.toml"
@@ -116,7 +116,8 @@ def _block_of(path: Path, head: list[str], body: list[str], line: str) -> int:
 def expression(tmp_path_factory) -> Path:
     from hapflow.config import load_config
     from hapflow.sections import ExpressionConfig
-    from prep.targets import log1p_expression, read_expression, write_expression
+    from prep.expression_files import read_expression, write_expression
+    from prep.expression_processing import log1p_expression
 
     e = load_config(ExpressionConfig, CONFIG, "expression")
     path = tmp_path_factory.mktemp("expr") / "expression.parquet"

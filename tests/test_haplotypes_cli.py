@@ -5,9 +5,10 @@ import gzip
 import numpy as np
 import pytest
 
+from hapflow.sections import ConfigError, HaplotypesConfig
 from prep.builder import HaplotypeBuilder
 from prep.encoding import decode
-from prep.export import fasta_records, validate_length
+from prep.export import fasta_records
 from prep.haplotypes import main
 from tests.conftest import CHR22_REF, CHR22_TSS, CHR22_VCF, ROOT
 
@@ -33,10 +34,10 @@ def test_fasta_records_wraps_at_60():
 
 
 def test_validate_length():
-    assert validate_length(49_152) == 49_152
+    assert HaplotypesConfig(length=49_152).length == 49_152
     for bad in (0, 100, 393_216 + 128):
-        with pytest.raises(ValueError, match="multiple of 128"):
-            validate_length(bad)
+        with pytest.raises(ConfigError, match="multiple of 128"):
+            HaplotypesConfig(length=bad)
 
 
 def test_cli_bed_matches_engine(tmp_path):

@@ -11,6 +11,7 @@ from prep.kernels import (
     COUNT_OVERLAP,
     COUNT_SYMBOLIC,
     N_COUNTS,
+    VariantArrays,
     walk_haplotype,
 )
 from prep.variants import REF_FIRST_LOWER, SYMBOLIC, TRIM_FIRST_BASE, is_indel_htslib
@@ -44,11 +45,14 @@ def walk(records, alleles, ref=REF, ref_start=0, tss=-1, window=None, snps_only=
         out_lo, n = window
         out, stop = np.full(n, 9, np.uint8), out_lo + n
     lower = np.zeros(len(ref), np.uint8) if lower is None else np.asarray(lower, np.uint8)
+    variants = VariantArrays(
+        np.array(pos, np.int64), np.array(rlen, np.int64), np.array(first, np.int64),
+        np.array(offs, np.int64), np.array(codes, np.uint8), np.array(flags, np.uint8),
+        np.array(alleles, np.int16).reshape(1, -1),
+    )
     n, tss_hap = walk_haplotype(
-        encode(ref), lower, ref_start, np.array(pos, np.int64), np.array(rlen, np.int64),
-        np.array(first, np.int64), np.array(offs, np.int64), np.array(codes, np.uint8),
-        np.array(flags, np.uint8), np.array(alleles, np.int16), 0, len(records), snps_only,
-        tss, out, out_lo, stop, counts,
+        encode(ref), lower, ref_start, variants, 0, 0, len(records), snps_only, tss, out,
+        out_lo, stop, counts,
     )
     return n, tss_hap, out, counts
 

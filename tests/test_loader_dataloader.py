@@ -18,7 +18,7 @@ import torch
 from loader import ShardFormatError, make_loader, reverse_complement
 from loader.augment import crop
 from prep.encoding import reverse_complement as np_reverse_complement
-from prep.shard_format import iter_shard
+from prep.shard_tar import iter_shard
 from tests.loader_demo import demo_shards
 
 L = 49_152

@@ -22,12 +22,12 @@ from loader.stages import (
 )
 from prep.shard_format import (
     ShardFormatError,
-    ShardWriter,
     encode_group,
     encode_reference,
     group_key,
     sample_key,
 )
+from prep.shard_tar import ShardWriter
 
 N = 4
 REF = np.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 1], dtype=np.uint8)  # W = 10: L = 6, flank 2
@@ -188,7 +188,8 @@ def test_worker_batches_eval_order_and_padding(tmp_path):
 
 
 def test_decode_groups_equals_prep_unpack_groups(tmp_path):
-    from prep.shard_format import read_tar_members, unpack_groups
+    from prep.shard_format import unpack_groups
+    from prep.shard_tar import read_tar_members
 
     _tiny_shard(tmp_path / "s.tar")
     mine = [(key, g.haps[r], g.meta["tss_index"]) for g in decode_groups(
@@ -200,7 +201,7 @@ def test_decode_groups_equals_prep_unpack_groups(tmp_path):
 
 
 def test_decode_groups_raises_without_reference(tmp_path):
-    from prep.shard_format import read_tar_members
+    from prep.shard_tar import read_tar_members
 
     _tiny_shard(tmp_path / "s.tar")
     raw = [s for s in read_tar_members(tmp_path / "s.tar") if "json" in s]
@@ -211,7 +212,7 @@ def test_decode_groups_raises_without_reference(tmp_path):
 def test_tiny_shard_json_is_what_prep_writes(tmp_path):
     """Guard: the tiny shard's JSON has every field unpack_groups reads."""
     _tiny_shard(tmp_path / "s.tar")
-    from prep.shard_format import read_tar_members
+    from prep.shard_tar import read_tar_members
 
     metas = [json.loads(s["json"]) for s in read_tar_members(tmp_path / "s.tar") if "json" in s]
     assert [m["individuals"] for m in metas] == [["I0", "I1"], ["I2"]]

@@ -17,13 +17,15 @@ import polars as pl
 import pytest
 import torch
 
-from hapflow.config import load_config
+from hapflow.config import StudyConfig, load_config
+from hapflow.names import gene_key
 from hapflow.sections import HaplotypesConfig, ShardConfig
 from loader import make_loader
-from prep.retarget import main, retarget
+from prep.expression_files import ExpressionError, read_expression, write_expression
+from prep.retarget import main
 from prep.sharding import run_shard
-from prep.targets import ExpressionError, gene_key, read_expression, write_expression
-from prep.verify import verify_shards
+from prep.target_table import run_retarget
+from prep.verification import verify_shards
 from tests.conftest import DATA
 from tests.loader_demo import CONFIG, demo_shards
 
@@ -64,7 +66,7 @@ def test_retarget_changes_y_in_batches_in_seconds_without_touching_the_tars(stud
     path = study / "expression" / "expression.parquet"
     write_expression(read_expression(path).with_columns(pl.exclude("gene") * 2.0 + 1.0), path)
     t0 = time.perf_counter()
-    summary = retarget(_config(), study)
+    summary = run_retarget(StudyConfig(shard=_config()), study)
     seconds = time.perf_counter() - t0
     assert summary["changed"] and summary["sets"] == ["primary"]
     assert seconds < 10, f"re-targeting the demo took {seconds:.1f} s"
@@ -72,7 +74,8 @@ def test_retarget_changes_y_in_batches_in_seconds_without_touching_the_tars(stud
     new = np.concatenate([b["Y"].numpy()[b["valid"].numpy()] for b in _val_batches(study)])
     np.testing.assert_allclose(new, old * 2.0 + 1.0, rtol=1e-6)
     assert verify_shards(study / "shards").ok
-    again = retarget(_config(), study)  # the same targets again: nothing written
+    # the same targets again: nothing written
+    again = run_retarget(StudyConfig(shard=_config()), study)
     assert not again["changed"]
 
 
@@ -88,7 +91,7 @@ def test_retarget_cli_with_another_target_reference(study, capsys):
         assert abs(z.mean()) < 1e-9 and abs(z.std() - 1) < 1e-9
     # prep.shard with the changed setting sees the same sequence build: nothing to rebuild
     h = load_config(HaplotypesConfig, CONFIG, "haplotypes")
-    summary = run_shard(h, _config(target_reference="all"), study)
+    summary = run_shard(StudyConfig(haplotypes=h, shard=_config(target_reference="all")), study)
     assert summary["built"] == 0 and summary.get("nothing_to_do")
 
 
@@ -98,7 +101,7 @@ def test_retarget_refuses_to_drop_samples(study):
     gone = m["individual"][0]
     write_expression(read_expression(path).drop(gone), path)
     with pytest.raises(ExpressionError, match=f"individual {gone}.*rebuild the shards"):
-        retarget(_config(), study)
+        run_retarget(StudyConfig(shard=_config()), study)
     assert pl.read_parquet(study / "shards" / "manifest.parquet").equals(m)
     assert main(["--config", str(CONFIG), "--workdir", str(study), "--quiet"]) == 2
 
@@ -107,7 +110,8 @@ def test_multi_target_sets_are_masked_where_a_matrix_lacks_the_sample(study):
     before = _tars(study)
     h = load_config(HaplotypesConfig, CONFIG, "haplotypes")
     scfg = _config(target_sets=str(FASTQTL), target_names="fastqtl")
-    summary = run_shard(h, scfg, study)  # the same sequences serve the new target set
+    # the same sequences serve the new target set
+    summary = run_shard(StudyConfig(haplotypes=h, shard=scfg), study)
     assert summary.get("retargeted") and summary["built"] == 0 and _tars(study) == before
     m = pl.read_parquet(study / "shards" / "manifest.parquet").with_row_index("row")
     assert {"Y:fastqtl", "Z:fastqtl", "P:fastqtl"} <= set(m.columns)

@@ -16,12 +16,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hapflow.config import load_config
+from hapflow.config import StudyConfig, load_config
 from hapflow.sections import HaplotypesConfig, ShardConfig
 from prep.builder import HaplotypeBuilder
-from prep.shard_format import iter_shard, read_tar_members, unpack_groups
-from prep.sharding import ShardError, parse_part, plan_study, run_shard
-from prep.targets import log1p_expression, read_expression, write_expression
+from prep.expression_files import read_expression, write_expression
+from prep.expression_processing import log1p_expression
+from prep.shard_format import unpack_groups
+from prep.shard_plan import ShardError, plan_study
+from prep.shard_tar import iter_shard, read_tar_members
+from prep.sharding import parse_part, run_shard
 from tests.conftest import CHR22_REF, CHR22_VCF, ROOT
 
 CONFIG = ROOT / "configs" / "demo.toml"
@@ -31,6 +34,10 @@ def _configs(**shard):
     h = load_config(HaplotypesConfig, CONFIG, "haplotypes")
     s = load_config(ShardConfig, CONFIG, "shard", {"shard_samples": 700, **shard})
     return h, s
+
+
+def _study(h: HaplotypesConfig, s: ShardConfig) -> StudyConfig:
+    return StudyConfig(haplotypes=h, shard=s)
 
 
 def _prepare(workdir: Path) -> None:
@@ -55,7 +62,7 @@ def study(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("study")
     _prepare(workdir)
     h, s = _configs()
-    summary = run_shard(h, s, workdir)
+    summary = run_shard(_study(h, s), workdir)
     assert summary.get("finalized")
     return workdir
 
@@ -125,19 +132,19 @@ def test_decoded_haplotypes_equal_engine_output(study):
 def test_rerun_is_byte_identical_and_skips_finished(study, tmp_path):
     _prepare(tmp_path)
     h, s = _configs()
-    run_shard(h, s, tmp_path)
+    run_shard(_study(h, s), tmp_path)
     assert _digests(tmp_path) == _digests(study)
-    summary = run_shard(h, s, tmp_path)
+    summary = run_shard(_study(h, s), tmp_path)
     assert summary["built"] == 0
 
 
 def test_parts_union_equals_single_run(study, tmp_path):
     _prepare(tmp_path)
     h, s = _configs()
-    first = run_shard(h, s, tmp_path, part=(1, 2))
+    first = run_shard(_study(h, s), tmp_path, part=(1, 2))
     assert first["built"] < first["shards"] and not first.get("finalized")
     assert not (tmp_path / "shards" / "meta.json").exists()
-    second = run_shard(h, s, tmp_path, part=(2, 2))
+    second = run_shard(_study(h, s), tmp_path, part=(2, 2))
     assert second.get("finalized")
     assert _digests(tmp_path) == _digests(study)
 
@@ -145,9 +152,9 @@ def test_parts_union_equals_single_run(study, tmp_path):
 def test_resume_after_kill(study, tmp_path):
     _prepare(tmp_path)
     code = (
-        "import logging, sys; from tests.test_shard import _configs; "
+        "import logging, sys; from tests.test_shard import _configs, _study; "
         "from prep.sharding import run_shard; h, s = _configs(); "
-        "run_shard(h, s, sys.argv[1])"
+        "run_shard(_study(h, s), sys.argv[1])"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT)
     deadline = time.time() + 120
@@ -159,15 +166,15 @@ def test_resume_after_kill(study, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     h, s = _configs()
-    run_shard(h, s, tmp_path)
+    run_shard(_study(h, s), tmp_path)
     assert _digests(tmp_path) == _digests(study)  # no stale temp file either
 
 
 def test_overwrite_rebuilds(study, tmp_path):
     _prepare(tmp_path)
     h, s = _configs()
-    run_shard(h, s, tmp_path)
-    summary = run_shard(h, s, tmp_path, overwrite=True)
+    run_shard(_study(h, s), tmp_path)
+    summary = run_shard(_study(h, s), tmp_path, overwrite=True)
     assert summary["built"] == summary["shards"]
     assert _digests(tmp_path) == _digests(study)
 
@@ -272,7 +279,7 @@ def test_reverse_minus_stores_reverse_complemented_windows(tmp_path):
     _prepare(tmp_path)
     h, s = _configs(group_size=0)
     h = dataclasses.replace(h, reverse_minus=True, length=1024)
-    run_shard(h, s, tmp_path)
+    run_shard(_study(h, s), tmp_path)
     samples = list(iter_shard(tmp_path / "shards" / "test" / "shard-000000.tar"))
     minus = next(x for x in samples if x["strand"] == "-" and x["applied"] != [0, 0])
     plus = next(x for x in samples if x["strand"] == "+")

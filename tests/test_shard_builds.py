@@ -13,10 +13,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from hapflow.config import StudyConfig
+from prep.expression_files import read_expression, write_expression
 from prep.fingerprint import describe_changes, file_sha256
-from prep.shard_format import ShardWriter
-from prep.sharding import ShardError, _finalize, plan_study, remove_stale_temps, run_shard
-from prep.targets import read_expression, write_expression
+from prep.shard_finalize import finalize
+from prep.shard_plan import ShardError, plan_study
+from prep.shard_resume import remove_stale_temps
+from prep.shard_tar import ShardWriter
+from prep.sharding import run_shard
 from tests.test_shard import _configs, _digests, _prepare
 
 
@@ -32,7 +36,7 @@ def _shift_expression(workdir: Path, delta: float = 1.0) -> None:
 def built(tmp_path) -> Path:
     _prepare(tmp_path)
     h, s = _configs()
-    run_shard(h, s, tmp_path)
+    run_shard(StudyConfig(haplotypes=h, shard=s), tmp_path)
     return tmp_path
 
 
@@ -42,7 +46,7 @@ def test_every_group_and_the_manifest_carry_the_build(built):
     build = json.loads((root / "meta.json").read_text())["build"]
     assert manifest["build"].unique().to_list() == [build]
     assert json.loads((root / "build.json").read_text())["build"] == build
-    from prep.shard_format import read_tar_members
+    from prep.shard_tar import read_tar_members
 
     for shard in manifest["shard"].unique():
         metas = [json.loads(m["json"]) for m in read_tar_members(root / shard) if "json" in m]
@@ -55,7 +59,7 @@ def test_rerun_with_new_expression_values_retargets_without_touching_shards(buil
     _shift_expression(built)
     h, s = _configs()
     with caplog.at_level("INFO", logger="prep"):
-        summary = run_shard(h, s, built)
+        summary = run_shard(StudyConfig(haplotypes=h, shard=s), built)
     assert summary["retargeted"] and summary["built"] == 0
     assert "only the targets changed" in caplog.text
     after = _digests(built)
@@ -71,9 +75,9 @@ def test_rerun_with_new_expression_values_retargets_without_touching_shards(buil
 def test_rerun_with_other_length_names_the_setting(built):
     h, s = _configs()
     with pytest.raises(ShardError, match=r"\[haplotypes\] length: 49152 -> 4096"):
-        run_shard(dataclasses.replace(h, length=4096), s, built)
+        run_shard(StudyConfig(haplotypes=dataclasses.replace(h, length=4096), shard=s), built)
     with pytest.raises(ShardError, match=r"\[haplotypes\] snps_only: False -> True"):
-        run_shard(dataclasses.replace(h, snps_only=True), s, built)
+        run_shard(StudyConfig(haplotypes=dataclasses.replace(h, snps_only=True), shard=s), built)
 
 
 def test_rerun_with_other_individuals_refuses_as_another_layout(built):
@@ -82,7 +86,7 @@ def test_rerun_with_other_individuals_refuses_as_another_layout(built):
     write_expression(m.drop(m.columns[1:4]), path)  # three individuals fewer: other samples
     h, s = _configs()
     with pytest.raises(ShardError, match="samples to shard changed"):
-        run_shard(h, s, built)
+        run_shard(StudyConfig(haplotypes=h, shard=s), built)
 
 
 def test_overwrite_rebuilds_and_loader_targets_match_manifest(built):
@@ -91,9 +95,9 @@ def test_overwrite_rebuilds_and_loader_targets_match_manifest(built):
     h, s = _configs()
     h = dataclasses.replace(h, snps_only=True)
     with pytest.raises(ShardError, match="snps_only"):
-        run_shard(h, s, built)
+        run_shard(StudyConfig(haplotypes=h, shard=s), built)
     _shift_expression(built, 5.0)
-    summary = run_shard(h, s, built, overwrite=True)
+    summary = run_shard(StudyConfig(haplotypes=h, shard=s), built, overwrite=True)
     assert summary["built"] == summary["shards"] and summary["finalized"]
     manifest = pl.read_parquet(built / "shards" / "manifest.parquet")
     loader = make_loader(built / "shards", split="val", mode="eval", batch_size=8, num_workers=0)
@@ -108,7 +112,7 @@ def test_rerun_with_nothing_to_do_says_so(built, caplog):
     before = _digests(built)
     h, s = _configs()
     with caplog.at_level("INFO", logger="prep"):
-        summary = run_shard(h, s, built)
+        summary = run_shard(StudyConfig(haplotypes=h, shard=s), built)
     assert summary["nothing_to_do"] and summary["built"] == 0
     assert "Nothing to do" in caplog.text and "Wrote" not in caplog.text
     assert _digests(built) == before
@@ -121,7 +125,8 @@ def test_loader_refuses_a_shard_of_another_build(built, tmp_path_factory):
     other = tmp_path_factory.mktemp("other")
     _prepare(other)
     h, s = _configs()
-    run_shard(dataclasses.replace(h, snps_only=True), s, other)  # same layout, other sequences
+    # same layout, other sequences
+    run_shard(StudyConfig(haplotypes=dataclasses.replace(h, snps_only=True), shard=s), other)
     shard = "train/shard-000000.tar"
     shutil.copyfile(other / "shards" / shard, built / "shards" / shard)
     loader = make_loader(built / "shards", split="train", mode="train", batch_size=8,
@@ -130,7 +135,7 @@ def test_loader_refuses_a_shard_of_another_build(built, tmp_path_factory):
         for _ in loader:
             pass
     with pytest.raises(ShardError, match="shard-000000.tar"):  # and prep.shard sees it too
-        run_shard(h, s, built)
+        run_shard(StudyConfig(haplotypes=h, shard=s), built)
 
 
 def test_parts_of_different_builds_refuse_to_finalise(built):
@@ -138,7 +143,7 @@ def test_parts_of_different_builds_refuse_to_finalise(built):
     _shift_expression(built)
     plan = plan_study(h, s, built)  # the other build's plan; the shards on disk are the first's
     with pytest.raises(ShardError, match="--part jobs ran with different settings"):
-        _finalize(plan, h, s, built / "shards", built, "0" * 20, {"inputs": {}})
+        finalize(plan, StudyConfig(haplotypes=h, shard=s), built, "0" * 20, {"inputs": {}})
 
 
 def test_temp_names_are_unique_and_only_dead_writers_are_cleaned(tmp_path):
@@ -192,5 +197,6 @@ def test_a_chrom_pattern_names_the_same_build(built, tmp_path):
     for ext in ("", ".tbi"):
         (tmp_path / f"ALL.chr22.phase3.genotypes.vcf.gz{ext}").symlink_to(f"{h.vcf}{ext}")
     pattern = str(tmp_path / "ALL.chr{chrom}.phase3.genotypes.vcf.gz")
-    summary = run_shard(dataclasses.replace(h, vcf=pattern), s, built)
+    summary = run_shard(StudyConfig(haplotypes=dataclasses.replace(h, vcf=pattern), shard=s),
+                        built)
     assert summary.get("nothing_to_do") and summary["built"] == 0

@@ -7,11 +7,12 @@ import polars as pl
 import pytest
 from cyvcf2 import VCF
 
-from hapflow.config import load_config
+from hapflow.config import StudyConfig, load_config
 from hapflow.sections import ConfigError, HaplotypesConfig, SimulateConfig
+from prep.expression_files import read_expression
 from prep.regions import read_tss_table
-from prep.simulate import main, run_simulate
-from prep.targets import read_expression
+from prep.simulate import main
+from prep.simulation import run_simulate
 from tests.conftest import CHR20_TSS, CHR20_VCF, ROOT
 
 CONFIG = ROOT / "configs" / "chr20_sim.toml"
@@ -23,7 +24,7 @@ def sim(tmp_path_factory):
     work = tmp_path_factory.mktemp("sim")
     hcfg = load_config(HaplotypesConfig, CONFIG, "haplotypes")
     scfg = load_config(SimulateConfig, CONFIG, "simulate")
-    summary = run_simulate(hcfg, scfg, work)
+    summary = run_simulate(StudyConfig(haplotypes=hcfg, simulate=scfg), work)
     d = work / "expression"
     return {
         "work": work, "hcfg": hcfg, "scfg": scfg, "summary": summary,
@@ -75,18 +76,18 @@ def test_causal_snps_common_in_window_and_effects_explain_expression(sim):
 
 
 def test_seeded_same_bytes_and_seed_changes(sim, tmp_path):
-    run_simulate(sim["hcfg"], sim["scfg"], tmp_path / "a")
+    run_simulate(StudyConfig(haplotypes=sim["hcfg"], simulate=sim["scfg"]), tmp_path / "a")
     a = (tmp_path / "a" / "expression" / "expression.parquet").read_bytes()
     assert a == (sim["work"] / "expression" / "expression.parquet").read_bytes()
     other = SimulateConfig(seed=1)
-    run_simulate(sim["hcfg"], other, tmp_path / "b")
+    run_simulate(StudyConfig(haplotypes=sim["hcfg"], simulate=other), tmp_path / "b")
     b = read_expression(tmp_path / "b" / "expression" / "expression.parquet")
     assert not np.allclose(b[:, 1:].to_numpy(), sim["expression"][:, 1:].to_numpy())
 
 
 def test_max_distance_and_h2_one(sim, tmp_path):
     cfg = SimulateConfig(h2=1.0, max_distance=2000, n_causal_min=1, n_causal_max=1)
-    run_simulate(sim["hcfg"], cfg, tmp_path)
+    run_simulate(StudyConfig(haplotypes=sim["hcfg"], simulate=cfg), tmp_path)
     truth = pl.read_parquet(tmp_path / "expression" / "simulation_truth.parquet")
     genes = pl.read_parquet(tmp_path / "expression" / "simulation_genes.parquet")
     tss = dict(read_tss_table(CHR20_TSS).select("name", "tss").iter_rows())

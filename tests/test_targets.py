@@ -1,4 +1,5 @@
-"""Tests for prep.targets (expression matrices, GEUVADIS processing, Y/Z/P) and prep.expression."""
+"""Tests for expression matrices (prep.expression_files), GEUVADIS processing
+(prep.expression_processing), the Y/Z/P targets (prep.targets) and prep.expression."""
 
 from __future__ import annotations
 
@@ -9,27 +10,30 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hapflow.config import load_toml
+from hapflow.config import StudyConfig, load_toml
+from hapflow.names import gene_key, strip_version
 from hapflow.sections import ConfigError, ExpressionConfig
 from prep.expression import main
-from prep.splits import random_split
-from prep.targets import (
+from prep.expression_files import (
     ExpressionError,
-    compute_targets,
     detect_format,
-    expressed_genes,
-    gene_key,
-    log1p_expression,
-    percentile_of,
-    process_geuvadis,
     read_expression,
+    write_expression,
+)
+from prep.expression_processing import (
+    expressed_genes,
+    log1p_expression,
+    process_geuvadis,
     remove_top_pcs,
     rpkm_to_tpm,
+)
+from prep.splits import random_split
+from prep.targets import (
+    compute_targets,
+    percentile_of,
     run_expression,
-    strip_version,
     target_columns,
     targets_for,
-    write_expression,
 )
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "chr22_demo"
@@ -330,7 +334,7 @@ def _config(tmp_path: Path, body: str) -> Path:
 
 def test_run_expression(tmp_path):
     config = ExpressionConfig(input=str(QTLTOOLS), process="geuvadis", n_pcs=5)
-    path = run_expression(config, tmp_path / "work")
+    path = run_expression(StudyConfig(expression=config), tmp_path / "work")
     assert path == tmp_path / "work" / "expression" / "expression.parquet"
     out = pl.read_parquet(path)
     assert out.shape == (26, 359)
@@ -359,7 +363,7 @@ def test_expression_config_raises_log1p_with_geuvadis():
 
 def test_expression_stage_raises_without_input(tmp_path):
     with pytest.raises(ConfigError, match="input is not set"):
-        run_expression(ExpressionConfig(), tmp_path)
+        run_expression(StudyConfig(expression=ExpressionConfig()), tmp_path)
 
 
 def test_targets_for_keeps_sample_order_and_masks_missing_pairs():

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from prep.variants import UnphasedGenotypeError, VariantReader, VcfError, parse_genotypes
+from prep.variants import UnphasedGenotypeError, VariantReader
+from prep.vcf_files import VcfError
+from prep.vcf_records import parse_genotypes
 from tests.conftest import CHR20_UNPHASED, CHR20_VCF, CHR22_VCF
 
 

@@ -16,7 +16,8 @@ import pytest
 
 from prep.builder import HaplotypeBuilder
 from prep.contigs import ContigError
-from prep.variants import VariantReader, VcfError, VcfSet
+from prep.variants import VariantReader
+from prep.vcf_files import VcfError, VcfSet
 from tests.conftest import (
     CHR20_REF,
     CHR20_TSS,
@@ -180,10 +181,10 @@ def test_subset_parse_equals_full_parse(path, chrom, span, monkeypatch):
     names = VariantReader(path).samples
     pick = [names[i] for i in (7, len(names) - 1, 0, 150, 3, 42)]  # last: the unphased one
     rows = np.array([[2 * names.index(s), 2 * names.index(s) + 1] for s in pick]).ravel()
-    import prep.variants
+    import prep.vcf_records
 
-    for chunk in (prep.variants._TEXT_CHUNK_BYTES, 20_000):  # one chunk; many small chunks
-        monkeypatch.setattr(prep.variants, "_TEXT_CHUNK_BYTES", chunk)
+    for chunk in (prep.vcf_records.TEXT_CHUNK_BYTES, 20_000):  # one chunk; many small chunks
+        monkeypatch.setattr(prep.vcf_records, "TEXT_CHUNK_BYTES", chunk)
         sub = VariantReader(path, pick, unphased="random", seed=3).read(chrom, *span)
         assert sub.n_records == full.n_records > 1000
         assert np.array_equal(sub.hap_allele, full.hap_allele[rows]), chunk
@@ -196,9 +197,9 @@ def test_subset_peak_memory_scales_with_selected_samples(monkeypatch):
     """Peak traced memory of reading all of chr20 for 10 vs 300 samples (text path)."""
     import tracemalloc
 
-    import prep.variants
+    import prep.vcf_records
 
-    monkeypatch.setattr(prep.variants, "_TEXT_CHUNK_BYTES", 256 << 10)
+    monkeypatch.setattr(prep.vcf_records, "TEXT_CHUNK_BYTES", 256 << 10)
     names = VariantReader(CHR20_VCF).samples
     peaks = {}
     for n in (10, 300):

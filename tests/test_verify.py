@@ -10,15 +10,10 @@ from pathlib import Path
 import pytest
 
 from loader import make_loader
-from prep.shard_format import (
-    ShardFormatError,
-    check_meta,
-    decode_meta,
-    encode_meta,
-    iter_shard,
-    read_tar_members,
-)
-from prep.verify import VerifyError, main, verify_shards
+from prep.shard_format import ShardFormatError, check_meta, decode_meta, encode_meta
+from prep.shard_tar import iter_shard, read_tar_members
+from prep.verification import VerifyError, verify_shards
+from prep.verify import main
 from tests.loader_demo import demo_shards
 
 SHARD = "val/shard-000000.tar"

@@ -157,7 +157,7 @@ def predict_vcf(p: Predictor, reference: str, vcf: str, tss: str, d: Dist,
     """
     from prep.builder import HaplotypeBuilder
     from prep.regions import read_tss_table
-    from prep.variants import VcfSet
+    from prep.vcf_files import VcfSet
 
     genes = read_tss_table(tss)
     if genes.height == 0:
