@@ -13,13 +13,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from prep.encoding import N_CODE
+from prep.encoding import COMPLEMENT, N_CODE
 
-__all__ = ["COMPLEMENT", "crop_start", "crop_into", "reverse_complement_rows", "crop",
-           "draw_augment"]
-
-COMPLEMENT = np.array([3, 2, 1, 0, 4], dtype=np.uint8)
-"""``COMPLEMENT[code]``: A<->T, C<->G, N stays N."""
+__all__ = ["crop_start", "crop_into", "reverse_complement_rows", "crop", "draw_augment"]
 
 
 def crop_start(width: int, tss_index: int, length: int) -> tuple[int, int]:

@@ -12,6 +12,7 @@ __all__ = [
     "ALPHABET",
     "N_CODE",
     "ENCODE_TABLE",
+    "COMPLEMENT",
     "encode",
     "decode",
     "one_hot",
@@ -31,7 +32,11 @@ for _code, _letter in enumerate(b"ACGT"):
     ENCODE_TABLE[ord(chr(_letter).lower())] = _code
 
 _DECODE_TABLE = np.frombuffer(ALPHABET, dtype=np.uint8)
-_COMPLEMENT = np.array([3, 2, 1, 0, 4], dtype=np.uint8)
+
+COMPLEMENT = np.array([3, 2, 1, 0, 4], np.uint8)
+"""``COMPLEMENT[code]`` is the code of the complementary base, shape (5,), uint8: A<->T,
+C<->G, N stays N. The one reverse-complement table (the loader's NumPy and torch versions are
+built from it)."""
 
 
 def encode(seq: str | bytes | np.ndarray) -> np.ndarray:
@@ -103,4 +108,4 @@ def reverse_complement(codes: np.ndarray) -> np.ndarray:
     np.ndarray, shape (..., L), uint8, a new array
     """
     codes = np.asarray(codes)
-    return np.ascontiguousarray(_COMPLEMENT[codes[..., ::-1]])
+    return np.ascontiguousarray(COMPLEMENT[codes[..., ::-1]])
