@@ -24,6 +24,7 @@ import io
 import logging
 import os
 import posixpath
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -31,23 +32,31 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+import braceexpand
 import numpy as np
 import polars as pl
 
-from prep.retarget import PRIMARY
-from prep.shard_format import HAP_EXT, META_EXT, ShardFormatError, decode_meta, iter_tar
+from hapflow.sections import PRIMARY_TARGETS
+from prep.shard_format import (
+    HAP_EXT,
+    META_EXT,
+    ShardFormatError,
+    check_meta,
+    decode_meta,
+    iter_tar,
+    sample_key,
+)
 
 __all__ = [
     "SplitIndex",
     "StaleShardError",
     "check_build",
-    "ShardFormatError",
     "expand_urls",
     "open_url",
     "read_url_bytes",
-    "iter_tar",
     "resolve_source",
     "scan_manifest",
+    "group_filter",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,7 +102,7 @@ def _local_path(url: str) -> str | None:
 
 
 def _fsspec():
-    try:
+    try:  # an optional dependency (pip install hapflow[remote]), needed for object stores only
         import fsspec
     except ImportError:
         raise ImportError(
@@ -123,8 +132,6 @@ def expand_urls(pattern: str | os.PathLike | Sequence[str]) -> list[str]:
     FileNotFoundError
         A local glob or brace item that matches no file.
     """
-    import braceexpand
-
     if isinstance(pattern, (list, tuple)):
         return [u for p in pattern for u in expand_urls(p)]
     urls: list[str] = []
@@ -177,7 +184,7 @@ def open_url(url: str, timeout: float = 120.0):
         except urllib.error.URLError as err:
             raise OSError(f"{url}: {err.reason}") from None
     if scheme not in _FSSPEC_SCHEMES and (scheme == "pipe" or scheme in _wds_schemes()):
-        import webdataset as wds
+        import webdataset as wds  # imported here: webdataset imports torch (see _wds_schemes)
 
         return wds.gopen(url, "rb")
     fs = _fsspec()
@@ -189,8 +196,8 @@ def open_url(url: str, timeout: float = 120.0):
 
 def _wds_schemes() -> set[str]:
     """URL schemes webdataset.gopen handles itself (pipe:, ais, hf, sftp, ...)."""
-    import sys
-
+    # imported here, for these schemes only: importing webdataset imports torch (~3 s), and
+    # this module stays torch-free (plans and tests of workers never need it)
     import webdataset  # noqa: F401 - registers webdataset.gopen
 
     return set(sys.modules["webdataset.gopen"].gopen_schemes) - {"__default__", "http", "https"}
@@ -316,7 +323,7 @@ def scan_manifest(urls: Sequence[str], timeout: float = 120.0) -> pl.DataFrame:
                 for j, ind in enumerate(meta["individuals"]):
                     rows.append({
                         "split": meta["split"], "shard": url, "group": sample["__key__"],
-                        "index": j, "key": _sample_key(meta["gene"], ind), "gene": meta["gene"],
+                        "index": j, "key": sample_key(meta["gene"], ind), "gene": meta["gene"],
                         "individual": ind, "population": meta["populations"][j],
                         "chrom": meta["chrom"], "tss": meta["tss"], "strand": meta["strand"],
                         "build": meta.get("build"),
@@ -326,17 +333,9 @@ def scan_manifest(urls: Sequence[str], timeout: float = 120.0) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def _sample_key(gene: str, individual: str) -> str:
-    from prep.shard_format import sample_key
-
-    return sample_key(gene, individual)
-
-
 def _probe_layout(url: str, timeout: float) -> tuple[int, int]:
     """(L, flank) from the first group's JSON member of a shard (verified: an old format or a
     corrupt member stops here, naming it)."""
-    from prep.shard_format import check_meta
-
     with open_url(url, timeout) as fh:
         for sample in iter_tar(fh, url, want=lambda _k, ext: ext == META_EXT):
             where = f"shard {url}: member {sample['__key__']}.{META_EXT}"
@@ -480,7 +479,7 @@ def _targets(table: pl.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray | 
     if not {"Y", "Z", "P"} <= set(table.columns):
         log.warning("The manifest of split %s has no targets (Y, Z, P): batches carry NaN "
                     "targets; pass the study's manifest.parquet to train", split)
-        return np.full((n, 3), np.nan, np.float32), None, [PRIMARY]
+        return np.full((n, 3), np.nan, np.float32), None, [PRIMARY_TARGETS]
     targets = table.select("Y", "Z", "P").to_numpy().astype(np.float32)
     bad = ~np.isfinite(targets).all(axis=1)
     if bad.any():
@@ -490,15 +489,18 @@ def _targets(table: pl.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray | 
             f"targets, first {table['key'][i]}: re-run `python -m prep.retarget` (or prep.shard)")
     extra = [c[2:] for c in table.columns if c.startswith("Y:")]
     if not extra:
-        return targets, None, [PRIMARY]
+        return targets, None, [PRIMARY_TARGETS]
     cols = [pl.col("Y"), *(pl.col(f"Y:{name}") for name in extra)]
     sets = table.select(cols).to_numpy().astype(np.float32)
-    return targets, sets, [PRIMARY, *extra]
+    return targets, sets, [PRIMARY_TARGETS, *extra]
 
 
-# Members needed to decode a set of groups: their reference windows, hap and json members.
 def group_filter(groups: set[str]) -> Callable[[str, str], bool]:
-    """``want(key, ext)`` for :func:`iter_tar`: the listed groups and their genes' references."""
+    """``want(key, ext)`` for :func:`iter_tar`: the members needed to decode ``groups``.
+
+    Those are each group's haplotype and JSON members and its gene's reference window; a
+    group key is ``{gene}__{split}{NNNN}`` (:func:`prep.shard_format.group_key`).
+    """
     genes = {g.rsplit("__", 1)[0] for g in groups}
 
     def want(key: str, ext: str) -> bool:

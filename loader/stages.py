@@ -30,16 +30,9 @@ import zstandard as zstd
 
 from loader.augment import crop_into, crop_start, draw_augment, reverse_complement_rows
 from loader.plan import seeded_rng
-from loader.sources import (
-    SplitIndex,
-    StaleShardError,
-    check_build,
-    group_filter,
-    iter_tar,
-    open_url,
-)
+from loader.sources import SplitIndex, StaleShardError, check_build, group_filter, open_url
 from prep.encoding import N_CODE
-from prep.shard_format import GroupDecoder, ShardFormatError, safe_key
+from prep.shard_format import GroupDecoder, ShardFormatError, iter_tar, safe_key
 
 __all__ = [
     "Group",
