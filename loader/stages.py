@@ -29,7 +29,7 @@ import numpy as np
 import zstandard as zstd
 
 from loader.augment import crop_into, crop_start, draw_augment, reverse_complement_rows
-from loader.plan import seeded_rng
+from loader.order import seeded_rng
 from loader.sources import SplitIndex, StaleShardError, check_build, group_filter, open_url
 from prep.encoding import N_CODE
 from prep.shard_format import GroupDecoder, ShardFormatError, iter_tar, safe_key
@@ -193,7 +193,7 @@ def read_interleaved(index: SplitIndex, chunks: list[np.ndarray], on_error: str 
 
     Each shard is read once, front to back, by :func:`read_rows`; the next sample is always
     taken from the shard holding a sample of the earliest chunk still waiting. A plan whose
-    lanes advance through different shards at once (:func:`loader.plan.interleave_lanes`)
+    lanes advance through different shards at once (:func:`loader.order.interleave_lanes`)
     thus keeps one open shard and one or two decoded groups per lane, instead of reading one
     shard to its end while the samples other chunks need later pile up; with one lane it reads
     shard after shard, as :func:`read_rows` alone would.

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from loader.order import interleave_lanes, seeded_rng
 from loader.sources import SplitIndex
 from loader.stages import (
     Group,
@@ -264,8 +265,6 @@ def _peak_held(events, chunks):
 
 
 def test_read_interleaved_reads_lanes_side_by_side(tmp_path):
-    from loader.plan import interleave_lanes, seeded_rng
-
     index = _study(tmp_path)  # 480 samples in 4 shards of 6 genes x 20 (groups of 10)
     perm = interleave_lanes(len(index), 4, 10, seeded_rng(0, "t"))
     chunks = [perm[i:i + 40, None] for i in range(0, len(perm), 40)]
