@@ -96,11 +96,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from hapflow.sections import LoaderConfig
 from loader import MODES
+from loader.augment import Window
 from loader.distributed import rank_and_world
 from loader.plan import EpochPlan, is_train
 from loader.ranks import worker_items, worker_skip
 from loader.sources import SplitIndex, resolve_source
-from loader.stages import Window, worker_batches
+from loader.stages import worker_batches
 from prep.shard_format import ShardFormatError
 from prep.verify import verify_shards
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from loader.augment import Window
 from loader.order import interleave_lanes, seeded_rng
 from loader.sources import SplitIndex
 from loader.stages import (
     Group,
-    Window,
     collate_pairs,
     collate_samples,
     decode_groups,
