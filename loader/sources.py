@@ -379,54 +379,71 @@ def resolve_source(
         No manifest found where one must be, a shard not in the manifest, or an empty split;
         the message names the file and the fix.
     """
-    where = "(scanned)"
     if isinstance(source, (str, os.PathLike)) and _dir_like(str(source)):
-        base = str(source)
-        if manifest is None:
-            manifest = _join(base, "manifest.parquet")
-        table = manifest if isinstance(manifest, pl.DataFrame) else _read_manifest(
-            str(manifest), timeout)
-        if table is None:
-            raise ShardFormatError(
-                f"{manifest} does not exist: is {base} a study's shards folder (W/shards, "
-                "written by `python -m prep.shard`)?"
-            )
-        where = str(manifest) if not isinstance(manifest, pl.DataFrame) else "(given)"
-        table = table.with_row_index("row").filter(pl.col("split") == split)
-        url_of = {s: _join(base, s) for s in table["shard"].unique().to_list()}
+        table, url_of, where = _folder_rows(str(source), split, manifest, timeout)
     else:
-        urls = expand_urls(source)
-        if not urls:
-            raise ShardFormatError(f"source {source!r} names no shard")
-        table = None
-        if isinstance(manifest, pl.DataFrame):
-            table, where = manifest, "(given)"
-        elif manifest is not None:
-            where = str(manifest)
-            table = _read_manifest(where, timeout)
-            if table is None:
-                raise ShardFormatError(f"manifest {manifest} does not exist")
-        elif _scheme(urls[0]) != "pipe":  # no manifest to guess next to a command
-            folder = _parent(urls[0])
-            for candidate in (_join(folder, "manifest.parquet"),
-                              _join(_parent(folder), "manifest.parquet")):
-                try:
-                    table = _read_manifest(candidate, timeout)
-                except OSError:  # e.g. a server refusing the guess: look further, then scan
-                    table = None
-                if table is not None:
-                    where = candidate
-                    break
-        if table is None:
-            log.warning("No manifest.parquet next to %s: scanning %d shard(s)", urls[0], len(urls))
-            table = scan_manifest(urls, timeout)
-        url_of = _match_urls(table, urls, where)
-        table = table.with_row_index("row").filter(pl.col("shard").is_in(list(url_of)) & (pl.col("split") == split))
+        table, url_of, where = _pattern_rows(source, split, manifest, timeout)
     if table.height == 0:
         raise ShardFormatError(
             f"source {source} holds no sample of split {split!r} (manifest {where})"
         )
     return _index(table, split, url_of, timeout)
+
+
+def _folder_rows(base: str, split: str, manifest,
+                 timeout: float) -> tuple[pl.DataFrame, dict[str, str], str]:
+    """The rows of ``split`` in a shards folder's manifest (its own unless given; with the
+    manifest row number as ``row``), the URL of each of their shards, and where the manifest
+    came from."""
+    if manifest is None:
+        manifest = _join(base, "manifest.parquet")
+    table = manifest if isinstance(manifest, pl.DataFrame) else _read_manifest(
+        str(manifest), timeout)
+    if table is None:
+        raise ShardFormatError(
+            f"{manifest} does not exist: is {base} a study's shards folder (W/shards, "
+            "written by `python -m prep.shard`)?"
+        )
+    where = str(manifest) if not isinstance(manifest, pl.DataFrame) else "(given)"
+    table = table.with_row_index("row").filter(pl.col("split") == split)
+    url_of = {s: _join(base, s) for s in table["shard"].unique().to_list()}
+    return table, url_of, where
+
+
+def _pattern_rows(source, split: str, manifest,
+                  timeout: float) -> tuple[pl.DataFrame, dict[str, str], str]:
+    """The rows of ``split`` and of the given shards in their manifest (given, found next to
+    them, or scanned; with the manifest row number as ``row``), the given URL of each shard,
+    and where the manifest came from."""
+    urls = expand_urls(source)
+    if not urls:
+        raise ShardFormatError(f"source {source!r} names no shard")
+    table, where = None, "(scanned)"
+    if isinstance(manifest, pl.DataFrame):
+        table, where = manifest, "(given)"
+    elif manifest is not None:
+        where = str(manifest)
+        table = _read_manifest(where, timeout)
+        if table is None:
+            raise ShardFormatError(f"manifest {manifest} does not exist")
+    elif _scheme(urls[0]) != "pipe":  # no manifest to guess next to a command
+        folder = _parent(urls[0])
+        for candidate in (_join(folder, "manifest.parquet"),
+                          _join(_parent(folder), "manifest.parquet")):
+            try:
+                table = _read_manifest(candidate, timeout)
+            except OSError:  # e.g. a server refusing the guess: look further, then scan
+                table = None
+            if table is not None:
+                where = candidate
+                break
+    if table is None:
+        log.warning("No manifest.parquet next to %s: scanning %d shard(s)", urls[0], len(urls))
+        table = scan_manifest(urls, timeout)
+    url_of = _match_urls(table, urls, where)
+    table = table.with_row_index("row").filter(pl.col("shard").is_in(list(url_of))
+                                               & (pl.col("split") == split))
+    return table, url_of, where
 
 
 def _index(table: pl.DataFrame, split: str, url_of: dict[str, str], timeout: float) -> SplitIndex:
