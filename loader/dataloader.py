@@ -172,13 +172,17 @@ def make_loader(
     if unknown:
         raise TypeError(f"make_loader got unknown setting(s) {', '.join(sorted(unknown))}")
     config = dataclasses.replace(config, **overrides)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    _check_mode(mode)  # before the manifest is read
     rank, world_size = rank_and_world(rank, world_size)
     if verify if verify is not None else config.verify:
         _verify(source, split)
     index = resolve_source(source, split, manifest, config.timeout_s)
     return ShardLoader(index, config, mode, rank, world_size)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
 def _verify(source, split: str) -> None:
@@ -215,8 +219,7 @@ class ShardLoader:
 
     def __init__(self, index: SplitIndex, config: LoaderConfig, mode: str, rank: int,
                  world_size: int):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        _check_mode(mode)
         self.index, self.config, self.mode = index, config, mode
         self.rank, self.world_size = rank, world_size
         self.train = is_train(mode, index.split)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 
 import numpy as np
 import pytest
@@ -27,7 +28,9 @@ from prep.shard_format import (
     encode_group,
     encode_reference,
     group_key,
+    read_tar_members,
     sample_key,
+    unpack_groups,
 )
 
 N = 4
@@ -136,8 +139,6 @@ def test_read_rows_yields_only_wanted_samples(tmp_path):
 
 def _truncate(src, dst):
     """Copy ``src`` cut in the middle of its last haplotype member."""
-    import tarfile
-
     with tarfile.open(src) as tar:
         last = [m for m in tar.getmembers() if m.name.endswith(".hap.zst")][-1]
     dst.write_bytes(src.read_bytes()[: last.offset_data + last.size // 2])
@@ -189,8 +190,6 @@ def test_worker_batches_eval_order_and_padding(tmp_path):
 
 
 def test_decode_groups_equals_prep_unpack_groups(tmp_path):
-    from prep.shard_format import read_tar_members, unpack_groups
-
     _tiny_shard(tmp_path / "s.tar")
     mine = [(key, g.haps[r], g.meta["tss_index"]) for g in decode_groups(
         read_tar_members(tmp_path / "s.tar")) for r, key in enumerate(g.keys())]
@@ -201,8 +200,6 @@ def test_decode_groups_equals_prep_unpack_groups(tmp_path):
 
 
 def test_decode_groups_raises_without_reference(tmp_path):
-    from prep.shard_format import read_tar_members
-
     _tiny_shard(tmp_path / "s.tar")
     raw = [s for s in read_tar_members(tmp_path / "s.tar") if "json" in s]
     with pytest.raises(ShardFormatError, match="comes before the reference window"):
@@ -212,8 +209,6 @@ def test_decode_groups_raises_without_reference(tmp_path):
 def test_tiny_shard_json_is_what_prep_writes(tmp_path):
     """Guard: the tiny shard's JSON has every field unpack_groups reads."""
     _tiny_shard(tmp_path / "s.tar")
-    from prep.shard_format import read_tar_members
-
     metas = [json.loads(s["json"]) for s in read_tar_members(tmp_path / "s.tar") if "json" in s]
     assert [m["individuals"] for m in metas] == [["I0", "I1"], ["I2"]]
 
