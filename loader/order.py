@@ -12,7 +12,7 @@ therefore
    decodes each group once.
 
 Every draw comes from :func:`seeded_rng` ``(seed, stage, *keys)``, never from time or process
-ids. :func:`group_runs` and :func:`shuffle_segments` are the O(M) segment kernels the plans
+ids. :func:`group_runs` and :func:`shuffle_segments` are the segment kernels the plans
 (:mod:`loader.plan`) are built from.
 """
 

@@ -191,13 +191,15 @@ def train_samples(shard: np.ndarray, n_shards: int, n: int, seed: int, epoch: in
 
     Parameters
     ----------
+    shard : np.ndarray, shape (N,), int
+        Shard id of each sample (samples in manifest order).
+    n_shards, n, seed, epoch : int
     lanes, block : int
-        Each pass is reordered by :func:`interleave_lanes` (``lanes`` lanes read side by side,
-        each shuffled in blocks of ``block`` items); ``lanes=1, block=0`` keeps the stream
-        order; ``width`` (the batch size) as there. A pass longer than the items still wanted is
-        first thinned (:func:`thin`), so a
-        short epoch still spans every shard and gene. Pass c draws from
-        ``seeded_rng(seed, "lanes", epoch, c)``.
+        Each pass is reordered by :func:`loader.order.interleave_lanes` (``lanes`` lanes read
+        side by side, each shuffled in blocks of ``block`` items); ``lanes=1, block=0`` keeps
+        the stream order; ``width`` (the batch size) as there. A pass longer than the items
+        still wanted is first thinned (:func:`loader.order.thin`), so a short epoch still spans
+        every shard and gene. Pass c draws from ``seeded_rng(seed, "lanes", epoch, c)``.
 
     Returns
     -------
