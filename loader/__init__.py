@@ -3,16 +3,34 @@
     from loader import make_loader, to_one_hot
     loader = make_loader("work/demo/shards", split="train", mode="train", batch_size=8)
 
-See :mod:`loader.dataloader` for the modes and batch contents, :mod:`loader.sources` for the
-sources it reads, :class:`hapflow.sections.LoaderConfig` for the settings (TOML ``[loader]``).
-Names are imported lazily: ``import loader.plan`` (or sources, stages, augment, config) does
-not import torch.
+The package, from the batches down (each module's docstring says more):
+
+* :mod:`loader.dataloader` — :func:`make_loader`, :class:`ShardLoader`: the modes, batch
+  contents, epochs, resume, the DataLoader workers;
+* :mod:`loader.plan` — which samples (or pairs) each rank loads in an epoch, per mode;
+  :mod:`loader.order` — the seeded reading order and its lanes; :mod:`loader.ranks` — how an
+  epoch's items are dealt to ranks and workers;
+* :mod:`loader.stages` — the worker pipeline: read shards, decode groups, gather, crop and
+  augment (:mod:`loader.augment`), collate;
+* :mod:`loader.sources` — where shards and the manifest come from (folders, patterns, URLs);
+* :mod:`loader.device` — one-hot and reverse complement on the training device;
+  :mod:`loader.distributed` — rank discovery and gathering predictions across ranks;
+* :mod:`loader.probe` — stream a few batches and measure them (``python -m loader.preview``).
+
+Settings: :class:`hapflow.sections.LoaderConfig` (TOML ``[loader]``).
+
+The names below are imported lazily, when first used, so that ``import loader.plan`` (or
+order, ranks, sources, stages, augment) does not import torch: worker pipelines and plans are
+tested, and ``python -m loader.preview --help`` runs, without it.
 """
 
 from importlib import import_module
 
+MODES = ("train", "eval", "pairwise", "gene")
+"""The loader's modes (:mod:`loader.dataloader` describes each). Defined here, torch-free, so
+that ``python -m loader.preview`` lists them without importing the loader."""
+
 _EXPORTS = {
-    "MODES": "loader.dataloader",
     "ShardLoader": "loader.dataloader",
     "make_loader": "loader.dataloader",
     "to_one_hot": "loader.device",
@@ -25,10 +43,11 @@ _EXPORTS = {
     "ShardFormatError": "prep.shard_format",
 }
 
-__all__ = list(_EXPORTS)
+__all__ = ["MODES", *_EXPORTS]
 
 
 def __getattr__(name: str):
+    """The lazy exports of :data:`_EXPORTS` (see the module docstring)."""
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'loader' has no attribute {name!r}")

@@ -10,16 +10,37 @@ complements them (prep.encoding.reverse_complement semantics); the TSS goes to n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numba import njit
 
-from prep.encoding import N_CODE
+from prep.encoding import COMPLEMENT, N_CODE
 
-__all__ = ["COMPLEMENT", "crop_start", "crop_into", "reverse_complement_rows", "crop",
+__all__ = ["Window", "crop", "crop_to", "crop_start", "crop_into", "reverse_complement_rows",
            "draw_augment"]
 
-COMPLEMENT = np.array([3, 2, 1, 0, 4], dtype=np.uint8)
-"""``COMPLEMENT[code]``: A<->T, C<->G, N stays N."""
+
+@dataclass(frozen=True)
+class Window:
+    """How stored windows become batch windows.
+
+    Attributes
+    ----------
+    length : int
+        n, the output length.
+    fill : "flank" or "N"
+        Bases shifted in: the stored flanks (N beyond them), or N.
+    """
+
+    length: int
+    fill: str = "flank"
+
+    def write(self, out: np.ndarray, seq: np.ndarray, tss_index: int, shift: int,
+              reverse: bool) -> int:
+        """Crop a stored window into ``out`` (shape (2, n), written in place); return the
+        crop's TSS index. As :func:`crop_to` with this window's ``fill``."""
+        return crop_to(out, seq, tss_index, shift, reverse, self.fill)
 
 
 def crop_start(width: int, tss_index: int, length: int) -> tuple[int, int]:
@@ -155,16 +176,38 @@ def crop(seq: np.ndarray, tss_index: int, flank: int, length: int | None = None,
         raise ValueError(f"seq must be uint8 of shape (2, W), got {seq.dtype} {seq.shape}")
     if fill not in ("flank", "N"):
         raise ValueError(f"fill must be 'flank' or 'N', got {fill!r}")
-    width = seq.shape[1]
-    n = width - 2 * flank if length is None else length
+    n = seq.shape[1] - 2 * flank if length is None else length
+    crop_start(seq.shape[1], tss_index, n)  # a bad length raises here, before allocating
+    out = np.empty((2, n), dtype=np.uint8)
+    return out, crop_to(out, seq, tss_index, shift, reverse, fill)
+
+
+def crop_to(out: np.ndarray, seq: np.ndarray, tss_index: int, shift: int = 0,
+            reverse: bool = False, fill: str = "flank") -> int:
+    """:func:`crop` into ``out``, whose length n is the crop's: the loader's crop of a sample.
+
+    Parameters
+    ----------
+    out : np.ndarray, shape (2, n), uint8, C-contiguous
+        Written in place.
+    seq : np.ndarray, shape (2, W), uint8
+    tss_index, shift, reverse, fill
+        As in :func:`crop`.
+
+    Returns
+    -------
+    int
+        The 0-based TSS index in ``out``.
+    """
+    width, n = seq.shape[-1], out.shape[-1]
     base, tss = crop_start(width, tss_index, n)
     lo, hi = (0, width) if fill == "flank" else (base, base + n)
-    out = np.empty((2, n), dtype=np.uint8)
     crop_into(out, seq, base - shift, lo, hi)
+    tss += shift
     if reverse:
         reverse_complement_rows(out)
-    tss += shift
-    return out, (n - 1 - tss if reverse else tss)
+        return n - 1 - tss
+    return tss
 
 
 def draw_augment(rng: np.random.Generator, n: int, rc_prob: float,

@@ -5,7 +5,7 @@ Modes
 ``train``
     Shards in a seeded order per epoch, read as ``lanes`` (default: batch_size) contiguous lanes
     side by side, one sample of each lane in turn, each lane shuffled in blocks of
-    ``shuffle_buffer / lanes`` samples (:func:`loader.plan.interleave_lanes`): a batch holds
+    ``shuffle_buffer / lanes`` samples (:func:`loader.order.interleave_lanes`): a batch holds
     about batch_size distinct genes although shards are gene-sorted. Reverse-complement and
     shift augmentation, and the same number of batches on every rank (``len(loader)``,
     computed from the manifest).
@@ -61,8 +61,8 @@ shift and reverse complement), ``shift`` (B,), ``rc`` (B,) bool, ``gene``, ``ind
 ``valid``, ``shift``, ``rc``, ``tss_index`` (a pair shares one augmentation, so the difference
 of its two predictions is not confounded by it).
 
-Targets come from the manifest (the study's one targets table, :mod:`prep.target_table`), joined
-by sample; shards hold sequences only. A study with further target sets (``[shard]
+Targets come from the manifest (the study's one targets table, :mod:`prep.target_table`),
+joined by sample; shards hold sequences only. A study with further target sets (``[shard]
 target_sets``, e.g. one expression matrix per tissue) adds ``targets`` (B, T) float32 (each
 set's Y, the primary set first, NaN where a set lacks the sample or for padding) and
 ``target_mask`` (B, T) bool (``targets_a`` / ``target_mask_a`` and ``_b`` in pairwise mode);
@@ -70,10 +70,11 @@ the set names are ``loader.index.set_names``.
 
 Workers
 -------
-Each rank's batches are planned from the manifest (see :mod:`loader.plan`): worker w loads the
-batches j with j % num_workers == w, the order in which DataLoader collects them, so every rank
-yields exactly ``len(loader)`` batches without WebDataset's ``with_epoch`` / resampling. Workers
-start afresh each epoch (the plan changes); they hand windows over through shared-memory slots
+Each rank's batches are planned from the manifest (:mod:`loader.plan`): worker w loads the
+batches j with j % num_workers == w (:mod:`loader.ranks`), the order in which DataLoader
+collects them, so every rank yields exactly ``len(loader)`` batches without WebDataset's
+``with_epoch`` / resampling. Workers start afresh each epoch (the plan changes), run the
+pipeline of :mod:`loader.stages`, and hand windows over through shared-memory slots
 (:class:`BatchSlots`).
 """
 
@@ -86,6 +87,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import pickle
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -93,34 +95,330 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from hapflow.sections import LoaderConfig
+from loader import MODES
+from loader.augment import Window
 from loader.distributed import rank_and_world
-from loader.plan import (
-    eval_batches,
-    eval_gene_batches,
-    eval_samples,
-    fixed_pairs,
-    gene_batch_count,
-    group_runs,
-    rank_batches,
-    rank_items,
-    train_batches,
-    train_gene_batches,
-    train_pairs,
-    train_samples,
-    worker_items,
-    worker_skip,
-)
+from loader.plan import EpochPlan, is_train
+from loader.ranks import worker_items, worker_skip
 from loader.sources import SplitIndex, resolve_source
-from loader.stages import Window, worker_batches
+from loader.stages import worker_batches
+from prep.shard_format import ShardFormatError
+from prep.verification import verify_shards
 
 __all__ = ["MODES", "BatchSlots", "ShardLoader", "keep_freed_memory", "make_loader"]
 
 log = logging.getLogger(__name__)
 
-MODES = ("train", "eval", "pairwise", "gene")
-
 _LAYOUT_KEYS = ("mode", "split", "seed", "world_size", "num_workers", "batch_size",
                 "shuffle_buffer", "lanes", "n_batches")
+
+
+def make_loader(
+    source: str | os.PathLike | Sequence[str],
+    split: str = "train",
+    mode: str = "train",
+    batch_size: int | None = None,
+    *,
+    config: LoaderConfig | None = None,
+    manifest=None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    verify: bool | None = None,
+    **overrides,
+) -> ShardLoader:
+    """Build the loader of one split for this rank.
+
+    Parameters
+    ----------
+    source : str, Path or list of str
+        The study's shards folder (``W/shards``, local or URL) or shard URLs / brace patterns /
+        globs (see :mod:`loader.sources`).
+    split : str
+        One of :data:`hapflow.names.SPLITS`: "train", "val" or "test".
+    mode : str
+        One of :data:`MODES`: "train", "eval", "pairwise" or "gene" (see the module docstring).
+    batch_size : int, optional
+        Overrides ``config.batch_size``.
+    config : LoaderConfig, optional
+        Default: ``LoaderConfig()``.
+    manifest : path, URL or polars.DataFrame, optional
+        The study's manifest, when it is not next to the shards.
+    rank, world_size : int, optional
+        Default: from torch.distributed, else the RANK / WORLD_SIZE variables, else 0 and 1.
+    verify : bool, optional
+        First verify the split's shards (:func:`prep.verification.verify_shards`: sha256 of every
+        shard against meta.json, every member decoded and checked, groups against the
+        manifest) and raise if anything is wrong. Needs a local shards folder. Default:
+        ``config.verify`` (False). (Every member is verified as
+        it streams anyway; this finds damage before training starts.)
+    **overrides
+        Other LoaderConfig fields, e.g. ``num_workers=0, seed=3``.
+
+    Returns
+    -------
+    ShardLoader
+        Iterate it for batches; ``len()`` is the batches per rank per epoch.
+
+    Raises
+    ------
+    ValueError, ShardFormatError, FileNotFoundError
+        A bad mode or setting, a missing manifest or shard, a failed verification; messages
+        say what to fix.
+    """
+    config = config or LoaderConfig()
+    if batch_size is not None:
+        overrides["batch_size"] = batch_size
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(LoaderConfig)}
+    if unknown:
+        raise TypeError(f"make_loader got unknown setting(s) {', '.join(sorted(unknown))}")
+    config = dataclasses.replace(config, **overrides)
+    _check_mode(mode)  # before the manifest is read
+    rank, world_size = rank_and_world(rank, world_size)
+    if verify if verify is not None else config.verify:
+        _verify(source, split)
+    index = resolve_source(source, split, manifest, config.timeout_s)
+    return ShardLoader(index, config, mode, rank, world_size)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+
+
+def _verify(source, split: str) -> None:
+    """``verify = true``: check the split's shards before loading (prep.verify's checks)."""
+    if not isinstance(source, (str, os.PathLike)) or not os.path.isdir(source):
+        raise ValueError(f"verify = true needs a local shards folder (DIR/shards), got {source!r}")
+    report = verify_shards(source, splits=[split])
+    if not report.ok:
+        raise ShardFormatError(report.summary())
+    log.info("%s", report.summary())
+
+
+class ShardLoader:
+    """An epoch-aware, resumable iterable of batches for one rank (build with make_loader).
+
+    Attributes
+    ----------
+    index : SplitIndex
+        The split's samples and shards.
+    config : LoaderConfig
+    mode : str
+    rank, world_size : int
+    epoch, batch : int
+        Where the next iteration starts: batch ``batch`` of epoch ``epoch``.
+    skipped : dict of str to str
+        Shards skipped (``on_error="skip"``) so far: URL -> message.
+    train : bool
+        Whether epochs are train epochs (:func:`loader.plan.is_train`).
+    window : Window
+        How stored windows become batch windows (length, fill).
+    plan : EpochPlan
+        Batch counts and each epoch's items (:mod:`loader.plan`).
+    """
+
+    def __init__(self, index: SplitIndex, config: LoaderConfig, mode: str, rank: int,
+                 world_size: int):
+        _check_mode(mode)
+        self.index, self.config, self.mode = index, config, mode
+        self.rank, self.world_size = rank, world_size
+        self.train = is_train(mode, index.split)
+        self.epoch, self.batch = 0, 0
+        self.skipped: dict[str, str] = {}
+        self.window = self._window()
+        self.plan = EpochPlan(index, config, mode, rank, world_size)
+
+    def _window(self) -> Window:
+        """The batch window; checks what the config asks of the stored windows."""
+        cfg, idx = self.config, self.index
+        n = cfg.length or idx.length
+        if n > idx.length:
+            raise ValueError(f"[loader] length {n} exceeds the stored window L = {idx.length}")
+        spare = idx.flank + (idx.length - n) // 2
+        if self.train and cfg.shift_fill == "flank" and cfg.max_shift > spare:
+            raise ValueError(
+                f"[loader] max_shift = {cfg.max_shift} needs {cfg.max_shift} stored flanking "
+                f"bases, the shards have {spare}: set shift_fill = 'N' or re-shard with "
+                f"[shard] flank >= {cfg.max_shift}"
+            )
+        return Window(length=n, fill=cfg.shift_fill)
+
+    @property
+    def n_items(self) -> int:
+        """Items one epoch covers once (:attr:`loader.plan.EpochPlan.n_items`)."""
+        return self.plan.n_items
+
+    @property
+    def n_batches(self) -> int:
+        """Batches per rank per epoch, the same on every rank."""
+        return self.plan.n_batches
+
+    def items(self, epoch: int) -> np.ndarray:
+        """This rank's items in ``epoch``: shape (len(self) * batch_size, k), int64, -1 = pad."""
+        return self.plan.items(epoch)
+
+    # -- iteration -----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Batches per epoch, the same on every rank."""
+        return self.n_batches
+
+    def __iter__(self) -> Iterator[dict]:
+        """Batches from the current (epoch, batch) to the end of that epoch, then the next
+        iteration starts at the next epoch."""
+        epoch, start = self.epoch, self.batch
+        loader, slots = self._epoch_loader(epoch, start)
+        pin = self.config.pin_memory and torch.cuda.is_available()
+        n_skipped = len(self.skipped)
+        count = start
+        for batch in loader:
+            batch = _receive(batch, slots, pin)
+            assert batch["batch"] == count, (
+                f"batch {batch['batch']} arrived as batch {count}: worker order broke")
+            for url, message in batch.pop("errors"):
+                self.skipped[url] = message
+            count += 1
+            self.batch = count
+            batch["epoch"] = epoch
+            yield batch
+        assert count == self.n_batches, f"epoch ended after {count} of {self.n_batches} batches"
+        if len(self.skipped) > n_skipped:
+            log.warning("Rank %d, epoch %d: %d corrupt shard(s) skipped so far: %s", self.rank,
+                        epoch, len(self.skipped), ", ".join(sorted(self.skipped)))
+        self.epoch, self.batch = epoch + 1, 0
+
+    def _epoch_loader(self, epoch: int, start: int) -> tuple[DataLoader, BatchSlots | None]:
+        """The DataLoader of one epoch from batch ``start`` (workers start afresh each epoch:
+        the plan changes), and the shared-memory slots its workers write into (none without
+        workers)."""
+        cfg = self.config
+        nw = cfg.num_workers
+        context = None if cfg.worker_start == "default" or nw == 0 else cfg.worker_start
+        slots = None
+        if nw > 0:
+            names = ("seq_a", "seq_b") if self.mode == "pairwise" else ("seq",)
+            slots = BatchSlots(nw, cfg.prefetch_factor + 2, names,
+                               (cfg.batch_size, 2, self.window.length), context)
+        dataset = _EpochDataset(self.index, self.items(epoch), start, epoch, self.rank, cfg,
+                                self.window, self.plan.chunk_size, self.train, slots)
+        if cfg.keep_freed_memory and nw == 0:
+            keep_freed_memory()
+        loader = DataLoader(dataset, batch_size=None, num_workers=nw, collate_fn=_keep,
+                            multiprocessing_context=context,
+                            worker_init_fn=functools.partial(
+                                _worker_init, keep_freed=cfg.keep_freed_memory),
+                            prefetch_factor=cfg.prefetch_factor if nw > 0 else None)
+        return loader, slots
+
+    # -- checkpointing -------------------------------------------------------------------------
+
+    def _layout(self) -> dict:
+        cfg = self.config
+        return {"mode": self.mode, "split": self.index.split, "seed": cfg.seed,
+                "world_size": self.world_size, "num_workers": cfg.num_workers,
+                "batch_size": cfg.batch_size, "shuffle_buffer": cfg.shuffle_buffer,
+                "lanes": self.plan.lanes, "n_batches": self.n_batches}
+
+    def state_dict(self) -> dict:
+        """Where the next iteration starts, plus what must match to resume mid-epoch."""
+        return {"epoch": self.epoch, "batch": self.batch, **self._layout(),
+                "skipped": dict(self.skipped)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume at the saved batch, or at the next epoch if the layout has changed."""
+        epoch, batch = int(state["epoch"]), int(state["batch"])
+        changed = [k for k in _LAYOUT_KEYS if state.get(k) != self._layout()[k]]
+        if batch and (changed or batch >= self.n_batches):
+            if changed:
+                log.warning("Loader settings changed since the checkpoint (%s): resuming at the "
+                            "start of epoch %d instead of mid-epoch", ", ".join(changed), epoch + 1)
+            epoch, batch = epoch + 1, 0
+        self.epoch, self.batch = epoch, batch
+        self.skipped = dict(state.get("skipped", {}))
+
+    def __repr__(self) -> str:
+        return (f"ShardLoader(mode={self.mode!r}, split={self.index.split!r}, rank={self.rank}/"
+                f"{self.world_size}, samples={len(self.index)}, items={self.n_items}, "
+                f"batches={self.n_batches}, epoch={self.epoch}, batch={self.batch})")
+
+
+def _receive(batch: dict, slots: BatchSlots | None, pin: bool) -> dict:
+    """A worker's batch in the main process: its error raised, its windows taken out of their
+    slot, NumPy arrays made tensors (pinned with ``pin``)."""
+    if WORKER_ERROR in batch:  # the worker's own error, as if raised here
+        raise batch[WORKER_ERROR] from None
+    if slots is not None:
+        slots.receive(batch, pin)
+    batch = _to_torch(batch)
+    if pin and slots is None:
+        batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v
+                 for k, v in batch.items()}
+    return batch
+
+
+class _EpochDataset(IterableDataset):
+    """One rank's batches of one epoch; each DataLoader worker loads its share of them."""
+
+    def __init__(self, index: SplitIndex, items: np.ndarray, start: int, epoch: int, rank: int,
+                 cfg: LoaderConfig, window: Window, chunk_size: int, train: bool,
+                 slots: BatchSlots | None):
+        super().__init__()
+        self.index, self.items, self.start, self.epoch, self.rank = index, items, start, epoch, rank
+        self.cfg, self.window, self.chunk_size, self.train = cfg, window, chunk_size, train
+        self.slots = slots
+
+    def worker_iter(self, process: int, num_workers: int, buffers=None) -> Iterator[dict]:
+        """The batches of DataLoader worker ``process`` of ``num_workers``."""
+        nw = max(num_workers, 1)
+        # DataLoader asks its workers round-robin from worker 0; when resuming at batch `start`,
+        # DataLoader worker 0 must be the one holding batch `start`.
+        worker = (process + self.start) % nw
+        cfg = self.cfg
+        batches = worker_batches(
+            self.index, worker_items(self.items, worker, nw, cfg.batch_size),
+            batch_size=cfg.batch_size, chunk_size=self.chunk_size, window=self.window,
+            augment=self.train, rc_prob=cfg.rc_prob,
+            max_shift=cfg.max_shift, seed=cfg.seed, epoch=self.epoch, rank=self.rank,
+            worker=worker, skip=worker_skip(self.start, worker, nw), on_error=cfg.on_error,
+            timeout=cfg.timeout_s, buffers=buffers,
+        )
+        for batch in batches:
+            batch["batch"] = batch["batch"] * nw + worker  # the rank's batch number
+            yield batch
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        process, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        buffers, taken = self.slots.writer(process) if self.slots else (None, None)
+        try:
+            for batch in self.worker_iter(process, nw, buffers):
+                if self.slots is not None:  # the windows are in the slot; send its number
+                    for name in self.slots.names:
+                        del batch[name]
+                    batch["worker"], batch["slot"] = process, taken["slot"]
+                yield batch
+        except Exception as err:
+            if info is None:
+                raise
+            # DataLoader would wrap it as "Caught ShardFormatError in DataLoader worker process
+            # 1. Original Traceback ...": send the error itself; the main process raises it
+            yield {WORKER_ERROR: _portable(err)}
+
+
+WORKER_ERROR = "__worker_error__"
+"""Key of the one item a failing worker sends: the exception, re-raised in the main process."""
+
+
+def _portable(err: Exception) -> Exception:
+    """``err`` if it survives pickling (same type, same message), else a RuntimeError saying
+    what it was."""
+    try:
+        back = pickle.loads(pickle.dumps(err))
+        if type(back) is type(err) and str(back) == str(err):
+            return err
+    except Exception:  # noqa: BLE001 - any pickling failure: fall back to the text
+        pass
+    return RuntimeError(f"{type(err).__name__}: {err}")
 
 
 class BatchSlots:
@@ -181,73 +479,6 @@ class BatchSlots:
         self.free[worker].release()
 
 
-class _EpochDataset(IterableDataset):
-    """One rank's batches of one epoch; each DataLoader worker loads its share of them."""
-
-    def __init__(self, index: SplitIndex, items: np.ndarray, start: int, epoch: int, rank: int,
-                 cfg: LoaderConfig, window: Window, chunk_size: int, train: bool,
-                 slots: BatchSlots | None):
-        super().__init__()
-        self.index, self.items, self.start, self.epoch, self.rank = index, items, start, epoch, rank
-        self.cfg, self.window, self.chunk_size, self.train = cfg, window, chunk_size, train
-        self.slots = slots
-
-    def worker_iter(self, process: int, num_workers: int, buffers=None) -> Iterator[dict]:
-        """The batches of DataLoader worker ``process`` of ``num_workers``."""
-        nw = max(num_workers, 1)
-        # DataLoader asks its workers round-robin from worker 0; when resuming at batch `start`,
-        # DataLoader worker 0 must be the one holding batch `start`.
-        worker = (process + self.start) % nw
-        cfg = self.cfg
-        batches = worker_batches(
-            self.index, worker_items(self.items, worker, nw, cfg.batch_size),
-            batch_size=cfg.batch_size, chunk_size=self.chunk_size, window=self.window,
-            augment=self.train, rc_prob=cfg.rc_prob,
-            max_shift=cfg.max_shift, seed=cfg.seed, epoch=self.epoch, rank=self.rank,
-            worker=worker, skip=worker_skip(self.start, worker, nw), on_error=cfg.on_error,
-            timeout=cfg.timeout_s, buffers=buffers,
-        )
-        for batch in batches:
-            batch["batch"] = batch["batch"] * nw + worker  # the rank's batch number
-            yield batch
-
-    def __iter__(self) -> Iterator[dict]:
-        info = get_worker_info()
-        process, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        buffers, taken = self.slots.writer(process) if self.slots else (None, None)
-        try:
-            for batch in self.worker_iter(process, nw, buffers):
-                if self.slots is not None:  # the windows are in the slot; send its number
-                    for name in self.slots.names:
-                        del batch[name]
-                    batch["worker"], batch["slot"] = process, taken["slot"]
-                yield batch
-        except Exception as err:
-            if info is None:
-                raise
-            # DataLoader would wrap it as "Caught ShardFormatError in DataLoader worker process
-            # 1. Original Traceback ...": send the error itself; the main process raises it
-            yield {WORKER_ERROR: _portable(err)}
-
-
-WORKER_ERROR = "__worker_error__"
-"""Key of the one item a failing worker sends: the exception, re-raised in the main process."""
-
-
-def _portable(err: Exception) -> Exception:
-    """``err`` if it survives pickling (same type, same message), else a RuntimeError saying
-    what it was."""
-    import pickle
-
-    try:
-        back = pickle.loads(pickle.dumps(err))
-        if type(back) is type(err) and str(back) == str(err):
-            return err
-    except Exception:  # noqa: BLE001 - any pickling failure: fall back to the text
-        pass
-    return RuntimeError(f"{type(err).__name__}: {err}")
-
-
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse in this process; False if not glibc.
 
@@ -282,298 +513,3 @@ def _keep(batch: dict) -> dict:
 
 def _to_torch(batch: dict) -> dict:
     return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
-
-
-class ShardLoader:
-    """An epoch-aware, resumable iterable of batches for one rank (build with make_loader).
-
-    Attributes
-    ----------
-    index : SplitIndex
-        The split's samples and shards.
-    config : LoaderConfig
-    mode : str
-    rank, world_size : int
-    epoch, batch : int
-        Where the next iteration starts: batch ``batch`` of epoch ``epoch``.
-    skipped : dict of str to str
-        Shards skipped (``on_error="skip"``) so far: URL -> message.
-    """
-
-    def __init__(self, index: SplitIndex, config: LoaderConfig, mode: str, rank: int,
-                 world_size: int):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self.index, self.config, self.mode = index, config, mode
-        self.rank, self.world_size = rank, world_size
-        self.train = mode == "train" or (mode in ("pairwise", "gene") and index.split == "train")
-        # every train mode is shuffled by the plan (lanes read side by side, see
-        # loader.plan.interleave_lanes), not in the workers: a worker shuffle would undo that
-        self.lanes = config.lanes or config.batch_size
-        self.epoch, self.batch = 0, 0
-        self.skipped: dict[str, str] = {}
-        self.window = self._window()
-        self._fixed: np.ndarray | None = None
-        b = config.batch_size
-        if mode == "gene":
-            self._init_gene()
-        elif self.train:
-            self.n_items = self._epoch_items()
-            self.n_batches = train_batches(self.n_items, world_size, b, config.epoch_batches)
-            self.chunk_size = -(-max(config.shuffle_buffer, b) // b) * b
-        else:
-            self.n_items = len(self._eval_items())
-            self.n_batches = eval_batches(self.n_items, world_size, b)
-            self.chunk_size = b
-
-    # -- construction helpers ------------------------------------------------------------------
-
-    def _init_gene(self) -> None:
-        """Batch counts of the gene mode (see :func:`loader.plan.train_gene_batches`)."""
-        cfg, idx, w = self.config, self.index, self.world_size
-        b = cfg.batch_size
-        if self.train:
-            total = gene_batch_count(idx.shard, idx.gene, b)
-            if total == 0:
-                raise ValueError(f"no gene of split {idx.split} has two individuals in one "
-                                 "shard: gene mode has no batch")
-            self.n_items = total * b
-            self.n_batches = cfg.epoch_batches or total // w
-            if self.n_batches == 0:
-                raise ValueError(
-                    f"the {total} one-gene batch(es) of split {idx.split} do not give one batch "
-                    f"to each of {w} rank(s): lower batch_size or set epoch_batches")
-            self.chunk_size = -(-max(cfg.shuffle_buffer, b) // b) * b
-        else:
-            self._fixed = eval_gene_batches(idx.gene, b)
-            self.n_items = len(idx)
-            self.n_batches = max(1, -(-len(self._fixed) // w))
-            self.chunk_size = b
-
-    def _window(self) -> Window:
-        cfg, idx = self.config, self.index
-        n = cfg.length or idx.length
-        if n > idx.length:
-            raise ValueError(f"[loader] length {n} exceeds the stored window L = {idx.length}")
-        spare = idx.flank + (idx.length - n) // 2
-        if self.train and cfg.shift_fill == "flank" and cfg.max_shift > spare:
-            raise ValueError(
-                f"[loader] max_shift = {cfg.max_shift} needs {cfg.max_shift} stored flanking "
-                f"bases, the shards have {spare}: set shift_fill = 'N' or re-shard with "
-                f"[shard] flank >= {cfg.max_shift}"
-            )
-        return Window(length=n, fill=cfg.shift_fill)
-
-    def _epoch_items(self) -> int:
-        """Items one train epoch covers once: samples, or pairs_per_gene x genes with a pair."""
-        if self.mode != "pairwise":
-            return len(self.index)
-        d = self.config.min_percentile_diff
-        order, offsets = group_runs(self.index.gene)
-        p = self.index.P[order]
-        starts = offsets[:-1]  # every gene has a sample, so no run is empty
-        spread = np.maximum.reduceat(p, starts) - np.minimum.reduceat(p, starts)
-        ok = np.diff(offsets) >= 2
-        if d is not None:
-            ok &= spread > d
-        n = int(ok.sum()) * self.config.pairs_per_gene
-        if n == 0:
-            raise ValueError(f"no gene of split {self.index.split} has an eligible pair")
-        return n
-
-    def _eval_items(self) -> np.ndarray:
-        if self.mode != "pairwise":
-            return eval_samples(len(self.index))
-        if self._fixed is None:
-            cfg = self.config
-            self._fixed = fixed_pairs(self.index.gene, self.index.P, cfg.val_pairs_per_gene,
-                                      cfg.seed, cfg.min_percentile_diff)
-        return self._fixed
-
-    def items(self, epoch: int) -> np.ndarray:
-        """This rank's items in ``epoch``: shape (len(self) * batch_size, k), int64, -1 = pad."""
-        cfg, idx = self.config, self.index
-        b, w = cfg.batch_size, self.world_size
-        if self.mode == "gene":
-            if not self.train:
-                return rank_batches(self._fixed, self.rank, w, self.n_batches, pad=True)
-            per_lane = max(1, self.chunk_size // b // self.lanes)
-            batches = train_gene_batches(idx.shard, idx.gene, len(idx.urls), w * self.n_batches,
-                                         b, cfg.seed, epoch, block=per_lane, lanes=self.lanes)
-            return rank_batches(batches, self.rank, w, self.n_batches, pad=False)
-        if not self.train:
-            return rank_items(self._eval_items(), self.rank, w, self.n_batches, b, pad=True)
-        n = w * self.n_batches * b
-        if self.mode == "pairwise":
-            items = train_pairs(idx.shard, idx.gene, idx.P, len(idx.urls), n, cfg.pairs_per_gene,
-                                cfg.seed, epoch, cfg.min_percentile_diff, lanes=self.lanes,
-                                block=max(1, self.chunk_size // self.lanes), width=b)
-        else:
-            items = train_samples(idx.shard, len(idx.urls), n, cfg.seed, epoch, lanes=self.lanes,
-                                  block=max(1, self.chunk_size // self.lanes), width=b)
-        return rank_items(items, self.rank, w, self.n_batches, b, pad=False)
-
-    # -- iteration -----------------------------------------------------------------------------
-
-    def __len__(self) -> int:
-        """Batches per epoch, the same on every rank."""
-        return self.n_batches
-
-    def set_epoch(self, epoch: int) -> None:
-        """Start the next iteration at the beginning of ``epoch``."""
-        self.epoch, self.batch = int(epoch), 0
-
-    def __iter__(self) -> Iterator[dict]:
-        epoch, start = self.epoch, self.batch
-        cfg = self.config
-        nw = cfg.num_workers
-        context = None if cfg.worker_start == "default" or nw == 0 else cfg.worker_start
-        slots = None
-        if nw > 0:
-            names = ("seq_a", "seq_b") if self.mode == "pairwise" else ("seq",)
-            slots = BatchSlots(nw, cfg.prefetch_factor + 2, names,
-                               (cfg.batch_size, 2, self.window.length), context)
-        dataset = _EpochDataset(self.index, self.items(epoch), start, epoch, self.rank, cfg,
-                                self.window, self.chunk_size, self.train, slots)
-        if cfg.keep_freed_memory and nw == 0:
-            keep_freed_memory()
-        loader = DataLoader(dataset, batch_size=None, num_workers=nw, collate_fn=_keep,
-                            multiprocessing_context=context,
-                            worker_init_fn=functools.partial(
-                                _worker_init, keep_freed=cfg.keep_freed_memory),
-                            prefetch_factor=cfg.prefetch_factor if nw > 0 else None)
-        pin = cfg.pin_memory and torch.cuda.is_available()
-        n_skipped = len(self.skipped)
-        count = start
-        for batch in loader:
-            if WORKER_ERROR in batch:  # the worker's own error, as if raised here
-                raise batch[WORKER_ERROR] from None
-            if slots is not None:
-                slots.receive(batch, pin)
-            batch = _to_torch(batch)
-            if pin and slots is None:
-                batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v
-                         for k, v in batch.items()}
-            assert batch["batch"] == count, (
-                f"batch {batch['batch']} arrived as batch {count}: worker order broke")
-            for url, message in batch.pop("errors"):
-                self.skipped[url] = message
-            count += 1
-            self.batch = count
-            batch["epoch"] = epoch
-            yield batch
-        assert count == self.n_batches, f"epoch ended after {count} of {self.n_batches} batches"
-        if len(self.skipped) > n_skipped:
-            log.warning("Rank %d, epoch %d: %d corrupt shard(s) skipped so far: %s", self.rank,
-                        epoch, len(self.skipped), ", ".join(sorted(self.skipped)))
-        self.epoch, self.batch = epoch + 1, 0
-
-    # -- checkpointing -------------------------------------------------------------------------
-
-    def _layout(self) -> dict:
-        cfg = self.config
-        return {"mode": self.mode, "split": self.index.split, "seed": cfg.seed,
-                "world_size": self.world_size, "num_workers": cfg.num_workers,
-                "batch_size": cfg.batch_size, "shuffle_buffer": cfg.shuffle_buffer,
-                "lanes": self.lanes, "n_batches": self.n_batches}
-
-    def state_dict(self) -> dict:
-        """Where the next iteration starts, plus what must match to resume mid-epoch."""
-        return {"epoch": self.epoch, "batch": self.batch, **self._layout(),
-                "skipped": dict(self.skipped)}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Resume at the saved batch, or at the next epoch if the layout has changed."""
-        epoch, batch = int(state["epoch"]), int(state["batch"])
-        changed = [k for k in _LAYOUT_KEYS if state.get(k) != self._layout()[k]]
-        if batch and (changed or batch >= self.n_batches):
-            if changed:
-                log.warning("Loader settings changed since the checkpoint (%s): resuming at the "
-                            "start of epoch %d instead of mid-epoch", ", ".join(changed), epoch + 1)
-            epoch, batch = epoch + 1, 0
-        self.epoch, self.batch = epoch, batch
-        self.skipped = dict(state.get("skipped", {}))
-
-    def __repr__(self) -> str:
-        return (f"ShardLoader(mode={self.mode!r}, split={self.index.split!r}, rank={self.rank}/"
-                f"{self.world_size}, samples={len(self.index)}, items={self.n_items}, "
-                f"batches={self.n_batches}, epoch={self.epoch}, batch={self.batch})")
-
-
-def _verify(source, split: str) -> None:
-    from prep.shard_format import ShardFormatError
-    from prep.verification import verify_shards
-
-    if not isinstance(source, (str, os.PathLike)) or not os.path.isdir(source):
-        raise ValueError(f"verify = true needs a local shards folder (DIR/shards), got {source!r}")
-    report = verify_shards(source, splits=[split])
-    if not report.ok:
-        raise ShardFormatError(report.summary())
-    log.info("%s", report.summary())
-
-
-def make_loader(
-    source: str | os.PathLike | Sequence[str],
-    split: str = "train",
-    mode: str = "train",
-    batch_size: int | None = None,
-    *,
-    config: LoaderConfig | None = None,
-    manifest=None,
-    rank: int | None = None,
-    world_size: int | None = None,
-    verify: bool | None = None,
-    **overrides,
-) -> ShardLoader:
-    """Build the loader of one split for this rank.
-
-    Parameters
-    ----------
-    source : str, Path or list of str
-        The study's shards folder (``W/shards``, local or URL) or shard URLs / brace patterns /
-        globs (see :mod:`loader.sources`).
-    split : str
-        "train", "val" or "test".
-    mode : "train", "eval" or "pairwise"
-    batch_size : int, optional
-        Overrides ``config.batch_size``.
-    config : LoaderConfig, optional
-        Default: ``LoaderConfig()``.
-    manifest : path, URL or polars.DataFrame, optional
-        The study's manifest, when it is not next to the shards.
-    rank, world_size : int, optional
-        Default: from torch.distributed, else the RANK / WORLD_SIZE variables, else 0 and 1.
-    verify : bool, optional
-        First verify the split's shards (:func:`prep.verification.verify_shards`: sha256 of every
-        shard against meta.json, every member decoded and checked, groups against the
-        manifest) and raise if anything is wrong. Needs a local shards folder. Default:
-        ``config.verify`` (False). (Every member is verified as
-        it streams anyway; this finds damage before training starts.)
-    **overrides
-        Other LoaderConfig fields, e.g. ``num_workers=0, seed=3``.
-
-    Returns
-    -------
-    ShardLoader
-        Iterate it for batches; ``len()`` is the batches per rank per epoch.
-
-    Raises
-    ------
-    ValueError, ShardFormatError, FileNotFoundError
-        A bad mode or setting, a missing manifest or shard, a failed verification; messages
-        say what to fix.
-    """
-    config = config or LoaderConfig()
-    if batch_size is not None:
-        overrides["batch_size"] = batch_size
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(LoaderConfig)}
-    if unknown:
-        raise TypeError(f"make_loader got unknown setting(s) {', '.join(sorted(unknown))}")
-    config = dataclasses.replace(config, **overrides)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    rank, world_size = rank_and_world(rank, world_size)
-    if verify if verify is not None else config.verify:
-        _verify(source, split)
-    index = resolve_source(source, split, manifest, config.timeout_s)
-    return ShardLoader(index, config, mode, rank, world_size)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from prep.encoding import COMPLEMENT
+
 __all__ = ["to_one_hot", "reverse_complement", "reverse_complement_one_hot",
            "average_forward_rc"]
 
@@ -55,7 +57,7 @@ def to_one_hot(seq: torch.Tensor, dtype: torch.dtype = torch.float32,
     return torch.nn.functional.embedding(codes, _table(dtype, device))
 
 
-_COMPLEMENT = torch.tensor([3, 2, 1, 0, 4], dtype=torch.uint8)
+_COMPLEMENT = torch.from_numpy(COMPLEMENT)  # prep's table, (5,) uint8, sharing its memory
 
 
 def reverse_complement(seq: torch.Tensor) -> torch.Tensor:

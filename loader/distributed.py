@@ -15,6 +15,8 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
+import torch.distributed as dist
 
 __all__ = ["rank_and_world", "merge_batches", "gather_predictions"]
 
@@ -28,13 +30,7 @@ def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tu
         ``rank`` outside ``[0, world_size)``.
     """
     if rank is None or world_size is None:
-        try:
-            import torch.distributed as dist
-
-            ready = dist.is_available() and dist.is_initialized()
-        except ImportError:
-            ready = False
-        if ready:
+        if dist.is_available() and dist.is_initialized():
             r, w = dist.get_rank(), dist.get_world_size()
         else:
             r, w = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -48,8 +44,6 @@ def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tu
 def _to_numpy(value):
     """Tensors (any device, bf16 included) to NumPy; other values unchanged."""
     if hasattr(value, "detach"):
-        import torch
-
         t = value.detach().cpu()
         if t.dtype in (torch.bfloat16, torch.float16):
             t = t.float()
@@ -104,14 +98,9 @@ def gather_predictions(local: Mapping, valid_key: str = "valid", order_key: str 
     if len(set(lengths.values())) > 1:
         raise ValueError(f"columns have different lengths: {lengths}")
     parts = [cols]
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            parts = [None] * dist.get_world_size(group)
-            dist.all_gather_object(parts, cols, group=group)
-    except ImportError:
-        pass
+    if dist.is_available() and dist.is_initialized():
+        parts = [None] * dist.get_world_size(group)
+        dist.all_gather_object(parts, cols, group=group)
     merged = merge_batches(parts)
     keep = np.asarray(merged[valid_key], dtype=bool)
     idx = np.flatnonzero(keep)

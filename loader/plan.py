@@ -1,24 +1,24 @@
-"""Which samples (or pairs) each rank and worker loads in an epoch, decided from the manifest.
+"""Which samples (or pairs) each rank loads in an epoch, decided from the manifest.
 
 Every rank computes the same plan from the manifest and ``(seed, epoch)``, so no rank talks to
 another, every rank gets the same number of batches (DDP never waits on a rank that ran dry),
 and a run is reproducible for a given ``(seed, world_size, num_workers, batch_size)``.
 
 Items are rows of an int64 array of shape (M, k): positions in a :class:`SplitIndex` (k = 1
-for single samples, k = 2 for pairs), -1 for padding. An epoch's items are laid out as
+for single samples, k = 2 for pairs), -1 for padding. :class:`EpochPlan` gives one rank's
+items of an epoch, per mode:
 
-    [ rank 0: nb * B items | rank 1: nb * B items | ... ]
+* train modes read shards in a seeded per-epoch order, as lanes side by side
+  (:mod:`loader.order`), one pass over the split (cycling into a new order if
+  ``epoch_batches`` asks for more), and drop the remainder that does not fill a batch on every
+  rank: :func:`train_samples`; :func:`train_pairs` (fresh pairs of each gene every epoch,
+  :func:`draw_pairs`); :func:`train_gene_batches` (whole one-gene batches, rows of B items,
+  :func:`balanced_batches`);
+* eval modes keep manifest order, split the items into contiguous, near-equal rank ranges and
+  pad every rank to the same batch count (padding: -1, ``valid`` is False in the batch):
+  :func:`eval_samples`, :func:`fixed_pairs`, :func:`eval_gene_batches`.
 
-and inside a rank, worker w gets a contiguous run of the rank's batches: the batches j with
-j % num_workers == w, because torch's DataLoader hands out batches of its workers round-robin;
-so the rank's j-th batch is worker (j % nw)'s (j // nw)-th batch, whatever the worker count.
-
-Train modes read shards in a seeded per-epoch order, one pass over the split (cycling into a
-new order if ``epoch_batches`` asks for more), and drop the remainder that does not fill a
-batch on every rank. Eval modes keep manifest order, split samples into contiguous,
-near-equal rank ranges and pad every rank to the same batch count (padding: -1, ``valid`` is
-False in the batch). The ``gene`` mode plans whole one-gene batches (rows of B items, see
-:func:`train_gene_batches`) and splits them by rank with :func:`rank_batches`.
+How items are dealt to ranks and workers: :mod:`loader.ranks`.
 
 Planning is O(N log N) in samples (sorting and segment kernels, no per-gene scans of the split):
 about 0.1-0.3 s per epoch for 8,000 genes x 300 individuals (benchmarks/loader_throughput.py
@@ -27,79 +27,162 @@ about 0.1-0.3 s per epoch for 8,000 genes x 300 individuals (benchmarks/loader_t
 
 from __future__ import annotations
 
-import math
-import zlib
-
 import numpy as np
-from numba import njit
+
+from hapflow.sections import LoaderConfig
+from loader.order import (
+    group_runs,
+    interleave_lanes,
+    seeded_rng,
+    shard_order,
+    shuffle_segments,
+    stream_order,
+    thin,
+)
+from loader.ranks import eval_batches, rank_batches, rank_items, train_batches
+from loader.sources import SplitIndex
 
 __all__ = [
-    "seeded_rng",
-    "shard_order",
-    "stream_order",
+    "is_train",
+    "EpochPlan",
     "train_samples",
-    "thin",
     "eval_samples",
     "draw_pairs",
     "train_pairs",
     "fixed_pairs",
-    "group_runs",
-    "shuffle_segments",
     "balanced_batches",
-    "block_shuffle",
-    "interleave_lanes",
     "train_gene_batches",
     "gene_batch_count",
     "eval_gene_batches",
-    "train_batches",
-    "eval_batches",
-    "rank_items",
-    "rank_batches",
-    "worker_batch_counts",
-    "worker_items",
-    "worker_skip",
 ]
 
 
-def seeded_rng(seed: int, stage: str, *keys: int) -> np.random.Generator:
-    """A generator seeded by ``(seed, stage, *keys)`` only (never by time or process id).
+def is_train(mode: str, split: str) -> bool:
+    """Whether ``mode`` on ``split`` plans train epochs (seeded orders, lanes, augmentation, the
+    remainder dropped): ``train`` on any split, ``pairwise`` and ``gene`` on the train split."""
+    return mode == "train" or (mode in ("pairwise", "gene") and split == "train")
 
-    Parameters
+
+class EpochPlan:
+    """One rank's plan of a mode over a split: batch counts, and each epoch's items.
+
+    Attributes
     ----------
-    seed : int, >= 0
-    stage : str
-        Names the use ("shards", "shuffle", "augment", "pairs"), so stages draw independent
-        streams from the same keys.
-    keys : int, >= 0
-        E.g. epoch, rank, worker, batch.
+    index : SplitIndex
+    config : LoaderConfig
+    mode : str
+        ``train``, ``eval``, ``pairwise`` or ``gene`` (see :mod:`loader.dataloader`).
+    rank, world_size : int
+    train : bool
+        :func:`is_train`.
+    lanes : int
+        Lanes of a train epoch (``config.lanes``, default the batch size).
+    n_items : int
+        Items one epoch covers once: samples, pairs, or (gene mode, train) batch slots.
+    n_batches : int
+        Batches per rank per epoch, the same on every rank.
+    chunk_size : int
+        Items a worker reads together: train modes ``shuffle_buffer`` rounded up to a multiple
+        of the batch size, eval modes one batch.
+
+    Raises
+    ------
+    ValueError
+        The split has no item for the mode (no eligible pair, no gene with two individuals in
+        a shard) or too few to give every rank a train batch.
     """
-    return np.random.default_rng([seed, zlib.crc32(stage.encode()), *map(int, keys)])
 
+    def __init__(self, index: SplitIndex, config: LoaderConfig, mode: str, rank: int,
+                 world_size: int):
+        self.index, self.config, self.mode = index, config, mode
+        self.rank, self.world_size = rank, world_size
+        self.train = is_train(mode, index.split)
+        # every train mode is shuffled by the plan (lanes read side by side, see
+        # loader.order.interleave_lanes), not in the workers: a worker shuffle would undo that
+        self.lanes = config.lanes or config.batch_size
+        self._fixed: np.ndarray | None = None
+        b = config.batch_size
+        if mode == "gene":
+            self._init_gene()
+        elif self.train:
+            self.n_items = self._epoch_items()
+            self.n_batches = train_batches(self.n_items, world_size, b, config.epoch_batches)
+            self.chunk_size = -(-max(config.shuffle_buffer, b) // b) * b
+        else:
+            self.n_items = len(self._eval_items())
+            self.n_batches = eval_batches(self.n_items, world_size, b)
+            self.chunk_size = b
 
-def shard_order(n_shards: int, seed: int, epoch: int, cycle: int = 0) -> np.ndarray:
-    """A seeded permutation of shard ids for one epoch (and cycle), shape (n_shards,), int64."""
-    return seeded_rng(seed, "shards", epoch, cycle).permutation(n_shards)
+    def _init_gene(self) -> None:
+        """Batch counts of the gene mode (see :func:`train_gene_batches`)."""
+        cfg, idx, w = self.config, self.index, self.world_size
+        b = cfg.batch_size
+        if self.train:
+            total = gene_batch_count(idx.shard, idx.gene, b)
+            if total == 0:
+                raise ValueError(f"no gene of split {idx.split} has two individuals in one "
+                                 "shard: gene mode has no batch")
+            self.n_items = total * b
+            self.n_batches = cfg.epoch_batches or total // w
+            if self.n_batches == 0:
+                raise ValueError(
+                    f"the {total} one-gene batch(es) of split {idx.split} do not give one batch "
+                    f"to each of {w} rank(s): lower batch_size or set epoch_batches")
+            self.chunk_size = -(-max(cfg.shuffle_buffer, b) // b) * b
+        else:
+            self._fixed = eval_gene_batches(idx.gene, b)
+            self.n_items = len(idx)
+            self.n_batches = max(1, -(-len(self._fixed) // w))
+            self.chunk_size = b
 
+    def _epoch_items(self) -> int:
+        """Items one train epoch covers once: samples, or pairs_per_gene x genes with a pair."""
+        if self.mode != "pairwise":
+            return len(self.index)
+        d = self.config.min_percentile_diff
+        order, offsets = group_runs(self.index.gene)
+        p = self.index.P[order]
+        starts = offsets[:-1]  # every gene has a sample, so no run is empty
+        spread = np.maximum.reduceat(p, starts) - np.minimum.reduceat(p, starts)
+        ok = np.diff(offsets) >= 2
+        if d is not None:
+            ok &= spread > d
+        n = int(ok.sum()) * self.config.pairs_per_gene
+        if n == 0:
+            raise ValueError(f"no gene of split {self.index.split} has an eligible pair")
+        return n
 
-def stream_order(shard: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """Positions of samples when shards are read in ``order``.
+    def _eval_items(self) -> np.ndarray:
+        if self.mode != "pairwise":
+            return eval_samples(len(self.index))
+        if self._fixed is None:
+            cfg = self.config
+            self._fixed = fixed_pairs(self.index.gene, self.index.P, cfg.val_pairs_per_gene,
+                                      cfg.seed, cfg.min_percentile_diff)
+        return self._fixed
 
-    Parameters
-    ----------
-    shard : np.ndarray, shape (N,), int
-        Shard id of each sample (samples in manifest order).
-    order : np.ndarray, shape (n_shards,), int
-        Shard ids in reading order.
-
-    Returns
-    -------
-    np.ndarray, shape (N,), int64
-        Sample positions: shards in ``order``, manifest order inside each shard.
-    """
-    rank_of = np.empty(len(order), dtype=np.int64)
-    rank_of[np.asarray(order)] = np.arange(len(order))
-    # a stable sort keeps manifest order inside a shard (timsort: O(N) on shard-sorted input)
-    return np.argsort(rank_of[np.asarray(shard)], kind="stable").astype(np.int64)
+    def items(self, epoch: int) -> np.ndarray:
+        """This rank's items in ``epoch``: shape (n_batches * batch_size, k), int64, -1 = pad."""
+        cfg, idx = self.config, self.index
+        b, w = cfg.batch_size, self.world_size
+        if self.mode == "gene":
+            if not self.train:
+                return rank_batches(self._fixed, self.rank, w, self.n_batches, pad=True)
+            per_lane = max(1, self.chunk_size // b // self.lanes)
+            batches = train_gene_batches(idx.shard, idx.gene, len(idx.urls), w * self.n_batches,
+                                         b, cfg.seed, epoch, block=per_lane, lanes=self.lanes)
+            return rank_batches(batches, self.rank, w, self.n_batches, pad=False)
+        if not self.train:
+            return rank_items(self._eval_items(), self.rank, w, self.n_batches, b, pad=True)
+        n = w * self.n_batches * b
+        if self.mode == "pairwise":
+            items = train_pairs(idx.shard, idx.gene, idx.P, len(idx.urls), n, cfg.pairs_per_gene,
+                                cfg.seed, epoch, cfg.min_percentile_diff, lanes=self.lanes,
+                                block=max(1, self.chunk_size // self.lanes), width=b)
+        else:
+            items = train_samples(idx.shard, len(idx.urls), n, cfg.seed, epoch, lanes=self.lanes,
+                                  block=max(1, self.chunk_size // self.lanes), width=b)
+        return rank_items(items, self.rank, w, self.n_batches, b, pad=False)
 
 
 def train_samples(shard: np.ndarray, n_shards: int, n: int, seed: int, epoch: int,
@@ -108,13 +191,15 @@ def train_samples(shard: np.ndarray, n_shards: int, n: int, seed: int, epoch: in
 
     Parameters
     ----------
+    shard : np.ndarray, shape (N,), int
+        Shard id of each sample (samples in manifest order).
+    n_shards, n, seed, epoch : int
     lanes, block : int
-        Each pass is reordered by :func:`interleave_lanes` (``lanes`` lanes read side by side,
-        each shuffled in blocks of ``block`` items); ``lanes=1, block=0`` keeps the stream
-        order; ``width`` (the batch size) as there. A pass longer than the items still wanted is
-        first thinned (:func:`thin`), so a
-        short epoch still spans every shard and gene. Pass c draws from
-        ``seeded_rng(seed, "lanes", epoch, c)``.
+        Each pass is reordered by :func:`loader.order.interleave_lanes` (``lanes`` lanes read
+        side by side, each shuffled in blocks of ``block`` items); ``lanes=1, block=0`` keeps
+        the stream order; ``width`` (the batch size) as there. A pass longer than the items
+        still wanted is first thinned (:func:`loader.order.thin`), so a short epoch still spans
+        every shard and gene. Pass c draws from ``seeded_rng(seed, "lanes", epoch, c)``.
 
     Returns
     -------
@@ -131,21 +216,6 @@ def train_samples(shard: np.ndarray, n_shards: int, n: int, seed: int, epoch: in
         total += len(stream)
         cycle += 1
     return np.concatenate(parts)[:, None] if parts else np.zeros((0, 1), np.int64)
-
-
-def thin(n: int, keep: int, rng: np.random.Generator) -> np.ndarray:
-    """``keep`` of ``range(n)``, evenly spaced from a random start, in order: shape (keep,), int64.
-
-    Systematic sampling: item ``floor((j + u) * n / keep)`` for j < keep, u uniform in [0, 1),
-    so every run of ``n / keep`` consecutive items gives one. A train pass with more items than
-    an epoch asks for (``epoch_batches``) is thinned with it instead of cut short: every part of
-    the reading order, i.e. every gene with at least ``n / keep`` items, stays in the epoch (a
-    cut would keep the genes of the first shards read only), and the kept items are still read
-    in shard order. ``keep >= n`` gives ``arange(n)``.
-    """
-    if keep >= n:
-        return np.arange(n, dtype=np.int64)
-    return np.floor((np.arange(keep) + rng.random()) * (n / keep)).astype(np.int64)
 
 
 def eval_samples(n: int) -> np.ndarray:
@@ -208,69 +278,6 @@ def draw_pairs(p: np.ndarray, k: int, rng: np.random.Generator,
                     return np.array(chosen, dtype=np.int64)
     chosen += candidates[: k - len(chosen)]  # fewer distinct pairs than k: allow repeats
     return np.array(chosen, dtype=np.int64)
-
-
-def group_runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Indices grouped by key, keys in order of first appearance; O(M log M).
-
-    Parameters
-    ----------
-    keys : np.ndarray, shape (M,), int
-
-    Returns
-    -------
-    order : np.ndarray, shape (M,), int64
-        Indices into ``keys``: those of the first-appearing key first (ascending), and so on.
-    offsets : np.ndarray, shape (G + 1,), int64
-        Group g is ``order[offsets[g]:offsets[g + 1]]``.
-    """
-    keys = np.asarray(keys)
-    m = len(keys)
-    if m == 0:
-        return np.zeros(0, np.int64), np.zeros(1, np.int64)
-    starts = np.concatenate([[0], np.flatnonzero(keys[1:] != keys[:-1]) + 1])
-    if len(np.unique(keys[starts])) == len(starts):  # each key in one run (the usual layout)
-        return np.arange(m, dtype=np.int64), np.append(starts, m).astype(np.int64)
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-    r = rank[inverse.reshape(-1)]
-    order = np.argsort(r, kind="stable").astype(np.int64)
-    offsets = np.zeros(len(first) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(r, minlength=len(first)), out=offsets[1:])
-    return order, offsets
-
-
-@njit(cache=True, nogil=True)
-def _shuffle_segments_kernel(values, offsets, u):
-    """Fisher-Yates shuffle of each ``values[offsets[g]:offsets[g + 1]]`` in place, O(M).
-
-    ``u`` (M,) float64 in [0, 1): the random draws (from a seeded NumPy Generator).
-    """
-    for g in range(len(offsets) - 1):
-        lo, hi = offsets[g], offsets[g + 1]
-        for i in range(hi - 1, lo, -1):
-            j = lo + int(u[i] * (i - lo + 1))
-            values[i], values[j] = values[j], values[i]
-
-
-def shuffle_segments(values: np.ndarray, offsets: np.ndarray,
-                     rng: np.random.Generator) -> np.ndarray:
-    """A copy of ``values`` with each segment ``[offsets[g], offsets[g + 1])`` shuffled.
-
-    Parameters
-    ----------
-    values : np.ndarray, shape (M,), int64
-    offsets : np.ndarray, shape (G + 1,), int64, from 0 to M, non-decreasing
-    rng : np.random.Generator
-
-    Returns
-    -------
-    np.ndarray, shape (M,), int64
-    """
-    out = np.array(values, dtype=np.int64)
-    _shuffle_segments_kernel(out, np.asarray(offsets, dtype=np.int64), rng.random(len(out)))
-    return out
 
 
 def _gene_runs(gene: np.ndarray, positions: np.ndarray) -> list[np.ndarray]:
@@ -349,64 +356,6 @@ def fixed_pairs(gene: np.ndarray, p: np.ndarray, per_gene: int, seed: int,
         rng = seeded_rng(seed, "fixed_pairs", int(gene[rows[0]]))
         parts.append(rows[draw_pairs(p[rows], per_gene, rng, min_diff)])
     return np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
-
-
-def block_shuffle(n: int, block: int, rng: np.random.Generator) -> np.ndarray:
-    """A permutation of ``range(n)`` that shuffles each run of ``block`` consecutive indices.
-
-    Returns
-    -------
-    np.ndarray, shape (n,), int64
-        ``block <= 1`` gives ``arange(n)``.
-    """
-    if block <= 1 or n == 0:
-        return np.arange(n, dtype=np.int64)
-    offsets = np.append(np.arange(0, n, block), n)
-    return shuffle_segments(np.arange(n), offsets, rng)
-
-
-def interleave_lanes(n: int, lanes: int, block: int, rng: np.random.Generator,
-                     width: int | None = None) -> np.ndarray:
-    """Read a stream as ``lanes`` contiguous lanes side by side: a permutation of ``range(n)``.
-
-    The stream (positions in shard reading order) is cut into ``lanes`` contiguous lanes of
-    near-equal length; each lane is shuffled in blocks of ``block`` of its items; then the lanes
-    are read in turn, one item of each: lane 0's first, lane 1's first, ..., lane 0's second.
-    Any ``lanes`` consecutive items therefore come from ``lanes`` different lanes, i.e. from
-    places of the data ``n / lanes`` items apart (different genes when a gene holds fewer
-    samples), while every lane still advances through its shards in order (a worker holds one
-    or two decoded groups per lane).
-
-    With more lanes than ``width`` (the batch size), the lanes are read in a spread order, every
-    ``ceil(lanes / width)``-th lane first (0, m, 2m, ..., then 1, m + 1, ...), so that any
-    ``width`` consecutive items still come from places far apart, while more lanes mean that
-    each lane covers fewer genes of the pass: the genes a run of batches sees change faster.
-
-    Parameters
-    ----------
-    n, lanes, block : int
-        ``lanes <= 1`` gives :func:`block_shuffle`.
-    rng : np.random.Generator
-    width : int, optional
-        Items per batch; default ``lanes`` (lanes read in order).
-
-    Returns
-    -------
-    np.ndarray, shape (n,), int64
-        Item i of the new order is item ``perm[i]`` of the stream.
-    """
-    if lanes <= 1 or n == 0:
-        return block_shuffle(n, block, rng)
-    lanes = min(lanes, n)
-    bounds = np.arange(lanes + 1, dtype=np.int64) * n // lanes
-    cuts = [np.arange(bounds[k], bounds[k + 1], max(block, 1)) for k in range(lanes)]
-    perm = shuffle_segments(np.arange(n), np.append(np.concatenate(cuts), n), rng)
-    lane = np.repeat(np.arange(lanes), np.diff(bounds))
-    step = np.arange(n) - bounds[lane]  # position inside its lane
-    m = -(-lanes // (width or lanes))  # lanes apart of consecutive reads
-    turn = np.empty(lanes, np.int64)  # place of each lane in one round of reads
-    turn[np.argsort(np.arange(lanes) % m, kind="stable")] = np.arange(lanes)
-    return perm[np.argsort(step * lanes + turn[lane], kind="stable")]
 
 
 def balanced_batches(keys: np.ndarray, positions: np.ndarray, batch_size: int,
@@ -521,101 +470,3 @@ def eval_gene_batches(gene: np.ndarray, batch_size: int) -> np.ndarray:
     """
     gene = np.asarray(gene)
     return balanced_batches(gene, np.arange(len(gene)), batch_size, min_size=1)
-
-
-def train_batches(n_items: int, world_size: int, batch_size: int,
-                  epoch_batches: int | None = None) -> int:
-    """Batches per rank in a train epoch: ``epoch_batches`` or one pass without the remainder.
-
-    Raises
-    ------
-    ValueError
-        If one pass does not fill a single batch on every rank.
-    """
-    if epoch_batches is not None:
-        return epoch_batches
-    nb = n_items // (world_size * batch_size)
-    if nb == 0:
-        raise ValueError(
-            f"{n_items} item(s) do not fill one batch of {batch_size} on each of {world_size} "
-            "rank(s): lower batch_size or set epoch_batches (items are then reused)"
-        )
-    return nb
-
-
-def eval_batches(n_items: int, world_size: int, batch_size: int) -> int:
-    """Batches per rank in an eval pass: every item once, the last batches padded."""
-    return max(1, math.ceil(math.ceil(n_items / world_size) / batch_size))
-
-
-def rank_items(items: np.ndarray, rank: int, world_size: int, n_batches: int,
-               batch_size: int, pad: bool) -> np.ndarray:
-    """The items of one rank, shape (n_batches * batch_size, k), int64.
-
-    ``pad=False`` (train): ``items`` holds ``world_size * n_batches * batch_size`` rows; rank r
-    takes the r-th run. ``pad=True`` (eval): rank r takes the contiguous run
-    ``[r * M // world_size, (r + 1) * M // world_size)`` and is padded with -1 rows.
-    """
-    per = n_batches * batch_size
-    if not pad:
-        if len(items) < world_size * per:
-            raise ValueError(f"plan holds {len(items)} items, needs {world_size * per}")
-        return items[rank * per:(rank + 1) * per]
-    m = len(items)
-    lo, hi = rank * m // world_size, (rank + 1) * m // world_size
-    if hi - lo > per:
-        raise ValueError(f"rank {rank} has {hi - lo} items for {per} slots")
-    out = np.full((per, items.shape[1]), -1, dtype=np.int64)
-    out[: hi - lo] = items[lo:hi]
-    return out
-
-
-def rank_batches(batches: np.ndarray, rank: int, world_size: int, n_batches: int,
-                 pad: bool) -> np.ndarray:
-    """The items of one rank from whole batches, shape (n_batches * B, 1), int64.
-
-    ``pad=False`` (train): ``batches`` holds at least ``world_size * n_batches`` rows; rank r
-    takes rows ``[r * n_batches, (r + 1) * n_batches)``. ``pad=True`` (eval): rank r takes rows
-    ``[r * T // world_size, (r + 1) * T // world_size)`` and is padded with rows of -1.
-    """
-    b = batches.shape[1]
-    if not pad:
-        if len(batches) < world_size * n_batches:
-            raise ValueError(f"plan holds {len(batches)} batches, needs {world_size * n_batches}")
-        return batches[rank * n_batches:(rank + 1) * n_batches].reshape(-1, 1)
-    t = len(batches)
-    lo, hi = rank * t // world_size, (rank + 1) * t // world_size
-    if hi - lo > n_batches:
-        raise ValueError(f"rank {rank} has {hi - lo} batches for {n_batches} slots")
-    out = np.full((n_batches, b), -1, dtype=np.int64)
-    out[: hi - lo] = batches[lo:hi]
-    return out.reshape(-1, 1)
-
-
-def worker_batch_counts(n_batches: int, num_workers: int) -> list[int]:
-    """Batches of each worker when ``n_batches`` are dealt round-robin: worker w gets j % nw == w."""
-    nw = max(num_workers, 1)
-    return [len(range(w, n_batches, nw)) for w in range(nw)]
-
-
-def worker_items(items: np.ndarray, worker: int, num_workers: int, batch_size: int) -> np.ndarray:
-    """The contiguous run of a rank's items that ``worker`` loads.
-
-    Parameters
-    ----------
-    items : np.ndarray, shape (n_batches * batch_size, k)
-        The rank's items.
-
-    Returns
-    -------
-    np.ndarray, shape (count * batch_size, k)
-        The worker's items; its i-th batch is the rank's batch ``i * num_workers + worker``.
-    """
-    counts = worker_batch_counts(len(items) // batch_size, num_workers)
-    lo = sum(counts[:worker]) * batch_size
-    return items[lo: lo + counts[worker] * batch_size]
-
-
-def worker_skip(consumed: int, worker: int, num_workers: int) -> int:
-    """Batches ``worker`` skips when its rank has already consumed ``consumed`` batches."""
-    return len(range(worker, consumed, max(num_workers, 1)))

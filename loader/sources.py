@@ -24,6 +24,7 @@ import io
 import logging
 import os
 import posixpath
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -31,24 +32,31 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+import braceexpand
 import numpy as np
 import polars as pl
 
 from hapflow.sections import PRIMARY_TARGETS
-from prep.shard_format import HAP_EXT, META_EXT, ShardFormatError, decode_meta
+from prep.shard_format import (
+    HAP_EXT,
+    META_EXT,
+    ShardFormatError,
+    check_meta,
+    decode_meta,
+    sample_key,
+)
 from prep.shard_tar import iter_tar
 
 __all__ = [
     "SplitIndex",
     "StaleShardError",
     "check_build",
-    "ShardFormatError",
     "expand_urls",
     "open_url",
     "read_url_bytes",
-    "iter_tar",
     "resolve_source",
     "scan_manifest",
+    "group_filter",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,7 +102,7 @@ def _local_path(url: str) -> str | None:
 
 
 def _fsspec():
-    try:
+    try:  # an optional dependency (pip install hapflow[remote]), needed for object stores only
         import fsspec
     except ImportError:
         raise ImportError(
@@ -124,8 +132,6 @@ def expand_urls(pattern: str | os.PathLike | Sequence[str]) -> list[str]:
     FileNotFoundError
         A local glob or brace item that matches no file.
     """
-    import braceexpand
-
     if isinstance(pattern, (list, tuple)):
         return [u for p in pattern for u in expand_urls(p)]
     urls: list[str] = []
@@ -178,7 +184,7 @@ def open_url(url: str, timeout: float = 120.0):
         except urllib.error.URLError as err:
             raise OSError(f"{url}: {err.reason}") from None
     if scheme not in _FSSPEC_SCHEMES and (scheme == "pipe" or scheme in _wds_schemes()):
-        import webdataset as wds
+        import webdataset as wds  # imported here: webdataset imports torch (see _wds_schemes)
 
         return wds.gopen(url, "rb")
     fs = _fsspec()
@@ -190,8 +196,8 @@ def open_url(url: str, timeout: float = 120.0):
 
 def _wds_schemes() -> set[str]:
     """URL schemes webdataset.gopen handles itself (pipe:, ais, hf, sftp, ...)."""
-    import sys
-
+    # imported here, for these schemes only: importing webdataset imports torch (~3 s), and
+    # this module stays torch-free (plans and tests of workers never need it)
     import webdataset  # noqa: F401 - registers webdataset.gopen
 
     return set(sys.modules["webdataset.gopen"].gopen_schemes) - {"__default__", "http", "https"}
@@ -317,7 +323,7 @@ def scan_manifest(urls: Sequence[str], timeout: float = 120.0) -> pl.DataFrame:
                 for j, ind in enumerate(meta["individuals"]):
                     rows.append({
                         "split": meta["split"], "shard": url, "group": sample["__key__"],
-                        "index": j, "key": _sample_key(meta["gene"], ind), "gene": meta["gene"],
+                        "index": j, "key": sample_key(meta["gene"], ind), "gene": meta["gene"],
                         "individual": ind, "population": meta["populations"][j],
                         "chrom": meta["chrom"], "tss": meta["tss"], "strand": meta["strand"],
                         "build": meta.get("build"),
@@ -327,17 +333,9 @@ def scan_manifest(urls: Sequence[str], timeout: float = 120.0) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def _sample_key(gene: str, individual: str) -> str:
-    from prep.shard_format import sample_key
-
-    return sample_key(gene, individual)
-
-
 def _probe_layout(url: str, timeout: float) -> tuple[int, int]:
     """(L, flank) from the first group's JSON member of a shard (verified: an old format or a
     corrupt member stops here, naming it)."""
-    from prep.shard_format import check_meta
-
     with open_url(url, timeout) as fh:
         for sample in iter_tar(fh, url, want=lambda _k, ext: ext == META_EXT):
             where = f"shard {url}: member {sample['__key__']}.{META_EXT}"
@@ -381,54 +379,71 @@ def resolve_source(
         No manifest found where one must be, a shard not in the manifest, or an empty split;
         the message names the file and the fix.
     """
-    where = "(scanned)"
     if isinstance(source, (str, os.PathLike)) and _dir_like(str(source)):
-        base = str(source)
-        if manifest is None:
-            manifest = _join(base, "manifest.parquet")
-        table = manifest if isinstance(manifest, pl.DataFrame) else _read_manifest(
-            str(manifest), timeout)
-        if table is None:
-            raise ShardFormatError(
-                f"{manifest} does not exist: is {base} a study's shards folder (W/shards, "
-                "written by `python -m prep.shard`)?"
-            )
-        where = str(manifest) if not isinstance(manifest, pl.DataFrame) else "(given)"
-        table = table.with_row_index("row").filter(pl.col("split") == split)
-        url_of = {s: _join(base, s) for s in table["shard"].unique().to_list()}
+        table, url_of, where = _folder_rows(str(source), split, manifest, timeout)
     else:
-        urls = expand_urls(source)
-        if not urls:
-            raise ShardFormatError(f"source {source!r} names no shard")
-        table = None
-        if isinstance(manifest, pl.DataFrame):
-            table, where = manifest, "(given)"
-        elif manifest is not None:
-            where = str(manifest)
-            table = _read_manifest(where, timeout)
-            if table is None:
-                raise ShardFormatError(f"manifest {manifest} does not exist")
-        elif _scheme(urls[0]) != "pipe":  # no manifest to guess next to a command
-            folder = _parent(urls[0])
-            for candidate in (_join(folder, "manifest.parquet"),
-                              _join(_parent(folder), "manifest.parquet")):
-                try:
-                    table = _read_manifest(candidate, timeout)
-                except OSError:  # e.g. a server refusing the guess: look further, then scan
-                    table = None
-                if table is not None:
-                    where = candidate
-                    break
-        if table is None:
-            log.warning("No manifest.parquet next to %s: scanning %d shard(s)", urls[0], len(urls))
-            table = scan_manifest(urls, timeout)
-        url_of = _match_urls(table, urls, where)
-        table = table.with_row_index("row").filter(pl.col("shard").is_in(list(url_of)) & (pl.col("split") == split))
+        table, url_of, where = _pattern_rows(source, split, manifest, timeout)
     if table.height == 0:
         raise ShardFormatError(
             f"source {source} holds no sample of split {split!r} (manifest {where})"
         )
     return _index(table, split, url_of, timeout)
+
+
+def _folder_rows(base: str, split: str, manifest,
+                 timeout: float) -> tuple[pl.DataFrame, dict[str, str], str]:
+    """The rows of ``split`` in a shards folder's manifest (its own unless given; with the
+    manifest row number as ``row``), the URL of each of their shards, and where the manifest
+    came from."""
+    if manifest is None:
+        manifest = _join(base, "manifest.parquet")
+    table = manifest if isinstance(manifest, pl.DataFrame) else _read_manifest(
+        str(manifest), timeout)
+    if table is None:
+        raise ShardFormatError(
+            f"{manifest} does not exist: is {base} a study's shards folder (W/shards, "
+            "written by `python -m prep.shard`)?"
+        )
+    where = str(manifest) if not isinstance(manifest, pl.DataFrame) else "(given)"
+    table = table.with_row_index("row").filter(pl.col("split") == split)
+    url_of = {s: _join(base, s) for s in table["shard"].unique().to_list()}
+    return table, url_of, where
+
+
+def _pattern_rows(source, split: str, manifest,
+                  timeout: float) -> tuple[pl.DataFrame, dict[str, str], str]:
+    """The rows of ``split`` and of the given shards in their manifest (given, found next to
+    them, or scanned; with the manifest row number as ``row``), the given URL of each shard,
+    and where the manifest came from."""
+    urls = expand_urls(source)
+    if not urls:
+        raise ShardFormatError(f"source {source!r} names no shard")
+    table, where = None, "(scanned)"
+    if isinstance(manifest, pl.DataFrame):
+        table, where = manifest, "(given)"
+    elif manifest is not None:
+        where = str(manifest)
+        table = _read_manifest(where, timeout)
+        if table is None:
+            raise ShardFormatError(f"manifest {manifest} does not exist")
+    elif _scheme(urls[0]) != "pipe":  # no manifest to guess next to a command
+        folder = _parent(urls[0])
+        for candidate in (_join(folder, "manifest.parquet"),
+                          _join(_parent(folder), "manifest.parquet")):
+            try:
+                table = _read_manifest(candidate, timeout)
+            except OSError:  # e.g. a server refusing the guess: look further, then scan
+                table = None
+            if table is not None:
+                where = candidate
+                break
+    if table is None:
+        log.warning("No manifest.parquet next to %s: scanning %d shard(s)", urls[0], len(urls))
+        table = scan_manifest(urls, timeout)
+    url_of = _match_urls(table, urls, where)
+    table = table.with_row_index("row").filter(pl.col("shard").is_in(list(url_of))
+                                               & (pl.col("split") == split))
+    return table, url_of, where
 
 
 def _index(table: pl.DataFrame, split: str, url_of: dict[str, str], timeout: float) -> SplitIndex:
@@ -497,9 +512,12 @@ def _targets(table: pl.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray | 
     return targets, sets, [PRIMARY_TARGETS, *extra]
 
 
-# Members needed to decode a set of groups: their reference windows, hap and json members.
 def group_filter(groups: set[str]) -> Callable[[str, str], bool]:
-    """``want(key, ext)`` for :func:`iter_tar`: the listed groups and their genes' references."""
+    """``want(key, ext)`` for :func:`iter_tar`: the members needed to decode ``groups``.
+
+    Those are each group's haplotype and JSON members and its gene's reference window; a
+    group key is ``{gene}__{split}{NNNN}`` (:func:`prep.shard_format.group_key`).
+    """
     genes = {g.rsplit("__", 1)[0] for g in groups}
 
     def want(key: str, ext: str) -> bool:

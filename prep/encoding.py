@@ -12,9 +12,9 @@ __all__ = [
     "ALPHABET",
     "N_CODE",
     "ENCODE_TABLE",
+    "COMPLEMENT",
     "encode",
     "decode",
-    "COMPLEMENT",
     "one_hot",
     "reverse_complement",
 ]
@@ -32,9 +32,11 @@ for _code, _letter in enumerate(b"ACGT"):
     ENCODE_TABLE[ord(chr(_letter).lower())] = _code
 
 _DECODE_TABLE = np.frombuffer(ALPHABET, dtype=np.uint8)
-COMPLEMENT = np.array([3, 2, 1, 0, 4], dtype=np.uint8)
-"""``COMPLEMENT[code]`` is the code of the complementary base (A<->T, C<->G, N stays N), shape
-(5,), uint8: the one reverse-complement table (the loader's and the device's are built from it)."""
+
+COMPLEMENT = np.array([3, 2, 1, 0, 4], np.uint8)
+"""``COMPLEMENT[code]`` is the code of the complementary base, shape (5,), uint8: A<->T,
+C<->G, N stays N. The one reverse-complement table (the loader's NumPy and torch versions are
+built from it)."""
 
 
 def encode(seq: str | bytes | np.ndarray) -> np.ndarray:

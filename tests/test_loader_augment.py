@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from loader.augment import crop, crop_start, draw_augment, reverse_complement_rows
-from loader.plan import seeded_rng
+from loader.order import seeded_rng
 from prep.encoding import reverse_complement
 
 N = 4

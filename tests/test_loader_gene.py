@@ -9,15 +9,9 @@ import polars as pl
 import pytest
 
 from loader import make_loader
-from loader.plan import (
-    balanced_batches,
-    block_shuffle,
-    eval_gene_batches,
-    gene_batch_count,
-    rank_batches,
-    seeded_rng,
-    train_gene_batches,
-)
+from loader.order import block_shuffle, seeded_rng
+from loader.plan import balanced_batches, eval_gene_batches, gene_batch_count, train_gene_batches
+from loader.ranks import rank_batches
 from tests.loader_demo import demo_shards
 
 L = 49_152

@@ -1,29 +1,38 @@
-"""loader.plan: seeded shard orders, pair sampling, rank and worker layouts (no shards needed)."""
+"""loader.order, loader.plan, loader.ranks: seeded orders, pair sampling, rank and worker
+layouts (no shards needed)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from loader.plan import (
-    _gene_runs,
-    draw_pairs,
-    eval_batches,
-    eval_samples,
-    fixed_pairs,
+from hapflow.sections import LoaderConfig
+from loader.dataloader import ShardLoader
+from loader.order import (
     group_runs,
-    rank_items,
+    interleave_lanes,
     seeded_rng,
     shard_order,
     shuffle_segments,
     stream_order,
-    train_batches,
+)
+from loader.plan import (
+    _gene_runs,
+    draw_pairs,
+    eval_samples,
+    fixed_pairs,
     train_pairs,
     train_samples,
+)
+from loader.ranks import (
+    eval_batches,
+    rank_items,
+    train_batches,
     worker_batch_counts,
     worker_items,
     worker_skip,
 )
+from loader.sources import SplitIndex
 
 
 def test_seeded_rng_depends_on_keys_only():
@@ -201,10 +210,6 @@ def test_shuffle_segments_keeps_each_segment_in_place():
 def test_large_synthetic_manifest_plans_every_mode():
     """8,000 genes x 300 individuals (2.4 M samples): the plans are O(N log N) (timed in
     benchmarks/loader_throughput.py --planning), here their results are checked."""
-    from hapflow.sections import LoaderConfig
-    from loader.dataloader import ShardLoader
-    from loader.sources import SplitIndex
-
     genes, per = 8_000, 300
     n = genes * per
     gene = np.repeat(np.arange(genes, dtype=np.int32), per)
@@ -230,8 +235,6 @@ def test_large_synthetic_manifest_plans_every_mode():
 
 
 def test_interleave_lanes_literal():
-    from loader.plan import interleave_lanes
-
     perm = interleave_lanes(10, 3, 1, seeded_rng(0, "l"))  # lanes [0, 3), [3, 6), [6, 10)
     assert perm.tolist() == [0, 3, 6, 1, 4, 7, 2, 5, 8, 9]
     perm = interleave_lanes(12, 3, 2, seeded_rng(0, "l"))
@@ -243,8 +246,6 @@ def test_interleave_lanes_literal():
 
 
 def test_interleave_more_lanes_than_a_batch_reads_them_spread():
-    from loader.plan import interleave_lanes
-
     # lanes [0, 3), [3, 6), [6, 9), [9, 12) read 0, 2, 1, 3: a batch of 2 takes lanes far apart
     perm = interleave_lanes(12, 4, 1, seeded_rng(0, "l"), width=2)
     assert perm.tolist() == [0, 6, 3, 9, 1, 7, 4, 10, 2, 8, 5, 11]

@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 from loader import make_loader
-from loader.sources import ShardFormatError, expand_urls, open_url, resolve_source
+from loader.sources import expand_urls, open_url, resolve_source
+from prep.shard_format import ShardFormatError
 from tests.loader_demo import demo_shards
 
 

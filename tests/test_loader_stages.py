@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import tarfile
 
 import numpy as np
 import pytest
 
+from loader.augment import Window
+from loader.order import interleave_lanes, seeded_rng
 from loader.sources import SplitIndex
 from loader.stages import (
     Group,
-    Window,
     collate_pairs,
     collate_samples,
     decode_groups,
@@ -26,8 +28,9 @@ from prep.shard_format import (
     encode_reference,
     group_key,
     sample_key,
+    unpack_groups,
 )
-from prep.shard_tar import ShardWriter
+from prep.shard_tar import ShardWriter, read_tar_members
 
 N = 4
 REF = np.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 1], dtype=np.uint8)  # W = 10: L = 6, flank 2
@@ -135,8 +138,6 @@ def test_read_rows_yields_only_wanted_samples(tmp_path):
 
 def _truncate(src, dst):
     """Copy ``src`` cut in the middle of its last haplotype member."""
-    import tarfile
-
     with tarfile.open(src) as tar:
         last = [m for m in tar.getmembers() if m.name.endswith(".hap.zst")][-1]
     dst.write_bytes(src.read_bytes()[: last.offset_data + last.size // 2])
@@ -188,9 +189,6 @@ def test_worker_batches_eval_order_and_padding(tmp_path):
 
 
 def test_decode_groups_equals_prep_unpack_groups(tmp_path):
-    from prep.shard_format import unpack_groups
-    from prep.shard_tar import read_tar_members
-
     _tiny_shard(tmp_path / "s.tar")
     mine = [(key, g.haps[r], g.meta["tss_index"]) for g in decode_groups(
         read_tar_members(tmp_path / "s.tar")) for r, key in enumerate(g.keys())]
@@ -201,8 +199,6 @@ def test_decode_groups_equals_prep_unpack_groups(tmp_path):
 
 
 def test_decode_groups_raises_without_reference(tmp_path):
-    from prep.shard_tar import read_tar_members
-
     _tiny_shard(tmp_path / "s.tar")
     raw = [s for s in read_tar_members(tmp_path / "s.tar") if "json" in s]
     with pytest.raises(ShardFormatError, match="comes before the reference window"):
@@ -212,8 +208,6 @@ def test_decode_groups_raises_without_reference(tmp_path):
 def test_tiny_shard_json_is_what_prep_writes(tmp_path):
     """Guard: the tiny shard's JSON has every field unpack_groups reads."""
     _tiny_shard(tmp_path / "s.tar")
-    from prep.shard_tar import read_tar_members
-
     metas = [json.loads(s["json"]) for s in read_tar_members(tmp_path / "s.tar") if "json" in s]
     assert [m["individuals"] for m in metas] == [["I0", "I1"], ["I2"]]
 
@@ -265,8 +259,6 @@ def _peak_held(events, chunks):
 
 
 def test_read_interleaved_reads_lanes_side_by_side(tmp_path):
-    from loader.plan import interleave_lanes, seeded_rng
-
     index = _study(tmp_path)  # 480 samples in 4 shards of 6 genes x 20 (groups of 10)
     perm = interleave_lanes(len(index), 4, 10, seeded_rng(0, "t"))
     chunks = [perm[i:i + 40, None] for i in range(0, len(perm), 40)]
