@@ -880,7 +880,7 @@ def run_attribution(config: str | Path, workdir: str | Path, run: str, gene: str
     """
     import json
 
-    from hapflow.config import load_config, save_config
+    from hapflow.config import load_config, load_study, save_config
     from hapflow.io import atomic_write_text
     from hapflow.layout import Workdir
     from hapflow.sections import HaplotypesConfig
@@ -898,7 +898,7 @@ def run_attribution(config: str | Path, workdir: str | Path, run: str, gene: str
         raise AttributionError("give --individuals or --split, not both")
     layout = Workdir(workdir)
     d = setup(cfg.device)
-    p = load_predictor(config, workdir, d.device, run=run)
+    p = load_predictor(load_study(config, overrides), workdir, d.device, run=run)
     window = find_gene(hcfg.tss, gene, p.length, bool(p.haplotypes.get("reverse_minus")))
     if individuals is None:
         individuals = split_individuals(workdir, window.gene, split or cfg.split)
