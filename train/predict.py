@@ -31,7 +31,6 @@ from __future__ import annotations
 import sys
 
 from hapflow.command import Call, Command, Option, run_command
-from hapflow.names import SPLITS
 
 COMMAND = Command(
     prog="python -m train.predict",
@@ -44,7 +43,7 @@ COMMAND = Command(
                help="the fine-tuned run DIR/runs/RUN (under torchrun write --run-name: "
                     "torchrun reads --run as its own --run-path)"),
         Option("--weights", help="instead of --run: pretrained Enformer weights folder"),
-        Option("--split", default="test", choices=SPLITS,
+        Option("--split", default="test", choices=("train", "val", "test"),  # hapflow.names.SPLITS
                help="split of the shards to predict"),
         Option("--vcf", help="predict everyone in this phased VCF instead of a split (one "
                              "file, a comma-separated list, or a pattern with {chrom})"),

@@ -43,6 +43,8 @@ __all__ = ["PredictError", "Predictor", "load_predictor", "run_predict", "predic
 log = logging.getLogger("train")
 
 COLUMNS = ("gene", "individual", "prediction_forward", "prediction_rc", "prediction")
+"""The columns of every predictions table: gene (str), individual (str), and float64
+predictions of the forward window, its reverse complement and their mean."""
 
 
 class PredictError(ValueError):
@@ -217,12 +219,10 @@ def _gene_windows(builder: HaplotypeBuilder, genes: pl.DataFrame, p: Predictor, 
 
 
 def _table(gene, individual, forward, rc, prediction) -> pl.DataFrame:
-    return pl.DataFrame({
-        "gene": list(gene), "individual": list(individual),
-        "prediction_forward": np.asarray(forward, np.float64),
-        "prediction_rc": np.asarray(rc, np.float64),
-        "prediction": np.asarray(prediction, np.float64),
-    }).sort(["gene", "individual"])
+    """The predictions table (:data:`COLUMNS`), sorted by gene then individual."""
+    values = [list(gene), list(individual),
+              *(np.asarray(v, np.float64) for v in (forward, rc, prediction))]
+    return pl.DataFrame(dict(zip(COLUMNS, values, strict=True))).sort(["gene", "individual"])
 
 
 def write_predictions(table: pl.DataFrame, path: Path) -> None:
