@@ -93,9 +93,7 @@ def run_attribution(study: StudyConfig, workdir: str | os.PathLike | Workdir, ru
         raise AttributionError("give --individuals or --split, not both")
     layout = Workdir(workdir)
     d = setup(cfg.device)
-    # TEMPORARY (until the train branch lands): the old load_predictor(config_path, ...); at
-    # the merge this line becomes load_predictor(study, layout, d.device, run=run)
-    p = load_predictor(study.path, layout, d.device, run=run)
+    p = load_predictor(study, layout, d.device, run=run)
     window = find_gene(hcfg.tss, gene, p.length, bool(p.haplotypes.get("reverse_minus")))
     if individuals is None:
         individuals = _split_individuals(layout, window, split or cfg.split,

@@ -30,7 +30,7 @@ from analysis.variant_ranking import rank_variants
 from hapflow.config import StudyConfig, load_study
 from prep.encoding import encode
 from tests.conftest import CHR22_REF, CHR22_VCF
-from tests.train_demo import train_study
+from tests.train_demo import load_train_study, train_study
 
 GENE = "ARVCF"  # minus strand; every test individual carries an indel within 1 kb of its TSS
 HAP = {"snps_only": False, "unphased": "error", "ref_mismatch": "error", "seed": 0}
@@ -46,8 +46,9 @@ def study(tmp_path_factory):
     from train.loop import fine_tune
 
     workdir, config = train_study(tmp_path_factory.mktemp("attribute"))
-    fine_tune(config, workdir, name="ism",
-              overrides={"train": {"max_steps": 2}, "model": {"num_downsamples": 3}})
+    fine_tune(load_train_study(config, {"train": {"max_steps": 2},
+                                        "model": {"num_downsamples": 3}}),
+              workdir, name="ism")
     hcfg = load_config(HaplotypesConfig, config, "haplotypes", {"length": 2048})
     bcfg = BaselinesConfig(methods=["elastic_net"], n_jobs=1, backend="threads", min_maf=0.01)
     run_baselines(StudyConfig(haplotypes=hcfg, baselines=bcfg), workdir, progress=False)
@@ -67,7 +68,7 @@ def model(study):
     from train.prediction import load_predictor
 
     workdir, config = study
-    return load_predictor(config, workdir, torch.device("cpu"), run="ism")
+    return load_predictor(load_train_study(config), workdir, torch.device("cpu"), run="ism")
 
 
 def _study(config):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hapflow.sections import TrainConfig
+from hapflow.sections import LOSS_TERM_HEADS, TrainConfig
 from train.losses import (
     TERMS,
     in_batch_loss,
@@ -96,3 +96,9 @@ def test_terms_compose_and_config_checks_them():
     with pytest.raises(ValueError, match="must include the strategy"):
         TrainConfig(strategy="single", terms={"in_batch": 1.0})
     assert TERMS["pairwise_classification"].head == "track"
+
+
+def test_terms_are_the_config_registry_of_terms_and_heads():
+    assert TERMS.keys() == LOSS_TERM_HEADS.keys()
+    for name, term in TERMS.items():
+        assert term.name == name and term.head == LOSS_TERM_HEADS[name]

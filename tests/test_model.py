@@ -15,12 +15,11 @@ from hapflow.sections import ConfigError, ModelConfig
 from loader.device import to_one_hot
 from prep.builder import HaplotypeBuilder
 from tests.conftest import CHR22_REF, CHR22_VCF
+from train.export import load_exported, save_exported
 from train.model import (
     FrozenBatchNorm1d,
     apply_batchnorm_policy,
     build_model,
-    load_exported,
-    save_exported,
     unwrap,
 )
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import CHR22_REF, CHR22_VCF, ROOT
 from tests.test_train_run import _env, _free_port
-from tests.train_demo import train_study
+from tests.train_demo import load_train_study, train_study
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,9 @@ def trained(tmp_path_factory):
     workdir, config = train_study(tmp_path_factory.mktemp("predict"))
     # 8 bp bins: a tiny random Enformer with 128 bp bins barely depends on its input before
     # training (prediction spread ~1e-6), which would make agreement checks vacuous
-    fine_tune(config, workdir, name="short", overrides={"train": {"max_steps": 2},
-                                                        "model": {"num_downsamples": 3}})
+    fine_tune(load_train_study(config, {"train": {"max_steps": 2},
+                                        "model": {"num_downsamples": 3}}),
+              workdir, name="short")
     return workdir, config
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tests.train_demo import train_study, write_config
+from tests.train_demo import load_train_study, train_study, write_config
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_two_process_torchrun_learns_and_writes_everything(study):
     assert any((run / "tensorboard").iterdir())
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-0000012"
     from train.checkpoint import load_checkpoint
-    from train.model import load_exported
+    from train.export import load_exported
 
     trainer = load_checkpoint(run / "checkpoints" / "step-0000012",
                               load_exported(run))  # weights_only; fits the exported model
@@ -138,7 +138,7 @@ def test_existing_run_needs_resume_or_a_new_name(study, tmp_path):
     (run / "trainer.pt").write_bytes(b"")
     (run.parent / "latest").write_text("step-0000001\n")
     with pytest.raises(TrainError, match="--resume"):
-        fine_tune(config, workdir, name="exists")
+        fine_tune(load_train_study(config), workdir, name="exists")
 
 
 def test_clear_errors(study, tmp_path):
@@ -174,8 +174,8 @@ def test_every_strategy_trains(study, strategy, extra):
     workdir, config = study
     overrides = {"train": {"strategy": strategy, "max_steps": 2, "tensorboard": False,
                            **extra.get("train", {})}, "model": extra.get("model", {})}
-    result = fine_tune(config, workdir, name=f"every-{strategy}-{len(extra)}",
-                       overrides=overrides)
+    result = fine_tune(load_train_study(config, overrides), workdir,
+                       name=f"every-{strategy}-{len(extra)}")
     run = Path(result["run"])
     losses = [r["loss"] for r in _records(run, "train")]
     assert len(losses) == 2 and all(np.isfinite(losses))

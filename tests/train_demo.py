@@ -87,6 +87,14 @@ def write_config(path: Path, extra: str = "") -> Path:
     return Path(path)
 
 
+def load_train_study(config: Path, overrides: dict | None = None):
+    """The study of ``config`` as train.run loads it ([model], [train], [loader]), with
+    ``{section: {key: value}}`` overrides applied."""
+    from hapflow.config import load_study
+
+    return load_study(config, overrides, need=("model", "train", "loader"))
+
+
 def train_study(base: Path) -> tuple[Path, Path]:
     """Build (once) the 4-gene study under ``base/train_demo``; returns (workdir, config)."""
     from tests.loader_demo import build_study

@@ -12,10 +12,14 @@ A checkpoint is written into a temporary folder and renamed into place, then ``l
 rewritten (temp + rename): a run killed at any moment leaves the previous checkpoint intact.
 The newest ``keep`` checkpoints are kept; the best model is exported separately
 (``DIR/runs/RUN/best``, by the loop).
+
+The loop calls :func:`save_checkpoint` (every rank: their loader positions and RNG states are
+gathered, rank 0 writes) and :func:`restore_checkpoint` (every rank takes back its own).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import secrets
@@ -24,11 +28,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from hapflow.io import atomic_write_text
+from train.distributed import Dist, all_gather_object, barrier
 
-__all__ = ["rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint",
-           "latest_checkpoint"]
+__all__ = ["rng_state", "set_rng_state", "save_checkpoint", "restore_checkpoint",
+           "write_checkpoint", "load_checkpoint", "latest_checkpoint"]
+
+log = logging.getLogger("train")
 
 
 def rng_state() -> dict:
@@ -65,7 +73,48 @@ def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(directory: str | os.PathLike, step: int, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, trainer: dict, keep: int = 3) -> Path:
+                    optimizer: torch.optim.Optimizer, scheduler, loaders: dict, state: dict,
+                    d: Dist, keep: int = 3) -> None:
+    """Checkpoint a run after ``step`` optimizer steps (call it on every rank).
+
+    Every rank's RNG states and loader positions (``loaders``: {stream: loader}) are gathered;
+    rank 0 writes them with the model, optimizer, scheduler and the loop's ``state`` (a dict of
+    plain values: step, best metric, early-stopping count) as :func:`write_checkpoint`.
+    """
+    mine = {"rng": rng_state(), "loaders": {s: ld.state_dict() for s, ld in loaders.items()}}
+    ranks = all_gather_object(mine)
+    if d.is_main:
+        trainer = {"state": dict(state), "scheduler": scheduler.state_dict(), "ranks": ranks,
+                   "world_size": d.world_size}
+        write_checkpoint(directory, step, model, optimizer, trainer, keep)
+    barrier()
+
+
+def restore_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
+                       optimizer: torch.optim.Optimizer, scheduler, loaders: dict,
+                       d: Dist) -> dict:
+    """Put a run back where :func:`save_checkpoint` left it; returns the loop's ``state``.
+
+    Weights, optimizer and scheduler are loaded in place; each rank takes back its own loader
+    positions and RNG states. With another number of processes than the checkpoint's, every
+    loader takes rank 0's position (it restarts at the next epoch) and random streams are new.
+    """
+    trainer = load_checkpoint(path, model, optimizer)
+    scheduler.load_state_dict(trainer["scheduler"])
+    mine = trainer["ranks"][d.rank] if len(trainer["ranks"]) == d.world_size else None
+    for s, loader in loaders.items():
+        loader.load_state_dict((mine or trainer["ranks"][0])["loaders"][s])
+    if mine is not None:
+        set_rng_state(mine["rng"])
+    else:
+        log.warning("The checkpoint was written by %d process(es), this run has %d: loaders "
+                    "restart at the next epoch and random streams are new",
+                    len(trainer["ranks"]), d.world_size)
+    return trainer["state"]
+
+
+def write_checkpoint(directory: str | os.PathLike, step: int, model: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer, trainer: dict, keep: int = 3) -> Path:
     """Write ``directory/step-NNNNNNN`` atomically, point ``latest`` at it, prune old ones.
 
     Parameters
@@ -81,8 +130,6 @@ def save_checkpoint(directory: str | os.PathLike, step: int, model: torch.nn.Mod
     -------
     Path of the checkpoint folder.
     """
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:07d}"
@@ -133,8 +180,6 @@ def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     ValueError
         Missing or unexpected weights (a checkpoint of another model), naming the file.
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
     weights = path / "model.safetensors"
     state = load_file(str(weights))

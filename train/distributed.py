@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["Dist", "setup", "teardown", "rank_seed", "all_mean", "barrier", "broadcast_object"]
+__all__ = ["Dist", "setup", "teardown", "rank_seed", "seed_everything", "all_mean", "barrier",
+           "all_gather_object"]
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +101,9 @@ def all_mean(values: torch.Tensor) -> torch.Tensor:
 
 
 def barrier() -> None:
+    """Wait for every rank (a no-op in one process)."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
-
-
-def broadcast_object(obj, src: int = 0):
-    """Rank ``src``'s Python object on every rank."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        box = [obj]
-        dist.broadcast_object_list(box, src=src)
-        return box[0]
-    return obj
 
 
 def all_gather_object(obj) -> list:

@@ -7,20 +7,23 @@ One GPU or CPU process, or many with torchrun (NCCL on GPUs, gloo on CPU)::
     torchrun --nnodes 4 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
         -m train.run --config configs/geuvadis.toml --workdir /scratch/g --name pairwise
 
-What happens, in order: settings are read and checked; every rank builds the loaders of the
-batch streams its loss terms need (:mod:`train.losses`), then the model with the same seed
-(identical weights on every rank), applies the BatchNorm policy and freezing once, wraps it in
-DDP and torch.compile; AdamW with linear warm-up and cosine decay; gradient accumulation to the
-effective batch; per optimizer step: micro-batches (one-hot built on the device, every stream's
-sequences in one forward), gradient clipping, step; validation (the strategy's loss and
-per-gene Pearson r across validation individuals, forward and reverse complement averaged,
-gathered from all ranks), best model, early stopping, checkpoints; at the end the best model is
-exported as ``model.safetensors`` + ``model.json``.
+What happens, in order: the run folder is opened (the resolved study saved in it); every rank
+builds the loaders of the batch streams its loss terms need (:mod:`train.data`), then the model
+with the same seed (identical weights on every rank), with the BatchNorm policy and freezing
+applied once, wrapped in DDP and torch.compile; AdamW with linear warm-up and cosine decay. Each
+optimizer step (:func:`train_step`) runs micro-batches up to the effective batch (one-hot built
+on the device, every stream's sequences in one forward), clips the gradients and steps; then
+the loop logs metrics, validates (:func:`validate`: the strategy's loss and per-gene Pearson r
+across validation individuals, forward and reverse complement averaged, gathered from all
+ranks), keeps the best model (``best/``), stops early, and saves checkpoints
+(:func:`train.checkpoint.save_checkpoint`). At the end the best model is exported as
+``model.safetensors`` + ``model.json`` (:func:`export`).
 
 Exact resume: a checkpoint holds model, optimizer, scheduler, step, every stream's loader
 position and every rank's RNG states. Data-loader iterators are created without touching the
-global RNG (:func:`_rng_neutral`), so dropout draws do not depend on where a run was resumed:
-on CPU in fp32 eager mode a resumed run's per-step losses equal the uninterrupted run's.
+global RNG (:func:`train.data.rng_neutral`), so dropout draws do not depend on where a run was
+resumed: on CPU in fp32 eager mode a resumed run's per-step losses equal the uninterrupted
+run's. ``metrics.jsonl`` is cut back to the checkpoint's step on resume.
 """
 
 from __future__ import annotations
@@ -31,19 +34,21 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from hapflow.config import config_to_dict
-from hapflow.io import atomic_write_text
+from hapflow.config import StudyConfig, check_study, config_to_dict
+from hapflow.io import atomic_write_json
 from hapflow.layout import Workdir
-from hapflow.sections import TrainConfig
-from loader import make_loader
-from train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint
+from hapflow.sections import LoaderConfig, TrainConfig
+from train.checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
+from train.data import Streams, build_streams, forever, rng_neutral
 from train.distributed import (
     Dist,
-    all_gather_object,
     all_mean,
     barrier,
     rank_seed,
@@ -51,316 +56,271 @@ from train.distributed import (
     setup,
     teardown,
 )
+from train.export import load_exported, save_exported
 from train.inference import forward_codes, per_gene_pearson, predict_loader
-from train.losses import STREAMS, TERMS
+from train.losses import STREAMS, TERMS, weighted_loss
 from train.metrics import MetricsLog, truncate_metrics
+from train.model import ExpressionModel, build_model
 
-__all__ = ["TrainError", "fine_tune", "step_loss", "warmup_cosine", "accumulation_steps"]
+__all__ = ["TrainError", "fine_tune", "train_step", "step_loss", "validate", "export",
+           "warmup_cosine", "accumulation_steps"]
 
 log = logging.getLogger("train")
+
+SECTIONS = ("model", "train", "loader")
+"""The study sections a run reads."""
 
 
 class TrainError(ValueError):
     """The run cannot start or continue as configured; the message says what to do."""
 
 
-def fine_tune(config_path: str | Path, workdir: str | Path, name: str | None = None,
-              resume: bool = False, overrides: dict[str, dict] | None = None) -> dict:
+@dataclass
+class Run:
+    """Where a run reads and writes, and how long it is."""
+
+    name: str
+    dir: Path
+    """``DIR/runs/NAME``: config.toml, data.json, metrics.jsonl, checkpoints/, best/, the model."""
+    shards: Path
+    """``DIR/shards``."""
+    latest: Path | None
+    """The newest complete checkpoint (None: none yet)."""
+    accum: int = 1
+    """Micro-batches per optimizer step."""
+    total_steps: int = 0
+    """Optimizer steps of the whole run."""
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / "checkpoints"
+
+
+@dataclass
+class TrainState:
+    """What the loop carries from step to step; saved in every checkpoint (as a dict)."""
+
+    step: int = 0
+    best: float | None = None
+    best_step: int | None = None
+    bad: int = 0
+    """Validations in a row without improvement (early stopping)."""
+    stopped_early: bool = False
+
+
+@dataclass
+class Trainer:
+    """The model and what updates it."""
+
+    model: ExpressionModel
+    """The plain module: checkpoints and exports hold its state dict."""
+    net: torch.nn.Module
+    """What runs the forward: the model, wrapped in DDP and/or torch.compile."""
+    ddp: torch.nn.Module
+    """The DDP wrapper (``no_sync`` while accumulating), or the model in one process."""
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+
+def fine_tune(study: StudyConfig, workdir: str | Path | Workdir, name: str | None = None,
+              resume: bool = False) -> dict:
     """Fine-tune on a study's shards (``DIR/shards``) into ``DIR/runs/NAME``.
 
     Parameters
     ----------
-    config_path : the study TOML ([model], [train], [loader])
-    workdir : the study folder
+    study : the loaded study (:func:`hapflow.config.load_study`): [model], [train], [loader]
+    workdir : the study folder (a :class:`~hapflow.layout.Workdir` or a path)
     name : run name (default: the strategy)
     resume : continue from the run's latest checkpoint
-    overrides : ``{section: {key: value}}`` applied over the file
 
     Returns
     -------
     dict: run folder, steps, best validation metric and step (on every rank).
     """
-    from hapflow.config import load_study
-
-    # the whole file, checked once before any work; the run reads three of its sections
-    study = load_study(config_path, overrides, need=("model", "train", "loader"))
-    model_cfg, cfg, loader_cfg = study.model, study.train, study.loader
-    d = setup(cfg.device)
+    # the run reads these three sections: they count as present (saved in the run's
+    # config.toml) and the rules that join them are checked (hapflow.config.check_study)
+    study = check_study(dataclasses.replace(study, present=study.present | set(SECTIONS)),
+                        only=set(SECTIONS))
+    cfg = study.train
+    d = setup(cfg.device)  # distributed: set up once here, torn down once below
     try:
-        return _fine_tune(model_cfg, cfg, loader_cfg, d, Path(workdir), name or cfg.strategy,
-                          resume, study)
+        run = open_run(study, Workdir(workdir), name or cfg.strategy, resume, d)
+        streams = build_streams(run.shards, study.loader, cfg, d)
+        plan_steps(run, streams, study.loader, cfg, d)
+        trainer = build_trainer(study, streams.length, run.total_steps, d)
+        state = resume_run(run, trainer, streams, d) if resume else TrainState()
+        if d.is_main and state.step == 0:
+            (run.dir / "metrics.jsonl").unlink(missing_ok=True)
+        barrier()
+        metrics = MetricsLog(run.dir, run.total_steps, state.step, d.is_main, cfg.tensorboard)
+        try:
+            train(trainer, streams, state, study, run, metrics, d)
+        finally:
+            metrics.close()
+        return export(trainer.model, study, streams.length, run, state, d)
     finally:
         teardown()
 
 
-def _fine_tune(model_cfg, cfg: TrainConfig, loader_cfg, d: Dist, workdir: Path, name: str,
-               resume: bool, study) -> dict:
-    from train.model import build_model, save_exported
+# -- before the first step ------------------------------------------------------------------------
 
-    # -- where: the shards in, the run folder out -------------------------------------------
-    layout = Workdir(workdir)
-    shards = layout.shards
-    if not (shards / "manifest.parquet").exists():
-        raise TrainError(f"{shards} holds no shards (no manifest.parquet): run `python -m "
-                         f"prep.shard --config ... --workdir {workdir}` first")
-    run_dir = layout.runs / name
-    ckpt_dir = run_dir / "checkpoints"
-    latest = latest_checkpoint(ckpt_dir)
-    if latest is not None and not resume:
-        raise TrainError(f"run {run_dir} already has checkpoints: pass --resume to continue it, "
+def open_run(study: StudyConfig, layout: Workdir, name: str, resume: bool, d: Dist) -> Run:
+    """Check the shards are there and the run may start; rank 0 saves the resolved study."""
+    if not layout.manifest.exists():
+        raise TrainError(f"{layout.shards} holds no shards (no manifest.parquet): run `python -m "
+                         f"prep.shard --config ... --workdir {layout}` first")
+    run = Run(name=name, dir=layout.run(name), shards=layout.shards, latest=None)
+    run.latest = latest_checkpoint(run.checkpoints)
+    if run.latest is not None and not resume:
+        raise TrainError(f"run {run.dir} already has checkpoints: pass --resume to continue it, "
                          "or --name NEW to start another run")
     if d.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        study.save(run_dir / "config.toml")  # the whole resolved study, overrides applied
-    terms = cfg.loss_terms
-    for t in terms:
-        need = TERMS[t].head
-        if need is not None and model_cfg.head != need:
-            raise TrainError(f"loss term {t} needs [model] head = {need!r}, the config has "
-                             f"{model_cfg.head!r}")
+        run.dir.mkdir(parents=True, exist_ok=True)
+        study.save(run.dir / "config.toml")  # the whole resolved study, overrides applied
+    return run
 
-    # -- data: one loader per batch stream, plus the validation loaders -----------------------
-    main = TERMS[cfg.strategy].stream
-    streams = [main] + sorted({TERMS[t].stream for t in terms} - {main})
-    train_loaders = {s: _stream_loader(shards, s, "train", loader_cfg, cfg, d) for s in streams}
-    val_loader = _stream_loader(shards, main, "val", loader_cfg, cfg, d)
-    eval_loader = make_loader(shards, split="val", mode="eval", config=loader_cfg,
-                              rank=d.rank, world_size=d.world_size)
-    length = train_loaders[main].window.length
-    accum = accumulation_steps(cfg.effective_batch, loader_cfg.batch_size, d.world_size)
-    steps_per_epoch = math.ceil(len(train_loaders[main]) / accum)
-    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+
+def plan_steps(run: Run, streams: Streams, loader_cfg: LoaderConfig, cfg: TrainConfig,
+               d: Dist) -> None:
+    """Micro-batches per step and steps in all (into ``run``); rank 0 logs the plan and writes
+    ``data.json``."""
+    main = streams.train[streams.main]
+    run.accum = accumulation_steps(cfg.effective_batch, loader_cfg.batch_size, d.world_size)
+    steps_per_epoch = math.ceil(len(main) / run.accum)
+    run.total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     if d.is_main:
         log.info("Fine-tuning %s on %s: %d train batches of %d per device per epoch, %d device(s), "
                  "%d micro-batch(es) per step -> %d steps per epoch, %d steps in all; windows "
-                 "of %d bp", cfg.strategy, shards, len(train_loaders[main]),
-                 loader_cfg.batch_size, d.world_size, accum, steps_per_epoch, total_steps, length)
-        _write_data_record(run_dir, shards, loader_cfg, length)
+                 "of %d bp", cfg.strategy, run.shards, len(main), loader_cfg.batch_size,
+                 d.world_size, run.accum, steps_per_epoch, run.total_steps, streams.length)
+        _write_data_record(run, loader_cfg, streams.length)
 
-    # -- model: identical initial weights on every rank, then per-rank seeds ------------------
+
+def build_trainer(study: StudyConfig, length: int, total_steps: int, d: Dist) -> Trainer:
+    """The model (identical initial weights on every rank, then per-rank seeds for dropout),
+    wrapped for DDP and compile; AdamW with linear warm-up and cosine decay."""
+    cfg = study.train
     seed_everything(cfg.seed)
-    model = build_model(model_cfg, length).to(d.device)
+    model = build_model(study.model, length).to(d.device)
     seed_everything(rank_seed(cfg.seed, d.rank))
     if d.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
         torch.backends.cudnn.allow_tf32 = cfg.tf32
-    net = ddp = model
-    if d.distributed:  # DDP first, then compile (so DDP's optimizer can split the graph)
-        net = ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[d.device.index] if d.device.type == "cuda" else None,
-            find_unused_parameters=cfg.find_unused_parameters)
-    if cfg.compile:
-        net = torch.compile(net)
+    net, ddp = parallelize(model, cfg, d)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas),
                                   weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(cfg.warmup_steps, total_steps, cfg.min_lr_ratio))
+    return Trainer(model, net, ddp, params, optimizer, scheduler)
 
-    # -- resume --------------------------------------------------------------------------------
-    state = {"step": 0, "best": None, "best_step": None, "bad": 0, "stopped_early": False}
-    if resume and latest is not None:
-        trainer = load_checkpoint(latest, model, optimizer)
-        state.update(trainer["state"])
-        scheduler.load_state_dict(trainer["scheduler"])
-        mine = trainer["ranks"][d.rank] if len(trainer["ranks"]) == d.world_size else None
-        for s, loader in train_loaders.items():
-            loader.load_state_dict((mine or trainer["ranks"][0])["loaders"][s])
-        if mine is not None:
-            from train.checkpoint import set_rng_state
 
-            set_rng_state(mine["rng"])
-        else:
-            log.warning("The checkpoint was written by %d process(es), this run has %d: loaders "
-                        "restart at the next epoch and random streams are new",
-                        len(trainer["ranks"]), d.world_size)
+def parallelize(model: torch.nn.Module, cfg: TrainConfig, d: Dist
+                ) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(what runs the forward, the DDP wrapper): DDP first, then compile (so DDP's optimizer
+    can split the graph)."""
+    net = ddp = model
+    if d.distributed:
+        net = ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[d.device.index] if d.device.type == "cuda" else None,
+            find_unused_parameters=cfg.find_unused_parameters)
+    if cfg.compile:
+        net = torch.compile(net)
+    return net, ddp
+
+
+def resume_run(run: Run, t: Trainer, streams: Streams, d: Dist) -> TrainState:
+    """Continue from the run's latest checkpoint (a fresh state when it has none yet)."""
+    if run.latest is None:
         if d.is_main:
-            truncate_metrics(run_dir / "metrics.jsonl", state["step"])
-            log.info("Resumed %s at step %d (epoch %d, batch %d)", latest, state["step"],
-                     train_loaders[main].epoch, train_loaders[main].batch)
-    elif resume and d.is_main:
-        log.info("No checkpoint in %s yet: starting from the beginning", ckpt_dir)
-    if d.is_main and state["step"] == 0:
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    barrier()
-
-    # -- the loop ------------------------------------------------------------------------------
-    metrics = MetricsLog(run_dir, total_steps, state["step"], d.is_main, cfg.tensorboard)
-    main_loader = train_loaders[main]
-    others = {s: _forever(loader) for s, loader in train_loaders.items() if s != main}
-    items_per_batch = loader_cfg.batch_size * d.world_size
-    step = state["step"]
-    try:
-        while step < total_steps and not state["stopped_early"]:
-            epoch = main_loader.epoch
-            batches = _rng_neutral(main_loader)  # from the loader's position to the epoch's end
-            left = len(main_loader) - main_loader.batch
-            while left > 0 and step < total_steps:
-                n_micro = min(accum, left)
-                t_step = time.perf_counter()
-                wait = 0.0
-                net.train()
-                loss_sum = torch.zeros((), device=d.device)
-                for m in range(n_micro):
-                    t_data = time.perf_counter()
-                    group = {main: next(batches), **{s: next(it) for s, it in others.items()}}
-                    wait += time.perf_counter() - t_data
-                    last = m == n_micro - 1
-                    sync = contextlib.nullcontext() if last or not d.distributed else \
-                        ddp.no_sync()  # accumulate locally; all-reduce on the last micro-batch
-                    with sync:
-                        loss, _ = step_loss(net, group, cfg, d.device)
-                        (loss / n_micro).backward()
-                    loss_sum += loss.detach()
-                left -= n_micro
-                if left == 0:  # close the epoch: the loader moves to the next one
-                    assert next(batches, None) is None, "the loader yielded more than len()"
-                grad_norm = _clip(params, cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                state["step"] = step
-                if step % cfg.log_every_steps == 0 or step == total_steps:
-                    mean_loss = float(all_mean(loss_sum / n_micro))
-                    seconds = time.perf_counter() - t_step
-                    metrics.train_step({
-                        "kind": "train", "step": step, "epoch": epoch, "loss": mean_loss,
-                        "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                        "samples_per_s": n_micro * items_per_batch / seconds,
-                        "data_wait": wait / seconds,
-                    })
-                end_of_epoch = left == 0
-                validate_now = (cfg.val_every_steps and step % cfg.val_every_steps == 0) or (
-                    not cfg.val_every_steps and end_of_epoch) or step == total_steps
-                if validate_now:
-                    record = validate(model, val_loader, eval_loader, cfg, d)
-                    record.update({"kind": "val", "step": step, "epoch": epoch})
-                    metrics.validation(record)
-                    if _improved(record[cfg.val_metric], state["best"], cfg.val_metric):
-                        state.update(best=record[cfg.val_metric], best_step=step, bad=0)
-                        if d.is_main:
-                            save_exported(model, model_cfg, length, run_dir / "best")
-                            atomic_write_text(run_dir / "best" / "best.json",
-                                              json.dumps(record, indent=1) + "\n")
-                    else:
-                        state["bad"] += 1
-                        if cfg.patience and state["bad"] >= cfg.patience:
-                            state["stopped_early"] = True
-                            if d.is_main:
-                                log.info("Early stop at step %d: %s has not improved on %.4f "
-                                         "(step %d) for %d validations", step, cfg.val_metric,
-                                         state["best"], state["best_step"], state["bad"])
-                ckpt_now = (cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps
-                            == 0) or (not cfg.checkpoint_every_steps and validate_now) \
-                    or step == total_steps or state["stopped_early"]
-                if ckpt_now:
-                    _save(ckpt_dir, step, model, optimizer, scheduler, train_loaders, state, d,
-                          cfg.keep_checkpoints)
-                if state["stopped_early"]:
-                    break
-    finally:
-        metrics.close()
-
-    # -- export the best model -------------------------------------------------------------
+            log.info("No checkpoint in %s yet: starting from the beginning", run.checkpoints)
+        return TrainState()
+    saved = restore_checkpoint(run.latest, t.model, t.optimizer, t.scheduler, streams.train, d)
+    state = TrainState(**saved)
     if d.is_main:
-        best = run_dir / "best"
-        if (best / "model.json").exists():
-            from train.model import load_exported
-
-            save_exported(load_exported(best), model_cfg, length, run_dir)
-        else:
-            save_exported(model, model_cfg, length, run_dir)
-        summary = {"run": str(run_dir), "steps": step, "best_" + cfg.val_metric: state["best"],
-                   "best_step": state["best_step"], "stopped_early": state["stopped_early"]}
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
-        log.info("Done: %d steps; best %s %.4f at step %s; model in %s", step, cfg.val_metric,
-                 state["best"] if state["best"] is not None else float("nan"),
-                 state["best_step"], run_dir)
-    barrier()
-    return {"run": str(run_dir), "steps": step, "best": state["best"],
-            "best_step": state["best_step"], "stopped_early": state["stopped_early"]}
+        truncate_metrics(run.dir / "metrics.jsonl", state.step)
+        main = streams.train[streams.main]
+        log.info("Resumed %s at step %d (epoch %d, batch %d)", run.latest, state.step,
+                 main.epoch, main.batch)
+    return state
 
 
-# -- the pieces the loop calls, in the order it calls them ------------------------------------
+# -- the loop -------------------------------------------------------------------------------------
 
-def accumulation_steps(effective_batch: int, batch_size: int, world_size: int) -> int:
-    """Micro-batches per optimizer step so that one step sees ``effective_batch`` items.
+def train(t: Trainer, streams: Streams, state: TrainState, study: StudyConfig, run: Run,
+          metrics: MetricsLog, d: Dist) -> None:
+    """Optimizer steps until ``run.total_steps`` (or early stopping), epoch by epoch of the
+    strategy's stream: step, log, validate, checkpoint."""
+    cfg = study.train
+    main = streams.train[streams.main]
+    others = {s: forever(loader) for s, loader in streams.train.items() if s != streams.main}
+    items_per_batch = study.loader.batch_size * d.world_size
+    while state.step < run.total_steps and not state.stopped_early:
+        epoch = main.epoch
+        batches = rng_neutral(main)  # from the loader's position to the epoch's end
+        left = len(main) - main.batch
+        while left > 0 and state.step < run.total_steps and not state.stopped_early:
+            n_micro = min(run.accum, left)
+            left -= n_micro
+            groups = streams.micro_batches(batches, others, n_micro, end_of_epoch=left == 0)
+            record = train_step(t, groups, n_micro, cfg, d)
+            state.step += 1
+            last = state.step == run.total_steps
+            if state.step % cfg.log_every_steps == 0 or last:
+                metrics.train_step(_train_record(record, state.step, epoch, t, items_per_batch))
+            validated = (state.step % cfg.val_every_steps == 0 if cfg.val_every_steps
+                         else left == 0) or last
+            if validated:
+                result = validate(t.model, streams, cfg, d)
+                result.update({"kind": "val", "step": state.step, "epoch": epoch})
+                metrics.validation(result)
+                keep_best(t.model, study, streams.length, run, state, result, d)
+            if (state.step % cfg.checkpoint_every_steps == 0 if cfg.checkpoint_every_steps
+                    else validated) or last or state.stopped_early:
+                save_checkpoint(run.checkpoints, state.step, t.model, t.optimizer, t.scheduler,
+                                streams.train, dataclasses.asdict(state), d,
+                                cfg.keep_checkpoints)
 
-    Raises
-    ------
-    TrainError
-        When ``effective_batch`` is not a multiple of ``batch_size x world_size``.
+
+def train_step(t: Trainer, groups: Iterator[dict[str, dict]], n_micro: int, cfg: TrainConfig,
+               d: Dist) -> dict:
+    """One optimizer step over ``n_micro`` micro-batch groups: forward, loss and backward on
+    each (gradients all-reduced on the last one only), then clip, step and schedule.
+
+    Returns
+    -------
+    dict: ``loss`` (this rank's mean over the micro-batches, a tensor), ``grad_norm``,
+    ``n_micro``, ``data_wait`` and ``started`` (seconds; perf_counter).
     """
-    per_step = batch_size * world_size
-    if effective_batch % per_step:
-        raise TrainError(
-            f"[train] effective_batch = {effective_batch} is not a multiple of [loader] "
-            f"batch_size x devices = {batch_size} x {world_size} = {per_step}: choose an "
-            f"effective batch of {max(1, effective_batch // per_step) * per_step} or another "
-            "batch size")
-    return effective_batch // per_step
-
-
-def warmup_cosine(warmup: int, total: int, min_ratio: float = 0.0):
-    """LR multiplier for LambdaLR: linear 0 -> 1 over ``warmup`` steps, cosine to ``min_ratio``
-    at ``total``."""
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        span = max(total - warmup, 1)
-        progress = min(max(step - warmup, 0) / span, 1.0)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def _stream_loader(shards: Path, stream: str, split: str, loader_cfg, cfg: TrainConfig,
-                   d: Dist):
-    spec = STREAMS[stream]
-    extra = {k: getattr(cfg, v) for k, v in spec.get("from_train", {}).items()}
-    mode = spec["mode"]
-    if split != "train" and mode == "train":
-        mode = "eval"
-    return make_loader(shards, split=split, mode=mode,
-                       config=dataclasses.replace(loader_cfg, **extra), rank=d.rank,
-                       world_size=d.world_size)
-
-
-def _rng_neutral(iterable):
-    """Iterate ``iterable`` without letting the creation of its DataLoader iterator draw from
-    the global torch RNG (torch draws a base seed there; hapflow's workers seed themselves from
-    (seed, epoch, rank, worker)), so dropout streams do not depend on where a run resumed."""
-    state = torch.get_rng_state()
-    it = iter(iterable)
-    try:
-        first = next(it)
-    except StopIteration:
-        return
-    finally:
-        torch.set_rng_state(state)
-    yield first
-    yield from it
-
-
-def _forever(loader):
-    """A secondary stream's batches, epoch after epoch."""
-    while True:
-        yield from _rng_neutral(loader)
-
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor)
-                and not k.startswith("seq") else v) for k, v in batch.items()}
+    started = time.perf_counter()
+    wait = 0.0
+    t.net.train()
+    loss_sum = torch.zeros((), device=d.device)
+    t_data = time.perf_counter()
+    for m, group in enumerate(groups):
+        wait += time.perf_counter() - t_data
+        # accumulate locally; all-reduce the gradients on the last micro-batch
+        sync = contextlib.nullcontext() if m == n_micro - 1 or not d.distributed \
+            else t.ddp.no_sync()
+        with sync:
+            loss, _ = step_loss(t.net, group, cfg, d.device)
+            (loss / n_micro).backward()
+        loss_sum += loss.detach()
+        t_data = time.perf_counter()
+    grad_norm = _clip(t.params, cfg.grad_clip)
+    t.optimizer.step()
+    t.scheduler.step()
+    t.optimizer.zero_grad(set_to_none=True)
+    return {"loss": loss_sum / n_micro, "grad_norm": grad_norm, "n_micro": n_micro,
+            "data_wait": wait, "started": started}
 
 
 def step_loss(net, group: dict[str, dict], cfg: TrainConfig, device: torch.device
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The weighted loss of one micro-step.
-
-    Every stream's sequences go through the model in one forward (pairs as their a and b
-    halves), so BatchNorm sees one batch and DDP one forward per backward.
+    """The weighted loss of one micro-step: the model on every stream's sequences in one
+    forward (pairs as their a and b halves, so BatchNorm sees one batch and DDP one forward per
+    backward), then :func:`train.losses.weighted_loss`.
 
     Parameters
     ----------
@@ -388,24 +348,10 @@ def step_loss(net, group: dict[str, dict], cfg: TrainConfig, device: torch.devic
             outputs[stream] = {"pred_a": next(chunks), "pred_b": next(chunks)}
         else:
             outputs[stream] = {"pred": next(chunks)}
-    parts = {}
-    total = torch.zeros((), device=device)
-    for name, weight in cfg.loss_terms.items():
-        term = TERMS[name]
-        value = term.fn(outputs[term.stream], _to_device(group[term.stream], device), cfg)
-        parts[name] = value.detach()
-        total = total + weight * value
-    return total, parts
+    return weighted_loss(outputs, group, cfg, device)
 
 
-def _clip(params, max_norm: float) -> float:
-    if max_norm and max_norm > 0:
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    grads = [p.grad.detach().norm() for p in params if p.grad is not None]
-    return float(torch.stack(grads).norm()) if grads else 0.0
-
-
-def validate(model, val_loader, eval_loader, cfg: TrainConfig, d: Dist) -> dict:
+def validate(model, streams: Streams, cfg: TrainConfig, d: Dist) -> dict:
     """The strategy's loss on the validation stream and per-gene Pearson r across validation
     individuals (predictions forward + reverse complement averaged), over all ranks.
 
@@ -414,20 +360,18 @@ def validate(model, val_loader, eval_loader, cfg: TrainConfig, d: Dist) -> dict:
     dict: ``val_loss``, ``val_pearson_r`` (mean over genes), ``val_pearson_r_median``,
     ``val_genes``.
     """
-    import numpy as np
-
     model.eval()
     term = TERMS[cfg.strategy]
     total = torch.zeros(2, dtype=torch.float64, device=d.device)
     one = dataclasses.replace(cfg, terms={cfg.strategy: 1.0})  # the strategy's term alone
     with torch.no_grad():
-        for batch in _rng_neutral(val_loader):
+        for batch in rng_neutral(streams.val):
             loss, _ = step_loss(model, {term.stream: batch}, one, d.device)
             n = float(batch["valid"].sum())
             total += torch.tensor([float(loss) * n, n], dtype=torch.float64, device=d.device)
     if d.distributed:
         torch.distributed.all_reduce(total)
-    preds = predict_loader(model, _rng_neutral(eval_loader), d.device, cfg.precision,
+    preds = predict_loader(model, rng_neutral(streams.eval), d.device, cfg.precision,
                            cfg.val_rc_average)
     r = per_gene_pearson(preds["gene"], preds["prediction"], preds["Y"])
     model.train()
@@ -435,6 +379,102 @@ def validate(model, val_loader, eval_loader, cfg: TrainConfig, d: Dist) -> dict:
     return {"val_loss": float(total[0] / total[1].clamp(min=1)),
             "val_pearson_r": float(np.mean(values)),
             "val_pearson_r_median": float(np.median(values)), "val_genes": len(r)}
+
+
+def keep_best(model: ExpressionModel, study: StudyConfig, length: int, run: Run,
+              state: TrainState, record: dict, d: Dist) -> None:
+    """After a validation: export an improved model to ``best/`` (rank 0), or count one more
+    validation without improvement and stop early after ``patience`` of them."""
+    cfg = study.train
+    if _improved(record[cfg.val_metric], state.best, cfg.val_metric):
+        state.best, state.best_step, state.bad = record[cfg.val_metric], state.step, 0
+        if d.is_main:
+            save_exported(model, study.model, length, run.dir / "best")
+            atomic_write_json(run.dir / "best" / "best.json", record)
+        return
+    state.bad += 1
+    if cfg.patience and state.bad >= cfg.patience:
+        state.stopped_early = True
+        if d.is_main:
+            log.info("Early stop at step %d: %s has not improved on %.4f (step %d) for %d "
+                     "validations", state.step, cfg.val_metric, state.best, state.best_step,
+                     state.bad)
+
+
+# -- after the last step --------------------------------------------------------------------------
+
+def export(model: ExpressionModel, study: StudyConfig, length: int, run: Run,
+           state: TrainState, d: Dist) -> dict:
+    """Rank 0 exports the best validated model (else the last) into the run folder and writes
+    ``summary.json``; returns the summary on every rank."""
+    cfg = study.train
+    if d.is_main:
+        best = run.dir / "best"
+        if (best / "model.json").exists():
+            save_exported(load_exported(best), study.model, length, run.dir)
+        else:
+            save_exported(model, study.model, length, run.dir)
+        summary = {"run": str(run.dir), "steps": state.step, "best_" + cfg.val_metric: state.best,
+                   "best_step": state.best_step, "stopped_early": state.stopped_early}
+        atomic_write_json(run.dir / "summary.json", summary)
+        log.info("Done: %d steps; best %s %.4f at step %s; model in %s", state.step,
+                 cfg.val_metric, state.best if state.best is not None else float("nan"),
+                 state.best_step, run.dir)
+    barrier()
+    return {"run": str(run.dir), "steps": state.step, "best": state.best,
+            "best_step": state.best_step, "stopped_early": state.stopped_early}
+
+
+# -- small pieces -------------------------------------------------------------------------------
+
+def accumulation_steps(effective_batch: int, batch_size: int, world_size: int) -> int:
+    """Micro-batches per optimizer step so that one step sees ``effective_batch`` items.
+
+    Raises
+    ------
+    TrainError
+        When ``effective_batch`` is not a multiple of ``batch_size x world_size``.
+    """
+    per_step = batch_size * world_size
+    if effective_batch % per_step:
+        raise TrainError(
+            f"[train] effective_batch = {effective_batch} is not a multiple of [loader] "
+            f"batch_size x devices = {batch_size} x {world_size} = {per_step}: choose an "
+            f"effective batch of {max(1, effective_batch // per_step) * per_step} or another "
+            "batch size")
+    return effective_batch // per_step
+
+
+def warmup_cosine(warmup: int, total: int, min_ratio: float = 0.0):
+    """LR multiplier for LambdaLR: linear 0 -> 1 over ``warmup`` steps, cosine to ``min_ratio``
+    at ``total``. (A plain function, which LambdaLR leaves out of its state dict.)"""
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        span = max(total - warmup, 1)
+        progress = min(max(step - warmup, 0) / span, 1.0)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _train_record(step_out: dict, step: int, epoch: int, t: Trainer, items_per_batch: int
+                  ) -> dict:
+    """A metrics.jsonl line of a training step (the loss averaged over ranks: a collective)."""
+    loss = float(all_mean(step_out["loss"]))
+    seconds = time.perf_counter() - step_out["started"]
+    items = step_out["n_micro"] * items_per_batch
+    return {"kind": "train", "step": step, "epoch": epoch, "loss": loss,
+            "lr": t.scheduler.get_last_lr()[0], "grad_norm": step_out["grad_norm"],
+            "samples_per_s": items / seconds, "data_wait": step_out["data_wait"] / seconds}
+
+
+def _clip(params, max_norm: float) -> float:
+    if max_norm and max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    grads = [p.grad.detach().norm() for p in params if p.grad is not None]
+    return float(torch.stack(grads).norm()) if grads else 0.0
 
 
 def _improved(value: float, best: float | None, metric: str) -> bool:
@@ -445,26 +485,14 @@ def _improved(value: float, best: float | None, metric: str) -> bool:
     return value > best if metric == "val_pearson_r" else value < best
 
 
-def _save(ckpt_dir: Path, step: int, model, optimizer, scheduler, loaders: dict, state: dict,
-          d: Dist, keep: int) -> None:
-    """Gather every rank's loader positions and RNG states; rank 0 writes the checkpoint."""
-    mine = {"rng": rng_state(), "loaders": {s: ld.state_dict() for s, ld in loaders.items()}}
-    ranks = all_gather_object(mine)
-    if d.is_main:
-        trainer = {"state": dict(state), "scheduler": scheduler.state_dict(), "ranks": ranks,
-                   "world_size": d.world_size}
-        save_checkpoint(ckpt_dir, step, model, optimizer, trainer, keep)
-    barrier()
-
-
-def _write_data_record(run_dir: Path, shards: Path, loader_cfg, length: int) -> None:
+def _write_data_record(run: Run, loader_cfg: LoaderConfig, length: int) -> None:
     """``data.json``: how the training windows were made (for predictions from a VCF)."""
-    meta_path = shards / "meta.json"
+    meta_path = run.shards / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     hap = meta.get("config", {}).get("haplotypes", {})
     record = {
-        "shards": str(shards), "build": meta.get("build"), "length": length,
+        "shards": str(run.shards), "build": meta.get("build"), "length": length,
         "stored_length": hap.get("length"), "haplotypes": hap,
         "loader": config_to_dict(loader_cfg),
     }
-    atomic_write_text(run_dir / "data.json", json.dumps(record, indent=1) + "\n")
+    atomic_write_json(run.dir / "data.json", record)

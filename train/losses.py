@@ -21,7 +21,10 @@ Joint-data slot: a later stage adds terms on other streams — a Poisson NLL on 
 output tracks for reference sequences, MPRA ref − alt effects — by registering a
 :class:`Term` whose ``stream`` names a new :data:`STREAMS` entry (a function that builds the
 loader of that data) and whose ``fn`` takes (model outputs, batch). The loop needs no change:
-it draws a batch from every stream a configured term needs and sums the weighted terms.
+it draws a batch from every stream a configured term needs and sums the weighted terms
+(:func:`weighted_loss`). A new term's name and the head it needs go into
+:data:`hapflow.sections.LOSS_TERM_HEADS` too (the config side checks ``[train] terms`` there
+without importing torch); this module asserts at import that both name the same terms.
 
 Every function masks padding rows (``valid`` False) and returns a scalar tensor; an all-padding
 batch gives 0 (with a gradient path), never NaN.
@@ -35,10 +38,13 @@ from dataclasses import dataclass
 
 import torch
 
+from hapflow.sections import LOSS_TERM_HEADS, TrainConfig
+
 __all__ = [
     "Term",
     "TERMS",
     "STREAMS",
+    "weighted_loss",
     "smape",
     "masked_mean",
     "clean_target",
@@ -144,14 +150,19 @@ class Term:
     fn : callable
         ``fn(outputs, batch, cfg) -> scalar tensor``; ``outputs`` is ``{"pred": (B,)}`` for
         sample streams or ``{"pred_a", "pred_b"}`` for pair streams; ``cfg`` the TrainConfig.
-    head : str or None
-        The head the term needs ("track" for pairwise_classification), None: any.
     """
 
     name: str
     stream: str
     fn: Callable
-    head: str | None = None
+
+    @property
+    def head(self) -> str | None:
+        """The ``[model] head`` the term needs ("track" for pairwise_classification), None: any.
+
+        The config side's registry, :data:`hapflow.sections.LOSS_TERM_HEADS`, says it (the study
+        is checked against it at load, without importing torch)."""
+        return LOSS_TERM_HEADS[self.name]
 
 
 STREAMS: dict[str, dict] = {
@@ -174,8 +185,44 @@ TERMS: dict[str, Term] = {
                                     out["pred_a"], out["pred_b"], b)),
     "pairwise_classification": Term("pairwise_classification", "pairs_p",
                                     lambda out, b, cfg: pairwise_classification_loss(
-                                        out["pred_a"], out["pred_b"], b), head="track"),
+                                        out["pred_a"], out["pred_b"], b)),
     "in_batch": Term("in_batch", "gene",
                      lambda out, b, cfg: in_batch_loss(out["pred"], b, cfg.in_batch_alpha)),
 }
 """Every loss term by name; add joint-data terms here (see the module docstring)."""
+
+assert TERMS.keys() == LOSS_TERM_HEADS.keys() and all(
+    term.name == name for name, term in TERMS.items()), (
+    "train.losses.TERMS and hapflow.sections.LOSS_TERM_HEADS must name the same loss terms")
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    """The batch's tensors on ``device``, except the uint8 sequences (the model's caller
+    one-hot encodes those on the device itself)."""
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor)
+                and not k.startswith("seq") else v) for k, v in batch.items()}
+
+
+def weighted_loss(outputs: dict[str, dict[str, torch.Tensor]], group: dict[str, dict],
+                  cfg: TrainConfig, device: torch.device
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted sum of the configured terms (``cfg.loss_terms``), each term once.
+
+    Parameters
+    ----------
+    outputs : {stream: {"pred": (B,)} or {"pred_a": (B,), "pred_b": (B,)}}, on ``device``
+    group : {stream: batch} the predictions were made on
+    cfg : TrainConfig (terms, weights and the terms' own settings)
+
+    Returns
+    -------
+    (loss, {term: value}) scalar tensors on ``device`` (the values detached).
+    """
+    parts = {}
+    total = torch.zeros((), device=device)
+    for name, weight in cfg.loss_terms.items():
+        term = TERMS[name]
+        value = term.fn(outputs[term.stream], _to_device(group[term.stream], device), cfg)
+        parts[name] = value.detach()
+        total = total + weight * value
+    return total, parts

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from hapflow.io import atomic_write_text
 
 __all__ = ["MetricsLog", "truncate_metrics"]
@@ -59,12 +61,11 @@ class MetricsLog:
             return
         self.fh = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
         if tensorboard:
+            # imported only when asked for: tensorboard is a heavy import ([train] tensorboard)
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1)
         if sys.stderr.isatty():
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step",
                             desc="fine-tuning", dynamic_ncols=True)
 

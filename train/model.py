@@ -21,6 +21,9 @@ centre bins ``n/2 - 5 .. n/2 + 4`` for a TSS at ``L // 2``), moved inwards whole
 run past either end of the window. Gathering uses tensor index ops only, so ``forward`` compiles
 with ``torch.compile(fullgraph=True)``.
 
+Exported models (``model.safetensors`` + ``model.json``) are written and read by
+:mod:`train.export`; weight files of the trunk are :mod:`train.weights`.
+
 Example::
 
     from hapflow.sections import ModelConfig
@@ -31,19 +34,21 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
-from hapflow.config import config_to_dict
-from hapflow.io import atomic_write_bytes, atomic_write_text
 from hapflow.sections import ConfigError, ModelConfig
+from train.weights import (
+    construction_settings,
+    load_trunk,
+    random_hparams,
+    read_hf_config,
+    trunk_folder,
+)
 
 __all__ = [
     "ExpressionModel",
@@ -51,18 +56,9 @@ __all__ = [
     "build_model",
     "apply_batchnorm_policy",
     "apply_freeze",
-    "trunk_hparams",
-    "save_exported",
-    "load_exported",
+    "assemble",
     "unwrap",
-    "TF_GAMMA_LENGTH",
 ]
-
-# enformer-pytorch's precomputed TensorFlow gamma features exist for 1,536 bins of 128 bp only.
-TF_GAMMA_LENGTH = 196_608
-EXPORT_WEIGHTS = "model.safetensors"
-EXPORT_META = "model.json"
-EXPORT_FORMAT = 1
 
 
 class FrozenBatchNorm1d(nn.BatchNorm1d):
@@ -166,8 +162,6 @@ class ExpressionModel(nn.Module):
         h = self.conv_tower(h)  # (N, dim, L / bin_size)
         h = h.transpose(1, 2)  # (N, T, dim)
         if self.config.checkpointing and self.training:
-            from torch.utils.checkpoint import checkpoint
-
             for block in self.transformer:
                 h = checkpoint(block, h, use_reentrant=False)
         else:
@@ -223,58 +217,17 @@ class ExpressionModel(nn.Module):
         return y.float()
 
 
-def trunk_hparams(cfg: ModelConfig, length: int, use_tf_gamma: bool) -> dict[str, Any]:
-    """Enformer hyper-parameters for a random trunk from ``cfg`` (target_length = L // bin)."""
-    from train.weights import enformer_hparams
-
-    return enformer_hparams({
-        "dim": cfg.dim,
-        "depth": cfg.depth,
-        "heads": cfg.heads,
-        "attn_dim_key": cfg.attn_dim_key,
-        "num_downsamples": cfg.num_downsamples,
-        "dim_divisible_by": cfg.dim_divisible_by,
-        "output_heads": {"human": cfg.output_heads_human},
-        "target_length": length // 2 ** cfg.num_downsamples,
-        "dropout_rate": cfg.dropout_rate,
-        "attn_dropout": cfg.attn_dropout,
-        "pos_dropout": cfg.pos_dropout,
-        "use_tf_gamma": use_tf_gamma,
-    })
-
-
-def _resolve_tf_gamma(cfg: ModelConfig, length: int, hparams: dict[str, Any]) -> bool:
-    from enformer_pytorch.modeling_enformer import TF_GAMMAS
-
-    bins = length // 2 ** hparams["num_downsamples"]
-    fits = bins == 1536 and hparams["dim"] // hparams["heads"] == 6 * TF_GAMMAS.shape[-1]
-    if cfg.use_tf_gamma is None:
-        return cfg.source != "random" and length == TF_GAMMA_LENGTH and fits
-    if cfg.use_tf_gamma and not fits:
-        raise ConfigError(
-            f"model.use_tf_gamma = true needs 1,536 trunk bins ({TF_GAMMA_LENGTH:,} bp at 128 bp "
-            f"per bin) and dim // heads = {6 * TF_GAMMAS.shape[-1]}; this model has {bins:,} "
-            f"bins of a {length:,} bp window. Set it false (the paper's 49,152 bp runs did)"
-        )
-    return cfg.use_tf_gamma
-
-
-def _pretrained_dir(cfg: ModelConfig) -> Path:
-    from train.weights import download_hub
-
-    if cfg.source == "hub":
-        return download_hub(cfg.hub_id)
-    return Path(cfg.weights)
-
-
 def build_model(cfg: ModelConfig, length: int) -> ExpressionModel:
     """Build the expression model for ``length``-bp windows.
 
-    Builds the trunk (random init, a local weights folder or the hub) with ``target_length``
-    fixed to ``length // bin_size`` and ``use_tf_gamma`` resolved, adds the head, then applies
-    ``cfg.batchnorm`` and ``cfg.freeze``. Deterministic given ``torch.manual_seed``. Works with
-    or without an initialised ``torch.distributed`` process group (the batch-norm class is
-    always set by ``cfg.batchnorm``, never by enformer-pytorch's guess).
+    The steps, in order: find the trunk's weights (none, a local folder or the hub), read its
+    architecture, check that the window and head fit it, fix the construction-time settings
+    (``target_length = length // bin_size``, the TensorFlow gamma rule, dropout rates), build
+    the trunk (random, or with the folder's weights loaded strictly), add the head, then apply
+    ``cfg.batchnorm`` and ``cfg.freeze``. Everything about weight files is
+    :mod:`train.weights`. Deterministic given ``torch.manual_seed``. Works with or without an
+    initialised ``torch.distributed`` process group (the batch-norm class is always set by
+    ``cfg.batchnorm``, never by enformer-pytorch's guess).
 
     Parameters
     ----------
@@ -285,18 +238,32 @@ def build_model(cfg: ModelConfig, length: int) -> ExpressionModel:
     Raises
     ------
     ConfigError
-        Invalid hyper-parameters, a window that does not fit, a track outside the human head,
-        sync batch norm without GPUs; :class:`train.weights.WeightsError` (a ConfigError) for
-        unusable weights.
+        A window that does not fit, a track outside the human head, sync batch norm without
+        GPUs, TF gammas that do not fit; :class:`train.weights.WeightsError` (a ConfigError)
+        for unusable weights.
     """
-    from train.weights import load_enformer, new_enformer, read_hf_config
+    folder = trunk_folder(cfg)  # None: random init
+    hparams = random_hparams(cfg, length) if folder is None else read_hf_config(folder)
+    _check_window(cfg, length, hparams)
+    if cfg.batchnorm == "sync":
+        _require_sync_batchnorm()
+    hparams.update(construction_settings(cfg, length, hparams))
+    _check_track(cfg, hparams)
+    enformer = load_trunk(hparams, folder)
+    return assemble(enformer, cfg, length, hparams)
 
-    if cfg.source == "random":
-        hparams = trunk_hparams(cfg, length, False)
-        directory = None
-    else:
-        directory = _pretrained_dir(cfg)
-        hparams = read_hf_config(directory)
+
+def assemble(enformer: nn.Module, cfg: ModelConfig, length: int,
+             hparams: dict[str, Any]) -> ExpressionModel:
+    """The expression model on a built trunk: head added, batch-norm policy and freezing
+    applied (in place on the trunk's modules)."""
+    model = ExpressionModel(enformer, cfg, length, hparams)
+    apply_batchnorm_policy(model, cfg.batchnorm)
+    apply_freeze(model, cfg.freeze)
+    return model
+
+
+def _check_window(cfg: ModelConfig, length: int, hparams: dict[str, Any]) -> None:
     bin_size = 2 ** hparams["num_downsamples"]
     if length <= 0 or length % bin_size:
         raise ConfigError(f"window length {length:,} bp is not a positive multiple of the "
@@ -304,34 +271,14 @@ def build_model(cfg: ModelConfig, length: int) -> ExpressionModel:
     if length // bin_size < cfg.n_bins:
         raise ConfigError(f"model.n_bins = {cfg.n_bins} is more than the {length // bin_size} "
                           f"bins of a {length:,} bp window")
-    if cfg.batchnorm == "sync":
-        _require_sync_batchnorm()
-    settings = {
-        "target_length": length // bin_size,
-        "use_tf_gamma": _resolve_tf_gamma(cfg, length, hparams),
-        "dropout_rate": cfg.dropout_rate,
-        "attn_dropout": cfg.attn_dropout,
-        "pos_dropout": cfg.pos_dropout,
-    }
-    hparams.update(settings)
+
+
+def _check_track(cfg: ModelConfig, hparams: dict[str, Any]) -> None:
     if cfg.head == "track":
         n_tracks = hparams["output_heads"].get("human", 0)
         if not 0 <= cfg.track < n_tracks:
             raise ConfigError(f"model.track = {cfg.track} is outside the human output head "
                               f"(tracks 0..{n_tracks - 1})")
-    if directory is None:
-        enformer = new_enformer(hparams)
-    else:
-        enformer = load_enformer(directory, **settings)
-    return _assemble(enformer, cfg, length, hparams)
-
-
-def _assemble(enformer: nn.Module, cfg: ModelConfig, length: int,
-              hparams: dict[str, Any]) -> ExpressionModel:
-    model = ExpressionModel(enformer, cfg, length, hparams)
-    apply_batchnorm_policy(model, cfg.batchnorm)
-    apply_freeze(model, cfg.freeze)
-    return model
 
 
 def _require_sync_batchnorm() -> None:
@@ -423,77 +370,3 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model.module
         else:
             return model
-
-
-def _hapflow_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("hapflow")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def save_exported(model: nn.Module, cfg: ModelConfig, length: int,
-                  directory: str | os.PathLike) -> None:
-    """Write a self-contained model: ``DIR/model.safetensors`` + ``DIR/model.json``, atomically.
-
-    The weights are the plain module's state dict (no ``module.`` / ``_orig_mod.`` prefixes);
-    model.json holds the ModelConfig, ``length``, the trunk hyper-parameters (``use_tf_gamma``
-    resolved) and the hapflow version: all :func:`load_exported` needs, without the original
-    weights folder. Same model, same bytes.
-    """
-    from safetensors.torch import save
-
-    plain = unwrap(model)
-    if not isinstance(plain, ExpressionModel):
-        raise TypeError(f"save_exported needs an ExpressionModel, got {type(plain).__name__}")
-    if length != plain.length:
-        raise ValueError(f"length {length} differs from the model's {plain.length}")
-    state = {k: v.detach().cpu().contiguous() for k, v in plain.state_dict().items()}
-    meta = {
-        "format": EXPORT_FORMAT,
-        "hapflow_version": _hapflow_version(),
-        "length": length,
-        "model": config_to_dict(cfg),
-        "trunk": plain.trunk,
-    }
-    directory = Path(directory)
-    atomic_write_bytes(directory / EXPORT_WEIGHTS, save(state, metadata={"format": "pt"}))
-    atomic_write_text(directory / EXPORT_META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
-
-
-def load_exported(directory: str | os.PathLike, device: str | torch.device = "cpu"
-                  ) -> ExpressionModel:
-    """Rebuild a model written by :func:`save_exported`, in eval mode, on ``device``.
-
-    Raises
-    ------
-    WeightsError
-        Missing or unreadable files, or weights that do not match model.json.
-    """
-    from train.weights import WeightsError, load_state_dict_strict, new_enformer, read_state_dict
-
-    directory = Path(directory)
-    meta_path = directory / EXPORT_META
-    if not meta_path.is_file():
-        raise WeightsError(f"{meta_path} is missing: {directory} is not an exported hapflow "
-                           f"model (save_exported writes {EXPORT_META} + {EXPORT_WEIGHTS})")
-    try:
-        meta = json.loads(meta_path.read_text())
-        fields = {f.name for f in dataclasses.fields(ModelConfig)}
-        unknown = sorted(set(meta["model"]) - fields)
-        if unknown:
-            raise WeightsError(f"{meta_path}: unknown model settings {', '.join(unknown)}")
-        # Rebuild from the trunk hyper-parameters alone: the original weights are not needed.
-        cfg = ModelConfig(**meta["model"])
-        length, hparams = int(meta["length"]), dict(meta["trunk"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise WeightsError(f"{meta_path} is not a valid hapflow model.json: {err}") from None
-    weights = directory / EXPORT_WEIGHTS
-    state = read_state_dict(weights)
-    if cfg.batchnorm == "sync" and not torch.cuda.is_available():
-        cfg = dataclasses.replace(cfg, batchnorm="local")  # same tensors; inference only
-    model = _assemble(new_enformer(hparams), cfg, length, hparams)
-    load_state_dict_strict(model, state, weights)
-    return model.to(device).eval()

@@ -22,48 +22,35 @@ them. Writes ``DIR/runs/NAME/`` (see :mod:`train.loop`). Next: ``python -m train
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
-SECTIONS = ("model", "train", "loader")
+from hapflow.command import Call, Command, Option, run_command
+
+COMMAND = Command(
+    prog="python -m train.run",
+    summary="Fine-tune Enformer on personal genomes and expression (reads DIR/shards, writes "
+            "DIR/runs/NAME). The same command runs under torchrun.",
+    reads=("model", "train", "loader"),
+    workdir="study folder (reads DIR/shards, writes DIR/runs/NAME)",
+    options=(
+        Option("--name", help="run name, the folder DIR/runs/NAME (default: the strategy)"),
+        Option("--resume", switch=True, help="continue the run from its latest checkpoint"),
+    ),
+    next_step="python -m train.predict --config C --workdir DIR --run NAME --split test",
+    doc=None,
+)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    from hapflow.cli import add_common_arguments, make_parser
-
-    p = make_parser("python -m train.run",
-                    "Fine-tune Enformer on personal genomes and expression (reads DIR/shards, "
-                    "writes DIR/runs/NAME). The same command runs under torchrun.",
-                    next_step="python -m train.predict --config C --workdir DIR --run NAME "
-                              "--split test")
-    add_common_arguments(p, SECTIONS, workdir_help="study folder (reads DIR/shards, writes "
-                         "DIR/runs/NAME)")
-    p.add_argument("--name", help="run name, the folder DIR/runs/NAME (default: the strategy)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run from its latest checkpoint")
-    return p.parse_args(argv)
-
-
-def _main(argv=None) -> int:
-    args = parse_args(argv)
-    from hapflow.cli import setup_logging
-
-    setup_logging(args.quiet, fmt="%(asctime)s %(levelname)s %(message)s",
-                  rank=int(os.environ.get("RANK", "0")), datefmt="%H:%M:%S")
-    from hapflow.config import split_overrides
+def run(call: Call) -> None:
+    # imported here so that --help stays instant
     from train.loop import fine_tune
 
-    overrides = split_overrides(args.set, SECTIONS)
-    fine_tune(args.config, args.workdir, args.name, args.resume, overrides)
-    return 0
+    fine_tune(call.study, call.workdir, call.args.name, call.args.resume)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """``python -m train.run``: see the module docstring; exit 2 on bad input."""
-    from hapflow.cli import run_cli
-
-    return run_cli(_main, argv)
+    return run_command(COMMAND, run, argv)
 
 
 if __name__ == "__main__":

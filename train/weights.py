@@ -1,11 +1,12 @@
-"""Enformer weights on disk: Hugging Face layout directories, strict loading, safe unpickling.
+"""Enformer trunk weights: what a ``[model]`` section asks of the trunk, and the files on disk.
 
 A weights directory in Hugging Face layout holds ``config.json`` (Enformer's hyper-parameters,
 the fields of ``enformer_pytorch.EnformerConfig``) and the state dict as ``model.safetensors``
 or ``pytorch_model.bin``. The official ``EleutherAI/enformer-official-rough`` ships only the
 ~1 GB pickle ``pytorch_model.bin``; it is read with ``torch.load(weights_only=True)``, which
 refuses anything but tensors and plain containers, never with plain unpickling.
-``python -m train.convert_weights`` turns it into ``model.safetensors`` once.
+``python -m train.convert_weights`` turns it into ``model.safetensors`` once
+(:func:`convert_weights`).
 
 enformer-pytorch registers the same modules twice (``stem.*`` is also ``_trunk.1.*``, and so on),
 so its state dict names every tensor under two keys. Files may hold either or both names;
@@ -16,6 +17,18 @@ enformer-pytorch's own ``from_pretrained`` is not used for local directories: it
 TensorFlow gamma positional features on only for the exact hub name. :func:`load_enformer`
 builds the model from ``config.json`` with the caller's construction-time settings
 (``target_length``, ``use_tf_gamma``, dropout rates) and loads the weights strictly.
+
+The trunk of a ``[model]`` section, in the order :func:`train.model.build_model` asks for it:
+
+1. :func:`trunk_folder` — where the weights are: none (random init), ``model.weights`` or the
+   hub's snapshot;
+2. :func:`random_hparams` or :func:`read_hf_config` — the architecture;
+3. :func:`construction_settings` — ``target_length``, dropout rates and the TensorFlow gamma
+   rule (:func:`resolve_tf_gamma`);
+4. :func:`load_trunk` — a fresh Enformer, with the folder's weights loaded strictly.
+
+This module knows nothing of the expression model built on the trunk (it never imports
+:mod:`train.model`).
 """
 
 from __future__ import annotations
@@ -28,10 +41,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from enformer_pytorch import Enformer
+from enformer_pytorch.config_enformer import EnformerConfig
+from enformer_pytorch.modeling_enformer import TF_GAMMAS
+from huggingface_hub import snapshot_download
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 from torch import nn
 
-from hapflow.io import atomic_write_bytes, atomic_write_text
-from hapflow.sections import ConfigError
+from hapflow.io import atomic_write_bytes, atomic_write_json
+from hapflow.sections import ConfigError, ModelConfig
 
 __all__ = [
     "WeightsError",
@@ -39,6 +58,12 @@ __all__ = [
     "SAFETENSORS_NAME",
     "BIN_NAME",
     "CONFIG_NAME",
+    "TF_GAMMA_LENGTH",
+    "trunk_folder",
+    "random_hparams",
+    "construction_settings",
+    "resolve_tf_gamma",
+    "load_trunk",
     "enformer_hparams",
     "new_enformer",
     "read_hf_config",
@@ -49,11 +74,15 @@ __all__ = [
     "load_enformer",
     "download_hub",
     "save_hf_directory",
+    "convert_weights",
 ]
 
 SAFETENSORS_NAME = "model.safetensors"
 BIN_NAME = "pytorch_model.bin"
 CONFIG_NAME = "config.json"
+
+TF_GAMMA_LENGTH = 196_608
+"""enformer-pytorch's precomputed TensorFlow gamma features exist for 1,536 bins of 128 bp only."""
 
 # The construction hyper-parameters of enformer_pytorch.EnformerConfig, with the full model's
 # values. Everything else in a Hugging Face config.json (transformers bookkeeping) is ignored.
@@ -74,10 +103,112 @@ ENFORMER_HPARAMS: dict[str, Any] = {
     "use_tf_gamma": False,
 }
 
+# The settings a caller may change at construction; the architecture comes from config.json.
+CONSTRUCTION_SETTINGS = ("target_length", "use_tf_gamma", "dropout_rate", "attn_dropout",
+                         "pos_dropout")
+
 
 class WeightsError(ConfigError):
     """A weights directory or file is missing or unusable; the message names the file."""
 
+
+# -- the trunk a [model] section asks for ------------------------------------------------------
+
+def trunk_folder(cfg: ModelConfig) -> Path | None:
+    """The Hugging Face layout folder of the trunk's weights; None for a random trunk.
+
+    ``source = "pretrained"``: ``cfg.weights``; ``"hub"``: the hub's snapshot of ``cfg.hub_id``
+    (downloaded, or found in the local Hugging Face cache).
+
+    Raises
+    ------
+    WeightsError
+        The hub cannot be reached and nothing is cached (see :func:`download_hub`).
+    """
+    if cfg.source == "random":
+        return None
+    if cfg.source == "hub":
+        return download_hub(cfg.hub_id)
+    return Path(cfg.weights)
+
+
+def random_hparams(cfg: ModelConfig, length: int) -> dict[str, Any]:
+    """Enformer hyper-parameters of a random trunk from ``cfg`` (target_length = L // bin)."""
+    return enformer_hparams({
+        "dim": cfg.dim,
+        "depth": cfg.depth,
+        "heads": cfg.heads,
+        "attn_dim_key": cfg.attn_dim_key,
+        "num_downsamples": cfg.num_downsamples,
+        "dim_divisible_by": cfg.dim_divisible_by,
+        "output_heads": {"human": cfg.output_heads_human},
+        "target_length": length // 2 ** cfg.num_downsamples,
+        "dropout_rate": cfg.dropout_rate,
+        "attn_dropout": cfg.attn_dropout,
+        "pos_dropout": cfg.pos_dropout,
+        "use_tf_gamma": False,
+    })
+
+
+def resolve_tf_gamma(cfg: ModelConfig, length: int, hparams: dict[str, Any]) -> bool:
+    """Whether the trunk uses TensorFlow gamma positional features.
+
+    ``cfg.use_tf_gamma = None``: on only for pretrained weights (local or hub) at
+    :data:`TF_GAMMA_LENGTH` bp with a trunk that fits the precomputed features.
+
+    Raises
+    ------
+    ConfigError
+        ``use_tf_gamma = true`` for a trunk the precomputed features do not fit.
+    """
+    bins = length // 2 ** hparams["num_downsamples"]
+    fits = bins == 1536 and hparams["dim"] // hparams["heads"] == 6 * TF_GAMMAS.shape[-1]
+    if cfg.use_tf_gamma is None:
+        return cfg.source != "random" and length == TF_GAMMA_LENGTH and fits
+    if cfg.use_tf_gamma and not fits:
+        raise ConfigError(
+            f"model.use_tf_gamma = true needs 1,536 trunk bins ({TF_GAMMA_LENGTH:,} bp at 128 bp "
+            f"per bin) and dim // heads = {6 * TF_GAMMAS.shape[-1]}; this model has {bins:,} "
+            f"bins of a {length:,} bp window. Set it false (the paper's 49,152 bp runs did)"
+        )
+    return cfg.use_tf_gamma
+
+
+def construction_settings(cfg: ModelConfig, length: int, hparams: dict[str, Any]
+                          ) -> dict[str, Any]:
+    """What ``cfg`` sets at construction, whatever the weights: every 128 bp bin of the
+    ``length`` bp window kept (``target_length``), the TensorFlow gamma rule, dropout rates."""
+    return {
+        "target_length": length // 2 ** hparams["num_downsamples"],
+        "use_tf_gamma": resolve_tf_gamma(cfg, length, hparams),
+        "dropout_rate": cfg.dropout_rate,
+        "attn_dropout": cfg.attn_dropout,
+        "pos_dropout": cfg.pos_dropout,
+    }
+
+
+def load_trunk(hparams: dict[str, Any], folder: str | os.PathLike | None) -> nn.Module:
+    """A fresh Enformer of ``hparams``; with ``folder``, its weights loaded strictly.
+
+    Random initialisation draws from the global torch RNG (deterministic given
+    ``torch.manual_seed``).
+
+    Raises
+    ------
+    WeightsError
+        No weights file in ``folder``; a refused or corrupt file; keys or shapes that do not
+        match ``hparams``.
+    """
+    if folder is None:
+        return new_enformer(hparams)
+    weights = find_weights_file(folder)
+    state = read_state_dict(weights)
+    model = new_enformer(hparams)
+    load_state_dict_strict(model, state, weights)
+    return model
+
+
+# -- Hugging Face layout folders ------------------------------------------------------------------
 
 def enformer_hparams(raw: dict[str, Any], where: str = "config") -> dict[str, Any]:
     """The Enformer hyper-parameters in ``raw`` (a config.json dict), defaults filled in.
@@ -109,9 +240,6 @@ def new_enformer(hparams: dict[str, Any]) -> nn.Module:
 
     Uses the global torch RNG: deterministic given ``torch.manual_seed``.
     """
-    from enformer_pytorch import Enformer
-    from enformer_pytorch.config_enformer import EnformerConfig
-
     return Enformer(EnformerConfig(**hparams))
 
 
@@ -180,9 +308,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             state = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as err:
@@ -305,17 +430,12 @@ def load_enformer(directory: str | os.PathLike, **settings: Any) -> nn.Module:
         Missing directory, config.json or weights file; a refused or corrupt file; keys or
         shapes that do not match the config.
     """
-    allowed = {"target_length", "use_tf_gamma", "dropout_rate", "attn_dropout", "pos_dropout"}
-    unknown = sorted(set(settings) - allowed)
+    unknown = sorted(set(settings) - set(CONSTRUCTION_SETTINGS))
     if unknown:
         raise TypeError(f"load_enformer: cannot override {', '.join(unknown)}")
     hparams = read_hf_config(directory)
     hparams.update(settings)
-    weights = find_weights_file(directory)
-    state = read_state_dict(weights)
-    model = new_enformer(hparams)
-    load_state_dict_strict(model, state, weights)
-    return model
+    return load_trunk(hparams, directory)
 
 
 def download_hub(hub_id: str) -> Path:
@@ -333,8 +453,6 @@ def download_hub(hub_id: str) -> Path:
         says how to download them elsewhere and point ``model.weights`` at the folder.
     """
     try:
-        from huggingface_hub import snapshot_download
-
         path = snapshot_download(
             hub_id, allow_patterns=[CONFIG_NAME, SAFETENSORS_NAME, BIN_NAME]
         )
@@ -375,8 +493,6 @@ def save_hf_directory(
     directory = Path(directory)
     state = canonical_state_dict(model)
     if fmt == "safetensors":
-        from safetensors.torch import save
-
         target = directory / SAFETENSORS_NAME
         atomic_write_bytes(target, save(state, metadata={"format": "pt"}))
     elif fmt == "bin":
@@ -388,5 +504,31 @@ def save_hf_directory(
         raise ValueError(f"fmt must be 'safetensors' or 'bin', not {fmt!r}")
     config = {**enformer_hparams(hparams), "model_type": "enformer",
               "architectures": ["Enformer"]}
-    atomic_write_text(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(directory / CONFIG_NAME, config, indent=2, sort_keys=True)
     return target
+
+
+def convert_weights(src: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
+    """Convert the Hugging Face layout folder ``src`` to ``out`` (``model.safetensors``, each
+    tensor once, + ``config.json``) and check the round trip tensor by tensor.
+
+    Returns
+    -------
+    dict: ``source`` and ``target`` (the weights files), ``tensors``, ``parameters``.
+
+    Raises
+    ------
+    WeightsError
+        Unusable input, or an output that does not read back identically.
+    """
+    hparams = read_hf_config(src)
+    source = find_weights_file(src)
+    model = load_enformer(src)
+    target = save_hf_directory(model, hparams, out, fmt="safetensors")
+    expected = canonical_state_dict(model)
+    written = read_state_dict(target)
+    bad = [k for k in expected if k not in written or not torch.equal(expected[k], written[k])]
+    if bad or set(written) != set(expected):
+        raise WeightsError(f"{target} does not read back as written ({len(bad)} tensors differ)")
+    return {"source": str(source), "target": str(target), "tensors": len(expected),
+            "parameters": sum(t.numel() for t in expected.values())}
