@@ -311,3 +311,13 @@ def test_a_corrupt_member_is_named(built, tmp_path):
     sample["target.f16.zst"] = bytes(blob)
     with pytest.raises(ShardFormatError, match=r"human_test_000000\.target\.f16\.zst"):
         decode_enformer_sample(sample)
+
+
+def test_shards_read_through_webdataset(built):
+    import webdataset as wds
+
+    shard = built / "enformer_data" / "human" / "train" / "shard-00000-000.tar"
+    raw = list(wds.WebDataset(str(shard), shardshuffle=False))
+    assert [s["__key__"] for s in raw] == ["human_train_000000", "human_train_000001"]
+    sample = decode_enformer_sample(raw[0])
+    assert sample["seq"].shape == (SEQ + 2 * EXT,) and sample["target"].shape == (BINS, 6)

@@ -294,3 +294,12 @@ def test_errors_are_one_line_naming_file_line_and_column(tables, tmp_path):
 def test_empty_tables_setting_is_an_error():
     with pytest.raises(MpraError, match="tables is empty"):
         load_mpra(load_study(None, need=("mpra",)).mpra)
+
+
+def test_shards_read_through_webdataset(built):
+    import webdataset as wds
+
+    shard = sorted((built / "mpra").glob("val/shard-*.tar"))[0]
+    pairs = list(unpack_mpra_groups(wds.WebDataset(str(shard), shardshuffle=False)))
+    m = _manifest(built).filter(pl.col("shard") == "val/shard-000000.tar")
+    assert [p["__key__"] for p in pairs] == m["key"].to_list()
