@@ -32,6 +32,8 @@ COMMANDS: dict[str, str] = {
     "shard": "prep.shard",
     "retarget": "prep.retarget",
     "verify": "prep.verify",
+    "enformer-data": "prep.enformer_data",
+    "mpra": "prep.mpra",
     "haplotypes": "prep.haplotypes",
     "preview": "loader.preview",
     "train": "train.run",

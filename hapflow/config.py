@@ -43,11 +43,13 @@ from hapflow.sections import (
     AttributeConfig,
     BaselinesConfig,
     ConfigError,
+    EnformerDataConfig,
     EvaluateConfig,
     ExpressionConfig,
     HaplotypesConfig,
     LoaderConfig,
     ModelConfig,
+    MpraConfig,
     ShardConfig,
     SimulateConfig,
     TrainConfig,
@@ -394,6 +396,10 @@ class StudyConfig:
     """[evaluate]: per-gene scores and the report."""
     attribute: AttributeConfig = field(default_factory=AttributeConfig)
     """[attribute]: in-silico reversion of variants."""
+    enformer_data: EnformerDataConfig = field(default_factory=EnformerDataConfig)
+    """[enformer_data]: Enformer's own training data (Basenji2 TFRecords) for joint training."""
+    mpra: MpraConfig = field(default_factory=MpraConfig)
+    """[mpra]: MPRA variant effects for joint training."""
     present: frozenset[str] = frozenset()
     """Sections written in the file, overridden or needed by the stage."""
     path: str | None = None

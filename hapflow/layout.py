@@ -4,6 +4,9 @@
 
     DIR/expression/expression.parquet   prep.expression, prep.simulate (targets' input)
     DIR/shards/                         prep.shard (manifest.parquet, meta.json, {split}/*.tar)
+    DIR/enformer_data/                  prep.enformer_data (manifest.parquet, meta.json,
+                                        {organism}/{split}/*.tar)
+    DIR/mpra/                           prep.mpra (manifest.parquet, meta.json, {split}/*.tar)
     DIR/runs/RUN/                       train.run (checkpoints, model, metrics, summary)
     DIR/predictions/NAME/SPLIT.parquet  train.predict, analysis.baselines
     DIR/attribution/RUN/GENE.*          analysis.attribute
@@ -57,6 +60,26 @@ class Workdir:
     def manifest(self) -> Path:
         """``DIR/shards/manifest.parquet``: one row per (gene, individual) with its targets."""
         return self.shards / "manifest.parquet"
+
+    @property
+    def enformer_data(self) -> Path:
+        """``DIR/enformer_data``: Enformer's own training data as shards (joint training)."""
+        return self.root / "enformer_data"
+
+    @property
+    def enformer_manifest(self) -> Path:
+        """``DIR/enformer_data/manifest.parquet``: one row per record, its origin and interval."""
+        return self.enformer_data / "manifest.parquet"
+
+    @property
+    def mpra(self) -> Path:
+        """``DIR/mpra``: MPRA variant effects as shards (joint training)."""
+        return self.root / "mpra"
+
+    @property
+    def mpra_manifest(self) -> Path:
+        """``DIR/mpra/manifest.parquet``: one row per oligo pair, its split and effects."""
+        return self.mpra / "manifest.parquet"
 
     @property
     def runs(self) -> Path:

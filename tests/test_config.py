@@ -198,4 +198,4 @@ def test_one_home_for_the_configuration():
         assert importlib.util.find_spec(module) is None, module
     assert set(hapflow.config.SECTIONS) == {"haplotypes", "expression", "simulate", "shard",
                                             "loader", "model", "train", "baselines", "evaluate",
-                                            "attribute"}
+                                            "attribute", "enformer_data", "mpra"}
