@@ -56,8 +56,9 @@ from prep.enformer_plan import (
 from prep.enformer_tables import meta_record, quality_record, readme_text
 from prep.fingerprint import build_components, describe_changes, fingerprint
 from prep.reference import Reference
-from prep.shard_format import FORMAT_VERSION, ShardWriter, decode_meta, read_tar_members
-from prep.sharding import remove_stale_temps
+from prep.shard_format import FORMAT_VERSION, decode_meta
+from prep.shard_resume import remove_stale_temps
+from prep.shard_tar import ShardWriter, read_tar_members
 from prep.tfrecord import TFRecordError, iter_records
 
 __all__ = ["run_enformer_data", "TABLES", "CONVENTIONS"]

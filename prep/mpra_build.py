@@ -39,8 +39,9 @@ from prep.encoding import encode
 from prep.fingerprint import build_components, file_sha256, fingerprint
 from prep.mpra_data import MpraError, MpraVariants, load_mpra
 from prep.mpra_format import EFFECT, KIND, MEMBERS, encode_group, group_key, pair_key
-from prep.shard_format import FORMAT_VERSION, ShardWriter
-from prep.sharding import remove_stale_temps
+from prep.shard_format import FORMAT_VERSION
+from prep.shard_resume import remove_stale_temps
+from prep.shard_tar import ShardWriter
 
 __all__ = ["run_mpra", "CONVENTIONS"]
 

@@ -24,7 +24,8 @@ from hapflow.config import load_study
 from prep.enformer_build import run_enformer_data
 from prep.enformer_format import decode_enformer_sample
 from prep.enformer_plan import EnformerDataError
-from prep.shard_format import ShardFormatError, read_tar_members
+from prep.shard_format import ShardFormatError
+from prep.shard_tar import read_tar_members
 from tests import tfrecord_writer as tw
 from tests.conftest import CHR22_REF, ROOT
 

@@ -20,7 +20,8 @@ from hapflow.config import load_study
 from prep.mpra_build import run_mpra
 from prep.mpra_data import MpraError, load_mpra
 from prep.mpra_format import decode_group, unpack_mpra_groups
-from prep.shard_format import ShardFormatError, read_tar_members
+from prep.shard_format import ShardFormatError
+from prep.shard_tar import read_tar_members
 from tests import tfrecord_writer as tw
 from tests.conftest import CHR22_REF, ROOT
 
