@@ -39,7 +39,6 @@ from hapflow.cli import COMMANDS
 from hapflow.config import StudyConfig
 from hapflow.layout import Workdir
 from hapflow.names import STAGES
-from hapflow.sections import ConfigError
 
 __all__ = ["MIN_EN_WEIGHTS", "attribution_gene", "run_demo"]
 
@@ -114,12 +113,8 @@ def _stage_arguments(stage: str, study: StudyConfig, layout: Workdir, name: str)
 
 def _stage_sets(module, sets: list[str]) -> list[str]:
     """The ``--set`` items of the sections ``module``'s command reads, as ``--set`` options."""
-    command = getattr(module, "COMMAND", None)
-    if command is None:  # TEMPORARY: until every stage is a hapflow.command module
-        if sets:
-            raise ConfigError(f"python -m {module.__name__} cannot take the demo's --set yet")
-        return []
-    mine = [item for item in sets if item.partition(".")[0].strip() in command.reads]
+    reads = module.COMMAND.reads
+    mine = [item for item in sets if item.partition(".")[0].strip() in reads]
     return [arg for item in mine for arg in ("--set", item)]
 
 

@@ -49,9 +49,7 @@ COMMANDS: dict[str, str] = {
 
 def summary(name: str) -> str:
     """The one-line summary of subcommand ``name`` (its command module's ``COMMAND``)."""
-    module = importlib.import_module(COMMANDS[name])
-    command = getattr(module, "COMMAND", None)  # TEMPORARY fallback until every module has one
-    return command.summary if command else (module.__doc__ or "").split("\n")[0]
+    return importlib.import_module(COMMANDS[name]).COMMAND.summary
 
 
 def _usage() -> str:
@@ -91,68 +89,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-# ------------------------------------------------------------------------------------------
-# TEMPORARY: the old per-module CLI helpers, until every command module uses hapflow.command.
-# (removed once the last stage is converted)
-from hapflow.command import (  # noqa: E402
-    _HelpFormatter as HelpFormatter,  # noqa: F401
-)
-from hapflow.command import (  # noqa: E402
-    describe_error,
-    plain_doc,
-    run_command,  # noqa: F401
-)
-from hapflow.command import setup_logging as _setup_logging  # noqa: E402
-from hapflow.htslib import htslib_messages  # noqa: E402
-
-
-def add_common_arguments(parser, sections, config=True, workdir=True, config_required=True,
-                         workdir_help="study working directory"):
-    names = ", ".join(f"[{s}]" for s in sections)
-    if config:
-        parser.add_argument("--config", required=config_required, metavar="STUDY.toml",
-                            help=f"study settings file (reads {names})")
-    if workdir:
-        parser.add_argument("--workdir", required=True, metavar="DIR", help=workdir_help)
-    if sections:
-        parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                            help="override one setting of the study file (repeatable), e.g. "
-                                 f"--set {sections[0]}.KEY=VALUE; sections: {', '.join(sections)}")
-    parser.add_argument("--quiet", action="store_true", help="print only warnings and errors")
-
-
-def make_parser(prog, description, next_step=None, doc=None):
-    import argparse
-    import textwrap
-
-    text = textwrap.fill(description, 90)
-    if doc is not None:
-        text += f"\n\n{plain_doc(doc).strip()}"
-    return argparse.ArgumentParser(prog=prog, description=text, formatter_class=HelpFormatter,
-                                   epilog=f"Next: {next_step}" if next_step else None)
-
-
-def setup_logging(quiet=False, fmt=None, rank=0, **kwargs):
-    _setup_logging(quiet, rank)
-
-
-def run_cli(fn, argv=None, errors=()):
-    from hapflow.command import USER_ERRORS, _is_ours
-
-    with htslib_messages():
-        try:
-            return int(fn(argv) or 0)
-        except USER_ERRORS + tuple(errors) as err:
-            print(f"error: {describe_error(err)}", file=sys.stderr)
-            return 2
-        except Exception as err:
-            if not _is_ours(err):
-                raise
-            print(f"error: {describe_error(err)}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("error: interrupted (outputs already finished are kept; re-run to resume)",
-                  file=sys.stderr)
-            return 130

@@ -17,7 +17,6 @@ import inspect
 import typing
 from pathlib import Path
 
-from hapflow import sections as sections_module
 from hapflow.cli import COMMANDS
 from hapflow.config import NONE_TEXT, config_to_dict
 from hapflow.sections import SECTIONS
@@ -92,7 +91,7 @@ def render() -> str:
     who = readers()
     parts = [HEADER]
     for section, cls in SECTIONS.items():
-        hints = typing.get_type_hints(cls, vars(sections_module))
+        hints = typing.get_type_hints(cls)
         docs = field_docs(cls)
         defaults = config_to_dict(cls(), keep_none=True)
         commands = ", ".join(f"`hapflow {c}`" for c in who[section]) or "none"

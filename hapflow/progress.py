@@ -96,7 +96,7 @@ def progress(iterable=None, total=None, desc="", unit="it", disable=None, every_
     if disable is True:
         return LineProgress(iterable, total, desc, unit, disable=True, **kwargs)
     if sys.stderr.isatty():
-        from tqdm import tqdm
+        from tqdm import tqdm  # only on a terminal: log files get LineProgress's lines
 
         return tqdm(iterable, total=total, desc=desc, unit=unit, **kwargs)
     return LineProgress(iterable, total, desc, unit, every_s=every_s, **kwargs)

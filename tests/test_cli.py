@@ -12,7 +12,8 @@ import tomllib
 import pytest
 
 import hapflow
-from hapflow.cli import COMMANDS, describe_error, run_cli
+from hapflow.cli import COMMANDS
+from hapflow.command import Command, describe_error, run_command
 from hapflow.progress import LineProgress
 from tests.conftest import CHR22_VCF, DATA, ROOT
 
@@ -145,14 +146,14 @@ def test_htslib_filter_passes_other_output_through(capfd):
     """In-process: C-level writes to fd 2 that are not htslib's reach stderr unchanged."""
     code = (
         "import os, sys\n"
-        "from hapflow.cli import run_cli\n"
-        "def fn(argv):\n"
+        "from hapflow.command import Command, run_command\n"
+        "def fn(call):\n"
         "    import cyvcf2\n"
         f"    cyvcf2.VCF({str(CHR22_VCF)!r}); cyvcf2.VCF({str(CHR22_VCF)!r})\n"
         "    os.write(2, b'plain C-level line\\n')\n"
         "    print('python line', file=sys.stderr)\n"
         "    return 3\n"
-        "sys.exit(run_cli(fn))\n"
+        "sys.exit(run_command(Command(prog='t', summary='t', config='none'), fn, []))\n"
     )
     out = run("-c", code)
     assert out.returncode == 3
@@ -160,21 +161,24 @@ def test_htslib_filter_passes_other_output_through(capfd):
     assert out.stderr.count("note: htslib") == 1
 
 
-def test_run_cli_reports_ours_and_raises_bugs(capsys):
+BARE = Command(prog="t", summary="a command that reads no study", config="none")
+
+
+def test_run_command_reports_ours_and_raises_bugs(capsys):
     from prep.contigs import ContigError
 
-    def missing_contig(argv):
+    def missing_contig(call):
         raise ContigError("contig 'chr9' is in neither the FASTA nor the VCF")
 
-    assert run_cli(missing_contig) == 2
+    assert run_command(BARE, missing_contig, []) == 2
     assert capsys.readouterr().err == ("error: contig 'chr9' is in neither the FASTA nor the "
                                        "VCF\n")
 
-    def bug(argv):
+    def bug(call):
         raise RuntimeError("a bug")
 
     with pytest.raises(RuntimeError):
-        run_cli(bug)
+        run_command(BARE, bug, [])
 
 
 def test_describe_error_of_os_errors(tmp_path):
