@@ -199,3 +199,18 @@ def test_one_home_for_the_configuration():
     assert set(hapflow.config.SECTIONS) == {"haplotypes", "expression", "simulate", "shard",
                                             "loader", "model", "train", "baselines", "evaluate",
                                             "attribute", "enformer_data", "mpra"}
+
+
+def test_docs_config_md_is_generated_from_the_sections():
+    """docs/config.md lists every section and key; regenerate it after changing a section with
+    `python -m hapflow.config_doc > docs/config.md`."""
+    from hapflow.config_doc import render
+    from hapflow.sections import SECTIONS
+
+    text = (ROOT / "docs" / "config.md").read_text()
+    assert text == render(), "docs/config.md is out of date: python -m hapflow.config_doc > " \
+                             "docs/config.md"
+    for section, cls in SECTIONS.items():
+        assert f"## [{section}]" in text
+        for name in cls.__dataclass_fields__:
+            assert f"| `{name}` |" in text, (section, name)
