@@ -117,83 +117,109 @@ def _coerce(value: Any, annotation: Any, key: str, parse: bool = False) -> Any:
     """
     text = parse and isinstance(value, str)
     origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.strip().lower() == NONE_TEXT) or (
-                text and value.strip().lower() in ("null", "")):
-            if type(None) in args:
-                return None
-            if value is None:
-                raise ConfigError(f"{key}: a value is required ({_type_name(annotation)})")
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key, parse)
-            except ConfigError as err:
-                errors.append(str(err).removeprefix(f"{key}: "))
-        raise ConfigError(f"{key}: {value!r} is not a {_type_name(annotation)} "
-                          f"({'; '.join(errors)})")
+        return _coerce_union(value, annotation, key, parse, text)
     if origin is dict:
-        if text:  # a CLI value: "a=1,b=0.5"
-            pairs = [p.partition("=") for p in value.split(",") if p.strip()]
-            if any(not sep for _, sep, _ in pairs):
-                raise ConfigError(f"{key}: {value!r} is not a table; write name=value,name=value")
-            value = {k.strip(): v.strip() for k, _, v in pairs}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: {value!r} is not a table (e.g. {{ name = 1.0 }})")
-        kt, vt = args if args else (str, Any)
-        return {_coerce(k, kt, key, True): _coerce(v, vt, f"{key}.{k}", text)
-                for k, v in value.items()}
+        return _coerce_table(value, annotation, key, text)
     if origin in (list, tuple):
         if text:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: {value!r} is not a list (e.g. [\"a\", \"b\"])")
-        inner = args[0] if args else Any
-        items = [_coerce(v, inner, key, text) for v in value]
+        args = typing.get_args(annotation)
+        items = [_coerce(v, args[0] if args else Any, key, text) for v in value]
         return tuple(items) if origin is tuple else items
     if origin is typing.Literal:
+        args = typing.get_args(annotation)
         if value not in args:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}"
                               + (_suggest(value, [a for a in args if isinstance(a, str)])
                                  if text else ""))
         return value
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if text and value.strip().lower() in ("1", "true", "yes", "on"):
-            return True
-        if text and value.strip().lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{key}: {value!r} is not a boolean (true or false)")
-    if annotation is int:
-        if text:
-            try:
-                return int(value.strip().replace("_", ""))
-            except ValueError:
-                raise ConfigError(f"{key}: {value!r} is not an integer") from None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: {value!r} is not an integer (an integer setting is never "
-                          "rounded)")
-    if annotation is float:
-        if text:
-            try:
-                return float(value)
-            except ValueError:
-                raise ConfigError(f"{key}: {value!r} is not a number") from None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}: {value!r} is not a number")
-    if annotation is str or annotation is Path:
-        if isinstance(value, (str, os.PathLike)):
-            return annotation(value) if annotation is Path else str(value)
-        raise ConfigError(f"{key}: {value!r} is not text (write it in quotes)")
+    if annotation in _SCALARS:
+        return _SCALARS[annotation](value, key, text)
+    if annotation is Path:
+        return Path(_coerce_text(value, key, text))
     if annotation is Any:
         return value
     raise ConfigError(f"{key}: unsupported config type {_type_name(annotation)}")
+
+
+def _coerce_union(value: Any, annotation: Any, key: str, parse: bool, text: bool) -> Any:
+    """An optional or either-or setting: ``none`` for None, else the first type that fits."""
+    args = typing.get_args(annotation)
+    if value is None or (isinstance(value, str) and value.strip().lower() == NONE_TEXT) or (
+            text and value.strip().lower() in ("null", "")):
+        if type(None) in args:
+            return None
+        if value is None:
+            raise ConfigError(f"{key}: a value is required ({_type_name(annotation)})")
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(value, arg, key, parse)
+        except ConfigError as err:
+            errors.append(str(err).removeprefix(f"{key}: "))
+    raise ConfigError(f"{key}: {value!r} is not a {_type_name(annotation)} "
+                      f"({'; '.join(errors)})")
+
+
+def _coerce_table(value: Any, annotation: Any, key: str, text: bool) -> dict:
+    """A table setting; on the command line written ``a=1,b=0.5``."""
+    if text:
+        pairs = [p.partition("=") for p in value.split(",") if p.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise ConfigError(f"{key}: {value!r} is not a table; write name=value,name=value")
+        value = {k.strip(): v.strip() for k, _, v in pairs}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: {value!r} is not a table (e.g. {{ name = 1.0 }})")
+    kt, vt = typing.get_args(annotation) or (str, Any)
+    return {_coerce(k, kt, key, True): _coerce(v, vt, f"{key}.{k}", text)
+            for k, v in value.items()}
+
+
+def _coerce_bool(value: Any, key: str, text: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if text and value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if text and value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{key}: {value!r} is not a boolean (true or false)")
+
+
+def _coerce_int(value: Any, key: str, text: bool) -> int:
+    if text:
+        try:
+            return int(value.strip().replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{key}: {value!r} is not an integer") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ConfigError(f"{key}: {value!r} is not an integer (an integer setting is never "
+                      "rounded)")
+
+
+def _coerce_float(value: Any, key: str, text: bool) -> float:
+    if text:
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: {value!r} is not a number") from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ConfigError(f"{key}: {value!r} is not a number")
+
+
+def _coerce_text(value: Any, key: str, text: bool) -> str:
+    if isinstance(value, (str, os.PathLike)):
+        return str(value)
+    raise ConfigError(f"{key}: {value!r} is not text (write it in quotes)")
+
+
+_SCALARS = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_text}
 
 
 def _resolve_path(value: Any, base: Path) -> Any:
