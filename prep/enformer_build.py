@@ -26,7 +26,6 @@ the last part to finish writes the tables; the same inputs give byte-identical o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -54,11 +53,11 @@ from prep.enformer_plan import (
     plan_enformer_data,
 )
 from prep.enformer_tables import meta_record, quality_record, readme_text
-from prep.fingerprint import build_components, describe_changes, fingerprint
+from prep.fingerprint import build_components, describe_changes, file_sha256, fingerprint
 from prep.reference import Reference
-from prep.shard_format import FORMAT_VERSION, decode_meta
+from prep.shard_format import FORMAT_VERSION
 from prep.shard_resume import remove_stale_temps
-from prep.shard_tar import ShardWriter, read_tar_members
+from prep.shard_tar import ShardWriter, build_metas, read_tar_members
 from prep.tfrecord import TFRecordError, iter_records
 
 __all__ = ["run_enformer_data", "TABLES", "CONVENTIONS"]
@@ -330,22 +329,9 @@ def _sample(org: Organism, src: SourceFile, i: int, data: bytes, row: dict,
 def _read_shard(out: Path, shard: str, build: str) -> tuple[dict, list[dict]]:
     """A finished shard's sha256, size and its samples' JSON fields (checked, same build)."""
     path = out / shard
-    rows = []
-    for sample in read_tar_members(path, want=lambda _k, ext: ext == "json"):
-        meta = decode_meta(sample["json"], f"shard {path}: member {sample['__key__']}.json")
-        if meta.get("build") != build:
-            raise EnformerDataError(
-                f"shard {path} was written by build {meta.get('build')}, this run is build "
-                f"{build}: the --part jobs ran with different settings or inputs. Re-run every "
-                "part with the same config and inputs (--overwrite rebuilds the other build's "
-                "shards).")
-        rows.append({"key": sample["__key__"], "mismatches": meta["mismatches"],
-                     "n_differences": meta["n_differences"]})
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return {"sha256": h.hexdigest(), "bytes": path.stat().st_size, "samples": len(rows)}, rows
+    rows = [{"key": key, "mismatches": meta["mismatches"], "n_differences": meta["n_differences"]}
+            for key, meta in build_metas(path, build, EnformerDataError)]
+    return {"sha256": file_sha256(path), "bytes": path.stat().st_size, "samples": len(rows)}, rows
 
 
 def _finalize(plan: EnformerPlan, cfg: EnformerDataConfig, out: Path, build: str,

@@ -23,9 +23,9 @@ from hapflow.layout import Workdir
 from hapflow.names import SPLITS
 from hapflow.sections import ShardConfig
 from prep.fingerprint import BUILD_JSON, TARGET_SETTINGS, file_sha256
-from prep.shard_format import FORMAT_VERSION, decode_meta
+from prep.shard_format import FORMAT_VERSION
 from prep.shard_plan import ShardError, StudyPlan, input_files
-from prep.shard_tar import read_tar_members
+from prep.shard_tar import build_metas
 from prep.target_table import write_targets
 
 __all__ = ["finalize", "readme_text", "META_JSON", "STUDY_TABLES", "CONVENTIONS"]
@@ -110,15 +110,7 @@ def _read_shards(plan: StudyPlan, out_dir: Path, build: str) -> tuple[dict, dict
     for shard in plan.shards:
         path = out_dir / shard
         n = 0
-        for sample in read_tar_members(path, want=lambda _k, ext: ext == "json"):
-            meta = decode_meta(sample["json"], f"shard {path}: member {sample['__key__']}.json")
-            if meta.get("build") != build:
-                raise ShardError(
-                    f"shard {path} was written by build {meta.get('build')}, this part by build "
-                    f"{build}: the --part jobs ran with different settings or inputs. Re-run "
-                    "every part with the same config and inputs (--overwrite rebuilds the "
-                    "other build's shards)."
-                )
+        for _, meta in build_metas(path, build, ShardError):
             n += len(meta["individuals"])
             st = gene_stats.setdefault(meta["gene"], {
                 "symbol": symbols.get(meta["gene"]),

@@ -27,6 +27,7 @@ from prep.shard_format import (
     META_EXT,
     REF_EXT,
     ShardFormatError,
+    decode_meta,
     encode_meta,
     reference_key,
     unpack_groups,
@@ -156,6 +157,27 @@ def read_tar_members(
         raise ShardFormatError(f"shard {path} cannot be opened: {err}") from None
     with fh:
         yield from iter_tar(fh, str(path), want)
+
+
+def build_metas(path: str | os.PathLike, build: str,
+                error: type[Exception] = ShardFormatError) -> Iterator[tuple[str, dict]]:
+    """``(key, meta)`` of every JSON member of a finished shard, each checked to carry ``build``.
+
+    Raises
+    ------
+    error
+        A member written by another build: the ``--part`` jobs of one output ran with different
+        settings or inputs (the message says how to fix it).
+    """
+    for sample in read_tar_members(path, want=lambda _k, ext: ext == "json"):
+        meta = decode_meta(sample["json"], f"shard {path}: member {sample['__key__']}.json")
+        if meta.get("build") != build:
+            raise error(
+                f"shard {path} was written by build {meta.get('build')}, this part by build "
+                f"{build}: the --part jobs ran with different settings or inputs. Re-run "
+                "every part with the same config and inputs (--overwrite rebuilds the "
+                "other build's shards).")
+        yield sample["__key__"], meta
 
 
 def iter_shard(path: str | os.PathLike) -> Iterator[dict]:

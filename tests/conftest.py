@@ -21,3 +21,14 @@ CHR20_TSS = DATA / "chr20_extra" / "tss_chr20_1-2Mb_GRCh37_from_EnformerAssessme
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+def assert_one_error_line(out, *needles):
+    """A command's bad-input exit: status 2, no traceback, one ``error:`` line holding every
+    needle."""
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, out.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]

@@ -15,7 +15,7 @@ import hapflow
 from hapflow.cli import COMMANDS
 from hapflow.command import Command, describe_error, run_command
 from hapflow.progress import LineProgress
-from tests.conftest import CHR22_VCF, DATA, ROOT
+from tests.conftest import CHR22_VCF, DATA, ROOT, assert_one_error_line
 
 DEMO = ROOT / "configs" / "demo.toml"
 EXPR = DATA / "chr22_demo" / "qtltools_geuvadis_chr22_20-21Mb.expr.bed"
@@ -27,13 +27,6 @@ def run(*args, timeout=120):
                           text=True, timeout=timeout)
 
 
-def assert_one_error_line(out, *needles):
-    assert out.returncode == 2, out.stderr
-    assert "Traceback" not in out.stderr, out.stderr
-    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1, out.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 def test_version_matches_the_package_metadata():

@@ -27,7 +27,7 @@ from prep.enformer_plan import EnformerDataError
 from prep.shard_format import ShardFormatError
 from prep.shard_tar import read_tar_members
 from tests import tfrecord_writer as tw
-from tests.conftest import CHR22_REF, ROOT
+from tests.conftest import CHR22_REF, ROOT, assert_one_error_line
 
 SEQ, BINS, EXT, PER_FILE = 2048, 8, 1024, 3
 HUMAN = {  # 7 train records (3 files), 2 valid, 3 test, all in the real 22:20-21 Mb
@@ -215,13 +215,6 @@ def _cli(*args, timeout=120):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _one_error(out, *needles):
-    assert out.returncode == 2, out.stderr
-    assert "Traceback" not in out.stderr, out.stderr
-    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1, out.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 def test_resume_after_kill(built, inputs, tmp_path):
@@ -258,7 +251,7 @@ def test_bad_crc_is_one_error_line_naming_file_and_record(inputs, tmp_path):
     raw[first + 12 + 1000] ^= 0x04  # a byte of record 1's data
     path.write_bytes(zlib.compress(bytes(raw)))
     out = _cli("--config", str(root / "study.toml"), "--workdir", str(tmp_path / "w"))
-    _one_error(out, "test-0.tfr", "record 1", "bad CRC")
+    assert_one_error_line(out, "test-0.tfr", "record 1", "bad CRC")
 
 
 def test_truncated_file_is_one_error_line(inputs, tmp_path):
@@ -266,7 +259,7 @@ def test_truncated_file_is_one_error_line(inputs, tmp_path):
     path = root / "mouse" / "tfrecords" / "train-0.tfr"
     path.write_bytes(path.read_bytes()[:-300])
     out = _cli("--config", str(root / "study.toml"), "--workdir", str(tmp_path / "w"))
-    _one_error(out, "train-0.tfr", "record 2", "truncated")
+    assert_one_error_line(out, "train-0.tfr", "record 2", "truncated")
     assert not list((tmp_path / "w" / "enformer_data").rglob(".*.tmp"))
 
 
@@ -276,16 +269,16 @@ def test_wrong_genome_build_names_the_first_bad_record(inputs, tmp_path):
     out = _cli("--config", str(inputs["config"]), "--workdir", str(tmp_path / "w"),
                "--set", f"enformer_data.human_reference={wrong}", "--set",
                "enformer_data.splits=test", "--workers", "1")
-    _one_error(out, "test-0.tfr: record 0", "differ from", "genome build")
+    assert_one_error_line(out, "test-0.tfr: record 0", "differ from", "genome build")
 
 
 def test_folder_errors_before_anything_is_written(inputs, tmp_path):
     out = _cli("--config", str(inputs["config"]), "--workdir", str(tmp_path / "w"),
                "--set", "enformer_data.records_per_file=2")
-    _one_error(out, "records_per_file", "train-N.tfr")
+    assert_one_error_line(out, "records_per_file", "train-N.tfr")
     out = _cli("--config", str(inputs["config"]), "--workdir", str(tmp_path / "w"),
                "--human", str(tmp_path / "nowhere"))
-    _one_error(out, "nowhere")
+    assert_one_error_line(out, "nowhere")
     assert not (tmp_path / "w" / "enformer_data").exists()
     study = _study(inputs["config"], mouse_reference=str(CHR22_REF))
     with pytest.raises(EnformerDataError, match="chrM1"):

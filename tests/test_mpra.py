@@ -23,7 +23,7 @@ from prep.mpra_format import decode_group, unpack_mpra_groups
 from prep.shard_format import ShardFormatError
 from prep.shard_tar import read_tar_members
 from tests import tfrecord_writer as tw
-from tests.conftest import CHR22_REF, ROOT
+from tests.conftest import CHR22_REF, ROOT, assert_one_error_line
 
 N_SNPS, OLIGO = 400, 200
 CELLS = ("K562", "HepG2", "GM12878")
@@ -238,13 +238,6 @@ def _cli(*args):
                           env=env, capture_output=True, text=True, timeout=120)
 
 
-def _one_error(out, *needles):
-    assert out.returncode == 2, out.stderr
-    assert "Traceback" not in out.stderr, out.stderr
-    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1, out.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 def _broken(tables, tmp_path, change) -> Path:
@@ -264,31 +257,31 @@ def test_errors_are_one_line_naming_file_line_and_column(tables, tmp_path):
 
     out = _cli("--config", str(_broken(tables, tmp_path, letters)), "--workdir",
                str(tmp_path / "w"))
-    _one_error(out, "HepG2_broken.csv, line 5", "alt_seq", "not an oligo")
+    assert_one_error_line(out, "HepG2_broken.csv, line 5", "alt_seq", "not an oligo")
 
     def number(rows):
         rows[0]["Log2Skew"] = "high"
 
     out = _cli("--config", str(_broken(tables, tmp_path, number)), "--workdir",
                str(tmp_path / "w"))
-    _one_error(out, "line 2", "Log2Skew", "'high'")
+    assert_one_error_line(out, "line 2", "Log2Skew", "'high'")
 
     def oligo(rows):
         rows[1]["ref_seq"] = rows[1]["alt_seq"]
 
     out = _cli("--config", str(_broken(tables, tmp_path, oligo)), "--workdir",
                str(tmp_path / "w"))
-    _one_error(out, tables["rows"]["HepG2"][1]["ID"], "ref differs between the tables")
+    assert_one_error_line(out, tables["rows"]["HepG2"][1]["ID"], "ref differs between the tables")
 
     def duplicate(rows):
         rows.append(dict(rows[0]))
 
     out = _cli("--config", str(_broken(tables, tmp_path, duplicate)), "--workdir",
                str(tmp_path / "w"))
-    _one_error(out, "appears twice")
+    assert_one_error_line(out, "appears twice")
     out = _cli("--config", str(tables["config"]), "--workdir", str(tmp_path / "w"),
                "--set", "mpra.effect_column=log2skew")
-    _one_error(out, "no column 'log2skew'", "did you mean 'Log2Skew'")
+    assert_one_error_line(out, "no column 'log2skew'", "did you mean 'Log2Skew'")
     assert not (tmp_path / "w" / "mpra").exists()
 
 
