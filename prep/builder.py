@@ -33,11 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from prep import kernels
+from prep.edits import GeneEdits, gene_edits
 from prep.reference import Reference
 from prep.variants import VariantBlock, VariantReader
 
 __all__ = [
     "HaplotypeBuilder",
+    "RegionEdits",
     "FixedHaplotypes",
     "RaggedHaplotypes",
     "COUNT_NAMES",
@@ -118,6 +120,32 @@ class RaggedHaplotypes:
     def lengths(self) -> np.ndarray:
         """Haplotype lengths, shape (n_regions, n_samples, 2), int64."""
         return np.diff(self.offsets).reshape(-1, self.n_samples, 2)
+
+
+@dataclass
+class RegionEdits:
+    """One region's haplotypes as edits against its reference span (:meth:`HaplotypeBuilder.edits`).
+
+    Attributes
+    ----------
+    span_start : int
+        0-based reference position of ``ref[0]``.
+    ref : np.ndarray, shape (n_ref,), uint8
+        The reference span, + strand codes (N beyond contig ends).
+    edits : prep.edits.GeneEdits
+        Haplotype ``2 * sample + h`` is row ``2 * sample + h`` of ``edits.bits``.
+    counts : dict of str to np.ndarray, each shape (n_samples, 2)
+        As :attr:`FixedHaplotypes.counts`, for this region.
+    n_variants, n_ref_mismatch : int
+        Records walked; records skipped for a REF that disagrees with the FASTA.
+    """
+
+    span_start: int
+    ref: np.ndarray
+    edits: GeneEdits
+    counts: dict
+    n_variants: int
+    n_ref_mismatch: int
 
 
 def _groups(centres: np.ndarray, gap: int) -> list[np.ndarray]:
@@ -236,6 +264,59 @@ class HaplotypeBuilder:
         )
 
     def _fixed_group(self, chrom, tss, length, minus, idx, out, counts, n_var, n_bad):
+        block, span_lo, span_hi, rec_lo, rec_hi = self._fixed_block(chrom, tss, length)
+        block_start = int(span_lo.min())
+        ref_block, lower = self.reference.fetch_with_case(chrom, block_start, int(span_hi.max()))
+        spans = kernels.Spans(ref_block, lower, block_start, span_lo - block_start,
+                              span_hi - block_start, rec_lo, rec_hi)
+        kernels.fixed_windows(spans, block.arrays(), tss, minus, self.snps_only,
+                              idx.astype(np.int64), out, counts)
+        n_var[idx] = rec_hi - rec_lo
+        n_bad[idx] = _count_in_ranges(block.ref_mismatch, rec_lo, rec_hi)
+
+    # ------------------------------------------------------------------ edits
+    def edits(self, chrom: str, tss: np.ndarray, width: int) -> list[RegionEdits]:
+        """Every haplotype around each TSS as edits against its reference span, without
+        building a base (:mod:`prep.edits`).
+
+        The span and records are those :meth:`fixed` walks for windows of ``width`` bases, so
+        :func:`prep.edits.build_windows` (or :func:`prep.edits.fixed_windows_from_edits`)
+        rebuilds :meth:`fixed`'s windows byte for byte, and any window up to ``width`` bases.
+
+        Parameters
+        ----------
+        chrom : str
+        tss : np.ndarray, shape (n_regions,), int64
+            0-based reference TSS positions.
+        width : int
+            The widest window the edits must cover.
+
+        Returns
+        -------
+        list of RegionEdits, one per region in the order of ``tss``.
+        """
+        tss = np.atleast_1d(np.asarray(tss, dtype=np.int64))
+        self._check_positions(chrom, tss)
+        out: list[RegionEdits | None] = [None] * tss.shape[0]
+        for idx in _groups(tss, _GROUP_GAP):
+            block, span_lo, span_hi, rec_lo, rec_hi = self._fixed_block(chrom, tss[idx], width)
+            start = int(span_lo.min())
+            ref_block, lower = self.reference.fetch_with_case(chrom, start, int(span_hi.max()))
+            bad = _count_in_ranges(block.ref_mismatch, rec_lo, rec_hi)
+            arrays = block.arrays()
+            for k, g in enumerate(idx):
+                lo, hi = int(span_lo[k]) - start, int(span_hi[k]) - start
+                edits, counts = gene_edits(arrays, lower[lo:hi], int(span_lo[k]),
+                                           int(rec_lo[k]), int(rec_hi[k]), self.snps_only)
+                out[g] = RegionEdits(
+                    span_start=int(span_lo[k]), ref=ref_block[lo:hi].copy(), edits=edits,
+                    counts={k: c[0] for k, c in _counts_dict(counts[None], len(self.samples)).items()},
+                    n_variants=int(rec_hi[k] - rec_lo[k]), n_ref_mismatch=int(bad[k]))
+        return out
+
+    def _fixed_block(self, chrom, tss, length):
+        """The VCF block and, per region, the span and records fixed windows of ``length``
+        walk: (block, span_lo, span_hi, rec_lo, rec_hi), int64 arrays of shape (n_regions,)."""
         half = length // 2
         margin = 4096
         while True:
@@ -248,14 +329,7 @@ class HaplotypeBuilder:
             margin *= 4  # indels reach further than the margin: read a wider block
         rec_lo = np.searchsorted(block.pos, span_lo, side="left")
         rec_hi = np.searchsorted(block.pos, rec_bound, side="left")
-        block_start = int(span_lo.min())
-        ref_block, lower = self.reference.fetch_with_case(chrom, block_start, int(span_hi.max()))
-        spans = kernels.Spans(ref_block, lower, block_start, span_lo - block_start,
-                              span_hi - block_start, rec_lo, rec_hi)
-        kernels.fixed_windows(spans, block.arrays(), tss, minus, self.snps_only,
-                              idx.astype(np.int64), out, counts)
-        n_var[idx] = rec_hi - rec_lo
-        n_bad[idx] = _count_in_ranges(block.ref_mismatch, rec_lo, rec_hi)
+        return block, span_lo, span_hi, rec_lo, rec_hi
 
     # ------------------------------------------------------------------ ragged intervals
     def ragged(
