@@ -251,7 +251,7 @@ def encode_meta(meta: dict) -> bytes:
     return body[:-1] + _CHECKSUM_FIELD + _sha256(body).encode() + b'"}'
 
 
-def decode_meta(blob: bytes, where: str = "json member") -> dict:
+def decode_meta(blob: bytes, where: str = "json member", version: int = FORMAT_VERSION) -> dict:
     """Parse and verify a group's JSON member (see :func:`encode_meta`).
 
     Parameters
@@ -259,6 +259,8 @@ def decode_meta(blob: bytes, where: str = "json member") -> dict:
     blob : bytes
     where : str
         Names the shard and member in errors, e.g. ``"shard S: member K.json"``.
+    version : int
+        The format the member must be written in.
 
     Raises
     ------
@@ -274,8 +276,8 @@ def decode_meta(blob: bytes, where: str = "json member") -> dict:
         raise ShardFormatError(f"{where}: not a JSON object; the member is corrupt")
     tail = blob[-_CHECKSUM_TAIL:]
     if not (tail.startswith(_CHECKSUM_FIELD) and tail.endswith(b'"}')):
-        if meta.get("format", 1) != FORMAT_VERSION and "sha256" not in meta:
-            raise ShardFormatError(_old_format(where, meta.get("format", 1)))
+        if meta.get("format", 1) != version and "sha256" not in meta:
+            raise ShardFormatError(_old_format(where, meta.get("format", 1), version))
         raise ShardFormatError(f"{where}: the JSON does not end in its sha256; it is corrupt")
     body = blob[:-_CHECKSUM_TAIL] + b"}"
     if _sha256(body) != tail[len(_CHECKSUM_FIELD):-2].decode("ascii", "replace"):
@@ -283,15 +285,14 @@ def decode_meta(blob: bytes, where: str = "json member") -> dict:
             f"{where}: the JSON's bytes do not match its sha256: the member is corrupt "
             "(a changed digit gives wrong sequences); rebuild the shard"
         )
-    if meta.get("format") != FORMAT_VERSION:
-        raise ShardFormatError(_old_format(where, meta.get("format")))
+    if meta.get("format") != version:
+        raise ShardFormatError(_old_format(where, meta.get("format"), version))
     return meta
 
 
-def _old_format(where: str, version) -> str:
-    return (f"{where}: written in shard format {version}, but this hapflow reads format "
-            f"{FORMAT_VERSION} (targets apart from sequences, checksummed members): rebuild the "
-            "shards with `python -m prep.shard ... --overwrite`")
+def _old_format(where: str, found, version: int) -> str:
+    return (f"{where}: written in shard format {found}, but this hapflow reads format "
+            f"{version}: rebuild the shards with `python -m prep.shard ... --overwrite`")
 
 
 def _is_int(x) -> bool:

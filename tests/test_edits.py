@@ -16,6 +16,7 @@ from loader.augment import crop
 from prep.builder import HaplotypeBuilder
 from prep.edits import build_windows, fixed_windows_from_edits, make_pool
 from prep.encoding import decode
+from prep.gene_record import decode_gene, encode_gene
 from prep.regions import read_tss_table
 from tests.conftest import CHR20_REF, CHR20_TSS, CHR20_VCF, CHR22_REF, CHR22_TSS, CHR22_VCF
 
@@ -118,3 +119,42 @@ def test_batches_equal_crops_of_stored_windows(fill):
         want, want_tss = crop(seq, tss, flank, n, int(shift[i]), bool(rc[i]), fill)
         assert np.array_equal(out[i], want), i
         assert tss_index[i] == want_tss, i
+
+
+def _record():
+    from prep.shard_format import safe_key
+
+    builder = HaplotypeBuilder(CHR20_REF, CHR20_VCF)
+    t = int(_real_genes(CHR20_TSS, "20", 1_000_000, 2_000_000, 49_152)[0])
+    region = builder.edits("20", np.array([t]), 49_168)[0]
+    individuals = list(builder.samples)
+    meta = {"build": "b" * 12, "gene": "ENSG00000000001.1", "chrom": "20", "tss": t, "strand": "+",
+            "span_start": region.span_start, "tss_rel": t - region.span_start, "length": 49_152,
+            "flank": 8, "width": 49_168, "reverse_complemented": False,
+            "individuals": individuals,
+            "applied": np.stack([region.counts["applied"][:, 0], region.counts["applied"][:, 1]],
+                                1).tolist()}
+    members = encode_gene(meta, region.ref, region.edits)
+    sample = {"__key__": safe_key(meta["gene"]), **dict(members)}
+    return region, meta, sample
+
+
+def test_gene_record_round_trip():
+    region, meta, sample = _record()
+    rec = decode_gene(sample, "s.tar")
+    assert rec.meta["individuals"] == meta["individuals"] and rec.meta["format"] == 3
+    assert np.array_equal(rec.ref, region.ref)
+    for name in ("starts", "ends", "alt_offsets", "alt_codes", "bits"):
+        assert np.array_equal(getattr(rec.edits, name), getattr(region.edits, name)), name
+
+
+@pytest.mark.parametrize("ext", ["json", "ref.2bit", "var.zst"])
+def test_gene_record_corruption_is_an_error_naming_the_member(ext):
+    from prep.shard_format import ShardFormatError
+
+    _, _, sample = _record()
+    blob = bytearray(sample[ext])
+    blob[len(blob) // 2] ^= 0x10
+    sample[ext] = bytes(blob)
+    with pytest.raises(ShardFormatError, match=rf"s.tar.*\.{ext}.*corrupt"):
+        decode_gene(sample, "s.tar")
