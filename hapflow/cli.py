@@ -4,7 +4,7 @@
 
     hapflow --version
     hapflow expression --config configs/demo.toml --workdir work/demo
-    hapflow shard --config configs/demo.toml --workdir work/demo --set shard.group_size=32
+    hapflow shard --config configs/demo.toml --workdir work/demo --set shard.shard_samples=512
     hapflow train --config configs/demo.toml --workdir work/demo
     hapflow SUBCOMMAND --help
 

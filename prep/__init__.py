@@ -19,8 +19,12 @@ Library modules, from inputs to shards:
   expression matrices, GEUVADIS processing, the Y/Z/P targets and the expression stage;
   :mod:`prep.splits` — train/val/test splits; :mod:`prep.simulation` — simulated expression;
   :mod:`prep.dosages` — allele dosages for the variant baselines.
-* :mod:`prep.shard_format` (the shard members, the loader imports it), :mod:`prep.shard_tar`
-  (the tar files) — the shard format.
+* :mod:`prep.edits` — haplotypes as edits against a reference span, and windows built from
+  them straight into a batch (the loader imports it).
+* :mod:`prep.shard_format` (what every shard shares, the loader imports it),
+  :mod:`prep.gene_record` (one gene of a shard: reference span, edits, JSON),
+  :mod:`prep.shard_tar` (the tar files), :mod:`prep.shard_reader` (a study's windows, for
+  users) — the shard format.
 * :mod:`prep.sharding` — ``run_shard``, in four steps: :mod:`prep.shard_plan`,
   :mod:`prep.shard_resume`, :mod:`prep.shard_build`, :mod:`prep.shard_finalize`; with
   :mod:`prep.fingerprint` (build fingerprints), :mod:`prep.target_table` (the targets table,

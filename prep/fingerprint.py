@@ -5,18 +5,19 @@ format version, the code's build version (:data:`BUILD_CODE_VERSION`), the resol
 ``[haplotypes]`` and ``[shard]`` settings (less paths, pure performance knobs and the target
 settings, :data:`TARGET_SETTINGS`), the sha256 of every input file the sequences come from
 (FASTA, VCF, TSS table, split tables, sample lists) and a digest of the sample layout (which
-(gene, individual) samples exist, their split, group and shard: the expression matrix decides
-which individuals have expression, so it shapes the layout, but its values do not). Paths are
-left out on purpose: moving a study folder keeps its fingerprint, changing a file's content
-changes it.
+(gene, individual) samples exist, their split, shard and row in their gene's record: the
+expression matrix decides which individuals have expression, so it shapes the layout, but its
+values do not). Paths are left out on purpose: moving a study folder keeps its fingerprint,
+changing a file's content changes it.
 
 Shards carry no targets, so the expression values and target settings are not part of the
 sequence build: a re-target (:mod:`prep.retarget`) keeps the shards. The targets table has its
 own fingerprint over the target settings, the sha256 of every expression matrix and the
 sequence build (``targets_build`` in the manifest, components in ``targets.json``).
 
-The fingerprint is written into every group's JSON (``build``), the manifest (column ``build``),
-``build.json`` (with its components, so a re-run can say what changed) and ``meta.json``.
+The fingerprint is written into every gene record's JSON (``build``), the manifest (column
+``build``), ``build.json`` (with its components, so a re-run can say what changed) and
+``meta.json``.
 ``prep.shard`` resumes only shards of the same build, and the loader refuses shards whose build
 differs from the manifest's.
 

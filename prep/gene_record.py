@@ -12,13 +12,14 @@ ALT lengths (E); uint8 ALT codes (A); uint8 bits (H x ceil(E / 8)), ``np.packbit
 ``2 * i + h`` is haplotype h (0, 1: the GT allele order) of the JSON's ``individuals[i]``.
 Coordinates are 0-based and relative to the span (:mod:`prep.edits`).
 
-The JSON (``format`` 3): build (the sequence build fingerprint), gene, chrom, tss (0-based),
-strand, span_start (0-based reference position of the span's first base), n_ref, tss_rel
-(``tss - span_start``), length (L, the widest window the study asks for), flank, width (W = L + 2
-x flank), reverse_complemented (the gene's windows are reverse-complemented: minus strand and
-``[haplotypes] reverse_minus``), individuals, applied (per individual, variants applied to
-haplotype 1 and 2), missing_genotypes, overlap_skipped, n_variants, n_ref_mismatch, ref_sha256,
-var_sha256, sha256.
+The JSON (``format`` 3: :data:`prep.shard_format.FORMAT_VERSION`): build (the sequence build
+fingerprint), gene, chrom, tss (0-based), strand, span_start (0-based reference position of the
+span's first base), n_ref, tss_rel (``tss - span_start``), length (L, the widest window the study
+asks for), flank, width (W = L + 2 x flank), reverse_complemented (the gene's windows are
+reverse-complemented: minus strand and ``[haplotypes] reverse_minus``), individuals (sorted:
+every individual the study has for the gene, in any split), applied (per individual, variants
+applied to haplotype 1 and 2), missing_genotypes, overlap_skipped, n_variants, n_ref_mismatch,
+ref_sha256, var_sha256, sha256.
 
 Every member is verified when it is read (:func:`decode_gene`): the JSON's own checksum, its
 fields' bounds, both other members against the JSON's sha256s, the zstd content checksum, and
@@ -36,6 +37,7 @@ import zstandard as zstd
 
 from prep.edits import GeneEdits
 from prep.shard_format import (
+    FORMAT_VERSION,
     ShardFormatError,
     decode_meta,
     decode_reference,
@@ -43,14 +45,14 @@ from prep.shard_format import (
     encode_reference,
 )
 
-__all__ = ["FORMAT", "META_EXT", "REF_EXT", "VAR_EXT", "GeneRecord", "encode_gene",
-           "decode_gene", "check_gene_meta"]
+__all__ = ["META_EXT", "REF_EXT", "VAR_EXT", "GENE_EXTS", "GeneRecord", "encode_gene",
+           "decode_gene", "check_gene_meta", "encode_edits", "decode_edits"]
 
-FORMAT = 3
-"""Shard format 3: per gene, a reference span and edits (v2 stored every haplotype)."""
 META_EXT = "json"
 REF_EXT = "ref.2bit"
 VAR_EXT = "var.zst"
+GENE_EXTS = (META_EXT, REF_EXT, VAR_EXT)
+"""A gene's members, in write order."""
 
 _MAGIC = b"HFV3"
 _HEADER = np.dtype([("magic", "S4"), ("edits", "<u4"), ("haplotypes", "<u4"), ("alt", "<u4")])
@@ -135,7 +137,7 @@ def encode_gene(meta: dict, ref: np.ndarray, edits: GeneEdits, level: int = 3
     """
     ref_blob = encode_reference(ref)
     var_blob = encode_edits(edits, level)
-    full = {**meta, "format": FORMAT, "n_ref": int(ref.shape[0]),
+    full = {**meta, "format": FORMAT_VERSION, "n_ref": int(ref.shape[0]),
             "ref_sha256": _sha256(ref_blob), "var_sha256": _sha256(var_blob)}
     return [(META_EXT, encode_meta(full)), (REF_EXT, ref_blob), (VAR_EXT, var_blob)]
 
@@ -185,13 +187,13 @@ def decode_gene(sample: dict, url: str = "?") -> GeneRecord:
         A missing or corrupt member, a field out of bounds; naming the shard and member.
     """
     key = sample.get("__key__", "?")
-    missing = [ext for ext in (META_EXT, REF_EXT, VAR_EXT) if ext not in sample]
+    missing = [ext for ext in GENE_EXTS if ext not in sample]
     if missing:
         raise ShardFormatError(f"shard {url}: gene {key} lacks its .{', .'.join(missing)} "
                                "member(s): the shard is truncated or was written by another "
                                "version of prep.shard")
     where = f"shard {url}: member {key}.{META_EXT}"
-    meta = decode_meta(sample[META_EXT], where, version=FORMAT)
+    meta = decode_meta(sample[META_EXT], where, version=FORMAT_VERSION)
     check_gene_meta(meta, where)
     for ext, field in ((REF_EXT, "ref_sha256"), (VAR_EXT, "var_sha256")):
         if _sha256(sample[ext]) != meta[field]:

@@ -4,7 +4,7 @@ Once every shard of the plan exists (the last ``--part`` job to finish gets here
 tables are written beside the shards, each atomically: the targets table (manifest.parquet,
 targets.json; :mod:`prep.target_table`), splits.parquet, config.toml, build.json, quality.json
 and README.txt, then ``meta.json`` last, so a folder without meta.json holds no tables. Every
-group must carry this run's build fingerprint: ``--part`` jobs run with different settings or
+gene record must carry this run's build fingerprint: ``--part`` jobs run with different settings or
 inputs refuse to finish together (before anything is written).
 """
 
@@ -41,10 +41,15 @@ STUDY_TABLES = ("manifest.parquet", "targets.json", "splits.parquet", "config.to
 
 CONVENTIONS = {
     "tss": "0-based position of the gene's TSS on the reference (1-based = tss + 1), as the "
-           "manifest's and every group JSON's 'tss'",
-    "window": "the stored sequence covers reference [tss - W // 2, tss - W // 2 + W), 0-based "
-              "half-open, W = L + 2 * flank; the TSS sits at index W // 2 (W - 1 - W // 2 when "
-              "reverse_complemented)",
+           "manifest's and every gene JSON's 'tss'",
+    "window": "a window of n <= W bases (W = L + 2 * flank, L = [haplotypes] length) is the "
+              "haplotype's n bases around the haplotype position of the reference TSS, which "
+              "sits at index n // 2 (n - 1 - n // 2 when reverse_complemented); built from the "
+              "gene's record: the + strand reference span [span_start, span_start + n_ref), "
+              "0-based half-open, covering every base such a window needs, and each "
+              "haplotype's edits against it",
+    "row": "the individual's row in its gene's record (individuals sorted, every split); "
+           "haplotype h (0, 1) of row r is row 2 * r + h of the record's bit matrix",
     "sequence": "uint8 codes A, C, G, T, N = 0, 1, 2, 3, 4; haplotype 1 and 2 are the GT "
                 "allele order of the VCF",
     "chrom": "as the TSS table spells it (the FASTA and VCF names are matched through aliases "
@@ -60,8 +65,8 @@ _VERSIONED = ("hapflow", "numpy", "numba", "cyvcf2", "pysam", "polars", "zstanda
 
 def finalize(plan: StudyPlan, study: StudyConfig, workdir: Workdir | str | os.PathLike,
              build: str, components: dict, targets: dict | None = None) -> None:
-    """Write the study's tables, quality.json and, last, meta.json (re-reads the shards'
-    group JSONs).
+    """Write the study's tables, quality.json and, last, meta.json (re-reads the shards' gene
+    JSONs).
 
     Parameters
     ----------
@@ -78,7 +83,7 @@ def finalize(plan: StudyPlan, study: StudyConfig, workdir: Workdir | str | os.Pa
     Raises
     ------
     ShardError
-        A group written by another build (``--part`` jobs of different settings or inputs).
+        A gene written by another build (``--part`` jobs of different settings or inputs).
     """
     workdir = Workdir(workdir)
     out_dir = workdir.shards
@@ -102,7 +107,7 @@ def finalize(plan: StudyPlan, study: StudyConfig, workdir: Workdir | str | os.Pa
 
 def _read_shards(plan: StudyPlan, out_dir: Path, build: str) -> tuple[dict, dict]:
     """Per gene its variant and genotype counts, per shard its sha256, bytes and samples, from
-    the shards' group JSONs; every group must carry ``build``."""
+    the shards' gene JSONs; every gene must carry ``build``."""
     symbols = dict(zip(plan.genes["gene"], plan.genes["symbol"], strict=True)) \
         if "symbol" in plan.genes.columns else {}
     gene_stats: dict[str, dict] = {}
@@ -192,13 +197,15 @@ def _log_summary(plan: StudyPlan, study: StudyConfig, out_dir: Path, gene_stats:
 def readme_text(scfg: ShardConfig) -> str:
     """README.txt of DIR/shards: what each file holds and its conventions, in plain words."""
     lines = [
-        "hapflow study shards (written by `python -m prep.shard`; format: prep.shard_format)",
+        "hapflow study shards (written by `python -m prep.shard`; shard format 3: "
+        "prep.shard_format, prep.gene_record)",
         "",
         "Files",
-        "  {split}/shard-NNNNNN.tar  WebDataset shards: per group of individuals of one gene, "
-        "the haplotypes (zstd) and a JSON",
-        "  manifest.parquet  one row per (gene, individual): split, shard, group, index, key, "
-        "gene, symbol, individual, population, chrom, tss, strand, the targets Y, Z, P "
+        "  shard-NNNNNN.tar  WebDataset shards: per gene its JSON, its reference span "
+        "(2 bits per base) and its haplotypes as edits against it (zstd), for every "
+        "individual of the gene (all splits)",
+        "  manifest.parquet  one row per (gene, individual): split, shard, key, row, gene, "
+        "symbol, individual, population, chrom, tss, strand, the targets Y, Z, P "
         "(and Y:NAME, ... per target set), build, targets_build",
         "  targets.json      where the targets come from (matrices, sha256, settings)",
         "  splits.parquet    the split used: gene, individual, split",
@@ -210,7 +217,8 @@ def readme_text(scfg: ShardConfig) -> str:
         "",
         "Conventions",
         *[f"  {k}: {v}" for k, v in CONVENTIONS.items()],
-        f"  flank: {scfg.flank} extra real bases each side of the L-bp window",
+        f"  flank: {scfg.flank} extra real bases each side of the L-bp window (shifts beyond "
+        "them fill N)",
         "",
         "Check the folder with `python -m prep.verify DIR/shards`.",
         "",

@@ -1,93 +1,55 @@
-"""The hapflow shard format: WebDataset tar files of compressed haplotype groups.
+"""The hapflow shard format (version 3): what every shard-writing stage of prep shares.
 
-Why groups
-----------
-A tar member costs a 512-byte header plus its data padded to 512 bytes, so one member per
-(gene, individual) would cost over 1 kB before any sequence, while a diploid 49,152 bp sample
-compresses to tens of bytes. Shards therefore store *groups*: up to ``group_size`` individuals of
-one gene and split per WebDataset sample. :func:`unpack_groups` turns each group back into one
-sample per (gene, individual), keyed ``{gene}__{individual}``.
+A study's shards (``DIR/shards``, written by ``python -m prep.shard``) are WebDataset tar files
+``shard-NNNNNN.tar`` at the top of the folder. Each WebDataset sample is one *gene*: its
+reference span once (2 bits per base plus N runs), its haplotypes as edits against that span
+(positions, reference lengths, alternate bases; a bit matrix says which haplotype carries which
+edit) and a JSON, for every individual the study has for that gene, whatever their split
+(members and fields: :mod:`prep.gene_record`). Windows are built from a gene's record at load
+time, at any length up to the stored width (:mod:`prep.edits`); no haplotype's bases are stored.
+Splits, targets and which individual sits in which row of its gene's record are in the study's
+``manifest.parquet`` (:mod:`prep.shard_plan`, :mod:`prep.target_table`).
 
-Members of a shard, in order
-----------------------------
-``{gene}__reference.ref.2bit``
-    The gene's reference window (codes, shape (W,), uint8; reverse-complemented when the
-    haplotypes are), 2 bits per base plus N runs (:func:`encode_reference`). Written once per
-    gene per shard, before its groups.
-``{gene}__{split}{NNNN}.hap.zst``
-    The group's haplotypes, codes of shape (n, 2, W) uint8 (individual, haplotype, position),
-    as one zstd frame compressed with the reference window as a raw-content dictionary, so only
-    the differences from the reference cost bytes. The frame carries zstd's content checksum
-    (XXH64 of the decoded bytes), checked on every decode.
-``{gene}__{split}{NNNN}.json``
-    UTF-8 JSON: format, gene, chrom, tss (0-based), strand, split, length (L), flank, window
-    (W = L + 2 * flank), tss_index (0-based index of the TSS in the stored window: W // 2, or
-    W - 1 - W // 2 when reverse_complemented), reverse_complemented, build (the *sequence*
-    build fingerprint, :mod:`prep.fingerprint`), individuals, populations, ``applied``
-    (variants applied per individual and haplotype), group totals of missing genotypes and
-    overlapping variants skipped, the gene's ``n_variants`` / ``n_ref_mismatch``,
-    ``ref_sha256`` / ``hap_sha256`` (sha256 of the reference and haplotype members' bytes) and,
-    last, ``sha256``: the sha256 of the member's own bytes written without that field
-    (:func:`encode_meta`).
-
-Shards hold sequences and identity only: the targets (Y, Z, P and any further target sets) live
-in the study's manifest, joined by (gene, individual), so re-targeting rewrites a table, never a
-shard (:mod:`prep.target_table`).
-
-Verification
-------------
-Every member is checked whenever it is read (:func:`decode_meta`, :func:`check_meta`,
-:class:`GroupDecoder`): the JSON's own checksum, then bounds of every field the loader
-uses (tss_index inside the window and where the layout puts it, individuals unique and as many
-as populations and ``applied``, the window width), the reference member against the group's
-``ref_sha256``, the haplotype member against ``hap_sha256`` and its zstd content checksum. Any
-mismatch is a :class:`ShardFormatError` naming shard and member. Format-1 shards (targets in
-the JSON, no checksums) are refused with a message to rebuild.
+Here: keys (:func:`safe_key`, :func:`sample_key`, :func:`shard_name`), the packed reference
+(:func:`encode_reference`), the self-checking JSON (:func:`encode_meta`, :func:`decode_meta`),
+:data:`FORMAT_VERSION` (the one version constant, shared with the Enformer and MPRA data of
+:mod:`prep.enformer_format` and :mod:`prep.mpra_format`), :class:`ShardFormatError` and
+:func:`check_study_format`, which refuses folders of an older format (format 2:
+``{split}/shard-NNNNNN.tar``, haplotypes stored base by base in groups) with the command that
+rebuilds them.
 
 Keys hold no dots (WebDataset splits member names at the first dot): the gene id's dots become
 underscores in keys (``ENSG00000099889.9`` -> ``ENSG00000099889_9``); the JSON keeps the real id.
-
-Writing and reading the tar files themselves is :mod:`prep.shard_tar`. Everything here is
-torch-free; the loader imports it.
+Writing and reading the tar files themselves is :mod:`prep.shard_tar`; reading a study's windows
+as a user is :mod:`prep.shard_reader`. Everything here is torch-free; the loader imports it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+import os
+from pathlib import Path
 
 import numpy as np
-import zstandard as zstd
-
-from hapflow.names import SPLITS
 
 __all__ = [
     "FORMAT_VERSION",
-    "REF_EXT",
-    "HAP_EXT",
-    "META_EXT",
     "safe_key",
-    "group_key",
-    "reference_key",
     "sample_key",
+    "shard_name",
     "encode_reference",
     "decode_reference",
-    "encode_group",
-    "decode_group",
     "encode_meta",
     "decode_meta",
-    "check_meta",
-    "GroupDecoder",
+    "check_study_format",
     "ShardFormatError",
-    "unpack_groups",
 ]
 
-FORMAT_VERSION = 2
-"""Version 2: targets out of the shards, checksums on every member. Version 1 is refused."""
-REF_EXT = "ref.2bit"
-HAP_EXT = "hap.zst"
-META_EXT = "json"
+FORMAT_VERSION = 3
+"""Version 3: per gene a reference span and edits (version 2 stored every haplotype's bases in
+groups; version 1 had targets in the shards). Older versions are refused with a message to
+rebuild."""
 
 
 class ShardFormatError(ValueError):
@@ -99,17 +61,14 @@ def safe_key(gene: str) -> str:
     return gene.replace(".", "_").replace("/", "_")
 
 
-def group_key(gene: str, split: str, index: int) -> str:
-    """Key of a gene's ``index``-th group in ``split``: ``{gene}__{split}{NNNN}``."""
-    return f"{safe_key(gene)}__{split}{index:04d}"
-
-
-def reference_key(gene: str) -> str:
-    return f"{safe_key(gene)}__reference"
-
-
 def sample_key(gene: str, individual: str) -> str:
+    """The manifest's key of a (gene, individual) sample: ``{gene}__{individual}``."""
     return f"{safe_key(gene)}__{safe_key(individual)}"
+
+
+def shard_name(index: int) -> str:
+    """The shard file of number ``index``, relative to ``DIR/shards``: ``shard-NNNNNN.tar``."""
+    return f"shard-{index:06d}.tar"
 
 
 _REF_MAGIC = b"HFR1"
@@ -144,7 +103,7 @@ def decode_reference(blob: bytes) -> np.ndarray:
     Raises
     ------
     ShardFormatError
-        If the blob is not a packed reference window or is truncated.
+        If the blob is not a packed reference window, is truncated or has N runs outside it.
     """
     if blob[:4] != _REF_MAGIC or len(blob) < 12:
         raise ShardFormatError("not a hapflow reference window (bad magic)")
@@ -153,76 +112,14 @@ def decode_reference(blob: bytes) -> np.ndarray:
     if len(blob) != runs_end + (width + 3) // 4:
         raise ShardFormatError(f"reference window of {width} bases is truncated")
     runs = np.frombuffer(blob, "<i4", 2 * n_runs, 12).reshape(-1, 2)
+    if n_runs and ((runs < 0).any() or (runs[:, 0] + runs[:, 1] > width).any()):
+        raise ShardFormatError(f"reference window of {width} bases has N runs outside it")
     packed = np.frombuffer(blob, np.uint8, offset=runs_end)
     shifts = np.array([6, 4, 2, 0], dtype=np.uint8)
     out = ((packed[:, None] >> shifts) & 3).astype(np.uint8).reshape(-1)[:width]
     for start, length in runs:
         out[start : start + length] = 4
     return out
-
-
-def _dictionary(reference: np.ndarray) -> zstd.ZstdCompressionDict:
-    return zstd.ZstdCompressionDict(
-        np.ascontiguousarray(reference, dtype=np.uint8).tobytes(),
-        dict_type=zstd.DICT_TYPE_RAWCONTENT,
-    )
-
-
-def encode_group(haplotypes: np.ndarray, reference: np.ndarray, level: int = 3) -> bytes:
-    """Compress a group's haplotypes against their reference window.
-
-    Parameters
-    ----------
-    haplotypes : np.ndarray, shape (n, 2, W), uint8
-    reference : np.ndarray, shape (W,), uint8
-    level : int
-        zstd level; 3 is fast, higher levels save a little space slowly.
-
-    Returns
-    -------
-    bytes
-        One zstd frame (long-distance matching on, so haplotypes share matches) with a content
-        checksum. Deterministic.
-    """
-    haplotypes = np.ascontiguousarray(haplotypes, dtype=np.uint8)
-    if (haplotypes.ndim != 3 or haplotypes.shape[1] != 2
-            or haplotypes.shape[2] != reference.shape[0]):
-        raise ValueError(
-            f"haplotypes must have shape (n, 2, {reference.shape[0]}), got {haplotypes.shape}"
-        )
-    size = max(haplotypes.nbytes, 1)
-    window_log = min(max(int(np.ceil(np.log2(size))) + 1, 20), 27)
-    params = zstd.ZstdCompressionParameters.from_level(
-        level, window_log=window_log, enable_ldm=True, threads=0, write_checksum=1
-    )
-    cctx = zstd.ZstdCompressor(compression_params=params, dict_data=_dictionary(reference))
-    return cctx.compress(haplotypes.tobytes())
-
-
-def decode_group(blob: bytes, reference: np.ndarray, n: int) -> np.ndarray:
-    """Inverse of :func:`encode_group`: shape (n, 2, W), uint8 (read-only view).
-
-    Raises
-    ------
-    ShardFormatError
-        If the frame is corrupt or does not hold ``n * 2 * W`` bytes.
-    """
-    width = reference.shape[0]
-    want = n * 2 * width
-    try:
-        if not zstd.get_frame_parameters(blob).has_checksum:
-            raise ShardFormatError("the zstd frame has no content checksum (format 1 shards?)")
-    except zstd.ZstdError as err:
-        raise ShardFormatError(f"corrupt haplotype group: {err}") from None
-    try:
-        raw = zstd.ZstdDecompressor(
-            dict_data=_dictionary(reference), max_window_size=1 << 27
-        ).decompress(blob, max_output_size=want)
-    except zstd.ZstdError as err:
-        raise ShardFormatError(f"corrupt haplotype group: {err}") from None
-    if len(raw) != want:
-        raise ShardFormatError(f"haplotype group holds {len(raw)} bytes, expected {want}")
-    return np.frombuffer(raw, dtype=np.uint8).reshape(n, 2, width)
 
 
 def _sha256(data: bytes) -> str:
@@ -234,7 +131,7 @@ _CHECKSUM_TAIL = len(_CHECKSUM_FIELD) + 64 + 2  # the field, 64 hex digits, '"}'
 
 
 def encode_meta(meta: dict) -> bytes:
-    """A group's JSON member: compact JSON ending in its own checksum.
+    """A JSON member: compact JSON ending in its own checksum.
 
     The bytes are ``json.dumps(meta)`` (compact, keys in the dict's order) with
     ``,"sha256":"<hex>"`` inserted before the closing brace, where hex is the sha256 of the
@@ -252,7 +149,7 @@ def encode_meta(meta: dict) -> bytes:
 
 
 def decode_meta(blob: bytes, where: str = "json member", version: int = FORMAT_VERSION) -> dict:
-    """Parse and verify a group's JSON member (see :func:`encode_meta`).
+    """Parse and verify a JSON member (see :func:`encode_meta`).
 
     Parameters
     ----------
@@ -265,8 +162,8 @@ def decode_meta(blob: bytes, where: str = "json member", version: int = FORMAT_V
     Raises
     ------
     ShardFormatError
-        Not JSON, a checksum that does not match its bytes, or a format-1 group (no checksum:
-        the message says to rebuild).
+        Not JSON, a checksum that does not match its bytes, or a member of another format
+        version (the message says to rebuild).
     """
     try:
         meta = json.loads(blob)
@@ -295,191 +192,28 @@ def _old_format(where: str, found, version: int) -> str:
             f"{version}: rebuild the shards with `python -m prep.shard ... --overwrite`")
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+def check_study_format(shards_dir: str | os.PathLike) -> None:
+    """Refuse a study folder written in another shard format.
 
-
-def check_meta(meta: dict, where: str = "json member") -> None:
-    """Bounds checks of every field of a group's JSON that readers use.
-
-    Checks: ``gene``, ``chrom`` non-empty strings; ``tss`` >= 0; ``strand`` + or -; ``split``
-    train, val or test; ``length`` > 0, ``flank`` >= 0, ``window == length + 2 * flank``;
-    ``tss_index`` exactly ``window // 2`` (``window - 1 - window // 2`` when
-    ``reverse_complemented``); ``individuals`` unique non-empty strings, as many as
-    ``populations`` and ``applied`` (pairs of counts >= 0); ``build``, ``ref_sha256``,
-    ``hap_sha256`` present.
+    Format 2 kept its shards in split folders (``train/shard-000000.tar``, ...) and wrote
+    ``"format": 2`` into ``meta.json``; either is enough to tell. A folder without shards or
+    ``meta.json`` passes.
 
     Raises
     ------
     ShardFormatError
-        Naming ``where``, the field and its value.
+        Naming the folder, the format found and the command that rebuilds it.
     """
-    def bad(field: str, why: str):
-        value = repr(meta.get(field))
-        value = value if len(value) < 60 else value[:57] + "..."
-        raise ShardFormatError(f"{where}: field {field} = {value} {why}")
-
-    for f in ("gene", "chrom", "build", "ref_sha256", "hap_sha256"):
-        if not isinstance(meta.get(f), str) or not meta[f]:
-            bad(f, "is not a non-empty string")
-    if not _is_int(meta.get("tss")) or meta["tss"] < 0:
-        bad("tss", "is not a 0-based position")
-    if meta.get("strand") not in ("+", "-"):
-        bad("strand", "is not + or -")
-    if meta.get("split") not in SPLITS:
-        bad("split", f"is not one of {', '.join(SPLITS)}")
-    if not _is_int(meta.get("length")) or meta["length"] <= 0:
-        bad("length", "is not a positive window length")
-    if not _is_int(meta.get("flank")) or meta["flank"] < 0:
-        bad("flank", "is not a flank length >= 0")
-    if meta.get("window") != meta["length"] + 2 * meta["flank"] or not _is_int(meta["window"]):
-        bad("window", f"is not length + 2 * flank = {meta['length'] + 2 * meta['flank']}")
-    if not isinstance(meta.get("reverse_complemented"), bool):
-        bad("reverse_complemented", "is not true or false")
-    w = meta["window"]
-    tss_index = w - 1 - w // 2 if meta["reverse_complemented"] else w // 2
-    if not _is_int(meta.get("tss_index")) or meta["tss_index"] != tss_index:
-        bad("tss_index", f"is not where a window of {w} bases puts the TSS ({tss_index})")
-    inds = meta.get("individuals")
-    if (not isinstance(inds, list) or not inds
-            or not all(isinstance(i, str) and i for i in inds)):
-        bad("individuals", "is not a non-empty list of individual ids")
-    if len(set(inds)) != len(inds):
-        bad("individuals", "lists an individual twice")
-    pops = meta.get("populations")
-    if not isinstance(pops, list) or len(pops) != len(inds) or not all(
-            isinstance(p, str) for p in pops):
-        bad("populations", f"is not a list of {len(inds)} population names")
-    try:  # one array check, not a Python loop per individual
-        applied = np.asarray(meta.get("applied"))
-    except ValueError:  # ragged lists
-        applied = np.zeros(0)
-    if applied.shape != (len(inds), 2) or applied.dtype.kind not in "iu" or (applied < 0).any():
-        bad("applied", f"is not {len(inds)} pairs of variant counts")
-
-
-class GroupDecoder:
-    """Decodes and verifies a shard's raw samples (:func:`prep.shard_tar.iter_tar`) in stream order.
-
-    Reference members are decoded and kept per gene (with their sha256); each group is verified
-    (:func:`decode_meta`, :func:`check_meta`, reference and haplotype sha256, the zstd content
-    checksum) and decoded. Every error is a :class:`ShardFormatError` naming shard and member.
-
-    Parameters
-    ----------
-    url : str, optional
-        The shard, for messages when samples carry no ``__url__``.
-    """
-
-    def __init__(self, url: str = "?"):
-        self.url = url
-        self.references: dict[str, tuple[np.ndarray, str]] = {}
-        self.bad_references: dict[str, str] = {}
-
-    def feed(self, sample: dict) -> tuple[np.ndarray, dict] | None:
-        """None for a reference member; ``(haps (n, 2, W) uint8, meta)`` for a group.
-
-        Raises
-        ------
-        ShardFormatError
-            A corrupt or inconsistent member, a group before its gene's reference.
-        """
-        key = sample["__key__"]
-        url = sample.get("__url__", self.url)
-        if key.endswith("__reference"):
-            gkey = key[: -len("__reference")]
-            where = f"shard {url}: member {key}.{REF_EXT}"
-            if REF_EXT not in sample:
-                members = ", ".join(k for k in sample if not k.startswith("__"))
-                raise ShardFormatError(f"shard {url}: reference {key} has no .{REF_EXT} member "
-                                       f"(members: {members}); was it written by another "
-                                       "version of prep.shard?")
-            blob = sample[REF_EXT]
-            try:
-                self.references[gkey] = (decode_reference(blob), _sha256(blob))
-            except ShardFormatError as err:
-                self.references.pop(gkey, None)
-                self.bad_references[gkey] = f"{where}: {err}"
-                raise ShardFormatError(f"{where}: {err}") from None
-            return None
-        if HAP_EXT not in sample or META_EXT not in sample:
-            raise ShardFormatError(
-                f"shard {url}: sample {key} lacks its .{HAP_EXT} or .{META_EXT} member")
-        where = f"shard {url}: member {key}.{META_EXT}"
-        meta = decode_meta(sample[META_EXT], where)
-        check_meta(meta, where)
-        gkey = safe_key(meta["gene"])
-        if key.rsplit("__", 1)[0] != gkey:
-            raise ShardFormatError(f"{where}: describes gene {meta['gene']}, but the member "
-                                   "belongs to another gene's group")
-        if gkey in self.bad_references:
-            raise ShardFormatError(f"shard {url}: group {key}: its reference window is corrupt "
-                                   f"({self.bad_references[gkey]})")
-        if gkey not in self.references:
-            raise ShardFormatError(
-                f"shard {url}: group {key} comes before the reference window of {meta['gene']}")
-        reference, ref_sha = self.references[gkey]
-        if ref_sha != meta["ref_sha256"]:
-            raise ShardFormatError(
-                f"shard {url}: member {gkey}__reference.{REF_EXT}: its bytes do not match the "
-                f"sha256 that group {key} recorded: the reference window is corrupt")
-        if reference.shape[0] != meta["window"]:
-            raise ShardFormatError(f"{where}: window {meta['window']} differs from the "
-                                   f"{reference.shape[0]}-base reference window")
-        hap_where = f"shard {url}: member {key}.{HAP_EXT}"
-        if _sha256(sample[HAP_EXT]) != meta["hap_sha256"]:
-            raise ShardFormatError(f"{hap_where}: its bytes do not match the sha256 its JSON "
-                                   "recorded: the haplotypes are corrupt")
-        try:
-            haps = decode_group(sample[HAP_EXT], reference, len(meta["individuals"]))
-        except ShardFormatError as err:
-            raise ShardFormatError(f"{hap_where}: {err}") from None
-        return haps, meta
-
-
-def unpack_groups(samples: Iterable[dict]) -> Iterator[dict]:
-    """WebDataset stage: raw shard samples in, one sample per (gene, individual) out.
-
-    Input samples are dicts with ``__key__`` and member bytes (as
-    :func:`prep.shard_tar.read_tar_members` or ``webdataset.WebDataset(...)`` without decoding
-    yield them). Every member is verified
-    (:class:`GroupDecoder`). Shards carry no targets: join ``Y``/``Z``/``P`` from the manifest
-    by ``__key__`` (or gene and individual).
-
-    Yields
-    ------
-    dict
-        ``__key__`` (``{gene}__{individual}``), ``seq`` (np.ndarray (2, W) uint8), ``gene``,
-        ``individual``, ``population``, ``split``, ``chrom``, ``tss`` (0-based), ``strand``,
-        ``tss_index`` (0-based, in ``seq``), ``flank``, ``length``, ``applied`` (variants
-        applied to haplotype 1 and 2), ``__url__`` (the shard) when known.
-
-    Raises
-    ------
-    ShardFormatError
-        A corrupt member; the message names shard and member.
-    """
-    decoder = GroupDecoder()
-    for sample in samples:
-        decoded = decoder.feed(sample)
-        if decoded is None:
-            continue
-        haps, meta = decoded
-        url = sample.get("__url__", "?")
-        for i, individual in enumerate(meta["individuals"]):
-            yield {
-                "__key__": sample_key(meta["gene"], individual),
-                "__url__": url,
-                "seq": haps[i],
-                "gene": meta["gene"],
-                "individual": individual,
-                "population": meta["populations"][i],
-                "split": meta["split"],
-                "chrom": meta["chrom"],
-                "tss": meta["tss"],
-                "strand": meta["strand"],
-                "tss_index": meta["tss_index"],
-                "flank": meta["flank"],
-                "length": meta["length"],
-                "applied": meta["applied"][i],
-            }
+    root = Path(shards_dir)
+    old = sorted(str(p.relative_to(root)) for p in root.glob("*/shard-*.tar"))
+    try:
+        found = json.loads((root / "meta.json").read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        found = None
+    if old or (found is not None and found != FORMAT_VERSION):
+        what = f"format {found if found is not None else 2}"
+        example = f" (e.g. {old[0]})" if old else ""
+        raise ShardFormatError(
+            f"{root} holds shards of {what}{example}, but this hapflow reads and writes shard "
+            f"format {FORMAT_VERSION} (a reference span and edits per gene): rebuild them with "
+            "`python -m prep.shard ... --overwrite`")

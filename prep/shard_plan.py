@@ -1,14 +1,18 @@
 """The study plan: which (gene, individual) samples a study's shards hold, decided from tables.
 
 :func:`plan_study` joins the TSS table, the expression matrix, the VCF's samples and the split
-into the list of samples to shard, with their primary targets, and assigns each to a group and
-a shard. It reads tables only (and checks every input file: contigs, VCF completeness and
-index) and raises :class:`ShardError` before anything is written. Genes are matched by
+into the list of samples to shard, with their primary targets, and assigns each gene to a shard.
+It reads tables only (and checks every input file: contigs, VCF completeness and index) and
+raises :class:`ShardError` before anything is written. Genes are matched by
 :func:`hapflow.names.gene_key` (Ensembl versions and case ignored).
 
-Build order: contigs as first met in the TSS table, genes by TSS; per split, genes in that order
-and individuals sorted; a gene's individuals are cut into groups of ``[shard] group_size``, and
-groups fill shards of about ``shard_samples`` samples (a group is never split).
+Build order: contigs as first met in the TSS table, genes by TSS. Shards (``shard-NNNNNN.tar``,
+:func:`prep.shard_format.shard_name`) take the genes in build order, each gene with all its
+samples (every split: one record per gene, :mod:`prep.gene_record`); a new shard starts when the
+next gene would take the current one past ``[shard] shard_samples`` samples (a gene with more
+samples than that gets a shard of its own). The manifest lists the samples by split (train,
+val, test), then gene in build order, then individual (sorted); ``row`` is the individual's row
+in its gene's record, whose individuals are the gene's individuals of every split, sorted.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from prep.contigs import ContigError
 from prep.expression_files import read_expression
 from prep.reference import Reference
 from prep.regions import read_tss_table
-from prep.shard_format import group_key, sample_key
+from prep.shard_format import shard_name
 from prep.splits import (
     population_split,
     random_split,
@@ -42,16 +46,14 @@ from prep.vcf_files import VcfSet, check_vcf_file, read_sample_list
 __all__ = ["ShardError", "StudyPlan", "plan_study", "layout_digest", "input_files",
            "IDENTITY_COLUMNS"]
 
-IDENTITY_COLUMNS = ("split", "shard", "group", "index", "key", "gene", "individual",
-                    "population", "chrom", "tss", "strand")
+IDENTITY_COLUMNS = ("split", "shard", "key", "row", "gene", "individual", "population", "chrom",
+                    "tss", "strand")
 """Manifest columns that describe the samples and where they are stored (not the targets)."""
 
-_MANIFEST_SCHEMA = {
-    "split": pl.Utf8, "shard": pl.Utf8, "group": pl.Utf8, "index": pl.Int32, "key": pl.Utf8,
-    "gene": pl.Utf8, "symbol": pl.Utf8, "individual": pl.Utf8, "population": pl.Utf8,
-    "chrom": pl.Utf8, "tss": pl.Int64, "strand": pl.Utf8, "Y": pl.Float64, "Z": pl.Float64,
-    "P": pl.Float64,
-}
+MANIFEST_COLUMNS = ("split", "shard", "key", "row", "gene", "symbol", "individual", "population",
+                    "chrom", "tss", "strand", "Y", "Z", "P")
+"""The plan's manifest columns, in order (the targets table adds further target sets, build and
+targets_build: :func:`prep.target_table.with_targets`)."""
 
 
 class ShardError(ValueError):
@@ -65,13 +67,15 @@ class StudyPlan:
     Attributes
     ----------
     manifest : pl.DataFrame
-        One row per sample: split, shard (path relative to DIR/shards), group, index (row in the
-        group), key, gene, symbol, individual, population, chrom, tss (0-based), strand, Y, Z, P
-        (the primary targets); once :func:`prep.sharding.run_shard` has fingerprinted the
-        build, also the further target sets' columns, build (the sequence build) and
-        targets_build (:func:`prep.target_table.with_targets`).
+        One row per sample (:data:`MANIFEST_COLUMNS`): split, shard (path relative to
+        DIR/shards), key (:func:`prep.shard_format.sample_key`), row (int32: the individual's
+        row in its gene's record), gene, symbol, individual, population, chrom, tss (0-based),
+        strand, Y, Z, P (the primary targets); once :func:`prep.sharding.run_shard` has
+        fingerprinted the build, also the further target sets' columns, build (the sequence
+        build) and targets_build (:func:`prep.target_table.with_targets`).
     genes : pl.DataFrame
-        gene, name, symbol, chrom, tss, strand of every gene in the manifest, in build order.
+        gene, name, symbol, chrom, tss, strand, shard and individuals (the sorted individuals of
+        its record: every split) of every gene in the manifest, in build order.
     individuals : list of str
         Every individual of the manifest (sorted).
     splits : pl.DataFrame
@@ -88,8 +92,8 @@ class StudyPlan:
 
     @property
     def shards(self) -> list[str]:
-        """Shard paths relative to DIR/shards, in build order (split, then number)."""
-        return self.manifest["shard"].unique(maintain_order=True).to_list()
+        """Shard paths relative to DIR/shards, in build order."""
+        return self.genes["shard"].unique(maintain_order=True).to_list()
 
 
 def plan_study(hcfg: HaplotypesConfig, scfg: ShardConfig,
@@ -122,9 +126,7 @@ def plan_study(hcfg: HaplotypesConfig, scfg: ShardConfig,
     )
     splits = _split(scfg, tss, individuals, drops)
     targets = _targets(matrix, splits, scfg, drops)
-    order = _gene_order(tss)
-    manifest = _assign_shards(targets, order, _populations(scfg), scfg)
-    genes = order.filter(pl.col("gene").is_in(manifest["gene"].unique().to_list()))
+    genes, manifest = _assign_shards(targets, _gene_order(tss), _populations(scfg), scfg)
     used = targets.select("gene", "individual", "split")
     return StudyPlan(manifest=manifest, genes=genes, individuals=individuals, splits=used,
                      drops=drops)
@@ -310,48 +312,44 @@ def _gene_order(tss: pl.DataFrame) -> pl.DataFrame:
 
 
 def _assign_shards(targets: pl.DataFrame, order: pl.DataFrame, populations: dict[str, str],
-                   scfg: ShardConfig) -> pl.DataFrame:
-    """The manifest: every sample's split, shard, group and index, in build order."""
-    rank = {g: i for i, g in enumerate(order["gene"])}
-    info = {r["gene"]: r for r in order.iter_rows(named=True)}
-    rows = []
-    for split in SPLITS:
-        part = targets.filter(pl.col("split") == split)
-        if part.height == 0:
-            continue
-        part = part.with_columns(
-            pl.col("gene").replace_strict(rank, return_dtype=pl.Int64).alias("_r")
-        ).sort(["_r", "individual"])
-        shard, in_shard = 0, 0
-        for (gene,), gdf in part.group_by(["gene"], maintain_order=True):
-            size = scfg.group_size or gdf.height
-            for g, lo in enumerate(range(0, gdf.height, size)):
-                chunk = gdf.slice(lo, size)
-                if in_shard and in_shard + chunk.height > scfg.shard_samples:
-                    shard, in_shard = shard + 1, 0
-                rows += _group_rows(chunk, split, f"{split}/shard-{shard:06d}.tar",
-                                    group_key(gene, split, g), info[gene], populations)
-                in_shard += chunk.height
-    return pl.DataFrame(rows, schema=_MANIFEST_SCHEMA)
-
-
-def _group_rows(chunk: pl.DataFrame, split: str, shard: str, key: str, gene: dict,
-                populations: dict[str, str]) -> list[dict]:
-    """Manifest rows of one group (``chunk``: its targets rows, in order)."""
-    return [{
-        "split": split, "shard": shard, "group": key, "index": j,
-        "key": sample_key(gene["gene"], r["individual"]), "gene": gene["gene"],
-        "symbol": gene["symbol"] or None, "individual": r["individual"],
-        "population": populations.get(r["individual"], "NA"),
-        "chrom": gene["chrom"], "tss": gene["tss"], "strand": gene["strand"],
-        "Y": r["Y"], "Z": r["Z"], "P": r["P"],
-    } for j, r in enumerate(chunk.iter_rows(named=True))]
+                   scfg: ShardConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The genes (build order, with shard and individuals) and the manifest (see the module
+    docstring for the order and the shard rule)."""
+    rank = pl.DataFrame({"gene": order["gene"], "_r": range(order.height)},
+                        schema={"gene": pl.Utf8, "_r": pl.Int64})
+    samples = targets.join(rank, on="gene").sort(["_r", "individual"])
+    per_gene = samples.group_by("_r", maintain_order=True).agg(
+        pl.col("individual").alias("individuals"))
+    shards, index, in_shard = [], 0, 0
+    for n in per_gene["individuals"].list.len():
+        if in_shard and in_shard + n > scfg.shard_samples:
+            index, in_shard = index + 1, 0
+        shards.append(shard_name(index))
+        in_shard += n
+    genes = (order.with_row_index("_r").with_columns(pl.col("_r").cast(pl.Int64))
+             .join(per_gene.with_columns(pl.Series("shard", shards, pl.Utf8)), on="_r")
+             .sort("_r"))
+    split_rank = pl.col("split").replace_strict({s: i for i, s in enumerate(SPLITS)},
+                                                return_dtype=pl.Int64)
+    safe = lambda c: pl.col(c).str.replace_all(r"[./]", "_")  # noqa: E731 - safe_key, vectorised
+    manifest = (
+        samples.with_columns(pl.int_range(pl.len(), dtype=pl.Int32).over("_r").alias("row"))
+        .join(genes.select("_r", "symbol", "chrom", "tss", "strand", "shard"), on="_r")
+        .with_columns(
+            pl.concat_str([safe("gene"), pl.lit("__"), safe("individual")]).alias("key"),
+            pl.col("symbol").replace("", None),
+            pl.col("individual").replace_strict(populations, default="NA",
+                                                return_dtype=pl.Utf8).alias("population"))
+        .sort([split_rank, pl.col("_r"), pl.col("individual")])
+        .select(MANIFEST_COLUMNS)
+    )
+    return genes.drop("_r"), manifest
 
 
 def layout_digest(manifest: pl.DataFrame) -> str:
     """sha256 (hex) of the manifest's identity columns (:data:`IDENTITY_COLUMNS`), row by row.
 
-    Equal digests mean the same samples in the same splits, groups and shards.
+    Equal digests mean the same samples in the same splits, shards and record rows.
     """
     text = manifest.select(IDENTITY_COLUMNS).write_csv()
     return hashlib.sha256(text.encode()).hexdigest()

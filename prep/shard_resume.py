@@ -1,10 +1,11 @@
 """Resuming a study's shards: what is on disk, what this run (or part) still has to build.
 
 A re-run resumes only shards of the same build fingerprint (:mod:`prep.fingerprint`): each
-shard's first group carries the build it was written by. Shards of another build stop the run,
-saying what changed, unless ``overwrite`` rebuilds them. Temp files of
-killed writers are removed (:func:`remove_stale_temps`), never a live writer's, so ``--part``
-jobs on several hosts can share a folder.
+shard's first gene record carries the build it was written by. Shards of another build stop the
+run, saying what changed, unless ``overwrite`` rebuilds them; so do shards of an older format
+(format 2: ``{split}/shard-NNNNNN.tar``, :func:`prep.shard_format.check_study_format`), which
+``overwrite`` removes. Temp files of killed writers are removed (:func:`remove_stale_temps`),
+never a live writer's, so ``--part`` jobs on several hosts can share a folder.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from hapflow.io import atomic_write_json
 from hapflow.layout import Workdir
 from prep.fingerprint import BUILD_JSON, describe_changes
 from prep.shard_finalize import META_JSON, STUDY_TABLES
-from prep.shard_format import ShardFormatError
+from prep.shard_format import ShardFormatError, check_study_format
 from prep.shard_plan import ShardError, StudyPlan
 from prep.shard_tar import read_tar_members
 
@@ -50,6 +51,9 @@ class PartWork:
         Those still to build (all of ``mine`` with ``overwrite``).
     stale : list of str
         Shards on disk written by another build (removed before building, with ``overwrite``).
+    old_format : list of str
+        Shards of an older format (format 2's ``{split}/shard-NNNNNN.tar``; removed before
+        building, with ``overwrite``).
     complete : bool
         Every shard of the plan is on disk with this build and meta.json says so: nothing to
         build (at most the targets table to rewrite).
@@ -60,6 +64,7 @@ class PartWork:
     todo: list[str]
     stale: list[str]
     complete: bool
+    old_format: list[str]
 
 
 def part_work(plan: StudyPlan, workdir: Workdir, part: tuple[int, int], build: str,
@@ -69,13 +74,15 @@ def part_work(plan: StudyPlan, workdir: Workdir, part: tuple[int, int], build: s
     Raises
     ------
     ShardError
-        Shards of another build on disk and not ``overwrite`` (the message lists what changed).
+        Shards of another build on disk and not ``overwrite`` (the message lists what changed),
+        or a folder of an older shard format and not ``overwrite`` (the message says to
+        rebuild with ``--overwrite``).
     """
     out_dir = workdir.shards
     k, n = part
     mine = [s for i, s in enumerate(plan.shards) if i % n == k - 1]
-    on_disk = sorted(str(p.relative_to(out_dir)) for p in out_dir.glob("*/shard-*.tar")) \
-        if out_dir.exists() else []
+    old_format = _old_format(out_dir, overwrite)
+    on_disk = sorted(p.name for p in out_dir.glob("shard-*.tar")) if out_dir.exists() else []
     stale = [s for s in on_disk if _shard_build(out_dir / s) != build]
     if stale and not overwrite:
         raise ShardError(_stale_message(out_dir, stale, components, workdir.cache))
@@ -86,7 +93,25 @@ def part_work(plan: StudyPlan, workdir: Workdir, part: tuple[int, int], build: s
     todo = [s for s in mine if s not in done_before]
     complete = (not todo and all(s in done_before for s in plan.shards)
                 and _meta_build(out_dir) == build)
-    return PartWork(part=part, mine=mine, todo=todo, stale=stale, complete=complete)
+    return PartWork(part=part, mine=mine, todo=todo, stale=stale, complete=complete,
+                    old_format=old_format)
+
+
+def _old_format(out_dir: Path, overwrite: bool) -> list[str]:
+    """Shards of an older format in ``out_dir`` (to remove, with ``overwrite``).
+
+    Raises
+    ------
+    ShardError
+        The folder holds another format's shards and not ``overwrite``.
+    """
+    try:
+        check_study_format(out_dir)
+    except ShardFormatError as err:
+        if not overwrite:
+            raise ShardError(str(err)) from None
+        return sorted(str(p.relative_to(out_dir)) for p in out_dir.glob("*/shard-*.tar"))
+    return []
 
 
 def prepare_folder(workdir: Workdir, work: PartWork, build: str, components: dict,
@@ -99,10 +124,18 @@ def prepare_folder(workdir: Workdir, work: PartWork, build: str, components: dic
     if work.stale:
         log.info("Removing %d shard(s) of another build from %s (--overwrite)", len(work.stale),
                  out_dir)
-    if work.stale or (overwrite and work.todo):
+    if work.old_format:
+        log.info("Removing %d shard(s) of an older format from %s (--overwrite)",
+                 len(work.old_format), out_dir)
+    if work.stale or work.old_format or (overwrite and work.todo):
         _remove_tables(out_dir)  # no table may describe shards that are being rebuilt
-    for s in work.stale + (work.mine if overwrite else []):
+    for s in work.stale + work.old_format + (work.mine if overwrite else []):
         (out_dir / s).unlink(missing_ok=True)
+    for folder in {(out_dir / s).parent for s in work.old_format}:
+        for tmp in folder.glob(".shard-*.tmp"):  # an old format's writers are no longer live
+            tmp.unlink(missing_ok=True)
+        if not any(folder.iterdir()):
+            folder.rmdir()
     for s in work.mine:  # temp files of killed runs (this part's shards only; never a live one's)
         remove_stale_temps(out_dir / s)
     k, n = work.part
@@ -120,7 +153,7 @@ def targets_build_of(workdir: Workdir) -> str | None:
 
 
 def _shard_build(path: Path) -> str | None:
-    """The build fingerprint recorded in a shard's first group (None: none or unreadable)."""
+    """The build fingerprint recorded in a shard's first gene record (None: none or unreadable)."""
     try:
         for sample in read_tar_members(path, want=lambda _k, ext: ext == "json"):
             return json.loads(sample["json"]).get("build")

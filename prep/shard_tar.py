@@ -1,16 +1,16 @@
 """The shard container: WebDataset tar files, written deterministically and read member by
 member.
 
-:class:`ShardWriter` writes one shard's members (a gene's reference window, then its groups:
-:mod:`prep.shard_format` encodes them) with fixed tar metadata, so the same content gives the same
-bytes, under a temporary name renamed when the shard is complete. :func:`iter_tar` and
-:func:`read_tar_members` read a shard back as raw WebDataset samples (``{"__key__", "__url__",
-ext: bytes}``); :func:`iter_shard` decodes a local shard into one sample per (gene, individual).
+:class:`ShardWriter` writes one shard's members (per gene its JSON, reference span and edits:
+:mod:`prep.gene_record` encodes them; the Enformer and MPRA data write their own) with fixed tar
+metadata, so the same content gives the same bytes, under a temporary name renamed when the shard
+is complete. :func:`iter_tar` and :func:`read_tar_members` read a shard back as raw WebDataset
+samples (``{"__key__", "__url__", ext: bytes}``); :mod:`prep.shard_reader` decodes a study's
+shards into windows.
 """
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import io
 import os
@@ -21,19 +21,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hapflow.io import file_mode
-from prep.shard_format import (
-    FORMAT_VERSION,
-    HAP_EXT,
-    META_EXT,
-    REF_EXT,
-    ShardFormatError,
-    decode_meta,
-    encode_meta,
-    reference_key,
-    unpack_groups,
-)
+from prep.shard_format import ShardFormatError, decode_meta
 
-__all__ = ["ShardWriter", "iter_tar", "read_tar_members", "iter_shard"]
+__all__ = ["ShardWriter", "iter_tar", "read_tar_members", "build_metas"]
 
 
 class ShardWriter:
@@ -53,9 +43,7 @@ class ShardWriter:
             f".{self.path.name}.{host}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         self._fh = open(self._tmp, "wb")
         self._tar = tarfile.open(fileobj=self._fh, mode="w", format=tarfile.USTAR_FORMAT)
-        self.genes_with_reference: set[str] = set()
-        self._ref_sha: dict[str, str] = {}
-        self.n_samples = 0
+        self.n_genes = 0
 
     def add(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
@@ -66,27 +54,12 @@ class ShardWriter:
         info.uname = info.gname = ""
         self._tar.addfile(info, io.BytesIO(data))
 
-    def add_reference(self, gene: str, packed: bytes) -> None:
-        """Add a gene's packed reference window (:func:`encode_reference`) once per shard."""
-        if gene not in self.genes_with_reference:
-            self.add(f"{reference_key(gene)}.{REF_EXT}", packed)
-            self.genes_with_reference.add(gene)
-            self._ref_sha[gene] = _sha256_hex(packed)
-
-    def add_group(self, key: str, hap_blob: bytes, meta: dict) -> None:
-        """Add a group: its haplotype frame and its JSON (:func:`encode_meta`).
-
-        ``meta`` gets ``format``, ``ref_sha256`` (the gene's reference member, which must have
-        been added first) and ``hap_sha256`` filled in; the caller's dict is left unchanged.
-        """
-        gene = meta["gene"]
-        if gene not in self._ref_sha:
-            raise ValueError(f"group {key}: add the reference window of {gene} first")
-        meta = {**meta, "format": FORMAT_VERSION, "ref_sha256": self._ref_sha[gene],
-                "hap_sha256": _sha256_hex(hap_blob)}
-        self.add(f"{key}.{HAP_EXT}", hap_blob)
-        self.add(f"{key}.{META_EXT}", encode_meta(meta))
-        self.n_samples += len(meta["individuals"])
+    def add_gene(self, key: str, members: list[tuple[str, bytes]]) -> None:
+        """Add one gene's members (:func:`prep.gene_record.encode_gene`: ``[(ext, bytes)]``, in
+        write order) under ``key`` (:func:`prep.shard_format.safe_key` of the gene)."""
+        for ext, blob in members:
+            self.add(f"{key}.{ext}", blob)
+        self.n_genes += 1
 
     def close(self) -> None:
         self._tar.close()
@@ -179,11 +152,3 @@ def build_metas(path: str | os.PathLike, build: str,
                 "other build's shards).")
         yield sample["__key__"], meta
 
-
-def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
-    """Every (gene, individual) sample of a local shard, decoded (see :func:`unpack_groups`)."""
-    return unpack_groups(read_tar_members(path))
-
-
-def _sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

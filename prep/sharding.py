@@ -3,17 +3,20 @@
 :func:`run_shard` writes the shards of one part of a study, in four steps, each a module:
 
 1. plan (:mod:`prep.shard_plan`): from tables alone, which (gene, individual) samples exist,
-   their targets and split, and which group and shard each lands in;
+   their targets and split, and which shard each gene lands in;
 2. resume (:mod:`prep.shard_resume`): which shards are on disk with this build, which are stale,
    which this part has to build;
-3. build (:mod:`prep.shard_build`): the haplotypes of the missing shards, compressed, written;
+3. build (:mod:`prep.shard_build`): every gene's record of the missing shards (its reference
+   span once, its haplotypes as edits), encoded, written;
 4. finalize (:mod:`prep.shard_finalize`): once every shard exists, the tables and meta.json.
 
-Layout under ``DIR/shards``::
+Layout under ``DIR/shards`` (shard format 3, :mod:`prep.shard_format`)::
 
-    {split}/shard-NNNNNN.tar   WebDataset shards (format: prep.shard_format)
-    manifest.parquet           one row per sample: split, shard, group, index, key, gene, ...,
-                               and the targets (the one targets table, prep.target_table)
+    shard-NNNNNN.tar           WebDataset shards: per gene (build order) its record, for every
+                               individual the study has for it, any split (prep.gene_record)
+    manifest.parquet           one row per sample: split, shard, key, row, gene, symbol,
+                               individual, population, chrom, tss, strand, the targets, build,
+                               targets_build (the one targets table, prep.target_table)
     targets.json               where the targets come from (matrices, sha256, settings)
     splits.parquet             the split actually used (gene, individual, split)
     quality.json               data-quality summary (drops and why; per split; per gene)
@@ -34,8 +37,9 @@ otherwise stops saying what changed (``overwrite`` rebuilds); the same inputs an
 byte-identical outputs. Shards hold no targets: a re-run whose only change is in the targets
 (expression values, ``target_reference``, ``target_sets``) rewrites the targets table and
 leaves the shards alone. ``part=(K, N)`` builds every shard whose
-index (over all splits, in order) is K-1 modulo N, so N machines share a study and the union of
-their outputs equals a single run.
+number is K-1 modulo N, so N machines share a study and the union of their outputs equals a
+single run. A folder of an older shard format (format 2) stops the run with a message to
+rebuild with ``overwrite``, which removes it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The study's targets table: Y, Z, P of every sample, kept apart from the shards.
 
-Shards hold sequences and identity only (:mod:`prep.shard_format`); the targets live in one
+Shards hold sequences and identity only (:mod:`prep.gene_record`); the targets live in one
 table, the study's ``DIR/shards/manifest.parquet`` (one row per (gene, individual) sample),
 joined by the loader by sample. A change of expression processing (another normalisation,
 ``n_pcs``, ``target_reference``, more expression sets) therefore rewrites that table only
@@ -44,6 +44,7 @@ from hapflow.names import gene_key
 from hapflow.sections import PRIMARY_TARGETS, ShardConfig, target_set_labels
 from prep.expression_files import read_expression
 from prep.fingerprint import BUILD_JSON, file_sha256, fingerprint
+from prep.shard_format import ShardFormatError, check_study_format
 from prep.targets import run_expression, target_columns, targets_for
 
 __all__ = [
@@ -160,7 +161,7 @@ def with_targets(manifest: pl.DataFrame, scfg: ShardConfig, workdir, build: str,
     Parameters
     ----------
     manifest : pl.DataFrame
-        One row per sample (split, shard, group, ..., gene, individual, ...); any old target
+        One row per sample (split, shard, key, row, gene, individual, ...); any old target
         columns are replaced.
     build : str
         The sequence build the targets are joined to.
@@ -197,6 +198,10 @@ def write_targets(workdir: Workdir | str | os.PathLike, manifest: pl.DataFrame,
 def _read_built(workdir: Workdir) -> tuple[pl.DataFrame, str]:
     """The manifest and the build of a built study (``DIR/shards``)."""
     out_dir, path = workdir.shards, workdir.manifest
+    try:
+        check_study_format(out_dir)
+    except ShardFormatError as err:
+        raise RetargetError(str(err)) from None
     if not path.exists() or not (out_dir / BUILD_JSON).exists():
         raise RetargetError(f"{out_dir} holds no built study (no manifest.parquet or build.json): "
                             "run `python -m prep.shard` with the same --config and --workdir")

@@ -173,25 +173,24 @@ class ShardConfig:
     the batches' (B, T) ``targets`` / ``target_mask``. The samples come from expression."""
     target_names: list[str] = field(default_factory=list)
     """Names of target_sets, in order (default: their file names without extensions)."""
-    group_size: int = 256
-    """Individuals of one gene and split stored together (0: all of them in one group). Larger
-    groups compress better and write faster (64: 289, 256: 258 bytes per diploid sample on
-    chr20 at 49,152 bp); the loader decodes a group at a time (256 x 2 x W bytes)."""
     shard_samples: int = 2048
-    """Samples per shard (groups are never split; a shard may run over by one group)."""
+    """(gene, individual) samples per shard: genes fill shards in build order, each with all its
+    samples (every split; a gene is never split), and a shard may run over by one gene."""
     flank: int = 8
-    """Extra real bases stored each side of the L-bp window, for shift augmentation."""
+    """Extra real bases each side of the L-bp window, for shift augmentation (shifts beyond
+    them fill N)."""
     compression_level: int = 3
-    """zstd level of haplotype groups."""
+    """zstd level of each gene's edits."""
     workers: int = 0
     """Threads for building and compressing (0: all cores)."""
     batch_mb: int = 256
-    """Memory budget for one batch of genes' haplotypes, in MB."""
+    """Memory budget for the parsed genotypes of one batch of nearby genes, in MB (4 bytes per
+    individual and VCF record; sized for up to one record per 16 bases)."""
 
     def __post_init__(self):
         require(self, "shard", [
-            (self.group_size >= 0 and self.shard_samples > 0 and self.flank >= 0,
-             "group_size must be >= 0, shard_samples > 0 and flank >= 0"),
+            (self.shard_samples > 0 and self.flank >= 0,
+             "shard_samples must be > 0 and flank >= 0"),
             (not self.target_names or len(self.target_names) == len(self.target_sets),
              f"target_names lists {len(self.target_names)} name(s) for "
              f"{len(self.target_sets)} target_sets; give one per set or none"),
