@@ -1,9 +1,10 @@
 """The demo study's shards for the loader tests, built once per test session.
 
 ``demo_shards(base)`` runs prep's expression and shard stages on the real chr22 demo (configs/
-demo.toml: 1,024 samples per shard, so the train split has uneven shards of 984, 984, 984 and
-246 samples) into ``base/loader_demo`` and returns its ``shards`` folder; later calls in the same
-session reuse it.
+demo.toml: 26 genes x 162 individuals, 1,024 samples per shard, so shard format 3 gives five
+shards of 6, 6, 6, 6 and 2 genes, each gene with its samples of every split) into
+``base/loader_demo`` and returns its ``shards`` folder; later calls in the same session reuse
+it.
 """
 
 from __future__ import annotations

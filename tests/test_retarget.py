@@ -15,14 +15,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from hapflow.config import StudyConfig, load_config
 from hapflow.names import gene_key
 from hapflow.sections import HaplotypesConfig, ShardConfig
-from loader import make_loader
 from prep.expression_files import ExpressionError, read_expression, write_expression
 from prep.retarget import main
+from prep.shard_reader import iter_study
 from prep.sharding import run_shard
 from prep.target_table import run_retarget
 from prep.verification import verify_shards
@@ -55,14 +54,21 @@ def _config(**overrides) -> ShardConfig:
 
 
 def _val_batches(work: Path, **kw) -> list[dict]:
+    from loader import make_loader  # imported here: only the batch tests need the loader
+
     loader = make_loader(work / "shards", split="val", mode="eval", batch_size=64,
                          num_workers=0, length=256, **kw)
     return list(loader)
 
 
-def test_retarget_changes_y_in_batches_in_seconds_without_touching_the_tars(study):
+def _val_y(work: Path) -> np.ndarray:
+    """Y of the val split as users read it: the study's samples with their manifest rows."""
+    return np.array([s["Y"] for s in iter_study(work / "shards", split="val", length=256)])
+
+
+def test_retarget_changes_y_in_seconds_without_touching_the_tars(study):
     before = _tars(study)
-    old = np.concatenate([b["Y"].numpy()[b["valid"].numpy()] for b in _val_batches(study)])
+    old = _val_y(study)
     path = study / "expression" / "expression.parquet"
     write_expression(read_expression(path).with_columns(pl.exclude("gene") * 2.0 + 1.0), path)
     t0 = time.perf_counter()
@@ -71,12 +77,20 @@ def test_retarget_changes_y_in_batches_in_seconds_without_touching_the_tars(stud
     assert summary["changed"] and summary["sets"] == ["primary"]
     assert seconds < 10, f"re-targeting the demo took {seconds:.1f} s"
     assert _tars(study) == before  # not a byte, not an mtime
-    new = np.concatenate([b["Y"].numpy()[b["valid"].numpy()] for b in _val_batches(study)])
-    np.testing.assert_allclose(new, old * 2.0 + 1.0, rtol=1e-6)
+    np.testing.assert_allclose(_val_y(study), old * 2.0 + 1.0, rtol=1e-6)
     assert verify_shards(study / "shards").ok
     # the same targets again: nothing written
     again = run_retarget(StudyConfig(shard=_config()), study)
     assert not again["changed"]
+
+
+def test_retargeted_y_reaches_the_batches(study):
+    old = np.concatenate([b["Y"].numpy()[b["valid"].numpy()] for b in _val_batches(study)])
+    path = study / "expression" / "expression.parquet"
+    write_expression(read_expression(path).with_columns(pl.exclude("gene") * 2.0 + 1.0), path)
+    run_retarget(StudyConfig(shard=_config()), study)
+    new = np.concatenate([b["Y"].numpy()[b["valid"].numpy()] for b in _val_batches(study)])
+    np.testing.assert_allclose(new, old * 2.0 + 1.0, rtol=1e-6)
 
 
 def test_retarget_cli_with_another_target_reference(study, capsys):
@@ -107,14 +121,18 @@ def test_retarget_refuses_to_drop_samples(study):
 
 
 def test_multi_target_sets_are_masked_where_a_matrix_lacks_the_sample(study):
+    """The manifest gains the set's columns (NaN where FastQTL lacks the sample) without a
+    byte of the shards changing; batches carry them as masked (B, T) targets."""
     before = _tars(study)
     h = load_config(HaplotypesConfig, CONFIG, "haplotypes")
     scfg = _config(target_sets=str(FASTQTL), target_names="fastqtl")
     # the same sequences serve the new target set
     summary = run_shard(StudyConfig(haplotypes=h, shard=scfg), study)
     assert summary.get("retargeted") and summary["built"] == 0 and _tars(study) == before
-    m = pl.read_parquet(study / "shards" / "manifest.parquet").with_row_index("row")
+    m = pl.read_parquet(study / "shards" / "manifest.parquet")
     assert {"Y:fastqtl", "Z:fastqtl", "P:fastqtl"} <= set(m.columns)
+    assert 0 < m["Y:fastqtl"].is_nan().sum() < m.height  # FastQTL lacks 10 of the 26 genes
+    assert verify_shards(study / "shards").ok
     fq = read_expression(FASTQTL)
     value = {(gene_key(g), ind): v for g, *vs in fq.iter_rows()
              for ind, v in zip(fq.columns[1:], vs, strict=True)}
@@ -135,6 +153,10 @@ def test_multi_target_sets_are_masked_where_a_matrix_lacks_the_sample(study):
                 assert np.isnan(t[i, 1])
                 masked += 1
     assert seen > 0 and masked > 0  # FastQTL lacks 10 of the demo's genes
+    import torch  # imported here: only the batch tests need torch and the loader
+
+    from loader import make_loader
+
     pair = next(iter(make_loader(study / "shards", split="train", mode="pairwise", batch_size=4,
                                  num_workers=0, length=256)))
     assert pair["targets_a"].shape == pair["target_mask_b"].shape == (4, 2)

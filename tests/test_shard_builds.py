@@ -40,7 +40,7 @@ def built(tmp_path) -> Path:
     return tmp_path
 
 
-def test_every_group_and_the_manifest_carry_the_build(built):
+def test_every_gene_record_and_the_manifest_carry_the_build(built):
     root = built / "shards"
     manifest = pl.read_parquet(root / "manifest.parquet")
     build = json.loads((root / "meta.json").read_text())["build"]
@@ -66,7 +66,7 @@ def test_rerun_with_new_expression_values_retargets_without_touching_shards(buil
     changed = {k for k in before if before[k] != after[k]}
     assert changed == {"manifest.parquet", "targets.json"}  # shards, meta, build untouched
     new = pl.read_parquet(built / "shards" / "manifest.parquet")
-    assert new.select(old.columns[:11]).equals(old.select(old.columns[:11]))
+    assert new.select(old.columns[:11]).equals(old.select(old.columns[:11]))  # split..strand
     assert abs((new["Y"] - old["Y"] - 1.0).abs().max()) < 1e-9
     assert (new["Z"] - old["Z"]).abs().max() < 1e-9  # a shift moves Y, not the z-scores
     assert new["targets_build"][0] != old["targets_build"][0]
@@ -127,7 +127,7 @@ def test_loader_refuses_a_shard_of_another_build(built, tmp_path_factory):
     h, s = _configs()
     # same layout, other sequences
     run_shard(StudyConfig(haplotypes=dataclasses.replace(h, snps_only=True), shard=s), other)
-    shard = "train/shard-000000.tar"
+    shard = "shard-000000.tar"
     shutil.copyfile(other / "shards" / shard, built / "shards" / shard)
     loader = make_loader(built / "shards", split="train", mode="train", batch_size=8,
                          num_workers=0, on_error="skip")  # skip covers damage, not other builds
