@@ -205,7 +205,7 @@ def _small_disk(limit: int):
 def test_full_disk_is_one_line_and_every_temp_file_is_removed(expression, tmp_path):
     cmd = [sys.executable, "-m", "prep.shard", *_shard_cli(tmp_path, expression)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          preexec_fn=_small_disk(150_000))
+                          preexec_fn=_small_disk(60_000))
     assert proc.returncode == 2, proc.stderr
     lines = _error_lines(proc.stderr)
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr

@@ -35,7 +35,8 @@ def test_fasta_records_wraps_at_60():
 
 def test_validate_length():
     assert HaplotypesConfig(length=49_152).length == 49_152
-    for bad in (0, 100, 393_216 + 128):
+    assert HaplotypesConfig(length=524_288).length == 524_288  # Borzoi's length
+    for bad in (0, 100, 524_288 + 128):
         with pytest.raises(ConfigError, match="multiple of 128"):
             HaplotypesConfig(length=bad)
 

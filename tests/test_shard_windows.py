@@ -3,7 +3,7 @@
 Real chr20 data (300 phased 1000 Genomes samples with indels; every TSS whose window fits in the
 bundled 1 Mb), a seeded expression matrix (chr20 has none; values only fill the targets): fixed
 windows with indels, with ``reverse_minus`` and with ``snps_only``, every (gene, individual) of
-the study, at the built length and cropped to a shorter one.
+the study, at the built length and cropped to a shorter one; and a build at Borzoi's 524,288 bp.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hapflow.config import StudyConfig
 from hapflow.sections import HaplotypesConfig, ShardConfig
 from prep.builder import HaplotypeBuilder
 from prep.regions import read_tss_table
-from prep.shard_reader import gene_records, iter_study
+from prep.shard_reader import gene_records, gene_windows, iter_study
 from prep.shard_tar import read_tar_members
 from prep.sharding import run_shard
 from prep.verification import verify_shards
@@ -28,11 +28,14 @@ LENGTH = 8_192
 SPAN = (1_000_000, 2_000_000)
 
 
-def _chr20_study(workdir: Path, **haplotypes) -> Path:
+def _chr20_study(workdir: Path, length: int = LENGTH, genes: int | None = None,
+                 **haplotypes) -> Path:
     from prep.variants import VariantReader
 
     tss = read_tss_table(CHR20_TSS)
-    tss = tss.filter((pl.col("tss") - LENGTH > SPAN[0]) & (pl.col("tss") + LENGTH < SPAN[1]))
+    margin = length // 2 + 64
+    tss = tss.filter((pl.col("tss") - margin > SPAN[0]) & (pl.col("tss") + margin < SPAN[1]))
+    tss = tss.head(genes) if genes else tss
     samples = VariantReader(CHR20_VCF).samples
     rng = np.random.default_rng(0)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -42,7 +45,7 @@ def _chr20_study(workdir: Path, **haplotypes) -> Path:
     tss.select("name", "chrom", "tss", "strand").rename(
         {"name": "gene_id", "tss": "tss_0based"}).write_csv(workdir / "tss.tsv", separator="\t")
     h = HaplotypesConfig(reference=str(CHR20_REF), vcf=str(CHR20_VCF),
-                         tss=str(workdir / "tss.tsv"), length=LENGTH, **haplotypes)
+                         tss=str(workdir / "tss.tsv"), length=length, **haplotypes)
     s = ShardConfig(expression=str(workdir / "expression.parquet"), shard_samples=3000)
     summary = run_shard(StudyConfig(haplotypes=h, shard=s), workdir)
     assert summary.get("finalized")
@@ -79,3 +82,19 @@ def test_every_window_equals_fixed(tmp_path, settings):
             e = rec.edits
             indels += int(((e.ends - e.starts) != np.diff(e.alt_offsets)).sum())
     assert (indels == 0) == settings.get("snps_only", False)  # indels met, unless SNPs only
+
+
+def test_a_borzoi_length_build_of_524288_bases(tmp_path):
+    """[haplotypes] length = 524,288 (Borzoi; the engine's longest): a record's windows equal
+    HaplotypeBuilder.fixed at that length and at Enformer's 196,608 cropped from it."""
+    length = 524_288
+    shards = _chr20_study(tmp_path, length=length, genes=2)
+    assert verify_shards(shards, windows=2).ok
+    rec = next(gene_records(read_tar_members(shards / "shard-000000.tar")))
+    assert rec.meta["width"] == length + 16 and rec.ref.shape[0] >= length + 16
+    individuals = rec.meta["individuals"][:6]
+    builder = HaplotypeBuilder(CHR20_REF, CHR20_VCF, individuals)
+    for n in (length, 196_608):
+        seqs, _ = gene_windows(rec, n, np.arange(6))
+        want = builder.fixed("20", np.array([rec.meta["tss"]]), n).seqs[0]
+        assert np.array_equal(seqs, want), n

@@ -48,8 +48,9 @@ def file_stem(path: str) -> str:
     return name
 
 
-MAX_LENGTH = 393_216
-"""The longest window the haplotype engine builds (3 x Enformer's 131,072 bp)."""
+MAX_LENGTH = 524_288
+"""The longest window the haplotype engine builds (Borzoi's 524,288 bp = 4 x Enformer's
+131,072)."""
 
 STRATEGIES = ("single", "pairwise_regression", "pairwise_classification", "in_batch")
 """The paper's fine-tuning strategies (``[train] strategy``)."""

@@ -31,7 +31,8 @@ class HaplotypesConfig:
     bed: str | None = field(default=None, metadata={"path": True})
     """BED of intervals for ragged (bcftools-exact) haplotypes; instead of ``tss``."""
     length: int = 49_152
-    """Window length L of fixed mode: a multiple of 128 up to 393,216; TSS at index L // 2."""
+    """Window length L of fixed mode: a multiple of 128 up to 524,288; TSS at index L // 2. In
+    shards it is the widest window: the loader may crop any multiple of 128 up to it."""
     samples: list[str] | None = None
     """Samples to build (default: all in the VCF)."""
     samples_file: str | None = field(default=None, metadata={"path": True})
