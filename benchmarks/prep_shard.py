@@ -2,21 +2,25 @@
 
 Run from the repository root (about 3 minutes on 2 cores)::
 
-    python benchmarks/prep_shard.py --gvl-python /root/.venvs/gvl-bench/bin/python
+    python benchmarks/prep_shard.py --gvl-python PEERS/bin/python
+    python benchmarks/prep_shard.py --gvl-python PEERS/bin/python --lengths 393216,524288
     python benchmarks/prep_shard.py --quick
 
 Inputs: the real chr20 data in ``data/chr20_extra`` — 300 phased 1000 Genomes samples with
 indels, the GRCh37 slice 20:1,000,001-2,000,000 — and every TSS of the bundled table whose window
-fits inside the real sequence, at L = 49,152 and 196,608. chr20 has no expression data, so the
+fits inside the real sequence, at L = 49,152 and 196,608 (``--lengths``: any multiple of 128 up
+to 524,288, Borzoi's length; fewer TSSs fit as L grows). chr20 has no expression data, so the
 benchmark draws a seeded standard-normal expression matrix (genes x the 300 samples) for the
 targets; it only fills the targets, whose size does not depend on the values.
 
-* **hapflow** — ``prep.sharding.run_shard`` into a fresh folder: plan, build every haplotype,
-  compress, write and finalize (manifest, quality, meta with sha256): samples/s end to end and
-  bytes on disk per diploid sample (every shard byte: haplotypes, the per-shard reference
-  windows, targets and metadata, tar headers), with a breakdown.
-* **genvarloader** — ``gvl.write`` of the same windows (BED) and VCF: seconds and bytes per
-  diploid sample of the dataset folder it writes. It stores genotypes only and needs the
+* **hapflow** — ``prep.sharding.run_shard`` into a fresh folder: plan, record every haplotype's
+  edits against its gene's reference span (shard format 3), encode, write and finalize
+  (manifest, quality, meta with sha256): samples/s end to end, bytes on disk per diploid sample
+  (every shard byte: edits, the reference spans — once per gene per study —, JSON, tar
+  headers) with a breakdown, and the worker's peak RSS (``ru_maxrss``) next to its RSS before
+  the first write (imports and inputs).
+* **genvarloader** — ``gvl.write`` of the same windows (BED) and VCF: seconds, bytes per diploid
+  sample of the dataset folder it writes, peak RSS. It stores genotypes only and needs the
   reference FASTA next to it at load time; hapflow's shards are self-contained.
 
 Fairness (see ``benchmarks/_common.py``): both tools run in worker processes of their own under
@@ -24,12 +28,19 @@ the same ``GLIBC_TUNABLES`` (``--default-malloc`` for glibc's defaults), at 1 an
 (hapflow ``[shard] workers``; GenVarLoader through NUMBA / POLARS / GVL thread variables, all
 set alike for both). Each worker writes once untimed (numba compilation, caches, page cache),
 then ``--rounds`` times into fresh folders; the fastest round is reported, with "others %",
-the share of all cores other processes used meanwhile. The summary printed first compares each
-tool at its fastest thread count ("best against best").
+the share of all cores other processes used meanwhile (rerun when it is high). The summary
+printed first compares each tool at its fastest thread count ("best against best").
 
-GenVarLoader needs polars<2, so it runs in its own virtual environment (see
-``benchmarks/prep_haplotypes.py``); without ``--gvl-python`` it is skipped unless importable.
-Results are appended to ``benchmarks/results/prep_shard.jsonl``.
+GenVarLoader pins polars<2 while hapflow runs on polars 2, so it runs in a virtual environment
+of its own that also sees this interpreter's packages (the "peers' venv", shared with
+``benchmarks/prep_haplotypes.py`` and ``benchmarks/loader_throughput.py``); make it once, in any
+folder PEERS::
+
+    python -m venv --system-site-packages PEERS
+    PEERS/bin/pip install genvarloader pyconsensus-rs
+
+Without ``--gvl-python`` GenVarLoader is skipped unless this interpreter can import it. Results
+are appended to ``benchmarks/results/prep_shard.jsonl``.
 """
 
 from __future__ import annotations
@@ -122,10 +133,11 @@ def worker_hapflow(length: int, workdir: str, threads: int, rounds: int) -> dict
         shutil.rmtree(work / "shards", ignore_errors=True)  # a fresh build every round
         run_shard(StudyConfig(haplotypes=h, shard=s), work)
 
+    base = peak_rss_mb()
     best, seconds = best_round(write, rounds)
     meta = json.loads((work / "shards" / "meta.json").read_text())
     n = meta["counts"]["samples"]
-    parts = {"hap.zst": 0, "ref.2bit": 0, "json": 0}
+    parts = {"var.zst": 0, "ref.2bit": 0, "json": 0}
     for shard in meta["shards"]:
         with tarfile.open(work / "shards" / shard) as tar:
             for m in tar:
@@ -136,11 +148,19 @@ def worker_hapflow(length: int, workdir: str, threads: int, rounds: int) -> dict
         "samples": n, "seconds": best["seconds"], "samples/s": round(n / best["seconds"], 1),
         "others_cpu": best["others_cpu"], "round_seconds": seconds,
         "bytes/sample": round(total / n, 1),
-        "haplotypes B/sample": round(parts["hap.zst"] / n, 1),
+        "edits B/sample": round(parts["var.zst"] / n, 1),
         "reference B/sample": round(parts["ref.2bit"] / n, 1),
         "json B/sample": round(parts["json"] / n, 1),
         "tar B/sample": round((total - sum(parts.values())) / n, 1),
+        "RSS before MB": base, "peak RSS MB": peak_rss_mb(),
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set so far (``ru_maxrss``), in MiB."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def worker_gvl(length: int, workdir: str, threads: int, rounds: int) -> dict:
@@ -158,13 +178,15 @@ def worker_gvl(length: int, workdir: str, threads: int, rounds: int) -> dict:
         shutil.copy(p, src / p.name)
     vcf = genoray.VCF(str(src / VCF.name))
     out = Path(workdir) / f"gvl_L{length}.gvl"
+    base = peak_rss_mb()
     best, seconds = best_round(lambda i: gvl.write(out, bed, vcf, overwrite=True), rounds)
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     n = genes.height * len(vcf.available_samples)
     return {"tool": "genvarloader gvl.write", "L": length, "threads": threads,
             "genes": genes.height, "samples": n, "seconds": best["seconds"],
             "samples/s": round(n / best["seconds"], 1), "others_cpu": best["others_cpu"],
-            "round_seconds": seconds, "bytes/sample": round(total / n, 1)}
+            "round_seconds": seconds, "bytes/sample": round(total / n, 1),
+            "RSS before MB": base, "peak RSS MB": peak_rss_mb()}
 
 
 WORKERS = {"hapflow": worker_hapflow, "gvl": worker_gvl}
@@ -174,6 +196,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="L = 49,152 only, 1 timed round")
+    p.add_argument("--lengths", default=",".join(map(str, LENGTHS)),
+                   help="comma-separated window lengths (default 49152,196608; up to 524288)")
     p.add_argument("--threads", default="1,2",
                    help="comma-separated thread counts, for both tools (default 1,2)")
     p.add_argument("--rounds", type=int, default=ROUNDS,
@@ -190,7 +214,7 @@ def main() -> int:
                                               args.rounds)))
         return 0
     t_start, load_before = time.perf_counter(), os.getloadavg()[0]
-    lengths = LENGTHS[:1] if args.quick else LENGTHS
+    lengths = LENGTHS[:1] if args.quick else [int(x) for x in args.lengths.split(",")]
     rounds = 1 if args.quick else args.rounds
     threads = [int(t) for t in args.threads.split(",")]
     tools = (("hapflow", sys.executable), ("gvl", args.gvl_python or sys.executable))
@@ -227,8 +251,8 @@ def main() -> int:
         print("  " + line)
     print()
     cols = ["tool", "L", "threads", "genes", "samples", "seconds", "samples/s", "others %",
-            "bytes/sample", "bytes vs gvl", "haplotypes B/sample", "reference B/sample",
-            "json B/sample", "tar B/sample"]
+            "bytes/sample", "bytes vs gvl", "edits B/sample", "reference B/sample",
+            "json B/sample", "tar B/sample", "RSS before MB", "peak RSS MB"]
     print_table(rows, cols)
     note = load_note(load_before, os.getloadavg()[0])
     print(note)

@@ -299,15 +299,19 @@ def select_haplotypes(edits: GeneEdits, rows: np.ndarray) -> GeneEdits:
     bit matrix and the table less the edits none of them carries (order kept, so each row's set
     bits still come in position order). Deterministic: depends on ``edits`` and ``rows`` only."""
     rows = np.asarray(rows, np.int64)
-    matrix = np.unpackbits(edits.bits[rows], axis=1, count=edits.n_edits).astype(bool)
-    keep = np.flatnonzero(matrix.any(axis=0))
+    sub = np.ascontiguousarray(edits.bits[rows])
+    carried = np.bitwise_or.reduce(sub, axis=0) if len(rows) else np.zeros_like(edits.bits[0])
+    keep = np.flatnonzero(np.unpackbits(carried, count=edits.n_edits))
+    if len(keep) == edits.n_edits:  # every edit still carried: the table stays
+        return edits._replace(bits=sub)
     lengths = np.diff(edits.alt_offsets)[keep]
     offsets = np.zeros(len(keep) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     take = np.repeat(edits.alt_offsets[keep] - offsets[:-1], lengths) + np.arange(offsets[-1])
+    matrix = np.unpackbits(sub, axis=1, count=edits.n_edits)[:, keep]
     return GeneEdits(starts=edits.starts[keep], ends=edits.ends[keep], alt_offsets=offsets,
                      alt_codes=np.ascontiguousarray(edits.alt_codes[take], np.uint8),
-                     bits=np.packbits(matrix[:, keep], axis=1).reshape(len(rows), -1))
+                     bits=np.packbits(matrix, axis=1).reshape(len(rows), -1))
 
 
 # ---------------------------------------------------------------------------------- windows

@@ -191,6 +191,18 @@ def test_rerun_is_byte_identical_and_skips_finished(study, tmp_path):
     assert summary["built"] == 0
 
 
+def test_threads_and_batches_change_no_byte(study, tmp_path):
+    """One thread and one gene per VCF batch ([shard] batch_mb = 1) write the same shards and
+    manifest as all cores and one batch."""
+    _prepare(tmp_path)
+    h, s = _configs(workers=1, batch_mb=1)
+    run_shard(_study(h, s), tmp_path)
+    mine, theirs = _digests(tmp_path), _digests(study)
+    assert [k for k in mine if k.endswith(".tar")] == [k for k in theirs if k.endswith(".tar")]
+    for name in [k for k in theirs if k.endswith(".tar")] + ["manifest.parquet"]:
+        assert mine[name] == theirs[name], name
+
+
 def test_parts_union_equals_single_run(study, tmp_path):
     _prepare(tmp_path)
     h, s = _configs()
