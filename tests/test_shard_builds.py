@@ -45,7 +45,9 @@ def test_every_gene_record_and_the_manifest_carry_the_build(built):
     manifest = pl.read_parquet(root / "manifest.parquet")
     build = json.loads((root / "meta.json").read_text())["build"]
     assert manifest["build"].unique().to_list() == [build]
-    assert json.loads((root / "build.json").read_text())["build"] == build
+    record = json.loads((root / "build.json").read_text())
+    assert record["build"] == build
+    assert record["components"]["format"] == 3  # another shard format is another build
     from prep.shard_tar import read_tar_members
 
     for shard in manifest["shard"].unique():
