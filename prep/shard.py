@@ -23,8 +23,10 @@ from hapflow.command import Call, Command, Option, run_command
 
 COMMAND = Command(
     prog="python -m prep.shard",
-    summary="Build every (gene, individual)'s two haplotype windows and write them, with the "
-            "targets table, as the study's WebDataset shards (DIR/shards).",
+    summary="Record every (gene, individual)'s two haplotypes as edits against its gene's "
+            "reference span (stored once per gene) and write them, with the targets table, as "
+            "the study's WebDataset shards (DIR/shards, shard format 3); windows of any length "
+            "up to [haplotypes] length + 2 x [shard] flank are built from them on read.",
     reads=("haplotypes", "shard"),
     workdir="study working directory (writes DIR/shards; reads DIR/expression)",
     options=(
@@ -44,7 +46,8 @@ COMMAND = Command(
         Option("--samples-file", metavar="FILE", setting="haplotypes.samples_file",
                help="override [haplotypes] samples_file"),
         Option("--length", type=int, metavar="L", setting="haplotypes.length",
-               help="override [haplotypes] length, integer multiple of 128"),
+               help="override [haplotypes] length (the widest window), integer multiple of "
+                    "128 up to 524288"),
         Option("--snps-only", switch=True, setting="haplotypes.snps_only",
                help="apply SNPs/MNPs only (the paper's sequences)"),
         Option("--expression", metavar="FILE", setting="shard.expression",

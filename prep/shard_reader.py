@@ -170,7 +170,7 @@ def iter_study(shards_dir: str | os.PathLike, split: str | None = None,
             rows = by_gene[(gene,)].sort("row")
             at = rows["row"].to_numpy().astype(np.int64)
             known = record.meta["individuals"]
-            if at.max() >= len(known) or [known[i] for i in at] != rows["individual"].to_list():
+            if at.min() < 0 or at.max() >= len(known) or [known[i] for i in at] != rows["individual"].to_list():
                 raise ShardFormatError(f"shard {url}: gene {gene}'s individuals are not those "
                                        "the manifest lists for it: rebuild with `python -m "
                                        "prep.shard ... --overwrite`")
