@@ -187,6 +187,11 @@ def decode_gene(sample: dict, url: str = "?") -> GeneRecord:
         A missing or corrupt member, a field out of bounds; naming the shard and member.
     """
     key = sample.get("__key__", "?")
+    if "hap.zst" in sample or key.endswith("__reference"):  # format 2's groups and references
+        raise ShardFormatError(f"shard {url}: member {key} was written in shard format 2 "
+                               "(haplotypes stored base by base in groups), but this hapflow "
+                               f"reads format {FORMAT_VERSION}: rebuild the shards with "
+                               "`python -m prep.shard ... --overwrite`")
     missing = [ext for ext in GENE_EXTS if ext not in sample]
     if missing:
         raise ShardFormatError(f"shard {url}: gene {key} lacks its .{', .'.join(missing)} "

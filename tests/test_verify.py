@@ -189,3 +189,16 @@ def test_leftover_shards_are_reported(shards, tmp_path):
     problems = verify_shards(copy, deep=False).problems
     assert problems == [f"shard {copy / 'shard-000099.tar'} is not listed in meta.json (left "
                         "over from another build?)"]
+
+
+def test_a_format_2_shard_file_is_an_error_naming_it_and_the_rebuild(tmp_path):
+    """What a format-2 shard held (a reference member, then groups of haplotypes)."""
+    path = tmp_path / "shard-000000.tar"
+    writer = ShardWriter(path)
+    writer.add("G_1__reference.ref.2bit", b"HFR1")
+    writer.add("G_1__train0000.hap.zst", b"\0")
+    writer.add("G_1__train0000.json", b"{}")
+    writer.close()
+    with pytest.raises(ShardFormatError, match=r"shard-000000.tar: member G_1__reference was "
+                       r"written in shard format 2.*python -m prep.shard \.\.\. --overwrite"):
+        list(iter_shard(path))
