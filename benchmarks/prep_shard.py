@@ -17,7 +17,8 @@ targets; it only fills the targets, whose size does not depend on the values.
   edits against its gene's reference span (shard format 3), encode, write and finalize
   (manifest, quality, meta with sha256): samples/s end to end, bytes on disk per diploid sample
   (every shard byte: edits, the reference spans — once per gene per study —, JSON, tar
-  headers) with a breakdown, and the worker's peak RSS (``ru_maxrss``) next to its RSS before
+  headers) with a breakdown, samples per CPU-second (the rate to trust on a shared machine),
+  and the worker's peak RSS (``ru_maxrss``) next to its RSS before
   the first write (imports and inputs).
 * **genvarloader** — ``gvl.write`` of the same windows (BED) and VCF: seconds, bytes per diploid
   sample of the dataset folder it writes, peak RSS. It stores genotypes only and needs the
@@ -146,6 +147,7 @@ def worker_hapflow(length: int, workdir: str, threads: int, rounds: int) -> dict
     return {
         "tool": "hapflow prep.shard", "L": length, "threads": threads, "genes": genes.height,
         "samples": n, "seconds": best["seconds"], "samples/s": round(n / best["seconds"], 1),
+        "samples/CPU-s": round(n / max(best["cpu_seconds"], 1e-9), 1),
         "others_cpu": best["others_cpu"], "round_seconds": seconds,
         "bytes/sample": round(total / n, 1),
         "edits B/sample": round(parts["var.zst"] / n, 1),
@@ -184,7 +186,9 @@ def worker_gvl(length: int, workdir: str, threads: int, rounds: int) -> dict:
     n = genes.height * len(vcf.available_samples)
     return {"tool": "genvarloader gvl.write", "L": length, "threads": threads,
             "genes": genes.height, "samples": n, "seconds": best["seconds"],
-            "samples/s": round(n / best["seconds"], 1), "others_cpu": best["others_cpu"],
+            "samples/s": round(n / best["seconds"], 1),
+            "samples/CPU-s": round(n / max(best["cpu_seconds"], 1e-9), 1),
+            "others_cpu": best["others_cpu"],
             "round_seconds": seconds, "bytes/sample": round(total / n, 1),
             "RSS before MB": base, "peak RSS MB": peak_rss_mb()}
 
@@ -246,17 +250,26 @@ def main() -> int:
     ratios = ratio_lines(best_by_tool(rows, "samples/s", "threads"),
                          [("hapflow prep.shard", "genvarloader gvl.write")], "samples/s",
                          "threads", lengths)
+    per_cpu = ratio_lines(best_by_tool([r for r in rows if r["threads"] == 1], "samples/CPU-s",
+                                       "threads"),
+                          [("hapflow prep.shard", "genvarloader gvl.write")], "samples/CPU-s",
+                          "threads", lengths)
     print(f"\nbest against best (each tool at its fastest thread count, both under {malloc}):")
     for line in ratios:
         print("  " + line)
+    print("samples per CPU-second on 1 thread (hardly moved by other processes' load):")
+    for line in per_cpu:
+        print("  " + line)
     print()
-    cols = ["tool", "L", "threads", "genes", "samples", "seconds", "samples/s", "others %",
+    cols = ["tool", "L", "threads", "genes", "samples", "seconds", "samples/s", "samples/CPU-s",
+            "others %",
             "bytes/sample", "bytes vs gvl", "edits B/sample", "reference B/sample",
             "json B/sample", "tar B/sample", "RSS before MB", "peak RSS MB"]
     print_table(rows, cols)
     note = load_note(load_before, os.getloadavg()[0])
     print(note)
     append_result("prep_shard", {"rounds": rounds, "malloc": malloc, "best_vs_best": ratios,
+                                 "per_cpu_second_1_thread": per_cpu,
                                  "rows": rows, "load": note,
                                  "wall_seconds": round(time.perf_counter() - t_start)})
     return 0
