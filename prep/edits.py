@@ -36,7 +36,7 @@ Windows
 haplotype and outside the bases a v2 shard would have stored (``fill_n`` False: the ``W``-base
 window ``[t - W // 2, t - W // 2 + W)``; True: the unshifted ``n``-base crop), reverse-
 complemented when ``rc`` differs from the gene's strand flag — byte for byte what cropping a
-stored ``W``-base window gives (:func:`loader.augment.crop`).
+stored ``W``-base window gives (the NumPy crop of ``tests/window_oracle.py``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from numba import njit, prange
 from prep.kernels import N_COUNTS, VariantArrays
 
 __all__ = ["GeneEdits", "EditPool", "gene_edits", "make_pool", "haplotype_tss", "write_window",
-           "build_windows", "fixed_windows_from_edits"]
+           "build_windows", "build_windows_serial", "fixed_windows_from_edits"]
 
 _SYMBOLIC = 1
 _TRIM = 2
@@ -369,6 +369,33 @@ def write_window(ref, n_ref, starts, ends, alt_offsets, alt_codes, bits, n_edits
         _reverse_complement(out)
 
 
+@njit(cache=True, nogil=True)
+def _window_job(pool, slot, row, shift, rc, width, fill_n, out, tss_index, job):
+    """Window ``job`` of a batch: haplotype ``job % 2`` of sample ``job // 2``
+    (see :func:`build_windows`)."""
+    n = out.shape[2]
+    b = job // 2
+    h = job % 2
+    s = slot[b]
+    if s < 0:
+        out[b, h, :] = _N
+        tss_index[b] = -1
+        return
+    bits = pool.bits[s, 2 * row[b] + h]
+    t = haplotype_tss(pool.tss_rel[s], pool.starts[s], pool.ends[s], pool.alt_offsets[s],
+                      bits, pool.n_edits[s])
+    minus = pool.flip[s]
+    base = t - n // 2
+    win_lo = base + shift[b] if minus else base - shift[b]
+    ok_lo, ok_hi = (base, base + n) if fill_n else (t - width // 2, t - width // 2 + width)
+    write_window(pool.refs[s], pool.ref_len[s], pool.starts[s], pool.ends[s],
+                 pool.alt_offsets[s], pool.alt_codes[s], bits, pool.n_edits[s], win_lo,
+                 ok_lo, ok_hi, rc[b] != minus, out[b, h])
+    if h == 0:
+        tss = (n - 1 - n // 2 if minus else n // 2) + shift[b]
+        tss_index[b] = n - 1 - tss if rc[b] else tss
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def build_windows(pool, slot, row, shift, rc, width, fill_n, out, tss_index):
     """A batch of diploid windows, written straight into ``out`` (see the module docstring).
@@ -393,28 +420,19 @@ def build_windows(pool, slot, row, shift, rc, width, fill_n, out, tss_index):
     tss_index : int64 (B,)
         Receives the TSS's index in each window.
     """
-    n = out.shape[2]
     for job in prange(out.shape[0] * 2):
-        b = job // 2
-        h = job % 2
-        s = slot[b]
-        if s < 0:
-            out[b, h, :] = _N
-            tss_index[b] = -1
-            continue
-        bits = pool.bits[s, 2 * row[b] + h]
-        t = haplotype_tss(pool.tss_rel[s], pool.starts[s], pool.ends[s], pool.alt_offsets[s],
-                          bits, pool.n_edits[s])
-        minus = pool.flip[s]
-        base = t - n // 2
-        win_lo = base + shift[b] if minus else base - shift[b]
-        ok_lo, ok_hi = (base, base + n) if fill_n else (t - width // 2, t - width // 2 + width)
-        write_window(pool.refs[s], pool.ref_len[s], pool.starts[s], pool.ends[s],
-                     pool.alt_offsets[s], pool.alt_codes[s], bits, pool.n_edits[s], win_lo,
-                     ok_lo, ok_hi, rc[b] != minus, out[b, h])
-        if h == 0:
-            tss = (n - 1 - n // 2 if minus else n // 2) + shift[b]
-            tss_index[b] = n - 1 - tss if rc[b] else tss
+        _window_job(pool, slot, row, shift, rc, width, fill_n, out, tss_index, job)
+
+
+@njit(cache=True, nogil=True)
+def build_windows_serial(pool, slot, row, shift, rc, width, fill_n, out, tss_index):
+    """:func:`build_windows` on the calling thread only, byte for byte the same.
+
+    For processes forked from one that already ran a parallel kernel (DataLoader workers):
+    numba's GNU OpenMP threading layer cannot run parallel code in such a child.
+    """
+    for job in range(out.shape[0] * 2):
+        _window_job(pool, slot, row, shift, rc, width, fill_n, out, tss_index, job)
 
 
 def fixed_windows_from_edits(ref: np.ndarray, edits: GeneEdits, tss_rel: int, length: int,

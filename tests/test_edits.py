@@ -3,7 +3,8 @@
 The oracle is HaplotypeBuilder.fixed (itself held to bcftools by test_builder_bcftools and
 test_builder_edges): every literal edge case, every gene x haplotype of the real chr20 (indels)
 and chr22 data, windows cropped from a wider build, and batches with shifts, reverse complements
-and both fill modes against loader.augment.crop of the stored windows a v2 shard would hold.
+and both fill modes against the NumPy crop of the stored windows a v2 shard would hold
+(tests/window_oracle.py).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import numpy as np
 import pytest
 from test_builder_edges import FIXED, RAGGED, _builder, genome  # noqa: F401 (fixture)
 
-from loader.augment import crop
 from prep.builder import HaplotypeBuilder
-from prep.edits import build_windows, fixed_windows_from_edits, make_pool
+from prep.edits import build_windows, build_windows_serial, fixed_windows_from_edits, make_pool
 from prep.encoding import decode
 from prep.gene_record import decode_gene, encode_gene
 from prep.regions import read_tss_table
 from tests.conftest import CHR20_REF, CHR20_TSS, CHR20_VCF, CHR22_REF, CHR22_TSS, CHR22_VCF
+from tests.window_oracle import crop
 
 
 def _from_edits(builder, chrom, tss, length, minus=False):
@@ -87,11 +88,13 @@ def test_counts_equal_the_builders():
             assert np.array_equal(region.counts[name], fixed.counts[name][g]), name
 
 
+@pytest.mark.parametrize("kernel", [build_windows, build_windows_serial])
 @pytest.mark.parametrize("fill", ["flank", "N"])
-def test_batches_equal_crops_of_stored_windows(fill):
+def test_batches_equal_crops_of_stored_windows(fill, kernel):
     """What a v2 loader crops from a stored W-base window (flank 8), shifted, reverse-
-    complemented, minus-strand windows stored reverse-complemented: the batch kernel writes the
-    same bytes and TSS indexes straight from edits."""
+    complemented, minus-strand windows stored reverse-complemented: the batch kernel (numba
+    threads, or the calling thread only) writes the same bytes and TSS indexes straight from
+    edits."""
     length, flank, n = 49_152, 8, 4_096
     width = length + 2 * flank
     builder = HaplotypeBuilder(CHR20_REF, CHR20_VCF)
@@ -111,7 +114,7 @@ def test_batches_equal_crops_of_stored_windows(fill):
     slot[3] = -1  # padding
     out = np.empty((b, 2, n), np.uint8)
     tss_index = np.empty(b, np.int64)
-    build_windows(pool, slot, row, shift, rc, width, fill == "N", out, tss_index)
+    kernel(pool, slot, row, shift, rc, width, fill == "N", out, tss_index)
     assert (out[3] == 4).all() and tss_index[3] == -1
     for i in np.flatnonzero(slot >= 0):
         seq = stored[slot[i], row[i]]
