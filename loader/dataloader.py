@@ -105,7 +105,7 @@ from loader.distributed import rank_and_world
 from loader.plan import EpochPlan, is_train
 from loader.ranks import worker_items, worker_skip
 from loader.sources import SplitIndex, resolve_source
-from loader.stages import worker_batches
+from loader.stages import warm_kernels, worker_batches
 from prep.shard_format import ShardFormatError
 from prep.verification import verify_shards
 
@@ -301,6 +301,7 @@ class ShardLoader:
         context = None if cfg.worker_start == "default" or nw == 0 else cfg.worker_start
         slots = None
         if nw > 0:
+            warm_kernels()  # loaded once here, not again in every forked worker
             names = ("seq_a", "seq_b") if self.mode == "pairwise" else ("seq",)
             slots = BatchSlots(nw, cfg.prefetch_factor + 2, names,
                                (cfg.batch_size, 2, self.window.length), context)

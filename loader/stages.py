@@ -37,6 +37,7 @@ from prep.edits import build_windows_serial
 
 __all__ = [
     "worker_batches",
+    "warm_kernels",
     "ThreadedKernel",
     "GeneSchedule",
     "BatchTables",
@@ -162,6 +163,16 @@ class ThreadedKernel:
     def close(self) -> None:
         if self._helpers is not None:
             self._helpers.shutdown()
+
+
+def warm_kernels() -> None:
+    """Load the batch kernels (numba's cache) into this process, on a batch of padding: a
+    process that forks DataLoader workers calls it first, so that no worker loads them again."""
+    index = SplitIndex(split="", urls=[""], shard=np.zeros(1, np.int32), key=[""],
+                       gene=np.zeros(1, np.int32), genes=[""], P=np.zeros(1),
+                       row=np.zeros(1, np.int64), length=128, flank=0)
+    _collate(BatchTables(index), GenePool(1), np.full((1, 1), -1, np.int64), Window(128),
+             np.zeros(1, np.int64), np.zeros(1, bool), None, build_windows_serial)
 
 
 def _augmentation(n: int, augment: bool, rc_prob: float, max_shift: int,
