@@ -22,13 +22,17 @@ script re-invoked with ``--worker``), iterates for ``--seconds`` (epochs restart
 start-up included) and reports samples/s, MB/s of the (B, 2, L) uint8 batches and the time to the
 first batch.
 
-* **hapflow** -- ``make_loader(shards, "train", "train", 8, epoch_batches=2_000)``: the train
+* **hapflow** -- ``make_loader(shards, "train", "train", 8, epoch_batches=25_000)``: the train
   split (85% of the samples) of a study in shard format 3 (each gene's reference span once and
   its haplotypes as edits; windows built by the loader straight into the batch), default
   ``[loader]`` settings (1,024-sample block shuffle, reverse complement p = 0.5, shift +-3 from
-  the stored flanks). Epochs of 2,000 batches restart as the measurement needs (their start-up
-  included), as a long training run would; "first batch s" is the time from ``make_loader`` to
-  the first batch. "worker RSS MB" is the peak resident memory of each DataLoader worker
+  the stored flanks, windows built on one thread per process). One epoch spans the
+  measurement (the data are reread in new orders), as the paper's ~130k-sample epochs would.
+  **hapflow-threads**: 0 workers, ``threads`` = the cores (main process only). "first batch s"
+  is the time from ``make_loader`` to the first batch of a plain one-pass epoch, numba's
+  one-time start in a fresh process excluded (reported apart: its first call of any compiled
+  function imports its NumPy support, ~1.5 s here). "worker RSS MB" is the peak resident
+  memory of each DataLoader worker
   (VmHWM, shared pages inherited from the parent included); ``--memory`` measures one loading
   process alone (see :func:`memory`). The shards are written by ``prep.sharding.run_shard``
   and rewritten in format 3 by ``tests/v3_shards.py`` until ``prep.shard`` writes format 3.
@@ -100,12 +104,12 @@ from _common import (
 )
 
 WORKERS = (0, 1, 2)
-TOOLS = ("hapflow", "npy", "naive", "genvarloader", "genvarloader-indexing",
+TOOLS = ("hapflow", "hapflow-threads", "npy", "naive", "genvarloader", "genvarloader-indexing",
          "genvarloader-buffered")
-SINGLE_PROCESS = ("genvarloader-indexing", "genvarloader-buffered")
+SINGLE_PROCESS = ("hapflow-threads", "genvarloader-indexing", "genvarloader-buffered")
 """Ways of running a tool that only exist in the main process (measured at 0 workers only)."""
 BATCH = 8
-EPOCH_BATCHES = 2_000
+EPOCH_BATCHES = 25_000
 CACHE = REPO_ROOT / "benchmarks" / "_cache" / "loader_throughput"
 ROUNDS = 5
 """A measurement is the fastest of this many rounds, after a warm-up round."""
@@ -285,23 +289,37 @@ def _workers_peak_mb() -> dict:
     return {"worker RSS MB": round(max(peaks) / 1024) if peaks else None}
 
 
-def worker_hapflow(plan: dict, workers: int) -> dict:
+def worker_hapflow(plan: dict, workers: int, threads: int = 1) -> dict:
     sys.path.insert(0, str(REPO_ROOT))
-    from loader import make_loader
+    import numpy as np
 
-    # first batch: from make_loader (manifest read, epoch planned, workers started) to the
-    # first batch of a plain one-pass epoch
+    from loader import make_loader
+    from loader.order import seeded_rng, shuffle_segments
+
+    # numba's one-time start in a fresh process (~1.5 s here: its first compiled call imports
+    # its NumPy/BLAS support, scipy included), paid once per process by any numba library;
+    # GenVarLoader's is outside its first batch too (in Dataset.open)
+    t0 = time.perf_counter()
+    shuffle_segments(np.arange(2), np.array([0, 2]), seeded_rng(0, "warm"))
+    numba_s = time.perf_counter() - t0
+    # first batch: from make_loader (manifest read, epoch planned, workers started, kernels
+    # loaded) to the first batch of a plain one-pass epoch
     t0 = time.perf_counter()
     first = next(iter(make_loader(plan["shards"], "train", "train", BATCH,
-                                  num_workers=workers)))
+                                  num_workers=workers, threads=threads)))
     first_s = time.perf_counter() - t0
     del first
     # throughput: epochs restart as the measurement needs, start-up included
     loader = make_loader(plan["shards"], "train", "train", BATCH, num_workers=workers,
-                         epoch_batches=EPOCH_BATCHES)
+                         threads=threads, epoch_batches=EPOCH_BATCHES)
     out = measure(lambda: iter(loader), plan["seconds"], plan["L"],
                   after=_workers_peak_mb if workers else None)
-    return {**out, "first batch s": round(first_s, 2)}
+    return {**out, "first batch s": round(first_s, 2), "numba start s": round(numba_s, 2)}
+
+
+def worker_hapflow_threads(plan: dict, workers: int) -> dict:
+    """0 workers, windows built on every core of the main process (``[loader] threads``)."""
+    return worker_hapflow(plan, 0, threads=len(os.sched_getaffinity(0)))
 
 
 def memory(plan: dict) -> dict:
@@ -493,7 +511,8 @@ def planning(genes: int = 8_000, per_gene: int = 300, repeats: int = 3) -> list[
     return rows
 
 
-WORKER_FNS = {"hapflow": worker_hapflow, "npy": worker_npy, "naive": worker_naive,
+WORKER_FNS = {"hapflow": worker_hapflow, "hapflow-threads": worker_hapflow_threads,
+              "npy": worker_npy, "naive": worker_naive,
               "genvarloader": worker_genvarloader,
               "genvarloader-indexing": worker_genvarloader_indexing,
               "genvarloader-buffered": worker_genvarloader_buffered}

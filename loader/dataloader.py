@@ -376,9 +376,9 @@ class _EpochDataset(IterableDataset):
         self.slots = slots
 
     def worker_iter(self, process: int, num_workers: int, buffers=None,
-                    parallel: bool = False) -> Iterator[dict]:
-        """The batches of DataLoader worker ``process`` of ``num_workers`` (``parallel``: with
-        numba threads, in the main process)."""
+                    threads: int = 1) -> Iterator[dict]:
+        """The batches of DataLoader worker ``process`` of ``num_workers`` (``threads``
+        building the windows: more than one in the main process only)."""
         nw = max(num_workers, 1)
         # DataLoader asks its workers round-robin from worker 0; when resuming at batch `start`,
         # DataLoader worker 0 must be the one holding batch `start`.
@@ -390,7 +390,7 @@ class _EpochDataset(IterableDataset):
             augment=self.train, rc_prob=cfg.rc_prob,
             max_shift=cfg.max_shift, seed=cfg.seed, epoch=self.epoch, rank=self.rank,
             worker=worker, skip=worker_skip(self.start, worker, nw), on_error=cfg.on_error,
-            timeout=cfg.timeout_s, buffers=buffers, parallel=parallel,
+            timeout=cfg.timeout_s, buffers=buffers, threads=threads,
         )
         for batch in batches:
             batch["batch"] = batch["batch"] * nw + worker  # the rank's batch number
@@ -401,7 +401,8 @@ class _EpochDataset(IterableDataset):
         process, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         buffers, taken = self.slots.writer(process) if self.slots else (None, None)
         try:
-            for batch in self.worker_iter(process, nw, buffers, parallel=info is None):
+            threads = self.cfg.threads if info is None else 1
+            for batch in self.worker_iter(process, nw, buffers, threads):
                 if self.slots is not None:  # the windows are in the slot; send its number
                     for name in self.slots.names:
                         del batch[name]

@@ -50,7 +50,7 @@ def worker_batches(index: SplitIndex, items: np.ndarray, *, batch_size: int, chu
                    window: Window, augment: bool, rc_prob: float, max_shift: int,
                    seed: int, epoch: int, rank: int, worker: int, skip: int = 0,
                    on_error: str = "raise", timeout: float = 120.0,
-                   buffers: Callable[[], np.ndarray] | None = None, parallel: bool = False,
+                   buffers: Callable[[], np.ndarray] | None = None, threads: int = 1,
                    reader: GeneReader | None = None, pool: GenePool | None = None
                    ) -> Iterator[dict]:
     """The batches of one worker: genes read as needed, windows built, batches collated.
@@ -84,9 +84,11 @@ def worker_batches(index: SplitIndex, items: np.ndarray, *, batch_size: int, chu
     buffers : callable, optional
         Called once per batch, returns the uint8 array of shape (k, B, 2, n) to write the
         windows into (a shared-memory slot); default: a new array per batch.
-    parallel : bool
-        Build windows with numba threads (:func:`prep.edits.build_windows`); False: on this
-        thread (:func:`prep.edits.build_windows_serial`, for DataLoader workers).
+    threads : int
+        Threads building each batch's windows: 1 (DataLoader workers; the default in the main
+        process) builds them in the same numba call that gathers the batch
+        (:func:`prep.edits.build_windows_serial`); more cut the batch between threads
+        (:class:`ThreadedKernel`).
     reader, pool : optional
         The :class:`GeneReader` and :class:`GenePool` to use (tests inspect them).
 
@@ -104,7 +106,7 @@ def worker_batches(index: SplitIndex, items: np.ndarray, *, batch_size: int, chu
     pool = GenePool(len(index.genes)) if pool is None else pool
     reader = GeneReader(index, on_error, timeout) if reader is None else reader
     schedule = GeneSchedule(tables.gene, batches, index, hold=per_chunk, first=skip)
-    kernel = ThreadedKernel() if parallel else build_windows_serial
+    kernel = ThreadedKernel(threads) if threads > 1 else build_windows_serial
     try:
         for j in range(skip, len(batches)):
             c = j // per_chunk
@@ -125,18 +127,19 @@ def worker_batches(index: SplitIndex, items: np.ndarray, *, batch_size: int, chu
             yield batch
     finally:
         reader.close()
-        if parallel:
+        if threads > 1:
             kernel.close()
 
 
 class ThreadedKernel:
     """:func:`prep.edits.build_windows_serial` on a batch cut into ``threads`` parts, each
     built on its own thread (the numba kernel releases the GIL): the main process's window
-    builder when it loads itself (``num_workers = 0``).
+    builder with ``[loader] threads > 1`` and ``num_workers = 0``.
 
     Python threads rather than numba's parallel kernel: GNU OpenMP (numba's threading layer
     here) busy-waits, which on a machine whose cores other processes share costs 30x, and
-    cannot run in a DataLoader worker forked from a process that used it.
+    cannot run in a DataLoader worker forked from a process that used it. Threads pay off on
+    free cores only: on cores other processes hold, one thread is faster.
     """
 
     def __init__(self, threads: int | None = None):

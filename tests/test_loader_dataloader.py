@@ -411,3 +411,14 @@ def test_short_epochs_span_every_gene(shards, manifest, mode):
     loader = make_loader(shards, "train", mode, 4, num_workers=0, epoch_batches=40, length=256)
     seen = [g for b in loader for g, ok in zip(b["gene"], b["valid"].tolist(), strict=True) if ok]
     assert len(loader) == 40 and set(seen) == genes
+
+
+def test_threads_in_the_main_process_build_the_same_batches(shards):
+    """[loader] threads cuts each batch between threads (num_workers = 0): same batches."""
+    def run(**kw):
+        loader = make_loader(shards, "train", "pairwise", 8, num_workers=0, epoch_batches=6,
+                             **kw)
+        return [(b["index_a"].tolist(), b["seq_a"].numpy().tobytes(),
+                 b["seq_b"].numpy().tobytes(), b["tss_index"].tolist()) for b in loader]
+
+    assert run(threads=3) == run()

@@ -22,7 +22,10 @@ class LoaderConfig:
     """Samples (or pairs) per batch on each rank."""
     num_workers: int = 2
     """DataLoader worker processes per rank, each building windows on one thread (0: load in
-    the main process, building windows with numba threads on every core)."""
+    the main process, on `threads` threads)."""
+    threads: int = 1
+    """num_workers = 0: threads building each batch's windows in the main process; more than
+    one pay off only on cores no other process (nor the training step) uses."""
     shuffle_buffer: int = 1024
     """Train modes: each lane is shuffled in blocks of shuffle_buffer / lanes items (see lanes);
     a worker draws the augmentation of shuffle_buffer items (rounded up to a multiple of
@@ -83,6 +86,7 @@ class LoaderConfig:
         require(self, "loader", [
             (self.batch_size > 0, "batch_size must be > 0"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
+            (self.threads > 0, "threads must be > 0"),
             (self.shuffle_buffer >= 0, "shuffle_buffer must be >= 0"),
             (self.lanes is None or self.lanes > 0, "lanes must be > 0"),
             (self.seed >= 0, "seed must be >= 0"),
