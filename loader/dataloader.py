@@ -286,6 +286,7 @@ class ShardLoader:
             self.batch = count
             batch["epoch"] = epoch
             yield batch
+            batch = None  # held by the caller only: its memory may serve the next batch
         assert count == self.n_batches, f"epoch ended after {count} of {self.n_batches} batches"
         if len(self.skipped) > n_skipped:
             log.warning("Rank %d, epoch %d: %d corrupt shard(s) skipped so far: %s", self.rank,
@@ -395,6 +396,7 @@ class _EpochDataset(IterableDataset):
         for batch in batches:
             batch["batch"] = batch["batch"] * nw + worker  # the rank's batch number
             yield batch
+            batch = None
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -408,6 +410,7 @@ class _EpochDataset(IterableDataset):
                         del batch[name]
                     batch["worker"], batch["slot"] = process, taken["slot"]
                 yield batch
+                batch = None
         except Exception as err:
             if info is None:
                 raise

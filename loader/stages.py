@@ -125,6 +125,7 @@ def worker_batches(index: SplitIndex, items: np.ndarray, *, batch_size: int, chu
             batch["batch"] = j
             schedule.done(j, reader, pool)
             yield batch
+            batch = out = None  # the caller's alone: its memory may serve the next batch
     finally:
         reader.close()
         if threads > 1:

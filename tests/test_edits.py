@@ -15,6 +15,7 @@ from test_builder_edges import FIXED, RAGGED, _builder, genome  # noqa: F401 (fi
 
 from prep.builder import HaplotypeBuilder
 from prep.edits import (
+    _next_carried,
     _reverse_complement,
     _reverse_complement_into,
     build_windows,
@@ -183,3 +184,17 @@ def test_reverse_complement_in_place_and_into_another_buffer(n):
         y = x.copy()
         _reverse_complement(y)
         assert y.tolist() == want.tolist()
+
+
+def test_next_carried_edit_skips_empty_bytes_and_stale_bits():
+    """The set-bit walk of a haplotype's row: every carried edit in order, nothing at or past
+    n_edits (a pool slot's row may hold a longer gene's stale bits beyond its own edits)."""
+    carried = [0, 7, 8, 30, 41]
+    row = np.packbits(np.isin(np.arange(64), carried + [45, 63]))  # 45, 63: stale, beyond 44
+    got, e = [], _next_carried(row, 0, 44)
+    while e < 44:
+        got.append(e)
+        e = _next_carried(row, e + 1, 44)
+    assert got == carried
+    assert _next_carried(row, 9, 44) == 30 and _next_carried(row, 42, 44) == 44
+    assert _next_carried(np.zeros(0, np.uint8), 0, 0) == 0
