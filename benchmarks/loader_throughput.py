@@ -2,8 +2,14 @@
 
 Run from the repository root (about 8 minutes on 2 busy cores; ``--quick`` about 2)::
 
-    python benchmarks/loader_throughput.py --gvl-python /root/.venvs/gvl-bench/bin/python
+    python -m venv --system-site-packages PEERS          # once: the peers' own venv (below)
+    PEERS/bin/pip install genvarloader pyconsensus-rs
+    python benchmarks/loader_throughput.py --gvl-python PEERS/bin/python
     python benchmarks/loader_throughput.py --quick --tools hapflow,npy
+    python benchmarks/loader_throughput.py --memory      # one loading process's memory
+
+``PEERS`` is any folder: GenVarLoader 0.43 pins polars<2 while hapflow runs on polars 2, so the
+peers live in a virtual environment of their own that also sees this interpreter's packages.
 
 Every tool yields batches of B = 8 diploid windows, (8, 2, L) bytes, at L = 49,152 and 196,608,
 with 0, 1 and 2 DataLoader workers, from the same genotypes and regions: the real chr20 data in
@@ -17,10 +23,19 @@ start-up included) and reports samples/s, MB/s of the (B, 2, L) uint8 batches an
 first batch.
 
 * **hapflow** -- ``make_loader(shards, "train", "train", 8, epoch_batches=25_000)``: the train
-  split (85% of the samples) of shards written by ``prep.sharding.run_shard``, default
+  split (85% of the samples) of a study in shard format 3 (each gene's reference span once and
+  its haplotypes as edits; windows built by the loader straight into the batch), default
   ``[loader]`` settings (1,024-sample block shuffle, reverse complement p = 0.5, shift +-3 from
-  the stored flanks). One epoch spans the measurement (the data are reread in new orders), as
-  the paper's ~130k-sample epochs would; an epoch's start-up is the "first batch s" column.
+  the stored flanks, windows built on one thread per process). One epoch spans the
+  measurement (the data are reread in new orders), as the paper's ~130k-sample epochs would.
+  **hapflow-threads**: 0 workers, ``threads`` = the cores (main process only). "first batch s"
+  is the time from ``make_loader`` to the first batch of a plain one-pass epoch, numba's
+  one-time start in a fresh process excluded (reported apart: its first call of any compiled
+  function imports its NumPy support, ~1.5 s here). "worker RSS MB" is the peak resident
+  memory of each DataLoader worker
+  (VmHWM, shared pages inherited from the parent included); ``--memory`` measures one loading
+  process alone (see :func:`memory`). The shards are written by ``prep.sharding.run_shard``
+  and rewritten in format 3 by ``tests/v3_shards.py`` until ``prep.shard`` writes format 3.
 * **npy** -- the same windows as uncompressed ``(2, L)`` uint8 ``.npy`` members in WebDataset
   shards of 256 samples, read by a plain ``wds.WebDataset(urls, resampled=True).shuffle(1024)
   .decode().to_tuple(...).batched(8)`` pipeline through ``wds.WebLoader`` (first
@@ -45,7 +60,7 @@ samples, shards of 8,192 samples): what every rank pays at the start of every ep
 Fairness (see ``benchmarks/_common.py``): every tool's process runs under the same
 ``GLIBC_TUNABLES`` (glibc keeps freed memory between batches; ``--default-malloc`` for glibc's
 defaults) with each library's own thread defaults (GenVarLoader's numba kernels use every core
-at 0 workers; hapflow decodes on one thread per process). A measurement takes the first batch,
+at 0 workers; hapflow builds windows on one thread per worker, on every core at 0 workers). A measurement takes the first batch,
 one warm-up round, then the fastest of 5 rounds of ``--seconds / 5``; "others %" is the share of
 all cores that other processes used in that round, "samples/CPU-s" divides by the CPU time of
 the measuring process and its worker processes. The summary printed first compares each tool at
@@ -89,9 +104,9 @@ from _common import (
 )
 
 WORKERS = (0, 1, 2)
-TOOLS = ("hapflow", "npy", "naive", "genvarloader", "genvarloader-indexing",
+TOOLS = ("hapflow", "hapflow-threads", "npy", "naive", "genvarloader", "genvarloader-indexing",
          "genvarloader-buffered")
-SINGLE_PROCESS = ("genvarloader-indexing", "genvarloader-buffered")
+SINGLE_PROCESS = ("hapflow-threads", "genvarloader-indexing", "genvarloader-buffered")
 """Ways of running a tool that only exist in the main process (measured at 0 workers only)."""
 BATCH = 8
 EPOCH_BATCHES = 25_000
@@ -99,7 +114,7 @@ CACHE = REPO_ROOT / "benchmarks" / "_cache" / "loader_throughput"
 ROUNDS = 5
 """A measurement is the fastest of this many rounds, after a warm-up round."""
 COLUMNS = ["tool", "L", "workers", "samples/s", "MB/s", "first batch s", "samples/CPU-s",
-           "others %", "x genvarloader"]
+           "worker RSS MB", "others %", "x genvarloader"]
 BEST_PAIRS = (("hapflow", "genvarloader"), ("hapflow", "npy"), ("hapflow", "naive"))
 """(ours, theirs) compared best against best: each at its fastest worker count; GenVarLoader's
 three ways (DataLoader, buffered DataLoader, direct indexing) compete for its best."""
@@ -112,8 +127,9 @@ three ways (DataLoader, buffered DataLoader, direct indexing) compete for its be
 
 def _cache_key() -> str:
     h = hashlib.sha256()
-    for name in ("shard_format.py", "sharding.py", "builder.py"):
-        h.update((REPO_ROOT / "prep" / name).read_bytes())
+    for name in ("prep/gene_record.py", "prep/edits.py", "prep/sharding.py", "prep/builder.py",
+                 "tests/v3_shards.py"):
+        h.update((REPO_ROOT / name).read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -134,7 +150,7 @@ def regions(length: int, max_genes: int | None) -> list[dict]:
 
 
 def build_shards(length: int, genes: list[dict], workdir: Path) -> Path:
-    """hapflow shards of ``genes`` (synthetic standard-normal expression), once."""
+    """hapflow shards (format 3) of ``genes`` (synthetic standard-normal expression), once."""
     import numpy as np
     import polars as pl
 
@@ -142,9 +158,11 @@ def build_shards(length: int, genes: list[dict], workdir: Path) -> Path:
     from hapflow.sections import HaplotypesConfig, ShardConfig
     from prep.sharding import run_shard
     from prep.variants import VariantReader
+    from tests.v3_shards import to_format3  # until prep.shard writes format 3 (issue 17)
 
     shards = workdir / "shards"
-    if (shards / "meta.json").exists():
+    if (shards / "meta.json").exists() and json.loads(
+            (shards / "meta.json").read_text()).get("format") == 3:
         return shards
     samples = VariantReader(VCF).samples
     rng = np.random.default_rng(0)
@@ -161,37 +179,39 @@ def build_shards(length: int, genes: list[dict], workdir: Path) -> Path:
     s = ShardConfig(expression=str(workdir / "expression.parquet"), test_fraction=0.1,
                     val_fraction=0.05)
     run_shard(StudyConfig(haplotypes=h, shard=s), workdir)
-    return shards
+    return to_format3(shards)
 
 
-def build_npy_shards(shards: Path, out: Path, n_samples: int, per_shard: int = 256) -> list[str]:
-    """The first ``n_samples`` train windows, centre crops (2, L) uint8, as .npy WebDataset shards."""
+def build_npy_shards(genes: list[dict], length: int, out: Path, n_samples: int,
+                     per_shard: int = 256) -> list[str]:
+    """The windows of the first ``n_samples`` (gene, sample) pairs, (2, L) uint8, as .npy
+    WebDataset shards (built by :class:`prep.builder.HaplotypeBuilder`, gene by gene)."""
     import numpy as np
     import webdataset as wds
 
-    from prep.shard_tar import iter_shard
+    from prep.builder import HaplotypeBuilder
 
     done = out / f"done_{n_samples}"
     if not done.exists():
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        n = 0
-        writer = None
-        for path in sorted((shards / "train").glob("*.tar")):
-            for s in iter_shard(path):
+        builder = HaplotypeBuilder(REFERENCE, VCF)
+        n, writer = 0, None
+        for g in genes:
+            seqs = builder.fixed(CHROM, np.array([g["tss"]]), length).seqs[0]
+            for sample, seq in zip(builder.samples, seqs, strict=True):
                 if n == n_samples:
                     break
                 if n % per_shard == 0:
                     if writer is not None:
                         writer.close()
                     writer = wds.TarWriter(str(out / f"npy-{n // per_shard:06d}.tar"))
-                flank = s["flank"]
-                crop = np.ascontiguousarray(s["seq"][:, flank:flank + s["length"]])
                 buf = io.BytesIO()
-                np.save(buf, crop)
+                np.save(buf, np.ascontiguousarray(seq))
                 # targets live in the manifest since shard format v2: a small JSON stands in
-                writer.write({"__key__": s["__key__"], "seq.npy": buf.getvalue(),
-                              "json": json.dumps({"gene": s.get("gene")}).encode()})
+                writer.write({"__key__": f"{g['gene'].replace('.', '_')}__{sample}",
+                              "seq.npy": buf.getvalue(), "json": json.dumps(
+                                  {"gene": g["gene"]}).encode()})
                 n += 1
         if writer is not None:
             writer.close()
@@ -204,14 +224,15 @@ def build_npy_shards(shards: Path, out: Path, n_samples: int, per_shard: int = 2
 # ---------------------------------------------------------------------------------------------
 
 
-def measure(start, seconds: float, length: int, rounds: int = ROUNDS) -> dict:
+def measure(start, seconds: float, length: int, rounds: int = ROUNDS, after=None) -> dict:
     """Iterate ``start()`` (restarted when exhausted): first batch, a warm-up round, then rounds.
 
     The time to the first batch (workers started, epoch planned) is reported apart. Then one
     untimed round of ``seconds / rounds`` warms caches, the allocator and the workers' queues,
     and ``rounds`` timed rounds follow; the fastest is reported, with its CPU time (this
     process and its worker processes) and "others_cpu", the share of all cores other processes
-    used meanwhile. ``round_rates`` lists every round's samples/s.
+    used meanwhile. ``round_rates`` lists every round's samples/s. ``after()``, called while
+    the last iterator still runs, may add columns (e.g. its workers' memory).
     """
     t0 = time.perf_counter()
     it = start()
@@ -230,6 +251,7 @@ def measure(start, seconds: float, length: int, rounds: int = ROUNDS) -> dict:
             n += 1
         if r > 0:  # round 0 is the warm-up
             results.append({"batches": n, **meter.stop()})
+    extra = after() if after is not None else {}
     best = max(results, key=lambda x: x["batches"] / x["seconds"])
     dt = best["seconds"]
     return {"samples/s": round(best["batches"] * BATCH / dt, 1),
@@ -238,18 +260,103 @@ def measure(start, seconds: float, length: int, rounds: int = ROUNDS) -> dict:
             "samples/CPU-s": round(best["batches"] * BATCH / best["cpu_seconds"], 1)
             if best["cpu_seconds"] > 0 else None,
             "others_cpu": best["others_cpu"], "batches": best["batches"], "seconds": dt,
-            "round_rates": [round(x["batches"] * BATCH / x["seconds"], 1) for x in results]}
+            "round_rates": [round(x["batches"] * BATCH / x["seconds"], 1) for x in results],
+            **extra}
 
 
-def worker_hapflow(plan: dict, workers: int) -> dict:
+def _status_kb(pid: int | str, field: str) -> int | None:
+    """A ``/proc/PID/status`` field in kB (VmRSS, VmHWM, RssAnon, ...), None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _workers_peak_mb() -> dict:
+    """The peak RSS (VmHWM) of this process's live child processes (DataLoader workers), MB."""
+    children = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                children += f.read().split()
+        except OSError:
+            continue
+    peaks = [kb for kb in (_status_kb(c, "VmHWM") for c in children) if kb is not None]
+    return {"worker RSS MB": round(max(peaks) / 1024) if peaks else None}
+
+
+def worker_hapflow(plan: dict, workers: int, threads: int = 1) -> dict:
     sys.path.insert(0, str(REPO_ROOT))
-    from loader import make_loader
+    import numpy as np
 
-    # One epoch long enough for the whole measurement (samples are reread in a new order when
-    # it outlasts the data), as with the paper's ~130k-sample epochs: steady-state rates.
+    from loader import make_loader
+    from loader.order import seeded_rng, shuffle_segments
+
+    # numba's one-time start in a fresh process (~1.5 s here: its first compiled call imports
+    # its NumPy/BLAS support, scipy included), paid once per process by any numba library;
+    # GenVarLoader's is outside its first batch too (in Dataset.open)
+    t0 = time.perf_counter()
+    shuffle_segments(np.arange(2), np.array([0, 2]), seeded_rng(0, "warm"))
+    numba_s = time.perf_counter() - t0
+    # first batch: from make_loader (manifest read, epoch planned, workers started, kernels
+    # loaded) to the first batch of a plain one-pass epoch
+    t0 = time.perf_counter()
+    first = next(iter(make_loader(plan["shards"], "train", "train", BATCH,
+                                  num_workers=workers, threads=threads)))
+    first_s = time.perf_counter() - t0
+    del first
+    # throughput: epochs restart as the measurement needs, start-up included
     loader = make_loader(plan["shards"], "train", "train", BATCH, num_workers=workers,
-                         epoch_batches=EPOCH_BATCHES)
-    return measure(lambda: iter(loader), plan["seconds"], plan["L"])
+                         threads=threads, epoch_batches=EPOCH_BATCHES)
+    out = measure(lambda: iter(loader), plan["seconds"], plan["L"],
+                  after=_workers_peak_mb if workers else None)
+    return {**out, "first batch s": round(first_s, 2), "numba start s": round(numba_s, 2)}
+
+
+def worker_hapflow_threads(plan: dict, workers: int) -> dict:
+    """0 workers, windows built on every core of the main process (``[loader] threads``)."""
+    return worker_hapflow(plan, 0, threads=len(os.sched_getaffinity(0)))
+
+
+def memory(plan: dict) -> dict:
+    """One loading process alone (what a DataLoader worker runs): a train epoch of ``plan``'s
+    shards through :func:`loader.stages.worker_batches`, windows written into one reused
+    (B, 2, L) buffer as into a worker's shared-memory slot. Reports RSS before loading (after
+    imports) and at peak, the genes held at once against the plan's bound, and the bytes of
+    the gene pool's arrays."""
+    sys.path.insert(0, str(REPO_ROOT))
+    import numpy as np
+
+    from loader import make_loader
+    from loader.dataloader import keep_freed_memory
+    from loader.pool import GenePool
+    from loader.stages import GeneSchedule, worker_batches
+
+    keep_freed_memory()
+    loader = make_loader(plan["shards"], "train", "train", BATCH, num_workers=0)
+    items = loader.items(0)
+    buffer = np.empty((1, BATCH, 2, plan["L"]), np.uint8)
+    buffer.fill(4)
+    before = _status_kb("self", "VmRSS")
+    pool = GenePool(len(loader.index.genes))
+    batches = worker_batches(loader.index, items, batch_size=BATCH,
+                             chunk_size=loader.plan.chunk_size, window=loader.window,
+                             augment=True, rc_prob=0.5, max_shift=3, seed=0, epoch=0, rank=0,
+                             worker=0, buffers=lambda: buffer, pool=pool)
+    n = sum(1 for _ in batches)
+    peak = _status_kb("self", "VmHWM")
+    gene = np.append(loader.index.gene, len(loader.index.genes)).astype(np.int64)
+    bound = GeneSchedule(gene, items.reshape(-1, BATCH), loader.index,
+                         hold=loader.plan.chunk_size // BATCH).bound()
+    return {"L": plan["L"], "batches": n, "rss_before_mb": round(before / 1024, 1),
+            "rss_peak_mb": round(peak / 1024, 1), "growth_mb": round((peak - before) / 1024, 1),
+            "genes_held_peak": pool.peak, "genes_bound": bound,
+            "pool_mb": round(sum(a.nbytes for a in pool.pool) / 2**20, 1),
+            "batch_mb": round(buffer.nbytes / 2**20, 1)}
 
 
 def worker_npy(plan: dict, workers: int) -> dict:
@@ -388,7 +495,7 @@ def planning(genes: int = 8_000, per_gene: int = 300, repeats: int = 3) -> list[
     for split, mode in (("train", "train"), ("train", "gene"), ("val", "eval"), ("val", "gene"),
                         ("train", "pairwise"), ("val", "pairwise")):
         index = SplitIndex(split=split, urls=[f"s{i}.tar" for i in range(shard.max() + 1)],
-                           shard=shard, group=[""] * n, key=[""] * n, gene=gene,
+                           shard=shard, key=[""] * n, gene=gene,
                            genes=[str(g) for g in range(genes)],
                            P=np.random.default_rng(0).random(n) * 100, row=np.arange(n),
                            length=1024, flank=8)
@@ -404,7 +511,8 @@ def planning(genes: int = 8_000, per_gene: int = 300, repeats: int = 3) -> list[
     return rows
 
 
-WORKER_FNS = {"hapflow": worker_hapflow, "npy": worker_npy, "naive": worker_naive,
+WORKER_FNS = {"hapflow": worker_hapflow, "hapflow-threads": worker_hapflow_threads,
+              "npy": worker_npy, "naive": worker_naive,
               "genvarloader": worker_genvarloader,
               "genvarloader-indexing": worker_genvarloader_indexing,
               "genvarloader-buffered": worker_genvarloader_buffered}
@@ -430,15 +538,25 @@ def make_plans(args: argparse.Namespace) -> dict[int, Path]:
         work = root / f"L{length}_g{len(genes)}"
         t0 = time.perf_counter()
         shards = build_shards(length, genes, work)
-        npy = build_npy_shards(shards, work / "npy", args.npy_samples) if "npy" in args.tools \
-            else []
+        npy = build_npy_shards(genes, length, work / "npy", args.npy_samples) \
+            if "npy" in args.tools else []
         print(f"L={length}: {len(genes)} genes; inputs ready in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr, flush=True)
         plan = {"L": length, "genes": genes, "shards": str(shards), "npy": npy,
                 "gvl": str(work / "gvl" / "windows.gvl"), "seconds": args.seconds}
+        _warm_numba(shards)
         (work / "plan.json").write_text(json.dumps(plan))
         plans[length] = work / "plan.json"
     return plans
+
+
+def _warm_numba(shards: Path) -> None:
+    """One batch with and without workers, so that the measured processes load hapflow's numba
+    kernels from the cache instead of compiling them (compilation is not what is measured)."""
+    from loader import make_loader
+
+    for workers in (0, 1):
+        next(iter(make_loader(shards, "train", "train", BATCH, num_workers=workers)))
 
 
 def tool_python(tool: str, args: argparse.Namespace) -> str | None:
@@ -521,7 +639,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "GLIBC_TUNABLES (see benchmarks/_common.py)")
     p.add_argument("--planning", action="store_true",
                    help="time the epoch plans of every mode on 8,000 genes x 300 individuals")
-    p.add_argument("--worker", choices=TOOLS, help=argparse.SUPPRESS)
+    p.add_argument("--memory", action="store_true",
+                   help="measure one loading process's memory at each length instead")
+    p.add_argument("--worker", choices=(*TOOLS, "memory"), help=argparse.SUPPRESS)
     p.add_argument("--plan", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--num-workers", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -547,7 +667,17 @@ def main(argv=None) -> None:
         return
     if args.worker:
         plan = json.loads(args.plan.read_text())
-        print(json.dumps(WORKER_FNS[args.worker](plan, args.num_workers)))
+        if args.worker == "memory":
+            print(json.dumps(memory(plan)))
+        else:
+            print(json.dumps(WORKER_FNS[args.worker](plan, args.num_workers)))
+        return
+    if args.memory:
+        rows = [run_worker([__file__, "--worker", "memory", "--plan", str(plan)],
+                           env=tool_env(None, tuned_malloc=not args.default_malloc), timeout=900)
+                for plan in make_plans(args).values()]
+        print_table(rows, list(rows[0]))
+        append_result("loader_memory", {"batch_size": BATCH, "rows": rows})
         return
     run_benchmark(args)
 

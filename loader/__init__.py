@@ -10,9 +10,13 @@ The package, from the batches down (each module's docstring says more):
 * :mod:`loader.plan` — which samples (or pairs) each rank loads in an epoch, per mode;
   :mod:`loader.order` — the seeded reading order and its lanes; :mod:`loader.ranks` — how an
   epoch's items are dealt to ranks and workers;
-* :mod:`loader.stages` — the worker pipeline: read shards, decode groups, gather, crop and
-  augment (:mod:`loader.augment`), collate;
-* :mod:`loader.sources` — where shards and the manifest come from (folders, patterns, URLs);
+* :mod:`loader.stages` — the worker pipeline: which genes each batch needs and when, then per
+  batch one numba call that writes every window (shift, crop, reverse complement fused) straight
+  into the batch buffer, and the batch's targets and ids; :mod:`loader.records` — gene records
+  read from their shards and verified; :mod:`loader.pool` — the genes in flight;
+  :mod:`loader.augment` — the batch window and the augmentation draws;
+* :mod:`loader.sources` — where shards and the manifest come from (folders, patterns, URLs),
+  and the split index (shard format 3: :mod:`prep.gene_record`);
 * :mod:`loader.device` — one-hot and reverse complement on the training device;
   :mod:`loader.distributed` — rank discovery and gathering predictions across ranks;
 * :mod:`loader.probe` — stream a few batches and measure them (``python -m loader.preview``).
@@ -20,8 +24,8 @@ The package, from the batches down (each module's docstring says more):
 Settings: :class:`hapflow.sections.LoaderConfig` (TOML ``[loader]``).
 
 The names below are imported lazily, when first used, so that ``import loader.plan`` (or
-order, ranks, sources, stages, augment) does not import torch: worker pipelines and plans are
-tested, and ``python -m loader.preview --help`` runs, without it.
+order, ranks, sources, stages, records, pool, augment) does not import torch: worker pipelines
+and plans are tested, and ``python -m loader.preview --help`` runs, without it.
 """
 
 from importlib import import_module

@@ -28,8 +28,7 @@ Modes
     holds a lone individual; genes with fewer than 2 individuals give no batch); the batches
     read as ``lanes`` lanes side by side (consecutive batches hold different genes), each lane
     shuffled in blocks of ``shuffle_buffer / lanes`` samples (a full shuffle of all batches
-    would keep a worker's whole share decoded in memory, or decode each group once per batch);
-    each rank gets ``len(loader)`` batches,
+    would read each gene again for nearly every batch); each rank gets ``len(loader)`` batches,
     the remainder that does not give every rank a batch dropped (as in ``train``); shift and
     reverse complement drawn per sample, as in ``train``. On other splits every sample exactly
     once in a fixed order (genes and individuals in manifest order), ranks padded with
@@ -74,8 +73,13 @@ Each rank's batches are planned from the manifest (:mod:`loader.plan`): worker w
 batches j with j % num_workers == w (:mod:`loader.ranks`), the order in which DataLoader
 collects them, so every rank yields exactly ``len(loader)`` batches without WebDataset's
 ``with_epoch`` / resampling. Workers start afresh each epoch (the plan changes), run the
-pipeline of :mod:`loader.stages`, and hand windows over through shared-memory slots
-(:class:`BatchSlots`).
+pipeline of :mod:`loader.stages` (genes read from their shards as the batches need them, each
+batch's windows built by one numba call straight into a shared-memory slot,
+:class:`BatchSlots`), one thread each; with ``num_workers = 0`` the main process builds them
+with numba threads on every core.
+
+Windows are built at load time from each gene's reference span and edits (shard format 3,
+:mod:`prep.gene_record`), so ``length`` may be any multiple of 128 up to the build's L.
 """
 
 from __future__ import annotations
@@ -101,7 +105,7 @@ from loader.distributed import rank_and_world
 from loader.plan import EpochPlan, is_train
 from loader.ranks import worker_items, worker_skip
 from loader.sources import SplitIndex, resolve_source
-from loader.stages import worker_batches
+from loader.stages import warm_kernels, worker_batches
 from prep.shard_format import ShardFormatError
 from prep.verification import verify_shards
 
@@ -147,7 +151,7 @@ def make_loader(
         Default: from torch.distributed, else the RANK / WORLD_SIZE variables, else 0 and 1.
     verify : bool, optional
         First verify the split's shards (:func:`prep.verification.verify_shards`: sha256 of every
-        shard against meta.json, every member decoded and checked, groups against the
+        shard against meta.json, every member decoded and checked, gene records against the
         manifest) and raise if anything is wrong. Needs a local shards folder. Default:
         ``config.verify`` (False). (Every member is verified as
         it streams anyway; this finds damage before training starts.)
@@ -212,7 +216,7 @@ class ShardLoader:
     train : bool
         Whether epochs are train epochs (:func:`loader.plan.is_train`).
     window : Window
-        How stored windows become batch windows (length, fill).
+        The batch windows' length and fill.
     plan : EpochPlan
         Batch counts and each epoch's items (:mod:`loader.plan`).
     """
@@ -229,11 +233,12 @@ class ShardLoader:
         self.plan = EpochPlan(index, config, mode, rank, world_size)
 
     def _window(self) -> Window:
-        """The batch window; checks what the config asks of the stored windows."""
+        """The batch window; checks what the config asks of the stored layout."""
         cfg, idx = self.config, self.index
         n = cfg.length or idx.length
         if n > idx.length:
-            raise ValueError(f"[loader] length {n} exceeds the stored window L = {idx.length}")
+            raise ValueError(f"[loader] length {n} exceeds the stored window L = {idx.length} "
+                             "(the build's [haplotypes] length, the widest window it serves)")
         spare = idx.flank + (idx.length - n) // 2
         if self.train and cfg.shift_fill == "flank" and cfg.max_shift > spare:
             raise ValueError(
@@ -281,6 +286,7 @@ class ShardLoader:
             self.batch = count
             batch["epoch"] = epoch
             yield batch
+            batch = None  # held by the caller only: its memory may serve the next batch
         assert count == self.n_batches, f"epoch ended after {count} of {self.n_batches} batches"
         if len(self.skipped) > n_skipped:
             log.warning("Rank %d, epoch %d: %d corrupt shard(s) skipped so far: %s", self.rank,
@@ -289,25 +295,28 @@ class ShardLoader:
 
     def _epoch_loader(self, epoch: int, start: int) -> tuple[DataLoader, BatchSlots | None]:
         """The DataLoader of one epoch from batch ``start`` (workers start afresh each epoch:
-        the plan changes), and the shared-memory slots its workers write into (none without
-        workers)."""
+        the plan changes), and the shared-memory slots its workers write into; without workers
+        the epoch's dataset itself, iterated in this process, and no slots."""
         cfg = self.config
         nw = cfg.num_workers
         context = None if cfg.worker_start == "default" or nw == 0 else cfg.worker_start
         slots = None
         if nw > 0:
+            warm_kernels()  # loaded once here, not again in every forked worker
             names = ("seq_a", "seq_b") if self.mode == "pairwise" else ("seq",)
             slots = BatchSlots(nw, cfg.prefetch_factor + 2, names,
                                (cfg.batch_size, 2, self.window.length), context)
         dataset = _EpochDataset(self.index, self.items(epoch), start, epoch, self.rank, cfg,
                                 self.window, self.plan.chunk_size, self.train, slots)
-        if cfg.keep_freed_memory and nw == 0:
-            keep_freed_memory()
+        if nw == 0:  # the main process loads: no DataLoader needed (it would cost per batch)
+            if cfg.keep_freed_memory:
+                keep_freed_memory()
+            return dataset, None
         loader = DataLoader(dataset, batch_size=None, num_workers=nw, collate_fn=_keep,
                             multiprocessing_context=context,
                             worker_init_fn=functools.partial(
                                 _worker_init, keep_freed=cfg.keep_freed_memory),
-                            prefetch_factor=cfg.prefetch_factor if nw > 0 else None)
+                            prefetch_factor=cfg.prefetch_factor)
         return loader, slots
 
     # -- checkpointing -------------------------------------------------------------------------
@@ -367,8 +376,10 @@ class _EpochDataset(IterableDataset):
         self.cfg, self.window, self.chunk_size, self.train = cfg, window, chunk_size, train
         self.slots = slots
 
-    def worker_iter(self, process: int, num_workers: int, buffers=None) -> Iterator[dict]:
-        """The batches of DataLoader worker ``process`` of ``num_workers``."""
+    def worker_iter(self, process: int, num_workers: int, buffers=None,
+                    threads: int = 1) -> Iterator[dict]:
+        """The batches of DataLoader worker ``process`` of ``num_workers`` (``threads``
+        building the windows: more than one in the main process only)."""
         nw = max(num_workers, 1)
         # DataLoader asks its workers round-robin from worker 0; when resuming at batch `start`,
         # DataLoader worker 0 must be the one holding batch `start`.
@@ -380,23 +391,26 @@ class _EpochDataset(IterableDataset):
             augment=self.train, rc_prob=cfg.rc_prob,
             max_shift=cfg.max_shift, seed=cfg.seed, epoch=self.epoch, rank=self.rank,
             worker=worker, skip=worker_skip(self.start, worker, nw), on_error=cfg.on_error,
-            timeout=cfg.timeout_s, buffers=buffers,
+            timeout=cfg.timeout_s, buffers=buffers, threads=threads,
         )
         for batch in batches:
             batch["batch"] = batch["batch"] * nw + worker  # the rank's batch number
             yield batch
+            batch = None
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         process, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         buffers, taken = self.slots.writer(process) if self.slots else (None, None)
         try:
-            for batch in self.worker_iter(process, nw, buffers):
+            threads = self.cfg.threads if info is None else 1
+            for batch in self.worker_iter(process, nw, buffers, threads):
                 if self.slots is not None:  # the windows are in the slot; send its number
                     for name in self.slots.names:
                         del batch[name]
                     batch["worker"], batch["slot"] = process, taken["slot"]
                 yield batch
+                batch = None
         except Exception as err:
             if info is None:
                 raise
@@ -451,16 +465,17 @@ class BatchSlots:
         self.free = [ctx.Semaphore(depth) for _ in range(num_workers)]
 
     def writer(self, worker: int):
-        """Worker side: a ``buffers()`` callable for worker_batches, and the last slot taken."""
+        """Worker side: a ``buffers()`` callable for worker_batches (a free slot, shape
+        (len(names), B, 2, n)), and the last slot taken."""
         arrays = self.data[worker].numpy()
         taken = {"n": 0, "slot": -1}
 
-        def buffers() -> dict:
+        def buffers() -> np.ndarray:
             self.free[worker].acquire()
             k = taken["n"] % self.depth
             taken["n"] += 1
             taken["slot"] = k
-            return {name: arrays[k, a] for a, name in enumerate(self.names)}
+            return arrays[k]  # (len(names), B, 2, n)
 
         return buffers, taken
 
@@ -482,8 +497,8 @@ class BatchSlots:
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse in this process; False if not glibc.
 
-    Large blocks (decoded groups are megabytes) are otherwise mapped fresh and returned to the
-    OS on free, so every new one page-faults (~1,500 faults per 64-sample group at L = 49,152).
+    Large blocks (a batch's windows are megabytes) are otherwise mapped fresh and returned to
+    the OS on free, so every new one page-faults (~190 faults per batch of 8 at L = 49,152).
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

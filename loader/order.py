@@ -8,8 +8,8 @@ therefore
    spans every shard and gene (:func:`thin`);
 3. is cut into ``lanes`` contiguous lanes read side by side, each shuffled in blocks
    (:func:`interleave_lanes`): consecutive items come from places of the pass far apart
-   (different genes), while each lane still reads its shards front to back, so a worker
-   decodes each group once.
+   (different genes), while each lane still reads its shards front to back, so a worker reads
+   each gene record once per run of batches that needs it.
 
 Every draw comes from :func:`seeded_rng` ``(seed, stage, *keys)``, never from time or process
 ids. :func:`group_runs` and :func:`shuffle_segments` are the segment kernels the plans
@@ -178,7 +178,7 @@ def interleave_lanes(n: int, lanes: int, block: int, rng: np.random.Generator,
     Any ``lanes`` consecutive items therefore come from ``lanes`` different lanes, i.e. from
     places of the data ``n / lanes`` items apart (different genes when a gene holds fewer
     samples), while every lane still advances through its shards in order (a worker holds one
-    or two decoded groups per lane).
+    or two genes per lane).
 
     With more lanes than ``width`` (the batch size), the lanes are read in a spread order, every
     ``ceil(lanes / width)``-th lane first (0, m, 2m, ..., then 1, m + 1, ...), so that any

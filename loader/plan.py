@@ -18,6 +18,9 @@ items of an epoch, per mode:
   pad every rank to the same batch count (padding: -1, ``valid`` is False in the batch):
   :func:`eval_samples`, :func:`fixed_pairs`, :func:`eval_gene_batches`.
 
+Shards are those holding a sample of the split (shard format 3: all splits share shards, a gene
+is one record of one shard): the plans order them by the manifest's shard column.
+
 How items are dealt to ranks and workers: :mod:`loader.ranks`.
 
 Planning is O(N log N) in samples (sorting and segment kernels, no per-gene scans of the split):
@@ -423,8 +426,9 @@ def train_gene_batches(shard: np.ndarray, gene: np.ndarray, n_shards: int, n_bat
     shard shuffled and cut into balanced batches (:func:`balanced_batches`, at least 2
     individuals); the batches read as ``lanes`` lanes side by side, each shuffled in blocks of
     ``block`` batches (:func:`interleave_lanes`), so consecutive batches hold different genes;
-    a pass longer than the batches still wanted is first thinned (:func:`thin`). A gene whose groups
-    span two shards is batched per shard (its parts lie far apart in the epoch's reading order).
+    a pass longer than the batches still wanted is first thinned (:func:`thin`). A gene whose
+    samples span two shards (never in shard format 3, where a gene is one record) is batched
+    per shard (its parts lie far apart in the epoch's reading order).
     Passes repeat, in new orders, until ``n_batches`` are planned.
 
     Parameters

@@ -4,10 +4,15 @@ A ``source`` is one of
 
 * a study's shards folder (``W/shards``, local, or a URL such as ``http://host/W/shards`` or
   ``s3://bucket/W/shards``): shards and ``manifest.parquet`` are found inside it;
-* a pattern of shard files: braces (``train/shard-{000000..000003}.tar``), globs (local or,
-  with fsspec, ``s3://``/``gs://``), or a list of paths/URLs. The manifest is looked for in the
+* a pattern of shard files: braces (``shard-{000000..000003}.tar``), globs (local or, with
+  fsspec, ``s3://``/``gs://``), or a list of paths/URLs. The manifest is looked for in the
   shards' folder and its parent (``W/shards/manifest.parquet``), else pass ``manifest=``; without
-  one the shards' JSON members are scanned (slow on big studies: it reads every shard).
+  one the gene records' JSON members are scanned (slow on big studies: it reads every shard;
+  every sample of the shards then belongs to the split asked for, without targets).
+
+Shards are of format 3 (:mod:`prep.gene_record`: per gene, a reference span and edits; all
+splits of a gene in one record, splits and targets in the manifest). Format 2 (one folder per
+split) is refused with a message to rebuild.
 
 Streams: local paths and ``file://`` are opened directly, ``http(s)://`` with urllib (streamed,
 with a read timeout), ``pipe:CMD`` and webdataset's other schemes (ais, hf, sftp, ...) through
@@ -20,6 +25,7 @@ Everything here is torch-free.
 from __future__ import annotations
 
 import glob as globlib
+import heapq
 import io
 import logging
 import os
@@ -27,7 +33,8 @@ import posixpath
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -37,14 +44,8 @@ import numpy as np
 import polars as pl
 
 from hapflow.sections import PRIMARY_TARGETS
-from prep.shard_format import (
-    HAP_EXT,
-    META_EXT,
-    ShardFormatError,
-    check_meta,
-    decode_meta,
-    sample_key,
-)
+from prep.gene_record import FORMAT, META_EXT, check_gene_meta
+from prep.shard_format import ShardFormatError, decode_meta, sample_key
 from prep.shard_tar import iter_tar
 
 __all__ = [
@@ -56,7 +57,7 @@ __all__ = [
     "read_url_bytes",
     "resolve_source",
     "scan_manifest",
-    "group_filter",
+    "build_order",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class StaleShardError(ShardFormatError):
 
 
 def check_build(index: SplitIndex, meta: dict, url: str) -> None:
-    """Refuse a group whose build fingerprint differs from the manifest's.
+    """Refuse a gene record whose build fingerprint differs from the manifest's.
 
     Raises
     ------
@@ -162,8 +163,10 @@ def expand_urls(pattern: str | os.PathLike | Sequence[str]) -> list[str]:
     return urls
 
 
-def open_url(url: str, timeout: float = 120.0):
+def open_url(url: str, timeout: float = 120.0, buffering: int = 1 << 20):
     """Open a shard (or any file) for binary reading; see the module docstring for schemes.
+
+    ``buffering``: the read buffer of a local file, in bytes.
 
     Raises
     ------
@@ -172,7 +175,7 @@ def open_url(url: str, timeout: float = 120.0):
     """
     local = _local_path(url)
     if local is not None:
-        return open(local, "rb", buffering=1 << 20)
+        return open(local, "rb", buffering=buffering)
     scheme = _scheme(url)
     if scheme in ("http", "https"):
         try:
@@ -219,16 +222,15 @@ def read_url_bytes(url: str, timeout: float = 120.0) -> bytes | None:
 
 @dataclass
 class SplitIndex:
-    """The samples of one split, in manifest (= stream) order, and the shards holding them.
+    """The samples of one split, in manifest order, and the shards holding them.
 
     Attributes
     ----------
     split : str
     urls : list of str
-        Shard URLs; ``shard`` indexes this list.
+        The shards holding a sample of the split (all splits share shards); ``shard`` indexes
+        this list.
     shard : np.ndarray, shape (N,), int32
-    group : list of str, length N
-        Group key of each sample (the tar member name without extension).
     key : list of str, length N
         ``{gene}__{individual}`` keys (unique).
     gene : np.ndarray, shape (N,), int32
@@ -238,6 +240,18 @@ class SplitIndex:
         Expression percentile (for pair filtering).
     row : np.ndarray, shape (N,), int64
         Row number in the manifest (``index`` in batches).
+    length, flank : int
+        The stored layout: L (the widest window) and the flank; W = L + 2 x flank.
+    record_row : np.ndarray, shape (N,), int32
+        The sample's individual's row in its gene record (the manifest's ``row`` column).
+    individual, population : np.ndarray, shape (N,), object (str)
+        Ids for the batches ("" where unknown).
+    gene_rank : np.ndarray, shape (G,), int64
+        Each gene's place in its shard (build order), so a reader knows which genes lie
+        before which.
+    build : str or None
+        The manifest's build fingerprint (:mod:`prep.fingerprint`); every gene read must carry
+        it. None for a scanned manifest (no check).
     targets : np.ndarray, shape (N, 3), float32
         Y, Z, P of the primary target set, from the manifest (shards carry no targets); NaN
         when the manifest has none (a scanned one).
@@ -246,17 +260,11 @@ class SplitIndex:
         NaN where a set lacks the sample. None with the primary set only.
     set_names : list of str
         The T target sets' names (``["primary", ...]``).
-    length, flank : int
-        Stored window layout (L and flank; the stored window has L + 2 * flank bases).
-    build : str or None
-        The manifest's build fingerprint (:mod:`prep.fingerprint`); every group read must carry
-        it. None for manifests written before fingerprints (no check).
     """
 
     split: str
     urls: list
     shard: np.ndarray
-    group: list
     key: list
     gene: np.ndarray
     genes: list
@@ -264,17 +272,40 @@ class SplitIndex:
     row: np.ndarray
     length: int
     flank: int
+    record_row: np.ndarray | None = None
+    individual: np.ndarray | None = None
+    population: np.ndarray | None = None
+    gene_rank: np.ndarray | None = None
     build: str | None = None
     targets: np.ndarray | None = None
     sets: np.ndarray | None = None
     set_names: list | None = None
 
-    def __post_init__(self):
-        if self.targets is None:  # an index built by hand (tests): no targets
-            self.targets = np.full((len(self.key), 3), np.nan, dtype=np.float32)
+    def __post_init__(self):  # an index built by hand (tests, benchmarks): fill the rest
+        n = len(self.key)
+        if self.targets is None:
+            self.targets = np.full((n, 3), np.nan, dtype=np.float32)
+        if self.record_row is None:
+            self.record_row = np.zeros(n, np.int32)
+        for name in ("individual", "population"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(n, "", dtype=object))
+        if self.gene_rank is None:
+            self.gene_rank = np.arange(len(self.genes), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.key)
+
+    @property
+    def width(self) -> int:
+        """W = L + 2 x flank: the window whose real bases a shift may bring in."""
+        return self.length + 2 * self.flank
+
+    def gene_shard(self) -> np.ndarray:
+        """The shard of each gene, shape (G,), int64 (-1 for a gene without samples)."""
+        out = np.full(len(self.genes), -1, np.int64)
+        out[self.gene] = self.shard
+        return out
 
 
 def _dir_like(source: str) -> bool:
@@ -303,30 +334,36 @@ def _read_manifest(url: str, timeout: float) -> pl.DataFrame | None:
     if data is None:
         return None
     try:
-        return pl.read_parquet(io.BytesIO(data))
+        table = pl.read_parquet(io.BytesIO(data))
     except Exception as err:  # noqa: BLE001 - polars raises several types
         raise ShardFormatError(f"manifest {url} is not a readable parquet file: {err}") from None
+    if "row" not in table.columns or "group" in table.columns:
+        raise ShardFormatError(
+            f"manifest {url} describes shards of format 2 (one folder per split, haplotype "
+            f"groups) in {_parent(url)}; this hapflow reads format 3: rebuild them with "
+            "`python -m prep.shard --config C --workdir DIR --overwrite`")
+    return table
 
 
-def scan_manifest(urls: Sequence[str], timeout: float = 120.0) -> pl.DataFrame:
-    """Build a manifest by reading the JSON members of every shard (``shard`` = the URL).
+def scan_manifest(urls: Sequence[str], split: str, timeout: float = 120.0) -> pl.DataFrame:
+    """A manifest built from the gene records' JSON members (``shard`` = the URL).
 
-    Shards carry no targets, so the scanned manifest has none: batches then hold NaN targets
-    (for prediction); pass the study's manifest for training.
+    Shards hold neither splits nor targets, so every sample of the shards is put in ``split``
+    and targets are absent: batches then hold NaN targets (for prediction); pass the study's
+    manifest for training.
     """
     rows = []
     for url in urls:
         with open_url(url, timeout) as fh:
             for sample in iter_tar(fh, url, want=lambda _k, ext: ext == META_EXT):
-                meta = decode_meta(sample[META_EXT],
-                                   f"shard {url}: member {sample['__key__']}.{META_EXT}")
+                where = f"shard {url}: member {sample['__key__']}.{META_EXT}"
+                meta = decode_meta(sample[META_EXT], where, version=FORMAT)
+                check_gene_meta(meta, where)
                 for j, ind in enumerate(meta["individuals"]):
                     rows.append({
-                        "split": meta["split"], "shard": url, "group": sample["__key__"],
-                        "index": j, "key": sample_key(meta["gene"], ind), "gene": meta["gene"],
-                        "individual": ind, "population": meta["populations"][j],
+                        "split": split, "shard": url, "key": sample_key(meta["gene"], ind),
+                        "row": j, "gene": meta["gene"], "individual": ind, "population": "",
                         "chrom": meta["chrom"], "tss": meta["tss"], "strand": meta["strand"],
-                        "build": meta.get("build"),
                     })
     if not rows:
         raise ShardFormatError(f"no samples found in {len(urls)} shard(s), e.g. {urls[0]}")
@@ -334,15 +371,15 @@ def scan_manifest(urls: Sequence[str], timeout: float = 120.0) -> pl.DataFrame:
 
 
 def _probe_layout(url: str, timeout: float) -> tuple[int, int]:
-    """(L, flank) from the first group's JSON member of a shard (verified: an old format or a
+    """(L, flank) from the first gene's JSON member of a shard (verified: an old format or a
     corrupt member stops here, naming it)."""
     with open_url(url, timeout) as fh:
         for sample in iter_tar(fh, url, want=lambda _k, ext: ext == META_EXT):
             where = f"shard {url}: member {sample['__key__']}.{META_EXT}"
-            meta = decode_meta(sample[META_EXT], where)
-            check_meta(meta, where)
+            meta = decode_meta(sample[META_EXT], where, version=FORMAT)
+            check_gene_meta(meta, where)
             return meta["length"], meta["flank"]
-    raise ShardFormatError(f"shard {url} holds no haplotype group")
+    raise ShardFormatError(f"shard {url} holds no gene record")
 
 
 def _match_urls(manifest: pl.DataFrame, urls: list[str], where: str) -> dict[str, str]:
@@ -365,6 +402,38 @@ def _match_urls(manifest: pl.DataFrame, urls: list[str], where: str) -> dict[str
     return mapping
 
 
+def build_order(table: pl.DataFrame) -> dict[str, int]:
+    """Each gene's place in build order, from a manifest (every split).
+
+    Rows list the splits one after another, each in build order, so build order is the one
+    order consistent with every split's sequence of genes (a merge of those sequences; ties
+    broken by first appearance).
+    """
+    seqs = [part["gene"].unique(maintain_order=True).to_list()
+            for part in table.partition_by("split", maintain_order=True)]
+    first: dict[str, int] = {}
+    after: dict[str, set] = defaultdict(set)
+    waiting: dict[str, int] = defaultdict(int)
+    for seq in seqs:
+        for g in seq:
+            first.setdefault(g, len(first))
+        for a, b in zip(seq, seq[1:], strict=False):
+            if b not in after[a]:
+                after[a].add(b)
+                waiting[b] += 1
+    ready = [(first[g], g) for g in first if waiting[g] == 0]
+    heapq.heapify(ready)
+    order: dict[str, int] = {}
+    while ready:
+        _, g = heapq.heappop(ready)
+        order[g] = len(order)
+        for b in after[g]:
+            waiting[b] -= 1
+            if waiting[b] == 0:
+                heapq.heappush(ready, (first[b], b))
+    return order if len(order) == len(first) else first  # inconsistent splits: appearance
+
+
 def resolve_source(
     source: str | os.PathLike | Sequence[str],
     split: str,
@@ -376,60 +445,65 @@ def resolve_source(
     Raises
     ------
     ShardFormatError
-        No manifest found where one must be, a shard not in the manifest, or an empty split;
-        the message names the file and the fix.
+        No manifest found where one must be, a shard not in the manifest, an empty split, or
+        shards of format 2; the message names the file and the fix.
     """
     if isinstance(source, (str, os.PathLike)) and _dir_like(str(source)):
         table, url_of, where = _folder_rows(str(source), split, manifest, timeout)
     else:
         table, url_of, where = _pattern_rows(source, split, manifest, timeout)
+    rank = build_order(table)
+    table = table.filter(pl.col("split") == split)
     if table.height == 0:
         raise ShardFormatError(
             f"source {source} holds no sample of split {split!r} (manifest {where})"
         )
-    return _index(table, split, url_of, timeout)
+    return _index(table, split, url_of, rank, timeout)
+
+
+def _given_manifest(manifest, timeout: float) -> tuple[pl.DataFrame | None, str]:
+    if isinstance(manifest, pl.DataFrame):
+        if "row" not in manifest.columns:
+            raise ShardFormatError("the given manifest has no row column: it describes shards "
+                                   "of format 2; rebuild them with `python -m prep.shard ... "
+                                   "--overwrite`")
+        return manifest, "(given)"
+    return _read_manifest(str(manifest), timeout), str(manifest)
 
 
 def _folder_rows(base: str, split: str, manifest,
                  timeout: float) -> tuple[pl.DataFrame, dict[str, str], str]:
-    """The rows of ``split`` in a shards folder's manifest (its own unless given; with the
-    manifest row number as ``row``), the URL of each of their shards, and where the manifest
-    came from."""
+    """A shards folder's manifest (its own unless given; the manifest row number as
+    ``_mrow``), the URL of each shard, and where the manifest came from."""
     if manifest is None:
         manifest = _join(base, "manifest.parquet")
-    table = manifest if isinstance(manifest, pl.DataFrame) else _read_manifest(
-        str(manifest), timeout)
+    table, where = _given_manifest(manifest, timeout)
     if table is None:
         raise ShardFormatError(
-            f"{manifest} does not exist: is {base} a study's shards folder (W/shards, "
+            f"{where} does not exist: is {base} a study's shards folder (W/shards, "
             "written by `python -m prep.shard`)?"
         )
-    where = str(manifest) if not isinstance(manifest, pl.DataFrame) else "(given)"
-    table = table.with_row_index("row").filter(pl.col("split") == split)
+    table = table.with_row_index("_mrow")
     url_of = {s: _join(base, s) for s in table["shard"].unique().to_list()}
     return table, url_of, where
 
 
 def _pattern_rows(source, split: str, manifest,
                   timeout: float) -> tuple[pl.DataFrame, dict[str, str], str]:
-    """The rows of ``split`` and of the given shards in their manifest (given, found next to
-    them, or scanned; with the manifest row number as ``row``), the given URL of each shard,
-    and where the manifest came from."""
+    """The manifest rows of the given shards (manifest given, found next to them, or
+    scanned; the manifest row number as ``_mrow``), the given URL of each shard, and where
+    the manifest came from."""
     urls = expand_urls(source)
     if not urls:
         raise ShardFormatError(f"source {source!r} names no shard")
     table, where = None, "(scanned)"
-    if isinstance(manifest, pl.DataFrame):
-        table, where = manifest, "(given)"
-    elif manifest is not None:
-        where = str(manifest)
-        table = _read_manifest(where, timeout)
+    if manifest is not None:
+        table, where = _given_manifest(manifest, timeout)
         if table is None:
             raise ShardFormatError(f"manifest {manifest} does not exist")
     elif _scheme(urls[0]) != "pipe":  # no manifest to guess next to a command
-        folder = _parent(urls[0])
-        for candidate in (_join(folder, "manifest.parquet"),
-                          _join(_parent(folder), "manifest.parquet")):
+        for candidate in (_join(_parent(urls[0]), "manifest.parquet"),
+                          _join(_parent(_parent(urls[0])), "manifest.parquet")):
             try:
                 table = _read_manifest(candidate, timeout)
             except OSError:  # e.g. a server refusing the guess: look further, then scan
@@ -439,14 +513,14 @@ def _pattern_rows(source, split: str, manifest,
                 break
     if table is None:
         log.warning("No manifest.parquet next to %s: scanning %d shard(s)", urls[0], len(urls))
-        table = scan_manifest(urls, timeout)
+        table = scan_manifest(urls, split, timeout)
     url_of = _match_urls(table, urls, where)
-    table = table.with_row_index("row").filter(pl.col("shard").is_in(list(url_of))
-                                               & (pl.col("split") == split))
+    table = table.with_row_index("_mrow").filter(pl.col("shard").is_in(list(url_of)))
     return table, url_of, where
 
 
-def _index(table: pl.DataFrame, split: str, url_of: dict[str, str], timeout: float) -> SplitIndex:
+def _index(table: pl.DataFrame, split: str, url_of: dict[str, str], rank: dict[str, int],
+           timeout: float) -> SplitIndex:
     shard_names = table["shard"].unique(maintain_order=True).to_list()
     shard_id = {s: i for i, s in enumerate(shard_names)}
     genes = sorted(table["gene"].unique().to_list())
@@ -454,6 +528,10 @@ def _index(table: pl.DataFrame, split: str, url_of: dict[str, str], timeout: flo
     keys = table["key"].to_list()
     if len(set(keys)) != len(keys):
         raise ShardFormatError(f"the manifest of split {split} lists a sample key twice")
+    if table.select(pl.col("shard").n_unique().over("gene").max()).item() > 1:
+        raise ShardFormatError(f"the manifest of split {split} puts a gene in two shards: a "
+                               "gene record is never split; rebuild with `prep.shard "
+                               "--overwrite`")
     urls = [url_of[s] for s in shard_names]
     length, flank = _probe_layout(urls[0], timeout)
     build = None
@@ -465,22 +543,19 @@ def _index(table: pl.DataFrame, split: str, url_of: dict[str, str], timeout: flo
                 f"({', '.join(map(str, builds[:3]))}): rebuild with `prep.shard --overwrite`")
         build = builds[0]
     targets, sets, names = _targets(table, split)
+    population = table["population"] if "population" in table.columns else None
     return SplitIndex(
-        split=split,
-        urls=urls,
+        split=split, urls=urls, key=keys,
         shard=np.array([shard_id[s] for s in table["shard"].to_list()], dtype=np.int32),
-        group=table["group"].to_list(),
-        key=keys,
         gene=np.array([gene_id[g] for g in table["gene"].to_list()], dtype=np.int32),
-        genes=genes,
-        P=targets[:, 2].astype(np.float64),
-        row=table["row"].to_numpy().astype(np.int64),
-        length=length,
-        flank=flank,
-        build=build,
-        targets=targets,
-        sets=sets,
-        set_names=names,
+        genes=genes, P=targets[:, 2].astype(np.float64),
+        row=table["_mrow"].to_numpy().astype(np.int64), length=length, flank=flank,
+        record_row=table["row"].to_numpy().astype(np.int32),
+        individual=np.array(table["individual"].to_list(), dtype=object),
+        population=np.array(population.to_list() if population is not None
+                            else [""] * table.height, dtype=object),
+        gene_rank=np.array([rank.get(g, 0) for g in genes], dtype=np.int64),
+        build=build, targets=targets, sets=sets, set_names=names,
     )
 
 
@@ -510,19 +585,3 @@ def _targets(table: pl.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray | 
     cols = [pl.col("Y"), *(pl.col(f"Y:{name}") for name in extra)]
     sets = table.select(cols).to_numpy().astype(np.float32)
     return targets, sets, [PRIMARY_TARGETS, *extra]
-
-
-def group_filter(groups: set[str]) -> Callable[[str, str], bool]:
-    """``want(key, ext)`` for :func:`iter_tar`: the members needed to decode ``groups``.
-
-    Those are each group's haplotype and JSON members and its gene's reference window; a
-    group key is ``{gene}__{split}{NNNN}`` (:func:`prep.shard_format.group_key`).
-    """
-    genes = {g.rsplit("__", 1)[0] for g in groups}
-
-    def want(key: str, ext: str) -> bool:
-        if key.endswith("__reference"):  # any encoding: unpack_groups knows REF_EXT
-            return key[: -len("__reference")] in genes
-        return ext in (HAP_EXT, META_EXT) and key in groups
-
-    return want

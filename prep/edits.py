@@ -36,7 +36,7 @@ Windows
 haplotype and outside the bases a v2 shard would have stored (``fill_n`` False: the ``W``-base
 window ``[t - W // 2, t - W // 2 + W)``; True: the unshifted ``n``-base crop), reverse-
 complemented when ``rc`` differs from the gene's strand flag — byte for byte what cropping a
-stored ``W``-base window gives (:func:`loader.augment.crop`).
+stored ``W``-base window gives (the NumPy crop of ``tests/window_oracle.py``).
 """
 
 from __future__ import annotations
@@ -45,11 +45,13 @@ from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
+from numba.cpython.unsafe.numbers import leading_zeros
 
 from prep.kernels import N_COUNTS, VariantArrays
 
 __all__ = ["GeneEdits", "EditPool", "gene_edits", "select_haplotypes", "make_pool",
-           "haplotype_tss", "write_window", "build_windows", "fixed_windows_from_edits"]
+           "haplotype_tss", "write_window", "build_windows", "build_windows_serial",
+           "fixed_windows_from_edits"]
 
 _SYMBOLIC = 1
 _TRIM = 2
@@ -322,14 +324,31 @@ def _has(bits, e):
     return (bits[e >> 3] >> (7 - (e & 7))) & 1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _next_carried(bits, e, n_edits):
+    """The first edit ``>= e`` that the bit row ``bits`` carries, or ``n_edits``: a byte at a
+    time, so a haplotype's walk costs its carried edits and the row's bytes, not the table's
+    edits (a 196,608 bp gene's table holds ~1,100 edits, a haplotype ~130)."""
+    if e >= n_edits:
+        return n_edits
+    i = e >> 3
+    byte = np.uint8(bits[i] & (0xFF >> (e & 7)))
+    while byte == 0:
+        i += 1
+        if i << 3 >= n_edits:
+            return n_edits
+        byte = bits[i]
+    nxt = (i << 3) + leading_zeros(np.uint8(byte))
+    return nxt if nxt < n_edits else n_edits
+
+
 @njit(cache=True, nogil=True)
 def haplotype_tss(tss_rel, starts, ends, alt_offsets, bits, n_edits):
     """Haplotype index of reference base ``tss_rel`` (see the module docstring)."""
     k = 0
     c = 0
-    for e in range(n_edits):
-        if not _has(bits, e):
-            continue
+    e = _next_carried(bits, 0, n_edits)
+    while e < n_edits:
         s = starts[e]
         if tss_rel < s:
             return k + tss_rel - c
@@ -340,6 +359,7 @@ def haplotype_tss(tss_rel, starts, ends, alt_offsets, bits, n_edits):
             return k + (off if off < a else a)
         k += a
         c = ends[e]
+        e = _next_carried(bits, e + 1, n_edits)
     return k + tss_rel - c
 
 
@@ -381,17 +401,39 @@ def _reverse_complement(x):
     if n % 8 == 0 and x.ctypes.data % 8 == 0:
         w = x.view(np.uint64)
         m = w.shape[0]
+        top = np.uint64(m - 1)
         for j in range((m + 1) // 2):
-            a = _rc_word(w[j])
-            b = _rc_word(w[m - 1 - j])
-            w[j] = b
-            w[m - 1 - j] = a
+            i = np.uint64(j)  # unsigned indexes: no negative-index wraparound to check
+            a = _rc_word(w[i])
+            b = _rc_word(w[top - i])
+            w[i] = b
+            w[top - i] = a
     else:
         for i in range((n + 1) // 2):
             a = x[i]
             b = x[n - 1 - i]
             x[i] = 3 - b if b < 4 else b
             x[n - 1 - i] = 3 - a if a < 4 else a
+
+
+@njit(cache=True, nogil=True)
+def _reverse_complement_into(src, dst):
+    """``dst`` = the reverse complement of ``src`` (uint8 codes, same length, not overlapping).
+
+    Out of place and with unsigned indexes, LLVM vectorises the word loop: about 4x faster than
+    reversing in place (a copy's speed).
+    """
+    n = src.shape[0]
+    if n % 8 == 0 and src.ctypes.data % 8 == 0 and dst.ctypes.data % 8 == 0:
+        s = src.view(np.uint64)
+        d = dst.view(np.uint64)
+        top = np.uint64(s.shape[0] - 1)
+        for j in range(s.shape[0]):
+            d[np.uint64(j)] = _rc_word(s[top - np.uint64(j)])
+    else:
+        for i in range(n):
+            v = src[n - 1 - i]
+            dst[i] = 3 - v if v < 4 else v
 
 
 @njit(cache=True, nogil=True)
@@ -408,14 +450,18 @@ def write_window(ref, n_ref, starts, ends, alt_offsets, alt_codes, bits, n_edits
     hi = min(win_hi, ok_hi)
     k = 0
     c = 0
-    for e in range(n_edits):
-        if k >= hi:
-            break
-        if not _has(bits, e):
-            continue
+    e = _next_carried(bits, 0, n_edits)
+    while e < n_edits and k < hi:
         k = _put(ref, c, starts[e], out, k, lo, hi, win_lo)
-        k = _put(alt_codes, alt_offsets[e], alt_offsets[e + 1], out, k, lo, hi, win_lo)
+        a0 = alt_offsets[e]
+        if alt_offsets[e + 1] - a0 == 1:  # one ALT base (SNPs): no views to build
+            if lo <= k < hi:
+                out[k - win_lo] = alt_codes[a0]
+            k += 1
+        else:
+            k = _put(alt_codes, a0, alt_offsets[e + 1], out, k, lo, hi, win_lo)
         c = ends[e]
+        e = _next_carried(bits, e + 1, n_edits)
     if k < hi:
         k = _put(ref, c, n_ref, out, k, lo, hi, win_lo)
     hi = min(hi, k)
@@ -425,6 +471,38 @@ def write_window(ref, n_ref, starts, ends, alt_offsets, alt_codes, bits, n_edits
         out[t - win_lo] = _N
     if flip:
         _reverse_complement(out)
+
+
+@njit(cache=True, nogil=True)
+def _window_job(pool, slot, row, shift, rc, width, fill_n, out, tss_index, job, scratch):
+    """Window ``job`` of a batch: haplotype ``job % 2`` of sample ``job // 2``
+    (see :func:`build_windows`). A window to reverse-complement is built forward into
+    ``scratch`` (at least n codes) and reverse-complemented from there into the batch."""
+    n = out.shape[2]
+    b = job // 2
+    h = job % 2
+    s = slot[b]
+    if s < 0:
+        out[b, h, :] = _N
+        tss_index[b] = -1
+        return
+    bits = pool.bits[s, 2 * row[b] + h]
+    t = haplotype_tss(pool.tss_rel[s], pool.starts[s], pool.ends[s], pool.alt_offsets[s],
+                      bits, pool.n_edits[s])
+    minus = pool.flip[s]
+    base = t - n // 2
+    win_lo = base + shift[b] if minus else base - shift[b]
+    ok_lo, ok_hi = (base, base + n) if fill_n else (t - width // 2, t - width // 2 + width)
+    flip = rc[b] != minus
+    target = scratch[:n] if flip else out[b, h]
+    write_window(pool.refs[s], pool.ref_len[s], pool.starts[s], pool.ends[s],
+                 pool.alt_offsets[s], pool.alt_codes[s], bits, pool.n_edits[s], win_lo,
+                 ok_lo, ok_hi, False, target)
+    if flip:
+        _reverse_complement_into(target, out[b, h])
+    if h == 0:
+        tss = (n - 1 - n // 2 if minus else n // 2) + shift[b]
+        tss_index[b] = n - 1 - tss if rc[b] else tss
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -451,28 +529,22 @@ def build_windows(pool, slot, row, shift, rc, width, fill_n, out, tss_index):
     tss_index : int64 (B,)
         Receives the TSS's index in each window.
     """
-    n = out.shape[2]
     for job in prange(out.shape[0] * 2):
         b = job // 2
-        h = job % 2
-        s = slot[b]
-        if s < 0:
-            out[b, h, :] = _N
-            tss_index[b] = -1
-            continue
-        bits = pool.bits[s, 2 * row[b] + h]
-        t = haplotype_tss(pool.tss_rel[s], pool.starts[s], pool.ends[s], pool.alt_offsets[s],
-                          bits, pool.n_edits[s])
-        minus = pool.flip[s]
-        base = t - n // 2
-        win_lo = base + shift[b] if minus else base - shift[b]
-        ok_lo, ok_hi = (base, base + n) if fill_n else (t - width // 2, t - width // 2 + width)
-        write_window(pool.refs[s], pool.ref_len[s], pool.starts[s], pool.ends[s],
-                     pool.alt_offsets[s], pool.alt_codes[s], bits, pool.n_edits[s], win_lo,
-                     ok_lo, ok_hi, rc[b] != minus, out[b, h])
-        if h == 0:
-            tss = (n - 1 - n // 2 if minus else n // 2) + shift[b]
-            tss_index[b] = n - 1 - tss if rc[b] else tss
+        scratch = np.empty(out.shape[2] if rc[b] != pool.flip[max(slot[b], 0)] else 0, np.uint8)
+        _window_job(pool, slot, row, shift, rc, width, fill_n, out, tss_index, job, scratch)
+
+
+@njit(cache=True, nogil=True)
+def build_windows_serial(pool, slot, row, shift, rc, width, fill_n, out, tss_index):
+    """:func:`build_windows` on the calling thread only, byte for byte the same.
+
+    For processes forked from one that already ran a parallel kernel (DataLoader workers):
+    numba's GNU OpenMP threading layer cannot run parallel code in such a child.
+    """
+    scratch = np.empty(out.shape[2], np.uint8)  # one forward window, reused (cache-warm)
+    for job in range(out.shape[0] * 2):
+        _window_job(pool, slot, row, shift, rc, width, fill_n, out, tss_index, job, scratch)
 
 
 def fixed_windows_from_edits(ref: np.ndarray, edits: GeneEdits, tss_rel: int, length: int,

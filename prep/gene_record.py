@@ -30,6 +30,7 @@ corrupt member is an error naming shard and member, never a wrong sequence.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +88,16 @@ def encode_edits(edits: GeneEdits, level: int = 3) -> bytes:
     return zstd.ZstdCompressor(compression_params=params).compress(body)
 
 
+_LOCAL = threading.local()
+
+
+def _decompressor() -> zstd.ZstdDecompressor:
+    """This thread's zstd decompressor (making one costs more than decompressing a gene)."""
+    if not hasattr(_LOCAL, "decompressor"):
+        _LOCAL.decompressor = zstd.ZstdDecompressor()
+    return _LOCAL.decompressor
+
+
 def decode_edits(blob: bytes, n_ref: int, n_hap: int, where: str) -> GeneEdits:
     """Inverse of :func:`encode_edits`, with its bounds checked against the span and the
     individuals (``n_ref`` bases, ``n_hap`` haplotypes).
@@ -99,7 +110,7 @@ def decode_edits(blob: bytes, n_ref: int, n_hap: int, where: str) -> GeneEdits:
     try:
         if not zstd.get_frame_parameters(blob).has_checksum:
             raise ShardFormatError(f"{where}: the zstd frame has no content checksum")
-        raw = zstd.ZstdDecompressor().decompress(blob, max_output_size=1 << 31)
+        raw = _decompressor().decompress(blob, max_output_size=1 << 31)
     except zstd.ZstdError as err:
         raise ShardFormatError(f"{where}: corrupt edits ({err})") from None
     if len(raw) < _HEADER.itemsize:

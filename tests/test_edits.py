@@ -3,7 +3,8 @@
 The oracle is HaplotypeBuilder.fixed (itself held to bcftools by test_builder_bcftools and
 test_builder_edges): every literal edge case, every gene x haplotype of the real chr20 (indels)
 and chr22 data, windows cropped from a wider build, and batches with shifts, reverse complements
-and both fill modes against loader.augment.crop of the stored windows a v2 shard would hold.
+and both fill modes against the NumPy crop of the stored windows a v2 shard would hold
+(tests/window_oracle.py).
 """
 
 from __future__ import annotations
@@ -12,13 +13,21 @@ import numpy as np
 import pytest
 from test_builder_edges import FIXED, RAGGED, _builder, genome  # noqa: F401 (fixture)
 
-from loader.augment import crop
 from prep.builder import HaplotypeBuilder
-from prep.edits import build_windows, fixed_windows_from_edits, make_pool
-from prep.encoding import decode
+from prep.edits import (
+    _next_carried,
+    _reverse_complement,
+    _reverse_complement_into,
+    build_windows,
+    build_windows_serial,
+    fixed_windows_from_edits,
+    make_pool,
+)
+from prep.encoding import decode, reverse_complement
 from prep.gene_record import decode_gene, encode_gene
 from prep.regions import read_tss_table
 from tests.conftest import CHR20_REF, CHR20_TSS, CHR20_VCF, CHR22_REF, CHR22_TSS, CHR22_VCF
+from tests.window_oracle import crop
 
 
 def _from_edits(builder, chrom, tss, length, minus=False):
@@ -87,11 +96,13 @@ def test_counts_equal_the_builders():
             assert np.array_equal(region.counts[name], fixed.counts[name][g]), name
 
 
+@pytest.mark.parametrize("kernel", [build_windows, build_windows_serial])
 @pytest.mark.parametrize("fill", ["flank", "N"])
-def test_batches_equal_crops_of_stored_windows(fill):
+def test_batches_equal_crops_of_stored_windows(fill, kernel):
     """What a v2 loader crops from a stored W-base window (flank 8), shifted, reverse-
-    complemented, minus-strand windows stored reverse-complemented: the batch kernel writes the
-    same bytes and TSS indexes straight from edits."""
+    complemented, minus-strand windows stored reverse-complemented: the batch kernel (numba
+    threads, or the calling thread only) writes the same bytes and TSS indexes straight from
+    edits."""
     length, flank, n = 49_152, 8, 4_096
     width = length + 2 * flank
     builder = HaplotypeBuilder(CHR20_REF, CHR20_VCF)
@@ -111,7 +122,7 @@ def test_batches_equal_crops_of_stored_windows(fill):
     slot[3] = -1  # padding
     out = np.empty((b, 2, n), np.uint8)
     tss_index = np.empty(b, np.int64)
-    build_windows(pool, slot, row, shift, rc, width, fill == "N", out, tss_index)
+    kernel(pool, slot, row, shift, rc, width, fill == "N", out, tss_index)
     assert (out[3] == 4).all() and tss_index[3] == -1
     for i in np.flatnonzero(slot >= 0):
         seq = stored[slot[i], row[i]]
@@ -158,3 +169,32 @@ def test_gene_record_corruption_is_an_error_naming_the_member(ext):
     sample[ext] = bytes(blob)
     with pytest.raises(ShardFormatError, match=rf"s.tar.*\.{ext}.*corrupt"):
         decode_gene(sample, "s.tar")
+
+
+@pytest.mark.parametrize("n", [6, 8, 24, 64, 4096])
+def test_reverse_complement_in_place_and_into_another_buffer(n):
+    """Both word kernels (in place; out of place, vectorised) and their byte fallbacks
+    (lengths that are no multiple of 8, unaligned views) equal prep.encoding's."""
+    codes = np.random.default_rng(n).integers(0, 5, size=n + 1).astype(np.uint8)
+    for x in (codes[:n], codes[1:]):  # aligned, then one byte off
+        want = reverse_complement(x[None])[0]
+        into = np.empty(n + 8, np.uint8)[:n]
+        _reverse_complement_into(x, into)
+        assert into.tolist() == want.tolist()
+        y = x.copy()
+        _reverse_complement(y)
+        assert y.tolist() == want.tolist()
+
+
+def test_next_carried_edit_skips_empty_bytes_and_stale_bits():
+    """The set-bit walk of a haplotype's row: every carried edit in order, nothing at or past
+    n_edits (a pool slot's row may hold a longer gene's stale bits beyond its own edits)."""
+    carried = [0, 7, 8, 30, 41]
+    row = np.packbits(np.isin(np.arange(64), carried + [45, 63]))  # 45, 63: stale, beyond 44
+    got, e = [], _next_carried(row, 0, 44)
+    while e < 44:
+        got.append(e)
+        e = _next_carried(row, e + 1, 44)
+    assert got == carried
+    assert _next_carried(row, 9, 44) == 30 and _next_carried(row, 42, 44) == 44
+    assert _next_carried(np.zeros(0, np.uint8), 0, 0) == 0

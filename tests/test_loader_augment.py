@@ -1,13 +1,15 @@
-"""loader.augment: crops, shifts and reverse complements of literal windows."""
+"""loader.augment's draws, and the NumPy crop oracle (tests/window_oracle.py) the window kernels
+are held to, on literal windows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from loader.augment import crop, crop_start, draw_augment, reverse_complement_rows
+from loader.augment import draw_augment
 from loader.order import seeded_rng
 from prep.encoding import reverse_complement
+from tests.window_oracle import crop, crop_start
 
 N = 4
 # W = 10 = L 6 + 2 * flank 2; forward-stored TSS at W // 2 = 5
@@ -83,19 +85,3 @@ def test_draw_augment_ranges_and_probabilities():
     _, none = draw_augment(seeded_rng(0, "augment"), 50, 0.0, 0)
     _, every = draw_augment(seeded_rng(0, "augment"), 50, 1.0, 0)
     assert not none.any() and every.all()
-
-
-@pytest.mark.parametrize("n", [8, 24, 64, 6])  # one word, an odd word count, even, NumPy path
-def test_reverse_complement_rows_kernel_matches_prep(n):
-    codes = seeded_rng(0, "codes", n).integers(0, 5, size=(3, n)).astype(np.uint8)
-    x = codes.copy()
-    reverse_complement_rows(x)
-    assert x.tolist() == reverse_complement(codes).tolist()
-
-
-def test_reverse_complement_rows_literal_and_raises():
-    x = np.array([[0, 1, 2, 3, 4, 4, 0, 0]], dtype=np.uint8)  # ACGTNNAA
-    reverse_complement_rows(x)
-    assert x.tolist() == [[3, 3, 4, 4, 0, 1, 2, 3]]  # TTNNACGT
-    with pytest.raises(ValueError, match="C-contiguous uint8"):
-        reverse_complement_rows(np.zeros((2, 8), dtype=np.int64))

@@ -1,4 +1,5 @@
-"""loader.dataloader on the real chr22 demo shards: modes, epochs, resume, augmentation, errors.
+"""loader.dataloader on the real chr22 demo study in shard format 3: modes, epochs, resume,
+windows against the haplotype builder, augmentation, errors.
 
 Ranks are simulated in one process (``rank=``, ``world_size=``); tests/test_loader_distributed.py
 runs real processes.
@@ -15,11 +16,12 @@ import polars as pl
 import pytest
 import torch
 
+from hapflow.sections import ConfigError
 from loader import ShardFormatError, make_loader, reverse_complement
-from loader.augment import crop
 from prep.encoding import reverse_complement as np_reverse_complement
-from prep.shard_tar import iter_shard
 from tests.loader_demo import demo_shards
+from tests.v3_shards import demo_v3_reverse_minus, demo_v3_shards
+from tests.window_oracle import StudyWindows
 
 L = 49_152
 FLANK = 8
@@ -27,24 +29,17 @@ FLANK = 8
 
 @pytest.fixture(scope="session")
 def shards(tmp_path_factory) -> Path:
-    return demo_shards(tmp_path_factory.getbasetemp())
+    return demo_v3_shards(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
 def manifest(shards) -> pl.DataFrame:
-    return pl.read_parquet(shards / "manifest.parquet").with_row_index("row")
+    return pl.read_parquet(shards / "manifest.parquet").with_row_index("row_number")
 
 
 @pytest.fixture(scope="session")
-def stored(shards) -> dict:
-    """Manifest row -> the stored (2, W) window, for the train split."""
-    m = pl.read_parquet(shards / "manifest.parquet").with_row_index("row")
-    row_of = dict(zip(m["key"], m["row"], strict=True))
-    out = {}
-    for path in sorted((shards / "train").glob("*.tar")):
-        for s in iter_shard(path):
-            out[row_of[s["__key__"]]] = (np.array(s["seq"]), s["tss_index"])
-    return out
+def oracle(shards) -> StudyWindows:
+    return StudyWindows(shards)
 
 
 def _indexes(loader) -> list[list[int]]:
@@ -60,7 +55,7 @@ def test_train_epoch_has_one_pass_split_evenly_over_ranks(shards, manifest):
     assert [len(s) for s in seen] == [n // 16, n // 16]
     rows = [i for s in seen for b in s for i in b]
     assert len(rows) == len(set(rows)) == n // 16 * 16  # no sample twice in an epoch
-    assert set(rows) <= set(manifest.filter(pl.col("split") == "train")["row"].to_list())
+    assert set(rows) <= set(manifest.filter(pl.col("split") == "train")["row_number"].to_list())
     assert ranks[0].epoch == 1 and ranks[0].batch == 0
 
 
@@ -104,23 +99,59 @@ def test_resume_with_other_workers_starts_next_epoch(shards):
     assert (b.epoch, b.batch) == (1, 0)
 
 
-def test_train_augmentation_on_real_sequences(shards, stored):
+def _collect(loader, key="seq") -> tuple[np.ndarray, ...]:
+    """Every valid sample of a loader's epoch: manifest rows, windows, shifts, rc, TSS index."""
+    rows, seqs, shifts, rcs, tss = [], [], [], [], []
+    for b in loader:
+        ok = b["valid"].numpy()
+        rows.append(b["index" if key == "seq" else f"index_{key[-1]}"].numpy()[ok])
+        seqs.append(b[key].numpy()[ok])
+        shifts.append(b["shift"].numpy()[ok])
+        rcs.append(b["rc"].numpy()[ok])
+        tss.append(b["tss_index"].numpy()[ok])
+    return tuple(np.concatenate(x) for x in (rows, seqs, shifts, rcs, tss))
+
+
+@pytest.mark.parametrize("length", [L, 4096, 128])
+def test_eval_windows_equal_the_builders_at_any_length(shards, oracle, length):
+    """shift 0, forward strand: every window is HaplotypeBuilder.fixed's at that length (a
+    window cut from the 49,152 + 2 x 8 bp build equals a build of its own length)."""
+    loader = make_loader(shards, "val", "eval", 8, num_workers=0, length=length)
+    rows, seqs, shifts, rcs, tss = _collect(loader)
+    assert len(rows) == 182 and not shifts.any() and not rcs.any()
+    assert np.array_equal(seqs, oracle.fixed(rows, length))
+    assert (tss == length // 2).all()
+
+
+def test_train_augmentation_equals_the_crop_of_the_stored_window(shards, oracle):
+    """Shifts of +-3 from the stored flanks and reverse complements: byte for byte what a
+    format-2 loader cropped from the W = L + 2 x 8 window prep stored (tests/window_oracle.py),
+    TSS index included; 2 workers."""
     loader = make_loader(shards, "train", "train", 8, num_workers=2, epoch_batches=30)
-    shifts, flips = set(), set()
-    for batch in loader:
-        for i in range(8):
-            row, s, rc = int(batch["index"][i]), int(batch["shift"][i]), bool(batch["rc"][i])
-            seq, tss_index = stored[row]
-            got = batch["seq"][i].numpy()
-            fwd = np_reverse_complement(got) if rc else got
-            # the window's bases moved right by s: the unshifted crop starts s bases later
-            assert (fwd == seq[:, FLANK - s: FLANK - s + L]).all()
-            assert (got == crop(seq, tss_index, FLANK, shift=s, reverse=rc)[0]).all()
-            tss = L // 2 + s
-            assert int(batch["tss_index"][i]) == (L - 1 - tss if rc else tss)
-            shifts.add(s)
-            flips.add(rc)
-    assert shifts == set(range(-3, 4)) and flips == {False, True}
+    rows, seqs, shifts, rcs, tss = _collect(loader)
+    want, want_tss = oracle.cropped(rows, shifts, rcs, "flank", L)
+    assert np.array_equal(seqs, want) and np.array_equal(tss, want_tss)
+    assert set(shifts.tolist()) == set(range(-3, 4)) and set(rcs.tolist()) == {False, True}
+    fwd = np.where(rcs[:, None, None], np.stack([np_reverse_complement(x) for x in seqs]), seqs)
+    centre = oracle.fixed(rows, L + 2 * FLANK)
+    for i in range(len(rows)):  # the window's bases moved right by s
+        s = shifts[i]
+        assert (fwd[i] == centre[i][:, FLANK - s: FLANK - s + L]).all()
+
+
+@pytest.mark.parametrize("length", [L, 1024])
+def test_minus_strand_genes_stored_reverse_complemented(tmp_path_factory, length):
+    """[haplotypes] reverse_minus = true: a minus-strand gene's windows come reverse-
+    complemented (TSS at n - 1 - n // 2) and augmentation acts on top, as prep stored them."""
+    shards = demo_v3_reverse_minus(tmp_path_factory.getbasetemp())
+    loader = make_loader(shards, "train", "train", 8, num_workers=0, epoch_batches=20,
+                         length=length)
+    rows, seqs, shifts, rcs, tss = _collect(loader)
+    oracle = StudyWindows(shards)
+    minus = (oracle.manifest["strand"][rows.tolist()] == "-").to_numpy()
+    assert minus.any() and (~minus).any()
+    want, want_tss = oracle.cropped(rows, shifts, rcs, "flank", length)
+    assert np.array_equal(seqs, want) and np.array_equal(tss, want_tss)
 
 
 def test_reverse_complement_twice_is_identity_on_real_batch(shards):
@@ -131,26 +162,25 @@ def test_reverse_complement_twice_is_identity_on_real_batch(shards):
     assert torch.equal(reverse_complement(once), seq)
 
 
-def test_shift_fill_n_on_real_sequences(shards, stored):
+def test_shift_fill_n_on_real_sequences(shards, oracle):
     loader = make_loader(shards, "train", "train", 8, num_workers=0, epoch_batches=5,
                          shift_fill="N", rc_prob=0.0)
-    for batch in loader:
-        for i in range(8):
-            s = int(batch["shift"][i])
-            seq, _ = stored[int(batch["index"][i])]
-            got = batch["seq"][i].numpy()
-            centre = seq[:, FLANK:FLANK + L]
-            if s > 0:
-                assert (got[:, :s] == 4).all() and (got[:, s:] == centre[:, :L - s]).all()
-            elif s < 0:
-                assert (got[:, L + s:] == 4).all() and (got[:, :L + s] == centre[:, -s:]).all()
-            else:
-                assert (got == centre).all()
+    rows, seqs, shifts, rcs, _ = _collect(loader)
+    assert not rcs.any() and set(shifts.tolist()) > {0}
+    centre = oracle.fixed(rows, L)
+    for got, want, s in zip(seqs, centre, shifts, strict=True):
+        if s > 0:
+            assert (got[:, :s] == 4).all() and (got[:, s:] == want[:, :L - s]).all()
+        elif s < 0:
+            assert (got[:, L + s:] == 4).all() and (got[:, :L + s] == want[:, -s:]).all()
+        else:
+            assert (got == want).all()
+    assert np.array_equal(seqs, oracle.cropped(rows, shifts, rcs, "N", L)[0])
 
 
 def test_eval_covers_every_sample_once(shards, manifest):
     for split in ("val", "test"):
-        want = manifest.filter(pl.col("split") == split)["row"].to_list()
+        want = manifest.filter(pl.col("split") == split)["row_number"].to_list()
         got, counts = [], []
         for r in range(3):
             loader = make_loader(shards, split, "eval", 7, rank=r, world_size=3, num_workers=2)
@@ -170,7 +200,7 @@ def test_eval_covers_every_sample_once(shards, manifest):
 
 def test_eval_targets_match_manifest(shards, manifest):
     batch = next(iter(make_loader(shards, "val", "eval", 8, num_workers=0)))
-    rows = manifest.filter(pl.col("row").is_in(batch["index"].tolist())).sort("row")
+    rows = manifest.filter(pl.col("row_number").is_in(batch["index"].tolist())).sort("row_number")
     assert batch["individual"] == rows["individual"].to_list()
     np.testing.assert_allclose(batch["Y"].numpy(), rows["Y"].to_numpy(), rtol=1e-6)
     np.testing.assert_allclose(batch["P"].numpy(), rows["P"].to_numpy(), rtol=1e-6)
@@ -180,8 +210,8 @@ def test_pairwise_train_pairs_same_gene_different_individuals(shards, manifest):
     loader = make_loader(shards, "train", "pairwise", 8, num_workers=2, min_percentile_diff=25.0)
     genes = manifest.filter(pl.col("split") == "train")["gene"].n_unique()
     assert len(loader) == genes * 250 // 8
-    gene_of = dict(zip(manifest["row"], manifest["gene"], strict=True))
-    ind_of = dict(zip(manifest["row"], manifest["individual"], strict=True))
+    gene_of = dict(zip(manifest["row_number"], manifest["gene"], strict=True))
+    ind_of = dict(zip(manifest["row_number"], manifest["individual"], strict=True))
     for i, b in enumerate(loader):
         assert b["seq_a"].shape == b["seq_b"].shape == (8, 2, L)
         for a, c, g in zip(b["index_a"].tolist(), b["index_b"].tolist(), b["gene"], strict=True):
@@ -219,10 +249,25 @@ def test_bad_settings_raise(shards):
         make_loader(shards, "train", "shuffle", 8)
     with pytest.raises(TypeError, match="unknown setting"):
         make_loader(shards, "train", "train", 8, buffer=3)
-    with pytest.raises(ValueError, match="exceeds the stored window"):
-        make_loader(shards, "train", "train", 8, length=2 * L)
+    with pytest.raises(ValueError, match="exceeds the stored window L = 49152"):
+        make_loader(shards, "train", "train", 8, length=L + 128)
+    with pytest.raises(ConfigError, match="multiple of 128"):
+        make_loader(shards, "train", "train", 8, length=1000)
     with pytest.raises(ShardFormatError, match="no sample of split 'dev'"):
         make_loader(shards, "dev", "eval", 8)
+
+
+def test_format2_shards_are_refused_naming_the_folder_and_the_fix(tmp_path_factory):
+    old = demo_shards(tmp_path_factory.getbasetemp())  # prep.sharding's format-2 layout
+    with pytest.raises(ShardFormatError) as info:
+        make_loader(old, "train", "train", 8)
+    message = str(info.value)
+    assert "format 2" in message and str(old) in message
+    assert "python -m prep.shard" in message and "--overwrite" in message
+    with pytest.raises(ShardFormatError, match=r"format 2.*python -m prep.shard .*--overwrite"):
+        make_loader(f"{old}/train/shard-000000.tar", "train", "train", 8,
+                    manifest=pl.read_parquet(old / "manifest.parquet").with_columns(
+                        pl.col("index").alias("row")).drop("group"))
 
 
 def test_cropped_length(shards):
@@ -231,14 +276,32 @@ def test_cropped_length(shards):
     assert batch["tss_index"].tolist() == [512, 512]
 
 
+def test_a_worker_reads_only_the_genes_its_batches_need(shards):
+    """Memory bounded by the batches, not by what the shards hold: an eval pass over 26 genes
+    holds one or two genes at a time, and the first batch reads only its own genes."""
+    from loader.pool import GenePool  # imported here: this test alone looks inside a worker
+    from loader.stages import worker_batches
+
+    loader = make_loader(shards, "val", "eval", 8, num_workers=0)
+    pool = GenePool(len(loader.index.genes))
+    cfg = loader.config
+    batches = worker_batches(loader.index, loader.items(0), batch_size=8, chunk_size=8,
+                             window=loader.window, augment=False, rc_prob=0, max_shift=0,
+                             seed=cfg.seed, epoch=0, rank=0, worker=0, pool=pool)
+    first = next(batches)
+    assert pool.peak == len(set(first["gene"])) == 2  # 7 val individuals a gene
+    rest = list(batches)
+    assert len(rest) == len(loader) - 1 and pool.peak <= 2 and len(pool) == 0
+
+
 @pytest.fixture()
 def broken(shards, tmp_path) -> Path:
-    """A copy of the demo shards with train/shard-000001.tar cut inside a haplotype member."""
+    """A copy of the demo shards with shard-000001.tar cut inside its 6th gene's edits."""
     copy = tmp_path / "shards"
     shutil.copytree(shards, copy)
-    path = copy / "train" / "shard-000001.tar"
+    path = copy / "shard-000001.tar"
     with tarfile.open(path) as tar:
-        member = [m for m in tar.getmembers() if m.name.endswith(".hap.zst")][5]
+        member = [m for m in tar.getmembers() if m.name.endswith(".var.zst")][5]
     path.write_bytes(path.read_bytes()[: member.offset_data + member.size // 2])
     return copy
 
@@ -263,27 +326,58 @@ def test_worker_error_is_the_original_error_in_the_main_process(broken):
 
 
 def test_truncated_shard_skipped_and_counted(broken, manifest, caplog):
+    """on_error = "skip": the genes of the cut shard read before the cut load, the rest become
+    padding; loader.skipped names the shard."""
     loader = make_loader(broken, "train", "eval", 8, num_workers=2, on_error="skip")
     batches = list(loader)
     assert len(batches) == len(loader)
     valid = sum(int(b["valid"].sum()) for b in batches)
-    in_shard = manifest.filter(pl.col("shard") == "train/shard-000001.tar").height
-    n = manifest.filter(pl.col("split") == "train").height
-    assert n - in_shard < valid < n
-    assert list(loader.skipped) == [str(broken / "train" / "shard-000001.tar")]
+    train = manifest.filter(pl.col("split") == "train")
+    genes = train.filter(pl.col("shard") == "shard-000001.tar")["gene"].unique(
+        maintain_order=True).to_list()
+    lost = train.filter(pl.col("gene") == genes[5]).height  # one gene's train samples
+    assert valid == train.height - lost
+    assert list(loader.skipped) == [str(broken / "shard-000001.tar")]
     assert "skipped" in caplog.text and "shard-000001.tar" in caplog.text
 
 
-def test_corrupt_header_is_reported_as_missing_samples(shards, tmp_path):
+def test_a_corrupt_gene_json_becomes_padding_counted_in_skipped(shards, manifest, tmp_path):
+    """Issue 15 item 9: a gene record whose JSON fails its checksum is an error naming shard and
+    member, or with on_error = "skip" its samples become padding (valid False, all N, NaN
+    targets), counted in loader.skipped, and every other gene loads."""
     copy = tmp_path / "shards"
     shutil.copytree(shards, copy)
-    path = copy / "val" / "shard-000000.tar"
+    path = copy / "shard-000002.tar"
     with tarfile.open(path) as tar:
-        member = tar.getmembers()[4]
+        member = [m for m in tar.getmembers() if m.name.endswith(".json")][3]
+    data = bytearray(path.read_bytes())
+    data[member.offset_data + 20] ^= 0x01  # one changed digit or letter
+    path.write_bytes(bytes(data))
+    with pytest.raises(ShardFormatError, match=rf"shard-000002.tar: member {member.name}.*sha256"):
+        list(make_loader(copy, "val", "eval", 8, num_workers=0))
+    loader = make_loader(copy, "val", "eval", 8, num_workers=2, on_error="skip")
+    batches = list(loader)
+    padded = [(b["seq"][i], b["Y"][i], b["gene"][i]) for b in batches
+              for i in range(8) if b["index"][i] >= 0 and not b["valid"][i]]
+    val = manifest.filter(pl.col("split") == "val")
+    gene = member.name.split(".")[0]
+    assert len(padded) == val.filter(pl.col("key").str.starts_with(gene + "__")).height > 0
+    assert all((s == 4).all() and torch.isnan(y) and g == "" for s, y, g in padded)
+    assert sum(int(b["valid"].sum()) for b in batches) == val.height - len(padded)
+    assert list(loader.skipped) == [str(copy / "shard-000002.tar")]
+    assert member.name in loader.skipped[str(copy / "shard-000002.tar")]
+
+
+def test_corrupt_header_is_reported_as_missing_genes(shards, tmp_path):
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    path = copy / "shard-000000.tar"
+    with tarfile.open(path) as tar:
+        member = tar.getmembers()[6]  # the third gene's JSON
     data = bytearray(path.read_bytes())
     data[member.offset: member.offset + 100] = b"x" * 100  # tar then ends silently here
     path.write_bytes(bytes(data))
-    with pytest.raises(ShardFormatError, match=r"shard-000000.tar lacks \d+ sample"):
+    with pytest.raises(ShardFormatError, match=r"shard-000000.tar lacks gene \S+ \(\d+ sample"):
         list(make_loader(copy, "val", "eval", 8, num_workers=0))
 
 
@@ -317,3 +411,14 @@ def test_short_epochs_span_every_gene(shards, manifest, mode):
     loader = make_loader(shards, "train", mode, 4, num_workers=0, epoch_batches=40, length=256)
     seen = [g for b in loader for g, ok in zip(b["gene"], b["valid"].tolist(), strict=True) if ok]
     assert len(loader) == 40 and set(seen) == genes
+
+
+def test_threads_in_the_main_process_build_the_same_batches(shards):
+    """[loader] threads cuts each batch between threads (num_workers = 0): same batches."""
+    def run(**kw):
+        loader = make_loader(shards, "train", "pairwise", 8, num_workers=0, epoch_batches=6,
+                             **kw)
+        return [(b["index_a"].tolist(), b["seq_a"].numpy().tobytes(),
+                 b["seq_b"].numpy().tobytes(), b["tss_index"].tolist()) for b in loader]
+
+    assert run(threads=3) == run()

@@ -20,14 +20,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from loader import gather_predictions, make_loader, merge_batches, rank_and_world
-from tests.loader_demo import demo_shards
+from tests.v3_shards import demo_v3_shards
 
 WORLD = 2
 
 
 @pytest.fixture(scope="session")
 def shards(tmp_path_factory) -> Path:
-    return demo_shards(tmp_path_factory.getbasetemp())
+    return demo_v3_shards(tmp_path_factory.getbasetemp())
 
 
 def test_gather_predictions_single_process_drops_padding_and_sorts():
@@ -71,7 +71,7 @@ def _rank_main(rank: int, shards: str, init_file: str, out_dir: str) -> None:
                             world_size=WORLD, timeout=datetime.timedelta(seconds=60))
     try:
         res = {}
-        # train: 4 uneven shards (984, 984, 984, 246 samples) over 2 ranks x 2 workers
+        # train: 5 uneven shards (738, 738, 738, 738, 246 train samples) over 2 ranks x 2 workers
         loader = make_loader(shards, "train", "train", 8, num_workers=2, **fork)
         rows = []
         for b in loader:
@@ -133,19 +133,19 @@ def test_ddp_train_equal_batch_counts_with_uneven_shards(ddp_results, shards):
 
 
 def test_ddp_eval_covers_every_sample_exactly_once(ddp_results, shards):
-    m = pl.read_parquet(shards / "manifest.parquet").with_row_index("row")
+    m = pl.read_parquet(shards / "manifest.parquet").with_row_index("row_number")
     test = m.filter(pl.col("split") == "test")
     a, b = (r["eval"] for r in ddp_results)
     assert a["batches"] == b["batches"] == -(-test.height // 2 // 7)
     assert a == b  # gathered on every rank
-    assert a["index"] == test["row"].to_list()  # each once, manifest order
+    assert a["index"] == test["row_number"].to_list()  # each once, manifest order
     assert a["gene"] == test["gene"].to_list()
     np.testing.assert_allclose(a["pred"], 2 * test["Y"].to_numpy(), rtol=1e-6)
 
 
 def test_ddp_gene_mode_equal_counts_one_gene_per_batch_as_planned(ddp_results, shards):
-    m = pl.read_parquet(shards / "manifest.parquet").with_row_index("row")
-    gene = dict(zip(m["row"], m["gene"], strict=True))
+    m = pl.read_parquet(shards / "manifest.parquet").with_row_index("row_number")
+    gene = dict(zip(m["row_number"], m["gene"], strict=True))
     lens = [r["gene"]["len"] for r in ddp_results]
     assert [len(r["gene"]["batches"]) for r in ddp_results] == lens and lens[0] == lens[1]
     for rank, r in enumerate(ddp_results):
@@ -159,9 +159,9 @@ def test_ddp_gene_mode_equal_counts_one_gene_per_batch_as_planned(ddp_results, s
 
 
 def test_ddp_pairs_same_gene_different_individuals(ddp_results, shards):
-    m = pl.read_parquet(shards / "manifest.parquet").with_row_index("row")
-    gene = dict(zip(m["row"], m["gene"], strict=True))
-    ind = dict(zip(m["row"], m["individual"], strict=True))
+    m = pl.read_parquet(shards / "manifest.parquet").with_row_index("row_number")
+    gene = dict(zip(m["row_number"], m["gene"], strict=True))
+    ind = dict(zip(m["row_number"], m["individual"], strict=True))
     for r in ddp_results:
         assert len(r["pairs"]) == 6 * 8
         for a, b, g in r["pairs"]:

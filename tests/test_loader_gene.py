@@ -12,19 +12,19 @@ from loader import make_loader
 from loader.order import block_shuffle, seeded_rng
 from loader.plan import balanced_batches, eval_gene_batches, gene_batch_count, train_gene_batches
 from loader.ranks import rank_batches
-from tests.loader_demo import demo_shards
+from tests.v3_shards import demo_v3_shards
 
 L = 49_152
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    return demo_shards(tmp_path_factory.getbasetemp())
+    return demo_v3_shards(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")
 def manifest(shards) -> pl.DataFrame:
-    return pl.read_parquet(shards / "manifest.parquet").with_row_index("row")
+    return pl.read_parquet(shards / "manifest.parquet").with_row_index("row_number")
 
 
 # -- plan ---------------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def _one_gene(b) -> str:
 
 def test_gene_mode_train_two_ranks(shards, manifest):
     train = manifest.filter(pl.col("split") == "train")
-    gene_of = dict(zip(train["row"], train["gene"], strict=True))
+    gene_of = dict(zip(train["row_number"], train["gene"], strict=True))
     ranks = [make_loader(shards, "train", "gene", 8, rank=r, world_size=2, num_workers=2)
              for r in range(2)]
     assert len(ranks[0]) == len(ranks[1])
@@ -153,7 +153,7 @@ def test_gene_mode_eval_every_sample_once_in_fixed_order(shards, manifest):
             assert b["shift"].eq(0).all() and not b["rc"].any()
             got += b["index"][b["valid"]].tolist()
         orders.append([b["index"].tolist() for b in batches])
-    assert sorted(got) == val["row"].to_list()
+    assert sorted(got) == val["row_number"].to_list()
     again = make_loader(shards, "val", "gene", 8, rank=2, world_size=3, num_workers=2)
     assert [b["index"].tolist() for b in again] == orders[2]
 

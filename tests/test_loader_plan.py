@@ -215,7 +215,7 @@ def test_large_synthetic_manifest_plans_every_mode():
     gene = np.repeat(np.arange(genes, dtype=np.int32), per)
     shard = (np.arange(n) // 8_192).astype(np.int32)
     index = SplitIndex(split="train", urls=[f"s{i}.tar" for i in range(shard.max() + 1)],
-                       shard=shard, group=[""] * n, key=[""] * n, gene=gene,
+                       shard=shard, key=[""] * n, gene=gene,
                        genes=[str(g) for g in range(genes)], P=np.linspace(0, 100, n),
                        row=np.arange(n), length=1024, flank=8)
     cfg = LoaderConfig(batch_size=8)

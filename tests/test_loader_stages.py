@@ -1,8 +1,9 @@
-"""loader.stages: gathering, shuffling, collating and reading, on literal data and a tiny shard."""
+"""loader.stages, loader.records, loader.pool: reading gene records, scheduling, collating, on
+literal format-3 shards (synthetic: the edge cases the real data lacks; the real demo is in
+test_loader_dataloader)."""
 
 from __future__ import annotations
 
-import json
 import tarfile
 
 import numpy as np
@@ -10,30 +11,18 @@ import pytest
 
 from loader.augment import Window
 from loader.order import interleave_lanes, seeded_rng
-from loader.sources import SplitIndex
-from loader.stages import (
-    Group,
-    collate_pairs,
-    collate_samples,
-    decode_groups,
-    gather_chunks,
-    read_interleaved,
-    read_rows,
-    split_rounds,
-    worker_batches,
-)
-from prep.shard_format import (
-    ShardFormatError,
-    encode_group,
-    encode_reference,
-    group_key,
-    sample_key,
-    unpack_groups,
-)
-from prep.shard_tar import ShardWriter, read_tar_members
+from loader.pool import GenePool
+from loader.records import GeneReader
+from loader.sources import SplitIndex, StaleShardError
+from loader.stages import BatchTables, GeneSchedule, collate_pairs, collate_samples, worker_batches
+from prep.edits import GeneEdits
+from prep.gene_record import encode_gene
+from prep.shard_format import ShardFormatError, safe_key, sample_key
+from prep.shard_tar import ShardWriter
 
 N = 4
 REF = np.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 1], dtype=np.uint8)  # W = 10: L = 6, flank 2
+TSS = 5  # W // 2: the TSS's index in the span (the span is the stored window here)
 
 
 def _haps(i: int) -> np.ndarray:
@@ -43,235 +32,272 @@ def _haps(i: int) -> np.ndarray:
     return h
 
 
-def _tiny_shard(path, n=3):
-    """One gene (G.1) of n individuals in two groups (sizes 2 and n - 2)."""
-    w = ShardWriter(path)
-    w.add_reference("G.1", encode_reference(REF))
-    inds = [f"I{i}" for i in range(n)]
-    keys = []
-    for g, lo in enumerate(range(0, n, 2)):
-        members = inds[lo:lo + 2]
-        haps = np.stack([_haps(lo + j) for j in range(len(members))])
-        meta = {"gene": "G.1", "chrom": "22", "tss": 100, "strand": "+", "split": "train",
-                "length": 6, "flank": 2, "window": 10, "tss_index": 5,
-                "reverse_complemented": False, "build": "b",
-                "individuals": members, "populations": ["EUR"] * len(members),
-                "applied": [[0, 0]] * len(members)}
-        key = group_key("G.1", "train", g)
-        w.add_group(key, encode_group(haps, REF), meta)
-        keys += [key] * len(members)
-    w.close()
-    targets = np.stack([np.arange(n), np.zeros(n), np.arange(n) * 10.0], 1).astype(np.float32)
-    return SplitIndex(split="train", urls=[str(path)], shard=np.zeros(n, np.int32), group=keys,
-                      key=[sample_key("G.1", i) for i in inds], gene=np.zeros(n, np.int32),
-                      genes=["G.1"], P=np.arange(n) * 10.0, row=np.arange(n) + 100, length=6,
-                      flank=2, targets=targets)
+def _edits(n: int) -> GeneEdits:
+    """Edit e (e < n): base e becomes N; haplotype 2 of individual e carries it."""
+    bits = np.zeros((2 * n, n), bool)
+    bits[2 * np.arange(n) + 1, np.arange(n)] = True
+    return GeneEdits(starts=np.arange(n, dtype=np.int64), ends=np.arange(1, n + 1, dtype=np.int64),
+                     alt_offsets=np.arange(n + 1, dtype=np.int64), alt_codes=np.full(n, N, np.uint8),
+                     bits=np.packbits(bits, axis=1))
 
 
-def test_gather_chunks_waits_for_every_sample_and_keeps_order():
-    chunks = [np.array([[0], [1]]), np.array([[2], [-1]])]
-    events = [(2, "c"), (0, "a"), (1, "b")]
-    out = list(gather_chunks(events, chunks))
-    assert out == [[("a",), ("b",)], [("c",), (None,)]]
+def _members(gene: str, n: int, build: str = "b", **change) -> list[tuple[str, bytes]]:
+    meta = {"build": build, "gene": gene, "chrom": "22", "tss": 100 + TSS, "strand": "+",
+            "span_start": 100, "tss_rel": TSS, "length": 6, "flank": 2, "width": 10,
+            "reverse_complemented": False, "individuals": [f"I{i}" for i in range(n)],
+            "applied": [[0, 1]] * n, **change}
+    return encode_gene(meta, REF, _edits(n))
 
 
-def test_gather_chunks_shares_samples_between_pair_chunks():
-    chunks = [np.array([[0, 1]]), np.array([[1, 2]]), np.array([[-1, -1]])]
-    out = list(gather_chunks([(0, "a"), (1, "b"), (2, "c")], chunks))
-    assert out == [[("a", "b")], [("b", "c")], [(None, None)]]
+def _study(tmp_path, shards=1, genes=1, n=3, build="b") -> SplitIndex:
+    """``shards`` shards of ``genes`` genes (G{s}_{g}.1) x ``n`` individuals, one split."""
+    urls, shard, gene, keys, names = [], [], [], [], []
+    for s in range(shards):
+        path = tmp_path / f"s{s}.tar"
+        w = ShardWriter(path)
+        for g in range(genes):
+            name = f"G{s}_{g}.1"
+            for ext, data in _members(name, n, build):
+                w.add(f"{safe_key(name)}.{ext}", data)
+            shard += [s] * n
+            gene += [s * genes + g] * n
+            keys += [sample_key(name, f"I{i}") for i in range(n)]
+            names.append(name)
+        w.close()
+        urls.append(str(path))
+    m = len(keys)
+    targets = np.stack([np.arange(m), np.zeros(m), np.arange(m) * 10.0], 1).astype(np.float32)
+    return SplitIndex(split="train", urls=urls, shard=np.array(shard, np.int32), key=keys,
+                      gene=np.array(gene, np.int32), genes=names, P=np.arange(m) * 10.0,
+                      row=np.arange(m) + 100, length=6, flank=2,
+                      record_row=np.tile(np.arange(n), shards * genes).astype(np.int32),
+                      individual=np.array([k.split("__")[1] for k in keys], object),
+                      build="b", targets=targets)
 
 
-def test_gather_chunks_ignores_unwanted_and_repeated_events():
-    out = list(gather_chunks([(5, "x"), (0, "a"), (0, "again")], [np.array([[0]])]))
-    assert out == [[("a",)]]
+def _held(index: SplitIndex) -> tuple[BatchTables, GenePool]:
+    """Tables and a pool holding every gene of ``index``."""
+    pool, reader = GenePool(len(index.genes)), GeneReader(index)
+    for g in range(len(index.genes)):
+        for got, record in reader.fetch(g):
+            pool.add(got, record)
+    reader.close()
+    return BatchTables(index), pool
 
 
-def test_split_rounds_rereads_samples_needed_again_later():
-    chunks = [np.array([[0], [1]]), np.array([[2], [3]]), np.array([[1], [4]]),
-              np.array([[5], [-1]])]
-    assert split_rounds(chunks) == [[0, 1], [2, 3]]
-    pairs = [np.array([[0, 1]]), np.array([[1, 2]]), np.array([[2, 3]]), np.array([[0, 3]])]
-    assert split_rounds(pairs) == [[0, 1, 2], [3]]  # neighbours may share; 0 comes back later
-    assert split_rounds([]) == []
+def _run(index, items, **kw):
+    args = {"batch_size": 2, "chunk_size": 2, "window": Window(6), "augment": False,
+            "rc_prob": 0.5, "max_shift": 3, "seed": 0, "epoch": 0, "rank": 0, "worker": 0, **kw}
+    return list(worker_batches(index, np.asarray(items).reshape(-1, 1), **args))
 
 
-def _sample(ind: int) -> tuple:
-    """A handle (group, row) on a one-row group of individual ``ind``."""
-    meta = {"tss_index": 5, "gene": "G.1", "individuals": [f"I{ind}"], "populations": ["EUR"]}
-    return Group(_haps(ind)[None], meta, "mem"), 0
+# -- collation ----------------------------------------------------------------------------------
 
 
-def test_collate_samples_pads_with_n_nan_and_invalid():
-    targets = {"Y": np.array([1.5, 2.5], np.float32), "Z": np.array([0.5, 0.5], np.float32),
-               "P": np.array([20.0, 30.0], np.float32)}  # padding rows are cleared
-    b = collate_samples([(_sample(0),), (None,)], np.array([7, -1]), Window(6),
-                        np.array([2, 1]), np.array([True, True]), targets=targets)
+def test_collate_samples_pads_with_n_nan_and_invalid(tmp_path):
+    tables, pool = _held(_study(tmp_path))
+    b = collate_samples(tables, pool, np.array([[0], [-1]]), Window(6), np.array([2, 1]),
+                        np.array([True, True]))
     assert b["seq"].shape == (2, 2, 6) and b["seq"].dtype == np.uint8
     assert b["seq"][0, 1].tolist() == [2, 3, 0, 1, 2, N]  # shift 2, then reverse complement
     assert (b["seq"][1] == N).all()
     assert b["valid"].tolist() == [True, False]
-    assert b["Y"][0] == 1.5 and np.isnan(b["Y"][1])
-    assert b["index"].tolist() == [7, -1]
+    assert b["Y"][0] == 0.0 and np.isnan(b["Y"][1]) and b["P"].dtype == np.float32
+    assert b["index"].tolist() == [100, -1]
     assert b["shift"].tolist() == [2, 0] and b["rc"].tolist() == [True, False]
     assert b["tss_index"].tolist() == [6 - 1 - (3 + 2), -1]
-    assert b["individual"] == ["I0", ""]
+    assert b["individual"] == ["I0", ""] and b["gene"] == ["G0_0.1", ""]
 
 
-def test_collate_pairs_shares_augmentation():
-    b = collate_pairs([(_sample(0), _sample(1))], np.array([[3, 4]]), Window(6),
-                      np.array([-1]), np.array([False]))
-    assert b["seq_a"].shape == (1, 2, 6)
+def test_collate_pairs_shares_augmentation(tmp_path):
+    tables, pool = _held(_study(tmp_path, n=5))
+    b = collate_pairs(tables, pool, np.array([[0, 4], [2, -1]]), Window(6), np.array([-1, 2]),
+                      np.array([False, True]))
+    assert b["seq_a"].shape == (2, 2, 6)
     assert b["seq_a"][0, 0].tolist() == b["seq_b"][0, 0].tolist() == [3, 0, 1, 2, 3, 0]
-    assert b["individual_a"] == ["I0"] and b["individual_b"] == ["I1"]
-    assert b["index_a"].tolist() == [3] and b["index_b"].tolist() == [4]
-    assert b["tss_index"].tolist() == [2]
+    assert b["seq_b"][0, 1].tolist() == [3, N, 1, 2, 3, 0]  # individual 4's N at base 4
+    assert b["valid"].tolist() == [True, False]  # a pair with a padding member is padding
+    assert (b["seq_a"][1] == N).all() and (b["seq_b"][1] == N).all()
+    assert b["individual_a"] == ["I0", ""] and b["individual_b"] == ["I4", ""]
+    assert b["index_a"].tolist() == [100, -1] and b["index_b"].tolist() == [104, -1]
+    assert b["tss_index"].tolist() == [2, -1] and b["shift"].tolist() == [-1, 0]
+    assert b["Y_b"][0] == 4.0 and np.isnan(b["Y_a"][1])
 
 
-def test_read_rows_yields_only_wanted_samples(tmp_path):
-    index = _tiny_shard(tmp_path / "s.tar")
-    got = list(read_rows(index, [(0, {index.key[2]: 2, index.key[0]: 0})]))
-    assert [p for p, _ in got] == [0, 2]
-    group, row = got[1][1]
-    assert group.haps[row].tolist() == _haps(2).tolist()
-    assert group.meta["individuals"][row] == "I2"
+def test_collate_writes_into_the_given_buffer(tmp_path):
+    tables, pool = _held(_study(tmp_path))
+    out = np.zeros((1, 2, 2, 6), np.uint8)
+    b = collate_samples(tables, pool, np.array([[2], [1]]), Window(6), np.zeros(2, np.int64),
+                        np.zeros(2, bool), out)
+    assert np.shares_memory(b["seq"], out)
+    assert out[0, 0].tolist() == _haps(2)[:, 2:8].tolist()
 
 
-def _truncate(src, dst):
-    """Copy ``src`` cut in the middle of its last haplotype member."""
-    with tarfile.open(src) as tar:
-        last = [m for m in tar.getmembers() if m.name.endswith(".hap.zst")][-1]
-    dst.write_bytes(src.read_bytes()[: last.offset_data + last.size // 2])
+# -- worker_batches -----------------------------------------------------------------------------
 
 
-def test_read_rows_raises_naming_a_truncated_shard(tmp_path):
-    index = _tiny_shard(tmp_path / "s.tar")
-    _truncate(tmp_path / "s.tar", tmp_path / "cut.tar")
-    index.urls = [str(tmp_path / "cut.tar")]
-    with pytest.raises(ShardFormatError, match="cut.tar"):
-        list(read_rows(index, [(0, {k: i for i, k in enumerate(index.key)})]))
-
-
-def test_read_rows_skips_and_counts_a_truncated_shard(tmp_path):
-    index = _tiny_shard(tmp_path / "s.tar")
-    _truncate(tmp_path / "s.tar", tmp_path / "cut.tar")
-    index.urls = [str(tmp_path / "cut.tar")]
-    errors = []
-    got = list(read_rows(index, [(0, {k: i for i, k in enumerate(index.key)})], "skip", errors))
-    assert sorted(p for p, _ in got) == [0, 1, 2]
-    assert [p for p, s in got if s is None]  # some samples lost
-    assert len(errors) == 1 and errors[0][0].endswith("cut.tar") and "skipped" in errors[0][1]
-
-
-def test_read_rows_reports_samples_missing_from_a_shard(tmp_path):
-    index = _tiny_shard(tmp_path / "s.tar", n=2)
-    index.key.append(sample_key("G.1", "NOT_THERE"))
-    index.group.append(index.group[0])
-    with pytest.raises(ShardFormatError, match=r"lacks 1 sample\(s\) listed in the manifest"):
-        list(read_rows(index, [(0, {k: i for i, k in enumerate(index.key)})]))
-
-
-def test_worker_batches_eval_order_and_padding(tmp_path):
-    index = _tiny_shard(tmp_path / "s.tar")
-    items = np.array([[0], [1], [2], [-1]])
-    batches = list(worker_batches(index, items, batch_size=2, chunk_size=2, window=Window(6),
-                                  augment=False, rc_prob=0.5, max_shift=3, seed=0,
-                                  epoch=0, rank=0, worker=0))
+def test_worker_batches_eval_order_padding_and_skip(tmp_path):
+    index = _study(tmp_path)
+    batches = _run(index, [0, 1, 2, -1])
     assert [b["index"].tolist() for b in batches] == [[100, 101], [102, -1]]
     assert batches[1]["seq"][0].tolist() == _haps(2)[:, 2:8].tolist()
     assert [b["batch"] for b in batches] == [0, 1]
     # targets come from the index (the manifest), not the shard: Y = position here
     assert batches[0]["Y"].tolist() == [0.0, 1.0] and batches[1]["P"][0] == 20.0
     assert np.isnan(batches[1]["Y"][1])
-    skipped = list(worker_batches(index, items, batch_size=2, chunk_size=2, window=Window(6),
-                                  augment=False, rc_prob=0.5, max_shift=3, seed=0,
-                                  epoch=0, rank=0, worker=0, skip=1))
-    assert [b["index"].tolist() for b in skipped] == [[102, -1]]
+    assert [b["index"].tolist() for b in _run(index, [0, 1, 2, -1], skip=1)] == [[102, -1]]
 
 
-def test_decode_groups_equals_prep_unpack_groups(tmp_path):
-    _tiny_shard(tmp_path / "s.tar")
-    mine = [(key, g.haps[r], g.meta["tss_index"]) for g in decode_groups(
-        read_tar_members(tmp_path / "s.tar")) for r, key in enumerate(g.keys())]
-    prep = [(s["__key__"], s["seq"], s["tss_index"]) for s in unpack_groups(
-        read_tar_members(tmp_path / "s.tar"))]
-    assert [(k, y) for k, _, y in mine] == [(k, y) for k, _, y in prep]
-    assert all((a == b).all() for (_, a, _), (_, b, _) in zip(mine, prep, strict=True))
+def test_worker_batches_windows_at_any_length_up_to_l(tmp_path):
+    index = _study(tmp_path)
+    for n in (2, 4, 6):
+        got = _run(index, [2, 1], window=Window(n))[0]["seq"]
+        lo = TSS - n // 2
+        assert got[0].tolist() == _haps(2)[:, lo:lo + n].tolist(), n
 
 
-def test_decode_groups_raises_without_reference(tmp_path):
-    _tiny_shard(tmp_path / "s.tar")
-    raw = [s for s in read_tar_members(tmp_path / "s.tar") if "json" in s]
-    with pytest.raises(ShardFormatError, match="comes before the reference window"):
-        list(decode_groups(raw))
+def test_worker_batches_pairs_one_kernel_call_for_both_members(tmp_path):
+    index = _study(tmp_path)
+    args = {"batch_size": 1, "chunk_size": 1, "window": Window(6), "augment": False,
+            "rc_prob": 0.5, "max_shift": 3, "seed": 0, "epoch": 0, "rank": 0, "worker": 0}
+    (b,) = list(worker_batches(index, np.array([[2, 0]]), **args))
+    assert b["seq_a"][0].tolist() == _haps(2)[:, 2:8].tolist()
+    assert b["seq_b"][0].tolist() == _haps(0)[:, 2:8].tolist()
 
 
-def test_tiny_shard_json_is_what_prep_writes(tmp_path):
-    """Guard: the tiny shard's JSON has every field unpack_groups reads."""
-    _tiny_shard(tmp_path / "s.tar")
-    metas = [json.loads(s["json"]) for s in read_tar_members(tmp_path / "s.tar") if "json" in s]
-    assert [m["individuals"] for m in metas] == [["I0", "I1"], ["I2"]]
+# -- reading: errors, skipping, verification ----------------------------------------------------
 
 
-def _study(tmp_path, n_shards=4, genes=6, per_gene=20, group=10):
-    """n_shards shards of `genes` genes x `per_gene` individuals, groups of `group` (W = 10)."""
-    urls, shard, groups, keys, gene = [], [], [], [], []
-    for s in range(n_shards):
-        path = tmp_path / f"s{s}.tar"
-        w = ShardWriter(path)
-        for g in range(genes):
-            name = f"G{s}_{g}.1"
-            w.add_reference(name, encode_reference(REF))
-            for k, lo in enumerate(range(0, per_gene, group)):
-                inds = [f"I{i}" for i in range(lo, lo + group)]
-                meta = {"gene": name, "chrom": "22", "tss": 100, "strand": "+", "split": "train",
-                        "length": 6, "flank": 2, "window": 10, "tss_index": 5,
-                        "reverse_complemented": False, "build": "b",
-                        "individuals": inds, "populations": ["EUR"] * group,
-                        "applied": [[0, 0]] * group}
-                key = group_key(name, "train", k)
-                w.add_group(key, encode_group(np.stack([_haps(0)] * group), REF), meta)
-                groups += [key] * group
-                keys += [sample_key(name, i) for i in inds]
-                shard += [s] * group
-                gene += [s * genes + g] * group
-        w.close()
-        urls.append(str(path))
-    n = len(keys)
-    return SplitIndex(split="train", urls=urls, shard=np.array(shard, np.int32), group=groups,
-                      key=keys, gene=np.array(gene, np.int32),
-                      genes=[str(g) for g in range(n_shards * genes)], P=np.zeros(n),
-                      row=np.arange(n), length=6, flank=2)
+def _cut_after_first_gene(src, dst):
+    """Copy ``src`` cut inside the second gene's edits member."""
+    with tarfile.open(src) as tar:
+        member = [m for m in tar.getmembers() if m.name.endswith(".var.zst")][1]
+    dst.write_bytes(src.read_bytes()[: member.offset_data + member.size // 2])
 
 
-def _peak_held(events, chunks):
-    """Most samples delivered but not yet handed on (their chunk incomplete) at any time."""
-    need = [set(c[c >= 0].tolist()) for c in chunks]
-    arrived, nxt, held, peak = set(), 0, 0, 0
-    for pos, _ in events:
-        arrived.add(pos)
-        held += 1
-        while nxt < len(need) and need[nxt] <= arrived:
-            held -= len(need[nxt])
-            nxt += 1
-        peak = max(peak, held)
-    assert nxt == len(need) and len(arrived) == sum(map(len, need))
-    return peak
+def test_a_gene_is_read_without_reading_the_rest_of_its_shard(tmp_path):
+    """A stream stops as soon as the wanted record is complete: the first gene of a shard cut
+    inside its second gene reads fine (and only the second gene fails)."""
+    index = _study(tmp_path, genes=2)
+    _cut_after_first_gene(tmp_path / "s0.tar", tmp_path / "cut.tar")
+    index.urls = [str(tmp_path / "cut.tar")]
+    reader = GeneReader(index)
+    assert [g for g, _ in reader.fetch(0)] == [0]
+    with pytest.raises(ShardFormatError, match="cut.tar"):
+        reader.fetch(1)
 
 
-def test_read_interleaved_reads_lanes_side_by_side(tmp_path):
-    index = _study(tmp_path)  # 480 samples in 4 shards of 6 genes x 20 (groups of 10)
-    perm = interleave_lanes(len(index), 4, 10, seeded_rng(0, "t"))
-    chunks = [perm[i:i + 40, None] for i in range(0, len(perm), 40)]
-    assert len({int(index.gene[p]) for p in perm[:4]}) == 4
-    events = list(read_interleaved(index, chunks))
-    assert sorted(p for p, _ in events) == list(range(len(index)))
-    assert {int(index.shard[p]) for p, _ in events[:40]} == {0, 1, 2, 3}  # all lanes at once
-    # about a chunk plus a decoded group per lane, where reading shard after shard holds
-    # most of what a shard's lane will need later
-    peak = _peak_held(iter(events), chunks)
-    assert peak <= 40 + 4 * 10
-    wanted = [(s, {index.key[p]: int(p) for p in np.flatnonzero(index.shard == s)})
-              for s in range(4)]
-    assert _peak_held(read_rows(index, wanted), chunks) > 2 * peak
-    for pos, (group, row) in events[:5]:
-        assert group.meta["individuals"][row] == index.key[pos].split("__")[1]
+def test_truncated_shard_raises_naming_it_or_is_skipped_and_counted(tmp_path):
+    index = _study(tmp_path, genes=2)
+    _cut_after_first_gene(tmp_path / "s0.tar", tmp_path / "cut.tar")
+    index.urls = [str(tmp_path / "cut.tar")]
+    items = [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ShardFormatError, match="cut.tar"):
+        _run(index, items)
+    batches = _run(index, items, on_error="skip")
+    valid = np.concatenate([b["valid"] for b in batches])
+    assert valid.tolist() == [True] * 3 + [False] * 3  # gene 2's samples become padding
+    assert all((b["seq"][~b["valid"]] == N).all() for b in batches)
+    errors = [e for b in batches for e in b["errors"]]
+    assert len(errors) == 1 and errors[0][0].endswith("cut.tar")
+    assert "skipped" in errors[0][1] and "3 sample(s) of gene G0_1.1" in errors[0][1]
+
+
+def _corrupt(tmp_path, index, gene: int, ext: str):
+    """Flip one byte in the middle of member ``ext`` of gene ``gene`` of shard 0."""
+    path = tmp_path / "s0.tar"
+    name = f"{safe_key(index.genes[gene])}.{ext}"
+    with tarfile.open(path) as tar:
+        member = tar.getmember(name)
+    data = bytearray(path.read_bytes())
+    data[member.offset_data + member.size // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("ext", ["json", "ref.2bit", "var.zst"])
+def test_a_corrupt_member_becomes_padding_counted_in_skipped(tmp_path, ext):
+    """Issue 15 item 9: a gene record whose JSON fails its checksum (or any corrupt member)
+    raises naming shard and member, or with on_error = "skip" costs that gene's samples only:
+    padding (valid False, all N), reported as skipped."""
+    index = _study(tmp_path, genes=3)
+    _corrupt(tmp_path, index, 1, ext)
+    items = list(range(9)) + [-1]
+    with pytest.raises(ShardFormatError, match=rf"s0.tar: member G0_1_1\.{ext}.*corrupt"):
+        _run(index, items)
+    batches = _run(index, items, on_error="skip")
+    valid = np.concatenate([b["valid"] for b in batches])
+    assert valid.tolist() == [True] * 3 + [False] * 3 + [True] * 3 + [False]
+    errors = [e for b in batches for e in b["errors"]]
+    assert len(errors) == 1 and f"G0_1_1.{ext}" in errors[0][1] and "skipped" in errors[0][1]
+
+
+def test_a_stale_build_raises_even_when_skipping(tmp_path):
+    index = _study(tmp_path)
+    index.build = "other"
+    with pytest.raises(StaleShardError, match="mixes builds"):
+        _run(index, [0, 1], on_error="skip")
+
+
+def test_a_gene_missing_from_its_shard(tmp_path):
+    index = _study(tmp_path)
+    index.genes[0] = "NOT_THERE.1"
+    with pytest.raises(ShardFormatError, match=r"lacks gene NOT_THERE.1 \(3 sample"):
+        _run(index, [0, 1])
+
+
+def test_individuals_must_be_those_the_manifest_lists_at_their_rows(tmp_path):
+    index = _study(tmp_path)
+    index.record_row[:] = [1, 0, 2]
+    with pytest.raises(ShardFormatError, match="individuals are not those the manifest lists"):
+        _run(index, [0, 1])
+
+
+# -- the pool and the schedule ------------------------------------------------------------------
+
+
+def test_pool_grows_by_doubling_and_keeps_its_genes(tmp_path):
+    index = _study(tmp_path, genes=5)
+    pool, reader = GenePool(5), GeneReader(index)
+    for g in range(5):
+        for got, record in reader.fetch(g):
+            pool.add(got, record)
+    assert len(pool) == pool.peak == 5 and pool.pool.refs.shape == (8, 16)
+    pool.release(1)
+    pool.release(3)
+    assert len(pool) == 3 and 1 not in pool and pool.peak == 5
+    tables = BatchTables(index)
+    b = collate_samples(tables, pool, np.array([[14], [4], [0]]), Window(6),
+                        np.zeros(3, np.int64), np.zeros(3, bool))
+    assert b["valid"].tolist() == [True, False, True]  # gene 1 (positions 3-5) released
+    assert b["seq"][0].tolist() == _haps(2)[:, 2:8].tolist()
+
+
+def test_schedule_reads_a_gene_once_per_run_and_frees_it_after():
+    index = SplitIndex(split="train", urls=["s0"], shard=np.zeros(6, np.int32), key=list("abcdef"),
+                       gene=np.array([0, 0, 1, 1, 2, 2], np.int32), genes=["A", "B", "C"],
+                       P=np.zeros(6), row=np.arange(6), length=6, flank=2)
+    gene = np.append(index.gene, 3).astype(np.int64)
+    batches = np.array([[0, 2], [1, 3], [4, -1], [5, -1], [0, -1]])  # gene A again at batch 4
+    near = GeneSchedule(gene, batches, index, hold=1)
+    assert near.run_gene.tolist() == [0, 0, 1, 2] and near.run_first.tolist() == [0, 4, 0, 2]
+    assert [r.tolist() for r in near._reads] == [[0, 1], [], [2], [], [0]]
+    assert [r.tolist() for r in near._frees] == [[], [0, 1], [], [2], [0]]
+    assert near.bound() == 3  # batch 1 holds A, B and, read ahead, C
+    kept = GeneSchedule(gene, batches, index, hold=3)
+    assert kept.run_gene.tolist() == [0, 1, 2]  # A held from batch 0 to 4
+    assert GeneSchedule(gene, batches, index, hold=1, first=3)._reads[4].tolist() == [0]
+
+
+def test_the_pool_holds_at_most_the_bound_of_its_schedule(tmp_path):
+    """Memory bounded by the plan, not by the shards: 4 lanes through 4 shards of 6 genes hold
+    about two genes per lane, never a shard's worth per lane."""
+    index = _study(tmp_path, shards=4, genes=6, n=10)  # 240 samples
+    perm = interleave_lanes(len(index), 4, 5, seeded_rng(0, "t"))
+    pool = GenePool(len(index.genes))
+    batches = _run(index, perm, batch_size=4, chunk_size=40, pool=pool)
+    assert sorted(int(i) for b in batches for i in b["index"]) == list(range(100, 340))
+    schedule = GeneSchedule(np.append(index.gene, 24).astype(np.int64), perm.reshape(-1, 4),
+                            index, hold=10)
+    assert pool.peak <= schedule.bound() <= 2 * 4
+    assert pool.pool.refs.shape[0] <= 8  # slots: at most the peak, rounded up to a power of 2
+    assert len(pool) == 0  # every gene freed after its last batch

@@ -98,15 +98,17 @@ def load_train_study(config: Path, overrides: dict | None = None):
 def train_study(base: Path) -> tuple[Path, Path]:
     """Build (once) the 4-gene study under ``base/train_demo``; returns (workdir, config)."""
     from tests.loader_demo import build_study
+    from tests.v3_shards import to_format3
 
     workdir = Path(base) / "train_demo"
     config = workdir / "study.toml"
     with _LOCK:
-        if (workdir / "shards" / "meta.json").exists():
+        meta = workdir / "shards" / "meta.json"
+        if meta.exists() and '"format": 3' in meta.read_text():
             return workdir, config
         workdir.mkdir(parents=True, exist_ok=True)
         lines = CHR22_TSS.read_text().splitlines()
         (workdir / "tss4.tsv").write_text("\n".join(lines[: 1 + GENES]) + "\n")
         write_config(config)
-        build_study(config, workdir)
+        to_format3(build_study(config, workdir))  # shard format 3 (tests/v3_shards.py)
     return workdir, config

@@ -21,11 +21,15 @@ class LoaderConfig:
     batch_size: int = 8
     """Samples (or pairs) per batch on each rank."""
     num_workers: int = 2
-    """DataLoader worker processes per rank (0: load in the main process)."""
+    """DataLoader worker processes per rank, each building windows on one thread (0: load in
+    the main process, on `threads` threads)."""
+    threads: int = 1
+    """num_workers = 0: threads building each batch's windows in the main process; more than
+    one pay off only on cores no other process (nor the training step) uses."""
     shuffle_buffer: int = 1024
-    """Train modes: samples (pairs) read together in each worker (rounded up to a multiple of
-    batch_size); each lane is shuffled in blocks of shuffle_buffer / lanes items (see lanes);
-    memory is about shuffle_buffer x 2 x L bytes."""
+    """Train modes: each lane is shuffled in blocks of shuffle_buffer / lanes items (see lanes);
+    a worker draws the augmentation of shuffle_buffer items (rounded up to a multiple of
+    batch_size) at once and keeps a gene read until no batch within that many items needs it."""
     lanes: int | None = None
     """Train modes (train, pairwise, gene): the epoch's reading order is cut into this many lanes
     read side by side (one sample, in gene mode one batch, of each lane in turn), so a batch
@@ -33,8 +37,8 @@ class LoaderConfig:
     gene-sorted shards would give few. Default (None): batch_size. More lanes than batch_size
     (read in a spread order) make the genes a run of batches sees change faster: each lane
     covers fewer genes of the epoch. Each worker then reads that many places of its shards at
-    once and holds about lanes x group_size decoded samples besides the shuffle buffer; 1: one
-    lane (consecutive samples, a plain block shuffle)."""
+    once and holds about two genes per lane (each its reference span and edits, ~0.3 MB at
+    196,608 bp); 1: one lane (consecutive samples, a plain block shuffle)."""
     seed: int = 0
     """Seed of shard order, shuffling, pair sampling and augmentation (with epoch, rank, worker)."""
     rc_prob: float = 0.5
@@ -45,7 +49,8 @@ class LoaderConfig:
     """Bases shifted into the window: the stored real flanks (needs [shard] flank >= max_shift)
     or N."""
     length: int | None = None
-    """Length of the windows in batches, cropped around the TSS (default: the stored L)."""
+    """Length of the windows in batches around the TSS: a multiple of 128 up to the stored L
+    ([haplotypes] length of the build, the widest window); default: the stored L."""
     epoch_batches: int | None = None
     """Train modes: batches per rank per epoch (default: every sample or pair once, less the
     remainder that does not fill a batch on every rank)."""
@@ -57,16 +62,17 @@ class LoaderConfig:
     """Pairwise mode: keep only pairs whose P differs by more than this (the paper's
     classification variant: 25); None keeps every pair."""
     on_error: Literal["raise", "skip"] = "raise"
-    """A corrupt or truncated shard: raise an error naming it, or skip the rest of it (its
-    missing samples become padding with valid = False, counted and logged)."""
+    """A corrupt gene record or shard: raise an error naming shard and member, or skip it (the
+    samples of a corrupt gene, or of a broken shard's genes not yet read, become padding with
+    valid = False, counted in loader.skipped and logged)."""
     prefetch_factor: int = 2
     """Batches each worker prepares ahead."""
     pin_memory: bool = False
     """Return batches in pinned memory (faster host-to-GPU copies)."""
     keep_freed_memory: bool = True
     """Loading processes (the workers; the main process too when num_workers = 0) keep freed
-    memory for reuse instead of returning it to the OS (glibc only), so each decoded group does
-    not page-fault fresh memory: about 1.6x more samples/s, at the cost of RSS staying at peak."""
+    memory for reuse instead of returning it to the OS (glibc only), so each batch's buffers do
+    not page-fault fresh memory, at the cost of RSS staying at peak."""
     worker_start: Literal["default", "fork", "spawn", "forkserver"] = "default"
     """How worker processes start; "default" is Python's default (fork on Linux up to Python
     3.13; inside processes started by spawn, spawn, which re-imports everything per worker)."""
@@ -80,12 +86,14 @@ class LoaderConfig:
         require(self, "loader", [
             (self.batch_size > 0, "batch_size must be > 0"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
+            (self.threads > 0, "threads must be > 0"),
             (self.shuffle_buffer >= 0, "shuffle_buffer must be >= 0"),
             (self.lanes is None or self.lanes > 0, "lanes must be > 0"),
             (self.seed >= 0, "seed must be >= 0"),
             (0.0 <= self.rc_prob <= 1.0, "rc_prob must be between 0 and 1"),
             (self.max_shift >= 0, "max_shift must be >= 0"),
-            (self.length is None or self.length > 0, "length must be > 0"),
+            (self.length is None or (self.length > 0 and self.length % 128 == 0),
+             "length must be a positive multiple of 128 (Enformer's bin)"),
             (self.epoch_batches is None or self.epoch_batches > 0, "epoch_batches must be > 0"),
             (self.pairs_per_gene > 0 and self.val_pairs_per_gene > 0,
              "pairs_per_gene and val_pairs_per_gene must be > 0"),
