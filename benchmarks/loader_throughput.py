@@ -34,8 +34,7 @@ first batch.
   function imports its NumPy support, ~1.5 s here). "worker RSS MB" is the peak resident
   memory of each DataLoader worker
   (VmHWM, shared pages inherited from the parent included); ``--memory`` measures one loading
-  process alone (see :func:`memory`). The shards are written by ``prep.sharding.run_shard``
-  and rewritten in format 3 by ``tests/v3_shards.py`` until ``prep.shard`` writes format 3.
+  process alone (see :func:`memory`). The shards (format 3) are written by ``prep.sharding.run_shard``.
 * **npy** -- the same windows as uncompressed ``(2, L)`` uint8 ``.npy`` members in WebDataset
   shards of 256 samples, read by a plain ``wds.WebDataset(urls, resampled=True).shuffle(1024)
   .decode().to_tuple(...).batched(8)`` pipeline through ``wds.WebLoader`` (first
@@ -128,7 +127,7 @@ three ways (DataLoader, buffered DataLoader, direct indexing) compete for its be
 def _cache_key() -> str:
     h = hashlib.sha256()
     for name in ("prep/gene_record.py", "prep/edits.py", "prep/sharding.py", "prep/builder.py",
-                 "tests/v3_shards.py"):
+                 "prep/shard_build.py"):
         h.update((REPO_ROOT / name).read_bytes())
     return h.hexdigest()[:12]
 
@@ -158,7 +157,6 @@ def build_shards(length: int, genes: list[dict], workdir: Path) -> Path:
     from hapflow.sections import HaplotypesConfig, ShardConfig
     from prep.sharding import run_shard
     from prep.variants import VariantReader
-    from tests.v3_shards import to_format3  # until prep.shard writes format 3 (issue 17)
 
     shards = workdir / "shards"
     if (shards / "meta.json").exists() and json.loads(
@@ -179,7 +177,7 @@ def build_shards(length: int, genes: list[dict], workdir: Path) -> Path:
     s = ShardConfig(expression=str(workdir / "expression.parquet"), test_fraction=0.1,
                     val_fraction=0.05)
     run_shard(StudyConfig(haplotypes=h, shard=s), workdir)
-    return to_format3(shards)
+    return shards
 
 
 def build_npy_shards(genes: list[dict], length: int, out: Path, n_samples: int,

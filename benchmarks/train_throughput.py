@@ -78,7 +78,6 @@ def build_shards(stored: int, config: Path = CONFIG) -> Path:
     from hapflow.config import load_study
     from prep.sharding import run_shard
     from prep.targets import run_expression
-    from tests.v3_shards import to_format3  # until prep.shard writes format 3 (issue 17)
 
     work = CACHE / f"demo_L{stored}"
     meta = work / "shards" / "meta.json"
@@ -88,7 +87,6 @@ def build_shards(stored: int, config: Path = CONFIG) -> Path:
     run_expression(load_study(config), work)
     run_shard(load_study(config, {"haplotypes": {"length": stored}}, need=("haplotypes", "shard")),
               work)
-    to_format3(work / "shards")
     return work
 
 

@@ -44,8 +44,8 @@ import numpy as np
 import polars as pl
 
 from hapflow.sections import PRIMARY_TARGETS
-from prep.gene_record import FORMAT, META_EXT, check_gene_meta
-from prep.shard_format import ShardFormatError, decode_meta, sample_key
+from prep.gene_record import META_EXT, check_gene_meta
+from prep.shard_format import FORMAT_VERSION, ShardFormatError, decode_meta, sample_key
 from prep.shard_tar import iter_tar
 
 __all__ = [
@@ -357,7 +357,7 @@ def scan_manifest(urls: Sequence[str], split: str, timeout: float = 120.0) -> pl
         with open_url(url, timeout) as fh:
             for sample in iter_tar(fh, url, want=lambda _k, ext: ext == META_EXT):
                 where = f"shard {url}: member {sample['__key__']}.{META_EXT}"
-                meta = decode_meta(sample[META_EXT], where, version=FORMAT)
+                meta = decode_meta(sample[META_EXT], where, version=FORMAT_VERSION)
                 check_gene_meta(meta, where)
                 for j, ind in enumerate(meta["individuals"]):
                     rows.append({
@@ -376,7 +376,7 @@ def _probe_layout(url: str, timeout: float) -> tuple[int, int]:
     with open_url(url, timeout) as fh:
         for sample in iter_tar(fh, url, want=lambda _k, ext: ext == META_EXT):
             where = f"shard {url}: member {sample['__key__']}.{META_EXT}"
-            meta = decode_meta(sample[META_EXT], where, version=FORMAT)
+            meta = decode_meta(sample[META_EXT], where, version=FORMAT_VERSION)
             check_gene_meta(meta, where)
             return meta["length"], meta["flank"]
     raise ShardFormatError(f"shard {url} holds no gene record")

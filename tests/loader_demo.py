@@ -19,11 +19,12 @@ CONFIG = ROOT / "configs" / "demo.toml"
 _LOCK = threading.Lock()
 
 
-def build_study(config: Path, workdir: Path) -> Path:
-    """log1p expression + shards of the study ``config`` into ``workdir`` (prep's info logs
-    quiet meanwhile); returns the shards folder."""
-    from hapflow.config import StudyConfig, load_config
-    from hapflow.sections import ExpressionConfig, HaplotypesConfig, ShardConfig
+def build_study(config: Path, workdir: Path, overrides: dict | None = None) -> Path:
+    """log1p expression + shards (format 3) of the study ``config`` (``overrides``: a
+    ``{section: {key: value}}`` of haplotypes/shard settings) into ``workdir``, prep's info logs
+    quiet meanwhile; returns the shards folder."""
+    from hapflow.config import load_config, load_study
+    from hapflow.sections import ExpressionConfig
     from prep.expression_files import read_expression, write_expression
     from prep.expression_processing import log1p_expression
     from prep.sharding import run_shard
@@ -35,9 +36,8 @@ def build_study(config: Path, workdir: Path) -> Path:
         e = load_config(ExpressionConfig, config, "expression")
         write_expression(log1p_expression(read_expression(e.input)),
                          workdir / "expression" / "expression.parquet")
-        h = load_config(HaplotypesConfig, config, "haplotypes")
-        s = load_config(ShardConfig, config, "shard")
-        summary = run_shard(StudyConfig(haplotypes=h, shard=s), workdir)
+        study = load_study(config, overrides or {}, need=("haplotypes", "shard"))
+        summary = run_shard(study, workdir)
     finally:
         prep_log.setLevel(level)
     assert summary.get("finalized"), f"shards of {config} not finalized: {summary}"
@@ -51,3 +51,14 @@ def demo_shards(base: Path) -> Path:
         if (shards / "meta.json").exists():
             return shards
         return build_study(CONFIG, workdir)
+
+
+def demo_reverse_minus(base: Path) -> Path:
+    """The demo study with ``[haplotypes] reverse_minus = true`` (minus-strand genes' windows
+    reverse-complemented) under ``base/loader_demo_rc``, built once per session."""
+    workdir = Path(base) / "loader_demo_rc"
+    shards = workdir / "shards"
+    with _LOCK:
+        if (shards / "meta.json").exists():
+            return shards
+        return build_study(CONFIG, workdir, {"haplotypes": {"reverse_minus": True}})

@@ -19,8 +19,7 @@ import torch
 from hapflow.sections import ConfigError
 from loader import ShardFormatError, make_loader, reverse_complement
 from prep.encoding import reverse_complement as np_reverse_complement
-from tests.loader_demo import demo_shards
-from tests.v3_shards import demo_v3_reverse_minus, demo_v3_shards
+from tests.loader_demo import demo_reverse_minus, demo_shards
 from tests.window_oracle import StudyWindows
 
 L = 49_152
@@ -29,7 +28,7 @@ FLANK = 8
 
 @pytest.fixture(scope="session")
 def shards(tmp_path_factory) -> Path:
-    return demo_v3_shards(tmp_path_factory.getbasetemp())
+    return demo_shards(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
@@ -143,7 +142,7 @@ def test_train_augmentation_equals_the_crop_of_the_stored_window(shards, oracle)
 def test_minus_strand_genes_stored_reverse_complemented(tmp_path_factory, length):
     """[haplotypes] reverse_minus = true: a minus-strand gene's windows come reverse-
     complemented (TSS at n - 1 - n // 2) and augmentation acts on top, as prep stored them."""
-    shards = demo_v3_reverse_minus(tmp_path_factory.getbasetemp())
+    shards = demo_reverse_minus(tmp_path_factory.getbasetemp())
     loader = make_loader(shards, "train", "train", 8, num_workers=0, epoch_batches=20,
                          length=length)
     rows, seqs, shifts, rcs, tss = _collect(loader)
@@ -257,8 +256,13 @@ def test_bad_settings_raise(shards):
         make_loader(shards, "dev", "eval", 8)
 
 
-def test_format2_shards_are_refused_naming_the_folder_and_the_fix(tmp_path_factory):
-    old = demo_shards(tmp_path_factory.getbasetemp())  # prep.sharding's format-2 layout
+def test_format2_shards_are_refused_naming_the_folder_and_the_fix(shards, tmp_path):
+    old = tmp_path / "shards"  # a format-2 folder: split folders, a manifest with group/index
+    (old / "train").mkdir(parents=True)
+    shutil.copy(shards / "shard-000000.tar", old / "train" / "shard-000000.tar")
+    manifest = pl.read_parquet(shards / "manifest.parquet")
+    manifest.rename({"row": "index"}).with_columns(pl.lit(0).alias("group")).write_parquet(
+        old / "manifest.parquet")
     with pytest.raises(ShardFormatError) as info:
         make_loader(old, "train", "train", 8)
     message = str(info.value)
@@ -266,8 +270,7 @@ def test_format2_shards_are_refused_naming_the_folder_and_the_fix(tmp_path_facto
     assert "python -m prep.shard" in message and "--overwrite" in message
     with pytest.raises(ShardFormatError, match=r"format 2.*python -m prep.shard .*--overwrite"):
         make_loader(f"{old}/train/shard-000000.tar", "train", "train", 8,
-                    manifest=pl.read_parquet(old / "manifest.parquet").with_columns(
-                        pl.col("index").alias("row")).drop("group"))
+                    manifest=manifest.drop("row"))
 
 
 def test_cropped_length(shards):

@@ -20,14 +20,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from loader import gather_predictions, make_loader, merge_batches, rank_and_world
-from tests.v3_shards import demo_v3_shards
+from tests.loader_demo import demo_shards
 
 WORLD = 2
 
 
 @pytest.fixture(scope="session")
 def shards(tmp_path_factory) -> Path:
-    return demo_v3_shards(tmp_path_factory.getbasetemp())
+    return demo_shards(tmp_path_factory.getbasetemp())
 
 
 def test_gather_predictions_single_process_drops_padding_and_sorts():

@@ -12,14 +12,14 @@ from loader import make_loader
 from loader.order import block_shuffle, seeded_rng
 from loader.plan import balanced_batches, eval_gene_batches, gene_batch_count, train_gene_batches
 from loader.ranks import rank_batches
-from tests.v3_shards import demo_v3_shards
+from tests.loader_demo import demo_shards
 
 L = 49_152
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    return demo_v3_shards(tmp_path_factory.getbasetemp())
+    return demo_shards(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

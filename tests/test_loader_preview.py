@@ -3,12 +3,12 @@
 import pytest
 
 from loader.preview import main
-from tests.v3_shards import demo_v3_shards
+from tests.loader_demo import demo_shards
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    return demo_v3_shards(tmp_path_factory.getbasetemp()).parent
+    return demo_shards(tmp_path_factory.getbasetemp()).parent
 
 
 @pytest.mark.parametrize("mode", ["train", "pairwise", "eval", "gene"])

@@ -17,12 +17,12 @@ import torch
 from loader import make_loader
 from loader.sources import expand_urls, open_url, resolve_source
 from prep.shard_format import ShardFormatError
-from tests.v3_shards import demo_v3_shards
+from tests.loader_demo import demo_shards
 
 
 @pytest.fixture(scope="session")
 def shards(tmp_path_factory) -> Path:
-    return demo_v3_shards(tmp_path_factory.getbasetemp())
+    return demo_shards(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

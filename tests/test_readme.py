@@ -1,8 +1,8 @@
 """The README's ```python blocks run as pasted, against the real demo shards.
 
 Each block is executed in a fresh namespace from a temporary folder that holds
-``work/demo/shards`` (a link to the demo shards in format 3, built once per session,
-tests/v3_shards.py), so the README's relative paths work unchanged.
+``work/demo/shards`` (a link to the demo shards, built once per session by
+tests/loader_demo.py), so the README's relative paths work unchanged.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.v3_shards import demo_v3_shards
+from tests.loader_demo import demo_shards
 
 README = ROOT / "README.md"
 
@@ -37,7 +37,7 @@ BLOCKS = python_blocks(README.read_text())
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory) -> Path:
-    shards = demo_v3_shards(tmp_path_factory.getbasetemp())
+    shards = demo_shards(tmp_path_factory.getbasetemp())
     d = tmp_path_factory.mktemp("readme")
     (d / "work" / "demo").mkdir(parents=True)
     (d / "work" / "demo" / "shards").symlink_to(shards, target_is_directory=True)

@@ -98,7 +98,6 @@ def load_train_study(config: Path, overrides: dict | None = None):
 def train_study(base: Path) -> tuple[Path, Path]:
     """Build (once) the 4-gene study under ``base/train_demo``; returns (workdir, config)."""
     from tests.loader_demo import build_study
-    from tests.v3_shards import to_format3
 
     workdir = Path(base) / "train_demo"
     config = workdir / "study.toml"
@@ -110,5 +109,5 @@ def train_study(base: Path) -> tuple[Path, Path]:
         lines = CHR22_TSS.read_text().splitlines()
         (workdir / "tss4.tsv").write_text("\n".join(lines[: 1 + GENES]) + "\n")
         write_config(config)
-        to_format3(build_study(config, workdir))  # shard format 3 (tests/v3_shards.py)
+        build_study(config, workdir)
     return workdir, config
