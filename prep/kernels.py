@@ -10,7 +10,9 @@ The walk reproduces ``bcftools consensus`` (1.16) rule for rule:
   except an indel (htslib's sense) whose first base equals its REF's, starting exactly on the last
   REF base of a preceding record that was not an insertion; it keeps the base already written
   there and adds the rest of its ALT;
-* symbolic alleles are skipped and counted (bcftools applies ``<DEL>``; see the docs).
+* a symbolic ``<DEL>`` reaches the kernels as an ordinary deletion (REF span ``[POS - 1, END)``,
+  ALT = the anchor base; see :mod:`prep.variants`), so it follows the rules above; every other
+  symbolic allele (``<INS>``, ``<DUP>``, ``*``, breakends, ...) is skipped and counted.
 
 The kernels take their arrays as two typed bundles (NamedTuples of arrays, which numba passes
 as one struct): :class:`VariantArrays`, a block's records
@@ -63,7 +65,7 @@ class VariantArrays(NamedTuple):
     pos: np.ndarray
     """int64 (n_rec,): start of each record's REF."""
     ref_len: np.ndarray
-    """int64 (n_rec,): length of REF."""
+    """int64 (n_rec,): reference bases the record spans (len(REF), or END - POS + 1)."""
     first_allele: np.ndarray
     """int64 (n_rec,): row of the record's ALT 1 in the allele table."""
     allele_offsets: np.ndarray
@@ -72,7 +74,8 @@ class VariantArrays(NamedTuple):
     allele_codes: np.ndarray
     """uint8 (allele_offsets[-1],): ALT alleles as codes 0..4."""
     allele_flags: np.ndarray
-    """uint8 (n_alleles,): symbolic (1), trim-first-base (2), REF-first-lower (4) bits."""
+    """uint8 (n_alleles,): symbolic (1), trim-first-base (2), REF-first-lower (4) bits (bit 8,
+    symbolic ``<DEL>``, is not read here)."""
     hap_allele: np.ndarray
     """int16 (n_hap, n_rec): allele index of each haplotype per record (0 REF, -1 missing)."""
 

@@ -5,7 +5,25 @@ sample, in file order. Alleles are ragged (flat codes + offsets); genotypes are 
 per haplotype and record, after the unphased-genotype policy has been applied. The VCF is read
 once per block (region batch), never once per sample.
 
-Coordinates: ``pos`` is 0-based (VCF POS - 1); a record covers reference ``[pos, pos + ref_len)``.
+Coordinates: ``pos`` is 0-based (VCF POS - 1); a record covers reference ``[pos, pos + ref_len)``,
+``ref_len`` being htslib's ``rlen`` (``INFO/END - POS + 1`` when END >= POS, else len(REF)).
+
+Symbolic alleles, as ``bcftools consensus`` (1.16) treats them:
+
+* ``<DEL>`` (any case) is an ordinary deletion allele: the record's REF span is ``[POS - 1,
+  END)`` (0-based; ``END`` from INFO, SVLEN is ignored as htslib 1.16 ignores it; without END, or
+  with END < POS, the span is REF's own length), its ALT is the one anchor base at POS -- the
+  FASTA's base, which bcftools keeps whatever REF says -- so the bases ``POS + 1 .. END``
+  (1-based) are removed. It carries :data:`TRIM_FIRST_BASE` when it removes at least one base
+  (bcftools' ``trim_beg``: it may start on the last REF base of the previous record, keeping the
+  base already written there) and :data:`SYMBOLIC_DEL`, which the kernels ignore.
+* every other symbolic allele (``<INS>``, ``<DUP>``, ``<CN0>``, ``<DEL:ME:ALU>``, ``<*>``,
+  ``<NON_REF>``, ``*``, breakends such as ``G]1:10]``) is :data:`SYMBOLIC`: never applied,
+  counted (bcftools stops at most of these, or writes breakends and ``*`` literally).
+* a record whose ALT alleles are all symbolic (``<DEL>`` included) is never checked against the
+  FASTA, as bcftools never checks it; any other record is, over REF's own bases, and a REF span
+  (END) longer than REF is a mismatch when a selected haplotype carries one of its sequence
+  alleles (bcftools refuses to apply such an allele).
 
 :class:`VariantReader` reads blocks from the study's genotype files (:class:`prep.vcf_files.
 VcfSet`: one file, a list or a ``{chrom}`` pattern) through :class:`prep.vcf_records.VcfFile`,
@@ -27,6 +45,7 @@ from prep.vcf_records import VcfFile
 
 __all__ = [
     "SYMBOLIC",
+    "SYMBOLIC_DEL",
     "TRIM_FIRST_BASE",
     "REF_FIRST_LOWER",
     "UNPHASED_POLICIES",
@@ -38,12 +57,16 @@ __all__ = [
 ]
 
 SYMBOLIC = np.uint8(1)
-"""Allele flag: symbolic (``<DEL>``, ``<INS>``, ``*``, breakends); never applied, counted."""
+"""Allele flag: symbolic (``<INS>``, ``<DUP>``, ``*``, breakends...; not ``<DEL>``); never
+applied, counted."""
 TRIM_FIRST_BASE = np.uint8(2)
 """Allele flag: an indel whose first base equals REF's (bcftools ``trim_beg``)."""
 REF_FIRST_LOWER = np.uint8(4)
 """Allele flag: the record's REF starts with a lower-case letter (matters to bcftools when an
 insertion joins the previous variant on soft-masked sequence)."""
+SYMBOLIC_DEL = np.uint8(8)
+"""Allele flag: a symbolic ``<DEL>``, stored as an ordinary deletion (ALT = the anchor base over
+the REF span ``[pos, pos + ref_len)``); the kernels ignore this bit."""
 
 UNPHASED_POLICIES = ("error", "reference", "as-phased", "random")
 
@@ -90,6 +113,11 @@ def _is_symbolic(alt: str) -> bool:
     return alt.startswith("<") or alt in ("*", ".") or "[" in alt or "]" in alt
 
 
+def _is_symbolic_del(alt: str) -> bool:
+    """``<DEL>`` exactly, any case (bcftools' ``strcasecmp``; ``<DEL:ME:ALU>`` is not one)."""
+    return len(alt) == 5 and alt.upper() == "<DEL>"
+
+
 @dataclass
 class VariantBlock:
     """All records overlapping one span of one contig, ready for the kernels.
@@ -101,15 +129,18 @@ class VariantBlock:
     pos : np.ndarray, shape (n_rec,), int64
         0-based start of each record's REF.
     ref_len : np.ndarray, shape (n_rec,), int64
-        Length of REF.
+        Bases of reference the record spans: htslib's ``rlen`` (``END - POS + 1`` when INFO/END
+        >= POS, else len(REF)).
     first_allele : np.ndarray, shape (n_rec,), int64
         Row in the allele table of each record's ALT 1 (ALT k is row ``first_allele + k - 1``).
     allele_offsets : np.ndarray, shape (n_alleles + 1,), int64
         ALT allele ``j`` is ``allele_codes[allele_offsets[j]:allele_offsets[j + 1]]``.
     allele_codes : np.ndarray, shape (allele_offsets[-1],), uint8
-        ALT alleles as codes 0..4.
+        ALT alleles as codes 0..4 (a ``<DEL>``: its one anchor base; a skipped symbolic allele:
+        no codes).
     allele_flags : np.ndarray, shape (n_alleles,), uint8
-        :data:`SYMBOLIC`, :data:`TRIM_FIRST_BASE` and :data:`REF_FIRST_LOWER` bits.
+        :data:`SYMBOLIC`, :data:`TRIM_FIRST_BASE`, :data:`REF_FIRST_LOWER` and
+        :data:`SYMBOLIC_DEL` bits.
     hap_allele : np.ndarray, shape (2 * n_samples, n_rec), int16
         Allele index carried by haplotype ``2 * sample + hap`` (hap 0 = first GT allele):
         0 = REF, k = ALT k, -1 = missing (reference is kept and the miss is counted).
@@ -145,7 +176,7 @@ class VariantBlock:
     def max_deletion(self) -> np.ndarray:
         """Upper bound of bases each record can remove: max(0, REF len - shortest ALT len).
 
-        Symbolic alleles do not count. Computed once per block.
+        Skipped symbolic alleles do not count (a ``<DEL>`` does). Computed once per block.
 
         Returns
         -------
@@ -177,26 +208,42 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 _REF_CHECK_RECORDS = 1 << 16  # records whose REF is checked against one reference fetch
 
 
+def _allele(ref: str, alt: str, span: int) -> tuple[int, bytes]:
+    """(flags, ALT bytes) of one ALT allele of a record spanning ``span`` reference bases."""
+    fl = REF_FIRST_LOWER if ref[:1].islower() else 0
+    if _is_symbolic_del(alt):
+        # bcftools: ALT = REF's first base, not rewritten (trim_beg) when the span is longer;
+        # the anchor's code becomes the FASTA's base once the reference is read (read()).
+        fl |= SYMBOLIC_DEL | (TRIM_FIRST_BASE if span > 1 else 0)
+        return fl, ref[:1].encode("ascii", errors="replace") or b"N"
+    if _is_symbolic(alt):
+        return fl | SYMBOLIC, b""
+    if is_indel_htslib(ref, alt) and ref[0] == alt[0]:
+        fl |= TRIM_FIRST_BASE
+    return fl, alt.encode("ascii", errors="replace")
+
+
 def _block(chrom: str, pos: list[int], refs: list[str], alts: list[list[str]],
-           n_hap: int) -> VariantBlock:
-    """A block of records without genotypes yet: the allele table (codes, offsets, flags)."""
+           n_hap: int, rlen: dict[int, int] | None = None) -> VariantBlock:
+    """A block of records without genotypes yet: the allele table (codes, offsets, flags).
+
+    ``rlen``: record index -> REF span where it is not len(REF) (see :class:`prep.vcf_records.
+    Records`).
+    """
+    rlen = rlen or {}
     ref_len: list[int] = []
     first: list[int] = []
     codes: list[bytes] = []
     flags: list[int] = []
     n_alleles = 0
-    for ref, alt in zip(refs, alts, strict=True):
-        ref_len.append(len(ref))
+    for i, (ref, alt) in enumerate(zip(refs, alts, strict=True)):
+        span = rlen.get(i, len(ref))
+        ref_len.append(span)
         first.append(n_alleles)
         for a in alt:
-            sym = _is_symbolic(a)
-            fl = SYMBOLIC if sym else 0
-            if not sym and is_indel_htslib(ref, a) and ref[0] == a[0]:
-                fl |= TRIM_FIRST_BASE
-            if ref[:1].islower():
-                fl |= REF_FIRST_LOWER
+            fl, code = _allele(ref, a, span)
             flags.append(int(fl))
-            codes.append(b"" if sym else a.encode("ascii", errors="replace"))
+            codes.append(code)
         n_alleles += len(alt)
     lens = np.array([len(c) for c in codes], dtype=np.int64)
     offsets = np.zeros(len(codes) + 1, dtype=np.int64)
@@ -305,7 +352,8 @@ class VariantReader:
         Parameters
         ----------
         reference : prep.reference.Reference, optional
-            When given, each record's REF is checked against it.
+            When given, REFs are checked against it and each ``<DEL>`` is anchored on its base
+            (see the module docstring); without it a ``<DEL>``'s anchor is REF's first base.
         ref_mismatch : {"error", "skip"}
             A REF that disagrees with the FASTA stops with an error naming the site, or
             (``skip``) the record is dropped and counted.
@@ -314,8 +362,8 @@ class VariantReader:
         parsed in chunks of about 32 MB, so unselected samples cost nothing.
         """
         path, vcf_chrom = self.locate(chrom)
-        pos, refs, alts, gt, ph = self._open(path).records(vcf_chrom, start, end)
-        block = _block(vcf_chrom, pos, refs, alts, 2 * len(self.samples))
+        pos, refs, alts, rlen, gt, ph = self._open(path).records(vcf_chrom, start, end)
+        block = _block(vcf_chrom, pos, refs, alts, 2 * len(self.samples), rlen)
         self._check_gt(path, block, gt)
         gt = self._apply_unphased_policy(path, block, gt, ph)
         del ph
@@ -374,24 +422,46 @@ class VariantReader:
         return gt
 
     def _check_ref(self, path, block, gt, reference, chrom, ref_mismatch):
-        """Compare every REF with the FASTA, ``_REF_CHECK_RECORDS`` records at a time.
+        """Check REFs against the FASTA and anchor every ``<DEL>`` on the FASTA's base.
 
-        Vectorised; the reference is fetched per chunk of records (their span only), so a
-        whole-chromosome preload never holds the chromosome's sequence.
+        Records with a sequence ALT allele are checked over REF's own bases (at most the REF
+        span); a span (END) longer than REF is a mismatch when a selected haplotype carries
+        one of those sequence alleles, which bcftools refuses to apply. Records whose ALT alleles are all symbolic are not checked (bcftools never
+        checks them, applied or not). A ``<DEL>``'s ALT code becomes the FASTA's base at POS,
+        the base bcftools keeps. Vectorised, ``_REF_CHECK_RECORDS`` records per reference
+        fetch (their span only), so a whole-chromosome preload never holds the chromosome.
         """
         n = block.n_records
+        flags = block.allele_flags
+        literal = ((flags & (SYMBOLIC | SYMBOLIC_DEL)) == 0).astype(np.int64)
+        checked = np.add.reduceat(literal, block.first_allele) > 0
+        text_len = np.fromiter((len(r) for r in block.ref_alleles), np.int64, n)
+        lens = np.where(checked, np.minimum(text_len, block.ref_len), 0)
         mismatch = np.zeros(n, dtype=bool)
+        for i in np.flatnonzero(checked & (block.ref_len > text_len)).tolist():
+            carried = gt[i].ravel()  # rare: a sequence ALT in a record whose END passes REF
+            carried = carried[carried > 0] + (block.first_allele[i] - 1)
+            mismatch[i] = bool(literal[carried].any())
+        dels = np.flatnonzero(flags & SYMBOLIC_DEL)  # alleles to anchor
+        del_rec = np.searchsorted(block.first_allele, dels, side="right") - 1
         for c0 in range(0, n, _REF_CHECK_RECORDS):
             c1 = min(n, c0 + _REF_CHECK_RECORDS)
-            pos, lens = block.pos[c0:c1], block.ref_len[c0:c1]
-            lo, hi = int(pos.min()), int((pos + lens).max())
+            pos, ln = block.pos[c0:c1], lens[c0:c1]
+            d0, d1 = np.searchsorted(del_rec, [c0, c1])
+            use = (ln > 0) | np.isin(np.arange(c0, c1), del_rec[d0:d1])
+            if not use.any():
+                continue
+            lo, hi = int(pos[use].min()), int((pos + np.maximum(ln, 1))[use].max())
             ref_codes = reference.fetch(chrom, lo, hi)
+            anchor = block.allele_offsets[dels[d0:d1]]
+            block.allele_codes[anchor] = ref_codes[block.pos[del_rec[d0:d1]] - lo]
             text = "".join(block.ref_alleles[c0:c1]).encode("ascii", errors="replace")
             want = ENCODE_TABLE[np.frombuffer(text, np.uint8)]
-            rec = np.repeat(np.arange(c1 - c0), lens)  # record of each REF base
-            first = np.cumsum(lens) - lens  # offset of each record's REF in ``want``
-            idx = (pos - lo)[rec] + (np.arange(rec.shape[0]) - first[rec])
-            mismatch[c0 + np.unique(rec[ref_codes[idx] != want])] = True
+            rec = np.repeat(np.arange(c1 - c0), ln)  # record of each checked REF base
+            off = np.arange(rec.shape[0]) - (np.cumsum(ln) - ln)[rec]  # base within its REF
+            text_at = (np.cumsum(text_len[c0:c1]) - text_len[c0:c1])[rec] + off
+            differ = ref_codes[(pos - lo)[rec] + off] != want[text_at]
+            mismatch[c0 + np.unique(rec[differ])] = True
         bad = np.nonzero(mismatch)[0].tolist()
         if not bad:
             return
@@ -399,14 +469,23 @@ class VariantReader:
             gt[bad] = 0
             block.ref_mismatch[bad] = True
             return
+        raise ReferenceMismatchError(self._mismatch_message(path, block, bad, reference, chrom))
+
+    @staticmethod
+    def _mismatch_message(path, block, bad, reference, chrom) -> str:
         i = bad[0]
-        p = int(block.pos[i])
-        fa = decode(reference.fetch(chrom, p, p + len(block.ref_alleles[i])))
-        raise ReferenceMismatchError(
-            f"{path}: REF at {block.chrom}:{block.pos[i] + 1} is {block.ref_alleles[i]} but "
-            f"the reference FASTA {reference.path} has {fa} there ({len(bad)} mismatching "
-            "record(s) in this region). Use the FASTA the VCF was called against (same build), "
-            "or set ref_mismatch = 'skip' to drop such records."
+        p, ref, span = int(block.pos[i]), block.ref_alleles[i], int(block.ref_len[i])
+        where = f"{path}: REF at {block.chrom}:{p + 1}"
+        if span > len(ref):
+            what = (f"{where} is {ref} ({len(ref)} base(s)) but its INFO/END makes the record "
+                    f"span {span} bases, which bcftools refuses to apply (only a symbolic <DEL> "
+                    "may span more than its REF)")
+        else:
+            fa = decode(reference.fetch(chrom, p, p + len(ref)))
+            what = f"{where} is {ref} but the reference FASTA {reference.path} has {fa} there"
+        return (
+            f"{what} ({len(bad)} mismatching record(s) in this region). Use the FASTA the VCF was "
+            "called against (same build), or set ref_mismatch = 'skip' to drop such records."
         )
 
     def close(self) -> None:

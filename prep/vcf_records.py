@@ -9,16 +9,20 @@ them; BCF (and any file pysam cannot read as tabix text) goes through cyvcf2, wh
 parses only the selected samples. Peak memory therefore scales with (records read x selected
 samples), not with the file's sample count.
 
-:meth:`VcfFile.records` returns ``(pos, refs, alts, gt, phased)``: 0-based positions (VCF POS -
-1), REF strings, ALT lists, GT allele indexes int16 (n_rec, n_samples, 2) (-1 missing; a haploid
-call's second allele 0) and phase flags bool (n_rec, n_samples). Records without ALT are
-skipped. :mod:`prep.variants` turns them into the kernels' arrays.
+:meth:`VcfFile.records` returns :class:`Records`: 0-based positions (VCF POS - 1), REF strings,
+ALT lists, the REF spans that differ from len(REF) (htslib's ``rlen``: ``INFO/END - POS + 1`` when
+a record has ``END >= POS``, as on a symbolic ``<DEL>``), GT allele indexes int16 (n_rec,
+n_samples, 2) (-1 missing; a haploid call's second allele 0) and phase flags bool (n_rec,
+n_samples). Records without ALT are skipped. A contig that the header declares but that has no
+records reads as no records, through tabix as through cyvcf2. :mod:`prep.variants` turns them
+into the kernels' arrays.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pysam
@@ -27,10 +31,44 @@ from numba import njit
 
 from prep.vcf_files import VcfError, check_vcf_file
 
-__all__ = ["TEXT_CHUNK_BYTES", "VcfFile", "parse_genotypes"]
+__all__ = ["TEXT_CHUNK_BYTES", "Records", "VcfFile", "info_end", "parse_genotypes"]
 
 TEXT_CHUNK_BYTES = 32 << 20
 """Text lines parsed per chunk (bytes of sample columns): bounds the transient line buffer."""
+
+
+class Records(NamedTuple):
+    """The records of one region of one file, in file order (see the module docstring)."""
+
+    pos: list
+    """0-based start of each record (VCF POS - 1)."""
+    refs: list
+    """REF of each record, as written."""
+    alts: list
+    """ALT alleles of each record, as written."""
+    rlen: dict
+    """record index -> htslib's REF span (``INFO/END - POS + 1``) where it differs from
+    ``len(REF)``; every other record spans ``len(REF)`` bases."""
+    gt: np.ndarray
+    """int16 (n_rec, n_samples, 2): allele indexes of the selected samples (-1 missing)."""
+    phased: np.ndarray
+    """bool (n_rec, n_samples)."""
+
+
+def info_end(info: str) -> int | None:
+    """The integer ``END`` of a VCF INFO column, or None (absent, or not one integer)."""
+    for item in info.split(";"):
+        if item.startswith("END="):
+            try:
+                return int(item[4:])
+            except ValueError:
+                return None
+    return None
+
+
+def _span(pos0: int, ref: str, end: int | None) -> int:
+    """htslib's ``rlen`` of a record: ``END - POS + 1`` when END >= POS, else len(REF)."""
+    return end - pos0 if end is not None and end > pos0 else len(ref)
 
 
 @njit(cache=True, nogil=True)
@@ -145,17 +183,19 @@ class VcfFile:
         # column of each requested sample in cyvcf2's (file-ordered, subset) genotype array
         self.subset_columns = np.array([order[s] for s in samples], dtype=np.int64)
         self.tabix = None
+        self.tabix_contigs: frozenset[str] = frozenset()
         if path.suffix == ".gz" and os.path.exists(str(path) + ".tbi"):
             try:
                 self.tabix = pysam.TabixFile(str(path))
+                self.tabix_contigs = frozenset(self.tabix.contigs)
             except (OSError, ValueError):
                 self.tabix = None
 
     def records(self, vcf_chrom: str, start: int, end: int):
         """Records overlapping ``vcf_chrom:[start, end)`` (0-based half-open), in file order.
 
-        ``vcf_chrom`` is the contig as this file spells it. Returns ``(pos, refs, alts, gt,
-        phased)`` (see the module docstring).
+        ``vcf_chrom`` is the contig as this file spells it. Returns :class:`Records`; a contig
+        the header declares without records gives none.
 
         Raises
         ------
@@ -167,11 +207,11 @@ class VcfFile:
             found = self._records_text(vcf_chrom, start, end)
         else:
             found = self._records_cyvcf2(vcf_chrom, start, end)
-        _check_sorted(self.path, vcf_chrom, found[0])
+        _check_sorted(self.path, vcf_chrom, found.pos)
         return found
 
     def _records_cyvcf2(self, vcf_chrom: str, start: int, end: int):
-        """(pos, refs, alts, gt (n_rec, n_s, 2) int16, phased (n_rec, n_s) bool) via cyvcf2.
+        """:class:`Records` via cyvcf2 (htslib's ``rlen`` read from the record itself).
 
         Used for BCF and any file pysam cannot read as tabix-indexed text; htslib parses only
         the selected samples (``VCF(samples=...)``).
@@ -183,6 +223,7 @@ class VcfFile:
         except Exception as err:
             raise VcfError(f"cannot read {region} from {self.path}: {err}") from None
         pos, refs, alts, gts, phased = [], [], [], [], []
+        rlen: dict[int, int] = {}
         try:
             records = list(records)
         except Exception as err:  # noqa: BLE001 - cyvcf2 raises plain Exception on bad blocks
@@ -190,6 +231,8 @@ class VcfFile:
         for rec in records:
             if not rec.ALT:
                 continue  # no ALT allele: nothing to apply
+            if rec.end - rec.start != len(rec.REF):
+                rlen[len(pos)] = rec.end - rec.start
             pos.append(rec.POS - 1)
             refs.append(rec.REF)
             alts.append(list(rec.ALT))
@@ -204,7 +247,7 @@ class VcfFile:
             phased.append((g[:, -1] != 0) | ends_early | (g.shape[1] < 3))
         gt = np.stack(gts) if gts else np.zeros((0, n_s, 2), np.int16)
         ph = np.stack(phased) if phased else np.zeros((0, n_s), bool)
-        return pos, refs, alts, gt, ph
+        return Records(pos, refs, alts, rlen, gt, ph)
 
     def _records_text(self, vcf_chrom: str, start: int, end: int):
         """Same as :meth:`_records_cyvcf2`, parsing tabix text lines with the numba GT parser.
@@ -213,6 +256,10 @@ class VcfFile:
         buffer and parsed into (chunk records x selected samples) arrays; the buffer is reused,
         so the text held at any time is bounded whatever the span.
         """
+        if vcf_chrom not in self.tabix_contigs:  # declared in the header, no record indexed
+            n_s = self.n_samples
+            return Records([], [], [], {}, np.zeros((0, n_s, 2), np.int16),
+                           np.zeros((0, n_s), bool))
         try:
             lines = self.tabix.fetch(vcf_chrom, max(start, 0), max(end, 1))
         except (ValueError, OSError) as err:
@@ -221,6 +268,7 @@ class VcfFile:
         pos: list[int] = []
         refs: list[str] = []
         alts: list[list[str]] = []
+        rlen: dict[int, int] = {}
         gts, phs = [], []
         buf = bytearray()
         ends: list[int] = []  # end of each record's sample columns in buf (exclusive, + tab)
@@ -234,6 +282,11 @@ class VcfFile:
                         f"has {len(fields)} columns; expected 9 plus one per sample")
                 if fields[4] == ".":
                     continue
+                if "END=" in fields[7]:  # htslib's rlen: END - POS + 1 (symbolic <DEL>, gVCF)
+                    p0 = int(fields[1]) - 1
+                    span = _span(p0, fields[3], info_end(fields[7]))
+                    if span != len(fields[3]):
+                        rlen[len(pos)] = span
                 pos.append(int(fields[1]) - 1)
                 refs.append(fields[3])
                 alts.append(fields[4].split(","))
@@ -251,8 +304,8 @@ class VcfFile:
             raise VcfError(_corrupt_message(self.path, vcf_chrom, start, end, err)) from None
         self._parse_chunk(vcf_chrom, pos, buf, ends, has_gt, gts, phs)
         if len(gts) == 1:
-            return pos, refs, alts, gts[0], phs[0]
-        return pos, refs, alts, np.concatenate(gts), np.concatenate(phs)
+            return Records(pos, refs, alts, rlen, gts[0], phs[0])
+        return Records(pos, refs, alts, rlen, np.concatenate(gts), np.concatenate(phs))
 
     def _parse_chunk(self, vcf_chrom, pos, buf, ends, has_gt, gts, phs) -> None:
         """Parse the sample columns of the last ``len(ends)`` records into ``gts``/``phs``."""
