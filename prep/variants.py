@@ -41,7 +41,8 @@ import numpy as np
 from prep.encoding import ENCODE_TABLE, decode
 from prep.kernels import VariantArrays
 from prep.vcf_files import VcfError, VcfSet, read_header
-from prep.vcf_records import VcfFile
+from prep.vcf_parse import allele_table
+from prep.vcf_records import Records, VcfFile
 
 __all__ = [
     "SYMBOLIC",
@@ -109,15 +110,6 @@ def is_indel_htslib(ref: str, alt: str) -> bool:
     return False
 
 
-def _is_symbolic(alt: str) -> bool:
-    return alt.startswith("<") or alt in ("*", ".") or "[" in alt or "]" in alt
-
-
-def _is_symbolic_del(alt: str) -> bool:
-    """``<DEL>`` exactly, any case (bcftools' ``strcasecmp``; ``<DEL:ME:ALU>`` is not one)."""
-    return len(alt) == 5 and alt.upper() == "<DEL>"
-
-
 @dataclass
 class VariantBlock:
     """All records overlapping one span of one contig, ready for the kernels.
@@ -144,6 +136,9 @@ class VariantBlock:
     hap_allele : np.ndarray, shape (2 * n_samples, n_rec), int16
         Allele index carried by haplotype ``2 * sample + hap`` (hap 0 = first GT allele):
         0 = REF, k = ALT k, -1 = missing (reference is kept and the miss is counted).
+    text, text_off, ref_chars : np.ndarray
+        Each record's ``REF<TAB>ALT`` as written (see :class:`prep.vcf_records.Records`);
+        :attr:`ref_alleles` and :attr:`alt_alleles` are built from it when first asked for.
     ref_mismatch : np.ndarray, shape (n_rec,), bool
         Records whose REF disagreed with the FASTA and were skipped (``ref_mismatch="skip"``).
     n_unphased : int
@@ -158,15 +153,39 @@ class VariantBlock:
     allele_codes: np.ndarray
     allele_flags: np.ndarray
     hap_allele: np.ndarray
-    ref_alleles: list[str] = field(default_factory=list)
-    alt_alleles: list[list[str]] = field(default_factory=list)
+    text: np.ndarray
+    text_off: np.ndarray
+    ref_chars: np.ndarray
     ref_mismatch: np.ndarray | None = None
     n_unphased: int = 0
     _max_deletion: np.ndarray | None = field(default=None, repr=False)
+    _strings: tuple | None = field(default=None, repr=False)
 
     @property
     def n_records(self) -> int:
         return int(self.pos.shape[0])
+
+    def _texts(self) -> tuple[list[str], list[list[str]]]:
+        if self._strings is None:
+            whole = bytes(self.text).decode("ascii", errors="replace")
+            refs, alts = [], []
+            for a, b in zip(self.text_off[:-1].tolist(), self.text_off[1:].tolist(),
+                            strict=True):
+                ref, _, alt = whole[a:b].partition("\t")
+                refs.append(ref)
+                alts.append(alt.split(","))
+            self._strings = (refs, alts)
+        return self._strings
+
+    @property
+    def ref_alleles(self) -> list[str]:
+        """REF of each record, as written (built on first use)."""
+        return self._texts()[0]
+
+    @property
+    def alt_alleles(self) -> list[list[str]]:
+        """ALT alleles of each record, as written (built on first use)."""
+        return self._texts()[1]
 
     def arrays(self) -> VariantArrays:
         """The arrays the kernels walk, as one bundle (:class:`prep.kernels.VariantArrays`)."""
@@ -192,6 +211,31 @@ class VariantBlock:
             self._max_deletion = out
         return self._max_deletion
 
+    def joined(self, keep_from: int, later: VariantBlock) -> VariantBlock:
+        """This block's records ``keep_from`` onwards, then every record of ``later`` (read
+        from the same file and contig after them): one block, in file order."""
+        k, j = keep_from, int(self.first_allele[keep_from]) if keep_from < self.n_records \
+            else self.allele_flags.shape[0]
+        c, t = int(self.allele_offsets[j]), int(self.text_off[k])
+        cat = np.concatenate
+        return VariantBlock(
+            chrom=self.chrom, pos=cat([self.pos[k:], later.pos]),
+            ref_len=cat([self.ref_len[k:], later.ref_len]),
+            first_allele=cat([self.first_allele[k:] - j,
+                              later.first_allele + (self.allele_flags.shape[0] - j)]),
+            allele_offsets=cat([self.allele_offsets[j:-1] - c,
+                                later.allele_offsets + (self.allele_offsets[-1] - c)]),
+            allele_codes=cat([self.allele_codes[c:], later.allele_codes]),
+            allele_flags=cat([self.allele_flags[j:], later.allele_flags]),
+            hap_allele=np.ascontiguousarray(cat([self.hap_allele[:, k:], later.hap_allele],
+                                                axis=1)),
+            text=cat([self.text[t:], later.text]),
+            text_off=cat([self.text_off[k:-1] - t, later.text_off + (self.text_off[-1] - t)]),
+            ref_chars=cat([self.ref_chars[k:], later.ref_chars]),
+            ref_mismatch=cat([self.ref_mismatch[k:], later.ref_mismatch]),
+            n_unphased=self.n_unphased + later.n_unphased,
+        )
+
 
 def _mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser, vectorised; a deterministic hash of uint64 values."""
@@ -208,59 +252,21 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 _REF_CHECK_RECORDS = 1 << 16  # records whose REF is checked against one reference fetch
 
 
-def _allele(ref: str, alt: str, span: int) -> tuple[int, bytes]:
-    """(flags, ALT bytes) of one ALT allele of a record spanning ``span`` reference bases."""
-    fl = REF_FIRST_LOWER if ref[:1].islower() else 0
-    if _is_symbolic_del(alt):
-        # bcftools: ALT = REF's first base, not rewritten (trim_beg) when the span is longer;
-        # the anchor's code becomes the FASTA's base once the reference is read (read()).
-        fl |= SYMBOLIC_DEL | (TRIM_FIRST_BASE if span > 1 else 0)
-        return fl, ref[:1].encode("ascii", errors="replace") or b"N"
-    if _is_symbolic(alt):
-        return fl | SYMBOLIC, b""
-    if is_indel_htslib(ref, alt) and ref[0] == alt[0]:
-        fl |= TRIM_FIRST_BASE
-    return fl, alt.encode("ascii", errors="replace")
-
-
-def _block(chrom: str, pos: list[int], refs: list[str], alts: list[list[str]],
-           n_hap: int, rlen: dict[int, int] | None = None) -> VariantBlock:
-    """A block of records without genotypes yet: the allele table (codes, offsets, flags).
-
-    ``rlen``: record index -> REF span where it is not len(REF) (see :class:`prep.vcf_records.
-    Records`).
-    """
-    rlen = rlen or {}
-    ref_len: list[int] = []
-    first: list[int] = []
-    codes: list[bytes] = []
-    flags: list[int] = []
-    n_alleles = 0
-    for i, (ref, alt) in enumerate(zip(refs, alts, strict=True)):
-        span = rlen.get(i, len(ref))
-        ref_len.append(span)
-        first.append(n_alleles)
-        for a in alt:
-            fl, code = _allele(ref, a, span)
-            flags.append(int(fl))
-            codes.append(code)
-        n_alleles += len(alt)
-    lens = np.array([len(c) for c in codes], dtype=np.int64)
-    offsets = np.zeros(len(codes) + 1, dtype=np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    flat = np.frombuffer(b"".join(codes), dtype=np.uint8)
+def _block(chrom: str, rec: Records, n_hap: int) -> VariantBlock:
+    """A block of records without genotypes yet: the allele table (codes, offsets, flags)."""
+    n = rec.pos.shape[0]
+    n_alleles = n + int(np.count_nonzero(rec.text == 44))  # one more per comma in ALT
+    first = np.empty(n, np.int64)
+    offsets = np.empty(n_alleles + 1, np.int64)
+    codes = np.empty(rec.text.shape[0], np.uint8)
+    flags = np.empty(n_alleles, np.uint8)
+    _, n_codes = allele_table(rec.text, rec.text_off, rec.ref_chars, rec.span, ENCODE_TABLE,
+                              first, offsets, codes, flags)
     return VariantBlock(
-        ref_mismatch=np.zeros(len(pos), dtype=bool),
-        chrom=chrom,
-        pos=np.array(pos, dtype=np.int64),
-        ref_len=np.array(ref_len, dtype=np.int64),
-        first_allele=np.array(first, dtype=np.int64),
-        allele_offsets=offsets,
-        allele_codes=ENCODE_TABLE[flat],
-        allele_flags=np.array(flags, dtype=np.uint8),
-        hap_allele=np.zeros((n_hap, 0), dtype=np.int16),
-        ref_alleles=refs,
-        alt_alleles=alts,
+        chrom=chrom, pos=rec.pos, ref_len=rec.span, first_allele=first,
+        allele_offsets=offsets, allele_codes=codes[:n_codes].copy(), allele_flags=flags,
+        hap_allele=np.zeros((n_hap, 0), dtype=np.int16), text=rec.text, text_off=rec.text_off,
+        ref_chars=rec.ref_chars, ref_mismatch=np.zeros(n, dtype=bool),
     )
 
 
@@ -362,8 +368,10 @@ class VariantReader:
         parsed in chunks of about 32 MB, so unselected samples cost nothing.
         """
         path, vcf_chrom = self.locate(chrom)
-        pos, refs, alts, rlen, gt, ph = self._open(path).records(vcf_chrom, start, end)
-        block = _block(vcf_chrom, pos, refs, alts, 2 * len(self.samples), rlen)
+        rec = self._open(path).records(vcf_chrom, start, end)
+        gt, ph = rec.gt, rec.phased
+        block = _block(vcf_chrom, rec, 2 * len(self.samples))
+        del rec
         self._check_gt(path, block, gt)
         gt = self._apply_unphased_policy(path, block, gt, ph)
         del ph
@@ -435,7 +443,7 @@ class VariantReader:
         flags = block.allele_flags
         literal = ((flags & (SYMBOLIC | SYMBOLIC_DEL)) == 0).astype(np.int64)
         checked = np.add.reduceat(literal, block.first_allele) > 0
-        text_len = np.fromiter((len(r) for r in block.ref_alleles), np.int64, n)
+        text_len = block.ref_chars
         lens = np.where(checked, np.minimum(text_len, block.ref_len), 0)
         mismatch = np.zeros(n, dtype=bool)
         for i in np.flatnonzero(checked & (block.ref_len > text_len)).tolist():
@@ -455,12 +463,10 @@ class VariantReader:
             ref_codes = reference.fetch(chrom, lo, hi)
             anchor = block.allele_offsets[dels[d0:d1]]
             block.allele_codes[anchor] = ref_codes[block.pos[del_rec[d0:d1]] - lo]
-            text = "".join(block.ref_alleles[c0:c1]).encode("ascii", errors="replace")
-            want = ENCODE_TABLE[np.frombuffer(text, np.uint8)]
             rec = np.repeat(np.arange(c1 - c0), ln)  # record of each checked REF base
             off = np.arange(rec.shape[0]) - (np.cumsum(ln) - ln)[rec]  # base within its REF
-            text_at = (np.cumsum(text_len[c0:c1]) - text_len[c0:c1])[rec] + off
-            differ = ref_codes[(pos - lo)[rec] + off] != want[text_at]
+            want = ENCODE_TABLE[block.text[block.text_off[c0:c1][rec] + off]]
+            differ = ref_codes[(pos - lo)[rec] + off] != want
             mismatch[c0 + np.unique(rec[differ])] = True
         bad = np.nonzero(mismatch)[0].tolist()
         if not bad:
