@@ -23,6 +23,13 @@ Two modes:
     substituted.
 
 Haplotype 0 of a sample is the first allele of its GT (``-H 1``), haplotype 1 the second.
+
+Reading the VCF per call: the records of the last span read stay parsed (genotypes resolved,
+REFs checked), and a later call whose regions start inside that span reads only what lies
+beyond it (:class:`prep.variant_cache.BlockCache`), so batches of genes advancing along a
+chromosome read each record once; the reference bases are kept the same way
+(:meth:`prep.reference.Reference.fetch_with_case`). :meth:`HaplotypeBuilder.preload` reads a
+span up front instead; :meth:`HaplotypeBuilder.clear_cache` forgets both.
 """
 
 from __future__ import annotations
@@ -274,8 +281,12 @@ class HaplotypeBuilder:
         ref_block, lower = self.reference.fetch_with_case(chrom, block_start, int(span_hi.max()))
         spans = kernels.Spans(ref_block, lower, block_start, span_lo - block_start,
                               span_hi - block_start, rec_lo, rec_hi)
-        stream = out.nbytes >= _STREAM_BYTES
-        scratch = np.empty((numba.get_num_threads(), length) if stream else (0, 0), np.uint8)
+        scratch = np.empty((0, 0), np.uint8)
+        if out.nbytes >= _STREAM_BYTES:  # rows long enough for any haplotype of a span
+            grow = np.zeros(block.n_records + 1, np.int64)
+            np.cumsum(block.max_insertion(), out=grow[1:])
+            width = int((span_hi - span_lo + grow[rec_hi] - grow[rec_lo]).max())
+            scratch = np.empty((numba.get_num_threads(), width), np.uint8)
         kernels.fixed_windows(spans, block.arrays(), tss, minus, self.snps_only,
                               idx.astype(np.int64), out, counts, scratch)
         n_var[idx] = rec_hi - rec_lo

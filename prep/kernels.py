@@ -18,7 +18,11 @@ The kernels take their arrays as two typed bundles (NamedTuples of arrays, which
 as one struct): :class:`VariantArrays`, a block's records
 (:meth:`prep.variants.VariantBlock.arrays`), and :class:`Spans`, the reference block and the
 span and records each region walks. Every kernel writes into caller-allocated ``out`` arrays.
-Positions inside a walk are relative to the start of the ``ref`` span.
+Positions inside a walk are relative to the start of the ``ref`` span. For outputs far larger
+than the caches, :func:`fixed_windows` and :func:`ragged_fill` build each haplotype in a
+per-thread scratch row (in the caches) and stream it out with non-temporal stores, which spare
+reading every destination line in before writing it; :func:`fixed_spans` plans the spans fixed
+windows walk.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ _SYMBOLIC = 1
 _TRIM = 2
 _REF_LOWER = 4
 _N = 4
+_NO_STOP = np.iinfo(np.int64).max
 
 
 class VariantArrays(NamedTuple):
@@ -188,6 +193,7 @@ def walk_haplotype(
     out_lo,
     stop_at,
     counts,
+    stop_past_tss=-1,
 ):
     """Build one haplotype of the span ``ref`` (reference ``[ref_start, ref_start + len(ref))``).
 
@@ -218,6 +224,10 @@ def walk_haplotype(
         fixed windows); pass a huge value to build the whole span.
     counts : int32 (N_COUNTS,)
         Incremented: applied, overlap-skipped, missing, symbolic, not-SNP (snps_only).
+    stop_past_tss : int
+        When >= 0, ``stop_at`` becomes ``tss_hap + stop_past_tss`` once the TSS is placed: one
+        walk then stops where a walk told the window's end up front would.
+
     Returns
     -------
     (int, int)
@@ -276,6 +286,8 @@ def walk_haplotype(
         if cursor < p:
             if tss_hap < 0 and cursor <= tss_rel < p:
                 tss_hap = k + tss_rel - cursor
+                if stop_past_tss >= 0:
+                    stop_at = tss_hap + stop_past_tss
             k = _emit(ref, cursor, p, out, k, out_lo)
             last_lower = ref_lower[p - 1] != 0
         if joined:
@@ -293,6 +305,8 @@ def walk_haplotype(
         if tss_hap < 0 and p <= tss_rel < p + r:
             off = tss_rel - p
             tss_hap = slot0 + off if off < alen else slot0 + alen
+            if stop_past_tss >= 0:
+                stop_at = tss_hap + stop_past_tss
         cursor = p + r
         frz = p + r - 1
         prev_insert = alen > r
@@ -339,10 +353,12 @@ def fixed_windows(spans, variants, tss, minus, snps_only, rows, out, counts, scr
         Receives the windows; the TSS's haplotype base sits at index ``L // 2`` before any
         reverse complement (``L - 1 - L // 2`` after it).
     counts : int32 (n_out_rows, n_hap, N_COUNTS)
-    scratch : uint8 (n_threads, L) or (0, 0)
-        Per-thread windows (``numba.get_num_threads()`` rows): each window is built there, in
-        the caches, and streamed into ``out`` with non-temporal stores -- faster when ``out``
-        is far larger than the caches. Empty: windows are built in ``out`` directly.
+    scratch : uint8 (n_threads, W) or (0, 0)
+        Per-thread rows (``numba.get_num_threads()`` of them, each at least as long as any
+        region's haplotype up to its window's end): each haplotype is built there, in the
+        caches, by one walk, and its window streamed into ``out`` with non-temporal stores --
+        faster when ``out`` is far larger than the caches. Empty: two walks per haplotype (one
+        to place the TSS, one to fill the window) write into ``out`` directly.
     """
     n_regions = rows.shape[0]
     n_hap = out.shape[1]
@@ -356,7 +372,23 @@ def fixed_windows(spans, variants, tss, minus, snps_only, rows, out, counts, scr
         lower = spans.lower[spans.lo[g] : spans.hi[g]]
         start = spans.start + spans.lo[g]
         c = counts[rows[g], h]
-        o = scratch[get_thread_id()] if stream else out[rows[g], h]
+        o = out[rows[g], h]
+        if stream:
+            # one walk from the span's start into the scratch row, stopping where the window
+            # ends; the window is cut from it and streamed out
+            w = scratch[get_thread_id()]
+            n_built, tss_hap = walk_haplotype(
+                ref, lower, start, variants, h, spans.rec_lo[g], spans.rec_hi[g], snps_only,
+                tss[g], w, 0, _NO_STOP, c, length - half,
+            )
+            win_lo = tss_hap - half
+            if tss_hap >= 0 and win_lo >= 0 and win_lo + length <= min(n_built, w.shape[0]):
+                win = w[win_lo : win_lo + length]
+                if minus[g]:
+                    _reverse_complement_inplace(win)
+                _copy_window(o, win)
+                continue
+            c[:] = 0  # near a contig end (or a scratch row too short): the two walks below
         _, tss_hap = walk_haplotype(
             ref, lower, start, variants, h, spans.rec_lo[g], spans.rec_hi[g], snps_only, tss[g],
             o[:0], 0, 0, c,
@@ -374,8 +406,6 @@ def fixed_windows(spans, variants, tss, minus, snps_only, rows, out, counts, scr
             o[max(n_built - win_lo, 0) :] = _N
         if minus[g]:
             _reverse_complement_inplace(o)
-        if stream:
-            _copy_window(out[rows[g], h], o)
 
 
 @njit(parallel=True, cache=True, nogil=True)

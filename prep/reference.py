@@ -15,6 +15,8 @@ __all__ = ["Reference", "ReferenceError", "CACHE_BASES"]
 
 CACHE_BASES = 8 << 20
 """Bases of the last span read that a :class:`Reference` keeps (2 bytes each)."""
+_GAP = 1 << 16
+"""A request starting at most this far past the kept span extends it (the gap is read too)."""
 
 
 class ReferenceError(ValueError):
@@ -77,7 +79,7 @@ class Reference:
         """Like :meth:`fetch`, plus where the FASTA writes the base in lower case.
 
         The last span read (at most :data:`CACHE_BASES` bases, extended forward when a request
-        starts inside it and ends beyond it) is kept, so neighbouring requests -- the REF check
+        starts inside it, or just past it, and ends beyond it) is kept, so neighbouring requests -- the REF check
         and the windows of one batch of genes, the next batch along the chromosome -- read and
         decode each base once. The arrays returned are the caller's own.
 
@@ -89,7 +91,7 @@ class Reference:
         """
         name = self.resolve(chrom)
         c = self._cached
-        if c is None or c[0] != name or not c[1] <= start < c[2]:
+        if c is None or c[0] != name or not c[1] <= start <= c[2] + _GAP:
             c = (name, start, end, *self._read(name, start, end))
         elif end > c[2]:  # extend forward, keeping at most CACHE_BASES (or this request)
             codes, lower = self._read(name, c[2], end)

@@ -19,7 +19,9 @@ Symbolic alleles, as ``bcftools consensus`` (1.16) treats them:
   base already written there) and :data:`SYMBOLIC_DEL`, which the kernels ignore.
 * every other symbolic allele (``<INS>``, ``<DUP>``, ``<CN0>``, ``<DEL:ME:ALU>``, ``<*>``,
   ``<NON_REF>``, ``*``, breakends such as ``G]1:10]``) is :data:`SYMBOLIC`: never applied,
-  counted (bcftools stops at most of these, or writes breakends and ``*`` literally).
+  counted. bcftools stops with an error at most of these and writes breakends and ``*``
+  literally; a carried ``<*>``/``<NON_REF>`` (a gVCF reference block) it does not apply either,
+  but it then skips later records starting inside the block, which hapflow does not.
 * a record whose ALT alleles are all symbolic (``<DEL>`` included) is never checked against the
   FASTA, as bcftools never checks it; any other record is, over REF's own bases, and a REF span
   (END) longer than REF is a mismatch when a selected haplotype carries one of its sequence
@@ -41,7 +43,13 @@ import numpy as np
 from prep.encoding import ENCODE_TABLE, decode
 from prep.kernels import VariantArrays
 from prep.vcf_files import VcfError, VcfSet, read_header
-from prep.vcf_parse import allele_table
+from prep.vcf_parse import (
+    FLAG_REF_LOWER,
+    FLAG_SYMBOLIC,
+    FLAG_SYMBOLIC_DEL,
+    FLAG_TRIM,
+    allele_table,
+)
 from prep.vcf_records import Records, VcfFile
 
 __all__ = [
@@ -57,15 +65,15 @@ __all__ = [
     "is_indel_htslib",
 ]
 
-SYMBOLIC = np.uint8(1)
+SYMBOLIC = np.uint8(FLAG_SYMBOLIC)
 """Allele flag: symbolic (``<INS>``, ``<DUP>``, ``*``, breakends...; not ``<DEL>``); never
 applied, counted."""
-TRIM_FIRST_BASE = np.uint8(2)
+TRIM_FIRST_BASE = np.uint8(FLAG_TRIM)
 """Allele flag: an indel whose first base equals REF's (bcftools ``trim_beg``)."""
-REF_FIRST_LOWER = np.uint8(4)
+REF_FIRST_LOWER = np.uint8(FLAG_REF_LOWER)
 """Allele flag: the record's REF starts with a lower-case letter (matters to bcftools when an
 insertion joins the previous variant on soft-masked sequence)."""
-SYMBOLIC_DEL = np.uint8(8)
+SYMBOLIC_DEL = np.uint8(FLAG_SYMBOLIC_DEL)
 """Allele flag: a symbolic ``<DEL>``, stored as an ordinary deletion (ALT = the anchor base over
 the REF span ``[pos, pos + ref_len)``); the kernels ignore this bit."""
 
@@ -210,6 +218,21 @@ class VariantBlock:
                 out = np.maximum(0, self.ref_len - np.minimum(shortest, self.ref_len))
             self._max_deletion = out
         return self._max_deletion
+
+    def max_insertion(self) -> np.ndarray:
+        """Upper bound of bases each record can add: max(0, longest ALT len - REF span).
+
+        Skipped symbolic alleles do not count.
+
+        Returns
+        -------
+        np.ndarray, shape (n_rec,), int64
+        """
+        lens = np.diff(self.allele_offsets)
+        lens = np.where((self.allele_flags & SYMBOLIC) != 0, 0, lens)
+        if not self.n_records:
+            return np.zeros(0, dtype=np.int64)
+        return np.maximum(0, np.maximum.reduceat(lens, self.first_allele) - self.ref_len)
 
     def joined(self, keep_from: int, later: VariantBlock) -> VariantBlock:
         """This block's records ``keep_from`` onwards, then every record of ``later`` (read
