@@ -13,7 +13,7 @@ from prep.encoding import ENCODE_TABLE, N_CODE
 
 __all__ = ["Reference", "ReferenceError", "CACHE_BASES"]
 
-CACHE_BASES = 8 << 20
+CACHE_BASES = 1 << 20
 """Bases of the last span read that a :class:`Reference` keeps (2 bytes each)."""
 _GAP = 1 << 16
 """A request starting at most this far past the kept span extends it (the gap is read too)."""

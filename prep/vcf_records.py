@@ -34,8 +34,9 @@ from prep.vcf_parse import BAD_COLUMNS, empty_gt, parse_genotypes, parse_lines
 
 __all__ = ["TEXT_CHUNK_BYTES", "Records", "VcfFile", "parse_genotypes"]
 
-TEXT_CHUNK_BYTES = 32 << 20
-"""Text lines parsed per chunk (bytes): bounds the transient line buffer."""
+TEXT_CHUNK_BYTES = 4 << 20
+"""Text lines parsed per chunk (bytes): the transient text (the lines, then one byte buffer)
+is about twice this, whatever the span."""
 
 
 class Records(NamedTuple):
@@ -234,7 +235,7 @@ class VcfFile:
                 size += len(line)
                 if size >= TEXT_CHUNK_BYTES:
                     parts.append(self._parse_chunk(vcf_chrom, chunk))
-                    chunk, size = [], 0
+                    size = 0
         except (OSError, ValueError) as err:  # pysam: "iteration failed (error code -2)"
             raise VcfError(_corrupt_message(self.path, vcf_chrom, start, end, err)) from None
         if chunk:
@@ -242,10 +243,14 @@ class VcfFile:
         return Records.concat(parts, self.n_samples)
 
     def _parse_chunk(self, vcf_chrom: str, lines: list[str]) -> Records:
-        """Parse whole text lines (no LF) with :func:`prep.vcf_parse.parse_lines`."""
-        buf = np.frombuffer(("\n".join(lines) + "\n").encode("ascii", errors="replace"),
-                            np.uint8)
+        """Parse whole text lines (no LF) with :func:`prep.vcf_parse.parse_lines`; ``lines``
+        is emptied (its text is released once joined)."""
         n, n_s = len(lines), self.n_samples
+        lines.append("")  # the join then ends in LF too
+        text = "\n".join(lines)
+        lines.clear()
+        buf = np.frombuffer(text.encode("ascii", errors="replace"), np.uint8)
+        del text
         pos, ref_at, alt_at, alt_end, end_value = (np.empty(n, np.int64) for _ in range(5))
         has_gt = np.empty(n, np.bool_)
         gt = np.empty((n, n_s, 2), np.int16)
