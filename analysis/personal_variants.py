@@ -11,7 +11,8 @@
 Which variants. Records whose POS lies in the reference window ``[tss - L // 2, tss + L // 2)``
 (0-based half-open, as :mod:`prep.dosages` and the elastic net use) at which the individual
 carries an ALT allele; each ALT of a multi-allelic record is a variant of its own
-(``CHROM:POS:REF:ALT``, POS 1-based). Symbolic alleles (never applied by the engine) and, for a
+(``CHROM:POS:REF:ALT``, POS 1-based). Symbolic alleles other than ``<DEL>`` (never applied by
+the engine; a ``<DEL>`` is a deletion of POS + 1 .. END, see :mod:`prep.variants`) and, for a
 run trained on SNPs only, indels and other length-changing alleles (not in its windows) are
 skipped and counted in the summary.
 """

@@ -2,8 +2,11 @@
 
 Run from the repository root (a full run takes about 6 minutes on 2 busy cores, ``--quick`` 1)::
 
-    python benchmarks/prep_haplotypes.py --gvl-python /root/.venvs/gvl-bench/bin/python
+    python benchmarks/prep_haplotypes.py --gvl-python PEERS_VENV/bin/python
     python benchmarks/prep_haplotypes.py --quick --tools bcftools,pyconsensus-rs
+
+(``PEERS_VENV``: the virtual environment holding GenVarLoader and pyconsensus-rs; how to make
+one is below.)
 
 Every tool builds the two haplotypes of each of the 300 samples of
 ``data/chr20_extra/shapeit4_reference.chr20_1-2Mb.phased300.vcf.gz`` around the chr20 TSSs whose
@@ -25,7 +28,13 @@ during that round (from /proc/stat): well above 0 means the row was measured on 
   ``Dataset.open(..).with_seqs("haplotypes").with_len(L)[regions, :]`` (an ``S1`` array).
 * **hapflow** -- ``HaplotypeBuilder.fixed`` (TSS-anchored haplotype windows of exactly L codes,
   shape (regions, samples, 2, L), into one reused ``out`` buffer) and
-  ``HaplotypeBuilder.ragged`` (the bcftools sequences, flat codes + offsets).
+  ``HaplotypeBuilder.ragged`` (the bcftools sequences, flat codes + offsets, into one reused
+  ``out`` buffer too). Rows without "preloaded" read the VCF per call, as ``prep.builder`` runs
+  over a gene list: each pass over the regions starts with nothing cached
+  (``builder.clear_cache()``) and a call reuses only the records the previous call of the pass
+  read (the builder's cache of the last span, extended as genes advance); "preloaded" rows read
+  the real span once up front (``builder.preload``), as pyconsensus-rs' engine and ``gvl.write``
+  read the VCF before their timed calls.
 
 MB/s is haplotypes/s x L / 1e6. "x bcftools" divides by bcftools at the same L and threads.
 Byte-exact: for a few (region, sample, haplotype) at the smallest L -- the haplotypes carrying
@@ -37,11 +46,13 @@ Inputs are copied to a temporary folder first: pyconsensus-rs (``.cvcf``) and Ge
 ``benchmarks/results/prep_haplotypes.jsonl``.
 
 GenVarLoader 0.43 pins polars<2 and pyarrow<25 (via polars-bio) while hapflow runs on polars 2,
-so it lives in a virtual environment that also sees the main site-packages; pyconsensus-rs, which
-is no dependency of hapflow, goes there too::
+so it lives in a virtual environment of its own that also sees the main site-packages;
+pyconsensus-rs (imported as ``pyconsensus``), which is no dependency of hapflow, goes there too.
+Any folder will do, e.g.::
 
-    python -m venv --system-site-packages /root/.venvs/gvl-bench
-    /root/.venvs/gvl-bench/bin/pip install genvarloader pyconsensus-rs
+    python -m venv --system-site-packages ~/.venvs/hapflow-peers
+    ~/.venvs/hapflow-peers/bin/pip install genvarloader pyconsensus-rs
+    python benchmarks/prep_haplotypes.py --gvl-python ~/.venvs/hapflow-peers/bin/python
 
 Without ``--gvl-python`` GenVarLoader and pyconsensus-rs run under this interpreter if it can
 import them, else they are skipped with a message; with it, pyconsensus-rs runs under this
@@ -496,16 +507,28 @@ def worker_hapflow(plan: dict, threads: int) -> dict:
         )
 
         buffers: dict[int, np.ndarray] = {}  # one reused ``out`` per chunk size, as a writer would
+        flat = [np.empty(0, dtype=np.uint8)]  # ragged mode's reused ``out``, grown as needed
+        # Per call, each pass over the genes starts with nothing cached: within a pass a call
+        # reuses the records the previous one read (genes advance along the chromosome).
+        per_call = [True]
+
+        def new_pass(c, per_call=per_call):
+            if c.start == 0 and per_call[0]:
+                builder.clear_cache()
 
         def run_fixed(c, tss=tss, length=length, buffers=buffers):
+            new_pass(c)
             if len(c) not in buffers:
                 buffers[len(c)] = np.empty((len(c), n_samples, 2, length), dtype=np.uint8)
             seqs = builder.fixed(chrom, tss[c.start : c.stop], length, out=buffers[len(c)]).seqs
             assert seqs.shape == (len(c), n_samples, 2, length), f"fixed returned {seqs.shape}"
             return len(c) * n_samples * 2
 
-        def run_ragged(c, starts=starts, ends=ends):
-            builder.ragged(chrom, starts[c.start : c.stop], ends[c.start : c.stop])
+        def run_ragged(c, starts=starts, ends=ends, flat=flat):
+            new_pass(c)
+            rag = builder.ragged(chrom, starts[c.start : c.stop], ends[c.start : c.stop],
+                                 out=flat[0])
+            flat[0] = rag.data if rag.data.base is None else rag.data.base
             return len(c) * n_samples * 2
 
         timing = time_cycling(run_fixed, chunks, plan["seconds"])
@@ -513,6 +536,7 @@ def worker_hapflow(plan: dict, threads: int) -> dict:
         timing = time_cycling(run_ragged, chunks, plan["seconds"])
         rows.append(row("hapflow ragged", length, threads, timing))
         # The VCF read once up front, as pyconsensus-rs' engine and gvl.write do.
+        per_call[0] = False
         t0 = time.perf_counter()
         builder.preload(chrom, *plan["real_span"])
         setup.append({"tool": "hapflow", "L": length, "threads": threads,
@@ -522,7 +546,7 @@ def worker_hapflow(plan: dict, threads: int) -> dict:
         rows.append(row("hapflow fixed, preloaded", length, threads, timing))
         timing = time_cycling(run_ragged, chunks, plan["seconds"])
         rows.append(row("hapflow ragged, preloaded", length, threads, timing))
-        builder._preloaded = None
+        builder.clear_cache()
 
     cases = plan["checks"]
     rag = builder.ragged(

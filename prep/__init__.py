@@ -10,8 +10,9 @@ Library modules, from inputs to shards:
 * :mod:`prep.contigs`, :mod:`prep.reference`, :mod:`prep.regions` — contig lookup, the FASTA,
   TSS tables and BED intervals.
 * :mod:`prep.vcf_files` (the genotype files and their contigs), :mod:`prep.vcf_records` (one
-  file's records, text parsed by numba), :mod:`prep.variants` — a VCF span read once into flat
-  arrays (genotypes per haplotype).
+  file's records), :mod:`prep.vcf_parse` (VCF text and alleles parsed by numba),
+  :mod:`prep.variants` — a VCF span read once into flat arrays (genotypes per haplotype);
+  :mod:`prep.variant_cache` — parsed records kept across nearby batches of genes.
 * :mod:`prep.kernels` — the numba walk that applies variants exactly as bcftools consensus.
 * :mod:`prep.builder` — :class:`~prep.builder.HaplotypeBuilder`: ragged and fixed haplotypes.
 * :mod:`prep.export` — haplotypes as FASTA (``prep.haplotypes``).

@@ -23,6 +23,13 @@ Two modes:
     substituted.
 
 Haplotype 0 of a sample is the first allele of its GT (``-H 1``), haplotype 1 the second.
+
+Reading the VCF per call: the records of the last span read stay parsed (genotypes resolved,
+REFs checked), and a later call whose regions start inside that span reads only what lies
+beyond it (:class:`prep.variant_cache.BlockCache`), so batches of genes advancing along a
+chromosome read each record once; the reference bases are kept the same way
+(:meth:`prep.reference.Reference.fetch_with_case`). :meth:`HaplotypeBuilder.preload` reads a
+span up front instead; :meth:`HaplotypeBuilder.clear_cache` forgets both.
 """
 
 from __future__ import annotations
@@ -30,12 +37,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from prep import kernels
 from prep.edits import GeneEdits, gene_edits
 from prep.reference import Reference
-from prep.variants import VariantBlock, VariantReader
+from prep.variant_cache import BlockCache
+from prep.variants import SYMBOLIC, VariantBlock, VariantReader
 
 __all__ = [
     "HaplotypeBuilder",
@@ -49,6 +58,9 @@ COUNT_NAMES = ("applied", "overlap_skipped", "missing", "symbolic_skipped", "not
 """Per-haplotype counters, in kernel order (see :mod:`prep.kernels`)."""
 
 _GROUP_GAP = 1_000_000  # regions further apart than this are read from the VCF separately
+_STREAM_BYTES = 8 << 20
+"""Haplotypes into an output at least this large are built in a per-thread scratch window and
+streamed out with non-temporal stores (:func:`prep.kernels.fixed_windows`, ``ragged_fill``)."""
 
 
 def _counts_dict(counts: np.ndarray, n_samples: int) -> dict[str, np.ndarray]:
@@ -199,7 +211,7 @@ class HaplotypeBuilder:
         self.variants = VariantReader(vcf, samples, unphased=unphased, seed=seed)
         self.snps_only = bool(snps_only)
         self.ref_mismatch = ref_mismatch
-        self._preloaded: tuple | None = None
+        self._cache = BlockCache(self.variants, self.reference, ref_mismatch)
 
     @property
     def samples(self) -> list[str]:
@@ -269,8 +281,14 @@ class HaplotypeBuilder:
         ref_block, lower = self.reference.fetch_with_case(chrom, block_start, int(span_hi.max()))
         spans = kernels.Spans(ref_block, lower, block_start, span_lo - block_start,
                               span_hi - block_start, rec_lo, rec_hi)
+        scratch = np.empty((0, 0), np.uint8)
+        if out.nbytes >= _STREAM_BYTES:  # rows long enough for any haplotype of a span
+            grow = np.zeros(block.n_records + 1, np.int64)
+            np.cumsum(block.max_insertion(), out=grow[1:])
+            width = int((span_hi - span_lo + grow[rec_hi] - grow[rec_lo]).max())
+            scratch = np.empty((numba.get_num_threads(), width), np.uint8)
         kernels.fixed_windows(spans, block.arrays(), tss, minus, self.snps_only,
-                              idx.astype(np.int64), out, counts)
+                              idx.astype(np.int64), out, counts, scratch)
         n_var[idx] = rec_hi - rec_lo
         n_bad[idx] = _count_in_ranges(block.ref_mismatch, rec_lo, rec_hi)
 
@@ -322,7 +340,7 @@ class HaplotypeBuilder:
         while True:
             lo = int(tss.min()) - half - margin
             hi = int(tss.max()) + (length - half) + margin
-            block = self._read(chrom, lo, hi)
+            block, lo, hi = self._read(chrom, lo, hi)  # the span actually held, maybe wider
             span_lo, span_hi, rec_bound = _fixed_spans(block, tss, length)
             if span_lo.min() >= lo and rec_bound.max() <= hi:
                 break
@@ -338,6 +356,7 @@ class HaplotypeBuilder:
         starts: np.ndarray,
         ends: np.ndarray,
         minus: np.ndarray | None = None,
+        out: np.ndarray | None = None,
     ) -> RaggedHaplotypes:
         """Haplotypes of intervals, byte-exact with bcftools consensus.
 
@@ -348,6 +367,11 @@ class HaplotypeBuilder:
             0-based half-open intervals; ends past the contig are clipped.
         minus : np.ndarray, shape (n_regions,), bool, optional
             Intervals to reverse-complement.
+        out : np.ndarray, shape (n_bytes,), uint8, optional
+            Buffer to fill: when it holds at least the bytes the haplotypes need, ``data`` is a
+            view of its start (reusing one buffer across calls spares the allocation and the
+            fresh pages, as ``fixed``'s ``out`` does); when it is too small a new array is
+            allocated.
         """
         starts = np.atleast_1d(np.asarray(starts, dtype=np.int64))
         ends = np.atleast_1d(np.asarray(ends, dtype=np.int64))
@@ -371,7 +395,7 @@ class HaplotypeBuilder:
         prepared = []
         for idx in _groups(starts, _GROUP_GAP):
             lo, hi = int(starts[idx].min()), int(ends[idx].max())
-            block = self._read(chrom, lo, hi)
+            block, _, _ = self._read(chrom, lo, hi)
             ref_block, lower = self.reference.fetch_with_case(chrom, lo, hi)
             rec_lo = np.searchsorted(block.pos, starts[idx], side="left")
             rec_hi = np.searchsorted(block.pos, ends[idx], side="left")
@@ -387,10 +411,17 @@ class HaplotypeBuilder:
             prepared.append((idx, spans, block))
         offsets = np.zeros(n_regions * n_hap + 1, dtype=np.int64)
         np.cumsum(lengths.reshape(-1), out=offsets[1:])
-        data = np.empty(int(offsets[-1]), dtype=np.uint8)
+        size = int(offsets[-1])
+        if out is not None and (out.dtype != np.uint8 or out.ndim != 1
+                                or not out.flags.c_contiguous):
+            raise ValueError("out must be a 1-D C-contiguous uint8 array")
+        data = out[:size] if out is not None and out.shape[0] >= size else np.empty(size, np.uint8)
+        stream = size >= _STREAM_BYTES
+        longest = int(lengths.max()) if stream else 0
+        scratch = np.empty((numba.get_num_threads(), longest) if stream else (0, 0), np.uint8)
         for idx, spans, block in prepared:
             kernels.ragged_fill(spans, block.arrays(), minus[idx], self.snps_only,
-                                idx.astype(np.int64), offsets, data)
+                                idx.astype(np.int64), offsets, data, scratch)
         return RaggedHaplotypes(
             data=data,
             offsets=offsets,
@@ -408,20 +439,23 @@ class HaplotypeBuilder:
         instead of reading the VCF again (as tools that index a VCF up front do). Memory:
         2 bytes per selected haplotype and record (unselected samples are never parsed); a
         new preload replaces the previous one.
+
+        Without a preload, calls still keep the records of the last span read and reuse them
+        when the next batch of genes overlaps it (:class:`prep.variant_cache.BlockCache`).
         """
         if end is None:
             end = self.reference.length(chrom)
-        self._preloaded = None  # release the previous span before reading the next
-        block = self.variants.read(chrom, start, end, self.reference, self.ref_mismatch)
-        self._preloaded = (self.variants.locate(chrom), start, end, block)
-        return block
+        return self._cache.preload(chrom, start, end)
 
-    def _read(self, chrom: str, lo: int, hi: int) -> VariantBlock:
-        cached = self._preloaded
-        if cached and cached[0] == self.variants.locate(chrom) and cached[1] <= lo and \
-                hi <= cached[2]:
-            return cached[3]
-        return self.variants.read(chrom, lo, hi, self.reference, self.ref_mismatch)
+    def clear_cache(self) -> None:
+        """Forget the preloaded span, the records kept from the last call and the reference
+        bases kept from the last read."""
+        self._cache.clear()
+        self.reference.clear_cache()
+
+    def _read(self, chrom: str, lo: int, hi: int) -> tuple[VariantBlock, int, int]:
+        """(block, clo, chi): every record overlapping ``[clo, chi)``, which holds ``[lo, hi)``."""
+        return self._cache.get(chrom, lo, hi)
 
     # ------------------------------------------------------------------ helpers
 
@@ -455,43 +489,23 @@ def _count_in_ranges(mask: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.nda
 
 
 def _fixed_spans(block: VariantBlock, tss: np.ndarray, length: int):
-    """Reference spans to walk so each window is filled, whatever the haplotype's indels.
+    """Reference spans to walk so each window is filled, whatever the haplotype's indels
+    (:func:`prep.kernels.fixed_spans`).
 
     Returns ``(span_lo, span_hi, rec_bound)``, int64 arrays of shape (n_regions,): the span
     ``[span_lo, span_hi)`` (0-based reference) and the position below which records are walked
-    (records start in ``[span_lo, rec_bound)``; ``span_hi`` also covers their REF ends).
-
-    The left edge moves left by every base that records upstream of the TSS could delete, then
-    further while a record starting before it overlaps it (so no record is cut in half); the
-    right edge moves right by every base downstream records could delete.
+    (records start in ``[span_lo, rec_bound)``; ``span_hi`` also covers their REF ends). A
+    record whose ALT alleles are all skipped symbolic ones (``<DUP>``, ``<CN0>``... with their
+    END) is never applied, so only its first base counts.
     """
-    half = length // 2
-    pos, ends = block.pos, block.pos + block.ref_len
-    cum = np.concatenate([[0], np.cumsum(block.max_deletion())])
-    max_len = int(block.ref_len.max()) if block.n_records else 1
-    n = tss.shape[0]
-    span_lo = np.empty(n, dtype=np.int64)
-    span_hi = np.empty(n, dtype=np.int64)
-    rec_end = np.empty(n, dtype=np.int64)
-    for g in range(n):
-        t = int(tss[g])
-        a = t - half
-        while True:  # until neither deletions upstream nor records cut by the edge move it
-            d = cum[np.searchsorted(pos, t + 1)] - cum[np.searchsorted(pos, a)]
-            over = (pos < a) & (ends > a)
-            a_new = min(t - half - d, int(pos[over].min()) if over.any() else a)
-            if a_new >= a:
-                break
-            a = a_new
-        b = t + (length - half)
-        first = np.searchsorted(pos, t - max_len)
-        while True:
-            d = cum[np.searchsorted(pos, b)] - cum[first]
-            if t + (length - half) + d <= b:
-                break
-            b = t + (length - half) + d
-        i0, i1 = np.searchsorted(pos, a), np.searchsorted(pos, b)
-        span_lo[g] = a
-        span_hi[g] = max(b, int(ends[i0:i1].max()) if i1 > i0 else b)
-        rec_end[g] = b
+    n = block.n_records
+    ends = block.pos + block.ref_len
+    if n:
+        skipped = np.logical_and.reduceat((block.allele_flags & SYMBOLIC) != 0,
+                                          block.first_allele)
+        ends = np.where(skipped, block.pos + 1, ends)
+    cum = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(block.max_deletion(), out=cum[1:])
+    span_lo, span_hi, rec_end = (np.empty(tss.shape[0], np.int64) for _ in range(3))
+    kernels.fixed_spans(block.pos, ends, cum, tss, length, span_lo, span_hi, rec_end)
     return span_lo, span_hi, rec_end

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from prep.variants import SYMBOLIC, VariantBlock, VariantReader
+from prep.variants import SYMBOLIC, SYMBOLIC_DEL, VariantBlock, VariantReader
 
 __all__ = [
     "GeneDosages",
@@ -117,7 +117,7 @@ def _columns(block: VariantBlock, start: int, end: int, snps_only: bool):
     # ALT number within the record: 1, 2, ... n_alt
     col_k = np.arange(col_rec.shape[0]) - np.repeat(np.cumsum(n_alt) - n_alt, n_alt) + 1
     allele = block.first_allele[col_rec] + col_k - 1  # row in the allele table
-    keep = (block.allele_flags[allele] & SYMBOLIC) == 0
+    keep = (block.allele_flags[allele] & (SYMBOLIC | SYMBOLIC_DEL)) == 0  # sequence ALTs only
     if snps_only:
         alt_len = np.diff(block.allele_offsets)[allele]
         keep &= (block.ref_len[col_rec] == 1) & (alt_len == 1)

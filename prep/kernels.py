@@ -10,13 +10,19 @@ The walk reproduces ``bcftools consensus`` (1.16) rule for rule:
   except an indel (htslib's sense) whose first base equals its REF's, starting exactly on the last
   REF base of a preceding record that was not an insertion; it keeps the base already written
   there and adds the rest of its ALT;
-* symbolic alleles are skipped and counted (bcftools applies ``<DEL>``; see the docs).
+* a symbolic ``<DEL>`` reaches the kernels as an ordinary deletion (REF span ``[POS - 1, END)``,
+  ALT = the anchor base; see :mod:`prep.variants`), so it follows the rules above; every other
+  symbolic allele (``<INS>``, ``<DUP>``, ``*``, breakends, ...) is skipped and counted.
 
 The kernels take their arrays as two typed bundles (NamedTuples of arrays, which numba passes
 as one struct): :class:`VariantArrays`, a block's records
 (:meth:`prep.variants.VariantBlock.arrays`), and :class:`Spans`, the reference block and the
 span and records each region walks. Every kernel writes into caller-allocated ``out`` arrays.
-Positions inside a walk are relative to the start of the ``ref`` span.
+Positions inside a walk are relative to the start of the ``ref`` span. For outputs far larger
+than the caches, :func:`fixed_windows` and :func:`ragged_fill` build each haplotype in a
+per-thread scratch row (in the caches) and stream it out with non-temporal stores, which spare
+reading every destination line in before writing it; :func:`fixed_spans` plans the spans fixed
+windows walk.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import get_thread_id, njit, prange, types
+from numba.extending import intrinsic
 
 __all__ = [
     "VariantArrays",
@@ -39,6 +47,7 @@ __all__ = [
     "fixed_windows",
     "ragged_lengths",
     "ragged_fill",
+    "fixed_spans",
 ]
 
 COUNT_APPLIED = 0
@@ -52,6 +61,7 @@ _SYMBOLIC = 1
 _TRIM = 2
 _REF_LOWER = 4
 _N = 4
+_NO_STOP = np.iinfo(np.int64).max
 
 
 class VariantArrays(NamedTuple):
@@ -63,7 +73,7 @@ class VariantArrays(NamedTuple):
     pos: np.ndarray
     """int64 (n_rec,): start of each record's REF."""
     ref_len: np.ndarray
-    """int64 (n_rec,): length of REF."""
+    """int64 (n_rec,): reference bases the record spans (len(REF), or END - POS + 1)."""
     first_allele: np.ndarray
     """int64 (n_rec,): row of the record's ALT 1 in the allele table."""
     allele_offsets: np.ndarray
@@ -72,7 +82,8 @@ class VariantArrays(NamedTuple):
     allele_codes: np.ndarray
     """uint8 (allele_offsets[-1],): ALT alleles as codes 0..4."""
     allele_flags: np.ndarray
-    """uint8 (n_alleles,): symbolic (1), trim-first-base (2), REF-first-lower (4) bits."""
+    """uint8 (n_alleles,): symbolic (1), trim-first-base (2), REF-first-lower (4) bits (bit 8,
+    symbolic ``<DEL>``, is not read here)."""
     hap_allele: np.ndarray
     """int16 (n_hap, n_rec): allele index of each haplotype per record (0 REF, -1 missing)."""
 
@@ -96,6 +107,58 @@ class Spans(NamedTuple):
     """int64 (n_regions,): end (exclusive) of the records each region walks."""
 
 
+@intrinsic
+def _stream_64(typingctx, dst, src):
+    """Copy 64 bytes from address ``src`` to the 64-byte-aligned address ``dst`` with
+    non-temporal stores: they bypass the caches, so the destination's lines are not read in
+    first (a long copy into memory costs about what a memset does). Slower than ordinary stores
+    for short stretches: use it for whole windows only (:func:`_copy_window`)."""
+    sig = types.void(types.uintp, types.uintp)
+
+    def codegen(context, builder, signature, args):
+        vec = ir.VectorType(ir.IntType(8), 64)
+        value = builder.load(builder.inttoptr(args[1], vec.as_pointer()), align=1)
+        store = builder.store(value, builder.inttoptr(args[0], vec.as_pointer()), align=64)
+        store.set_metadata("nontemporal", builder.module.add_metadata(
+            [ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """A full fence: non-temporal stores are weakly ordered, so a thread fences before the
+    buffer it streamed into is handed on."""
+    sig = types.void()
+
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _copy_window(dst, src):
+    """``dst[:] = src`` (same length, contiguous) with non-temporal stores for its 64-byte-
+    aligned middle, then a fence."""
+    n = dst.shape[0]
+    d = dst.ctypes.data
+    s = src.ctypes.data
+    head = min((64 - d % 64) % 64, n)
+    for j in range(head):
+        dst[j] = src[j]
+    i = head
+    while i + 64 <= n:
+        _stream_64(d + i, s + i)
+        i += 64
+    dst, src = dst[i:], src[i:]
+    for j in range(n - i):
+        dst[j] = src[j]
+    _store_fence()
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _emit(src, s, e, out, k, out_lo):
     """Place ``src[s:e]`` at haplotype indexes ``k .. k + e - s``; keep what falls in the window.
@@ -106,8 +169,8 @@ def _emit(src, s, e, out, k, out_lo):
     lo = max(k, out_lo)
     hi = min(k + n, out_lo + out.shape[0])
     if hi > lo:
-        # An explicit loop over two views: vectorised by LLVM, several times faster than
-        # numba's slice assignment.
+        # An explicit loop from 0 over two views: vectorised by LLVM, several times faster
+        # than numba's slice assignment.
         dst = out[lo - out_lo : hi - out_lo]
         part = src[s + lo - k : s + hi - k]
         for i in range(dst.shape[0]):
@@ -130,6 +193,7 @@ def walk_haplotype(
     out_lo,
     stop_at,
     counts,
+    stop_past_tss=-1,
 ):
     """Build one haplotype of the span ``ref`` (reference ``[ref_start, ref_start + len(ref))``).
 
@@ -160,6 +224,9 @@ def walk_haplotype(
         fixed windows); pass a huge value to build the whole span.
     counts : int32 (N_COUNTS,)
         Incremented: applied, overlap-skipped, missing, symbolic, not-SNP (snps_only).
+    stop_past_tss : int
+        When >= 0, ``stop_at`` becomes ``tss_hap + stop_past_tss`` once the TSS is placed: one
+        walk then stops where a walk told the window's end up front would.
 
     Returns
     -------
@@ -219,6 +286,8 @@ def walk_haplotype(
         if cursor < p:
             if tss_hap < 0 and cursor <= tss_rel < p:
                 tss_hap = k + tss_rel - cursor
+                if stop_past_tss >= 0:
+                    stop_at = tss_hap + stop_past_tss
             k = _emit(ref, cursor, p, out, k, out_lo)
             last_lower = ref_lower[p - 1] != 0
         if joined:
@@ -236,6 +305,8 @@ def walk_haplotype(
         if tss_hap < 0 and p <= tss_rel < p + r:
             off = tss_rel - p
             tss_hap = slot0 + off if off < alen else slot0 + alen
+            if stop_past_tss >= 0:
+                stop_at = tss_hap + stop_past_tss
         cursor = p + r
         frz = p + r - 1
         prev_insert = alen > r
@@ -260,7 +331,7 @@ def _reverse_complement_inplace(x):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def fixed_windows(spans, variants, tss, minus, snps_only, rows, out, counts):
+def fixed_windows(spans, variants, tss, minus, snps_only, rows, out, counts, scratch):
     """Fixed-length windows centred on each region's TSS, for every haplotype.
 
     Parameters
@@ -282,11 +353,18 @@ def fixed_windows(spans, variants, tss, minus, snps_only, rows, out, counts):
         Receives the windows; the TSS's haplotype base sits at index ``L // 2`` before any
         reverse complement (``L - 1 - L // 2`` after it).
     counts : int32 (n_out_rows, n_hap, N_COUNTS)
+    scratch : uint8 (n_threads, W) or (0, 0)
+        Per-thread rows (``numba.get_num_threads()`` of them, each at least as long as any
+        region's haplotype up to its window's end): each haplotype is built there, in the
+        caches, by one walk, and its window streamed into ``out`` with non-temporal stores --
+        faster when ``out`` is far larger than the caches. Empty: two walks per haplotype (one
+        to place the TSS, one to fill the window) write into ``out`` directly.
     """
     n_regions = rows.shape[0]
     n_hap = out.shape[1]
     length = out.shape[2]
     half = length // 2
+    stream = scratch.shape[0] > 0
     for job in prange(n_regions * n_hap):
         g = job // n_hap
         h = job % n_hap
@@ -295,6 +373,22 @@ def fixed_windows(spans, variants, tss, minus, snps_only, rows, out, counts):
         start = spans.start + spans.lo[g]
         c = counts[rows[g], h]
         o = out[rows[g], h]
+        if stream:
+            # one walk from the span's start into the scratch row, stopping where the window
+            # ends; the window is cut from it and streamed out
+            w = scratch[get_thread_id()]
+            n_built, tss_hap = walk_haplotype(
+                ref, lower, start, variants, h, spans.rec_lo[g], spans.rec_hi[g], snps_only,
+                tss[g], w, 0, _NO_STOP, c, length - half,
+            )
+            win_lo = tss_hap - half
+            if tss_hap >= 0 and win_lo >= 0 and win_lo + length <= min(n_built, w.shape[0]):
+                win = w[win_lo : win_lo + length]
+                if minus[g]:
+                    _reverse_complement_inplace(win)
+                _copy_window(o, win)
+                continue
+            c[:] = 0  # near a contig end (or a scratch row too short): the two walks below
         _, tss_hap = walk_haplotype(
             ref, lower, start, variants, h, spans.rec_lo[g], spans.rec_hi[g], snps_only, tss[g],
             o[:0], 0, 0, c,
@@ -337,25 +431,94 @@ def ragged_lengths(spans, variants, snps_only, lengths, counts):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def ragged_fill(spans, variants, minus, snps_only, rows, offsets, data):
+def ragged_fill(spans, variants, minus, snps_only, rows, offsets, data, scratch):
     """Write every haplotype of every interval into ``data`` (second pass of ragged mode).
 
     ``rows`` : int64 (n_regions,), ``offsets`` : int64 (n_out_rows * n_hap + 1,): haplotype
     ``h`` of region ``g`` goes to ``data[offsets[i] : offsets[i + 1]]`` with
-    ``i = rows[g] * n_hap + h``; ``minus`` : bool (n_regions,) reverse-complements a region.
+    ``i = rows[g] * n_hap + h``; ``minus`` : bool (n_regions,) reverse-complements a region;
+    ``scratch`` : uint8 (n_threads, longest haplotype) or (0, 0), as in :func:`fixed_windows`.
     """
     n_regions = spans.lo.shape[0]
     n_hap = variants.hap_allele.shape[0]
-    scratch = np.zeros(N_COUNTS, dtype=np.int32)
+    counts = np.zeros(N_COUNTS, dtype=np.int32)
+    stream = scratch.shape[0] > 0
     for job in prange(n_regions * n_hap):
         g = job // n_hap
         h = job % n_hap
         i = rows[g] * n_hap + h
-        o = data[offsets[i] : offsets[i + 1]]
+        dst = data[offsets[i] : offsets[i + 1]]
+        o = scratch[get_thread_id(), : dst.shape[0]] if stream else dst
         walk_haplotype(
             spans.ref[spans.lo[g] : spans.hi[g]], spans.lower[spans.lo[g] : spans.hi[g]],
             spans.start + spans.lo[g], variants, h, spans.rec_lo[g], spans.rec_hi[g],
-            snps_only, -1, o, 0, np.iinfo(np.int64).max, scratch.copy(),
+            snps_only, -1, o, 0, np.iinfo(np.int64).max, counts.copy(),
         )
         if minus[g]:
             _reverse_complement_inplace(o)
+        if stream:
+            _copy_window(dst, o)
+
+
+@njit(cache=True, nogil=True)
+def fixed_spans(pos, ends, cum_del, tss, length, span_lo, span_hi, rec_end):
+    """Reference spans to walk so each fixed window is filled, whatever the haplotype's indels.
+
+    The left edge moves left by every base that records between it and the TSS could delete,
+    then further while a record starting before it overlaps it (no record is cut in half);
+    the right edge moves right by every base that records from ``tss - longest record`` up to
+    it could delete. Binary searches only: O(regions x (log n_rec + records in the window)).
+
+    Parameters
+    ----------
+    pos : int64 (n_rec,)
+        0-based record starts, sorted.
+    ends : int64 (n_rec,)
+        Exclusive end of the reference each record can replace (``pos + ref_len``; ``pos + 1``
+        for a record whose ALT alleles are all skipped symbolic ones).
+    cum_del : int64 (n_rec + 1,)
+        Cumulative sum of the bases each record can delete (``VariantBlock.max_deletion``),
+        starting at 0.
+    tss : int64 (n_regions,)
+        0-based TSSs.
+    length : int
+        Window length L.
+    span_lo, span_hi, rec_end : int64 (n_regions,), out
+        The span ``[span_lo, span_hi)`` (0-based reference; ``span_hi`` covers the REF of every
+        record walked) and the position below which records are walked (records start in
+        ``[span_lo, rec_end)``).
+    """
+    n = pos.shape[0]
+    half = length // 2
+    longest = 1
+    reach = np.empty(n, np.int64)  # reach[i]: furthest end among records 0..i
+    top = np.iinfo(np.int64).min
+    for i in range(n):
+        top = max(top, ends[i])
+        reach[i] = top
+        longest = max(longest, ends[i] - pos[i])
+    for g in range(tss.shape[0]):
+        t = tss[g]
+        a = t - half
+        while True:  # until neither deletions upstream nor records cut by the edge move it
+            d = cum_del[np.searchsorted(pos, t + 1)] - cum_del[np.searchsorted(pos, a)]
+            a_new = t - half - d
+            i = np.searchsorted(reach, a, side="right")  # the first record ending past a
+            if i < n and pos[i] < a:
+                a_new = min(a_new, pos[i])
+            if a_new >= a:
+                break
+            a = a_new
+        b = t + (length - half)
+        first = np.searchsorted(pos, t - longest)
+        while True:
+            d = cum_del[np.searchsorted(pos, b)] - cum_del[first]
+            if t + (length - half) + d <= b:
+                break
+            b = t + (length - half) + d
+        hi = b
+        for k in range(np.searchsorted(pos, a), np.searchsorted(pos, b)):
+            hi = max(hi, ends[k])
+        span_lo[g] = a
+        span_hi[g] = hi
+        rec_end[g] = b

@@ -11,7 +11,12 @@ import pysam
 from prep.contigs import resolve_contig
 from prep.encoding import ENCODE_TABLE, N_CODE
 
-__all__ = ["Reference", "ReferenceError"]
+__all__ = ["Reference", "ReferenceError", "CACHE_BASES"]
+
+CACHE_BASES = 1 << 20
+"""Bases of the last span read that a :class:`Reference` keeps (2 bytes each)."""
+_GAP = 1 << 16
+"""A request starting at most this far past the kept span extends it (the gap is read too)."""
 
 
 class ReferenceError(ValueError):
@@ -43,6 +48,7 @@ class Reference:
                 )
             raise ReferenceError(f"cannot open reference FASTA {self.path}: {err}.{hint}") from None
         self.lengths = dict(zip(self._fasta.references, self._fasta.lengths, strict=True))
+        self._cached: tuple | None = None  # (contig, start, end, codes, lower)
 
     @property
     def contigs(self) -> list[str]:
@@ -72,6 +78,11 @@ class Reference:
     def fetch_with_case(self, chrom: str, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`fetch`, plus where the FASTA writes the base in lower case.
 
+        The last span read (at most :data:`CACHE_BASES` bases, extended forward when a request
+        starts inside it, or just past it, and ends beyond it) is kept, so neighbouring requests -- the REF check
+        and the windows of one batch of genes, the next batch along the chromosome -- read and
+        decode each base once. The arrays returned are the caller's own.
+
         Returns
         -------
         (np.ndarray, np.ndarray)
@@ -79,6 +90,20 @@ class Reference:
             1 for lower-case (soft-masked) bases.
         """
         name = self.resolve(chrom)
+        c = self._cached
+        if c is None or c[0] != name or not c[1] <= start <= c[2] + _GAP:
+            c = (name, start, end, *self._read(name, start, end))
+        elif end > c[2]:  # extend forward, keeping at most CACHE_BASES (or this request)
+            codes, lower = self._read(name, c[2], end)
+            keep = max(c[1], min(start, end - CACHE_BASES))
+            c = (name, keep, end, np.concatenate([c[3][keep - c[1]:], codes]),
+                 np.concatenate([c[4][keep - c[1]:], lower]))
+        self._cached = c
+        lo, hi = start - c[1], max(end, start) - c[1]
+        return c[3][lo:hi].copy(), c[4][lo:hi].copy()
+
+    def _read(self, name: str, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, lower) of ``name:[start, end)`` read from the file (N outside the contig)."""
         n = end - start
         out = np.full(max(n, 0), N_CODE, dtype=np.uint8)
         lower = np.zeros(max(n, 0), dtype=np.uint8)
@@ -104,5 +129,10 @@ class Reference:
             lower[lo - start : hi - start] = (letters >= ord("a")) & (letters <= ord("z"))
         return out, lower
 
+    def clear_cache(self) -> None:
+        """Forget the span kept from the last read."""
+        self._cached = None
+
     def close(self) -> None:
+        self._cached = None
         self._fasta.close()

@@ -5,7 +5,27 @@ sample, in file order. Alleles are ragged (flat codes + offsets); genotypes are 
 per haplotype and record, after the unphased-genotype policy has been applied. The VCF is read
 once per block (region batch), never once per sample.
 
-Coordinates: ``pos`` is 0-based (VCF POS - 1); a record covers reference ``[pos, pos + ref_len)``.
+Coordinates: ``pos`` is 0-based (VCF POS - 1); a record covers reference ``[pos, pos + ref_len)``,
+``ref_len`` being htslib's ``rlen`` (``INFO/END - POS + 1`` when END >= POS, else len(REF)).
+
+Symbolic alleles, as ``bcftools consensus`` (1.16) treats them:
+
+* ``<DEL>`` (any case) is an ordinary deletion allele: the record's REF span is ``[POS - 1,
+  END)`` (0-based; ``END`` from INFO, SVLEN is ignored as htslib 1.16 ignores it; without END, or
+  with END < POS, the span is REF's own length), its ALT is the one anchor base at POS -- the
+  FASTA's base, which bcftools keeps whatever REF says -- so the bases ``POS + 1 .. END``
+  (1-based) are removed. It carries :data:`TRIM_FIRST_BASE` when it removes at least one base
+  (bcftools' ``trim_beg``: it may start on the last REF base of the previous record, keeping the
+  base already written there) and :data:`SYMBOLIC_DEL`, which the kernels ignore.
+* every other symbolic allele (``<INS>``, ``<DUP>``, ``<CN0>``, ``<DEL:ME:ALU>``, ``<*>``,
+  ``<NON_REF>``, ``*``, breakends such as ``G]1:10]``) is :data:`SYMBOLIC`: never applied,
+  counted. bcftools stops with an error at most of these and writes breakends and ``*``
+  literally; a carried ``<*>``/``<NON_REF>`` (a gVCF reference block) it does not apply either,
+  but it then skips later records starting inside the block, which hapflow does not.
+* a record whose ALT alleles are all symbolic (``<DEL>`` included) is never checked against the
+  FASTA, as bcftools never checks it; any other record is, over REF's own bases, and a REF span
+  (END) longer than REF is a mismatch when a selected haplotype carries one of its sequence
+  alleles (bcftools refuses to apply such an allele).
 
 :class:`VariantReader` reads blocks from the study's genotype files (:class:`prep.vcf_files.
 VcfSet`: one file, a list or a ``{chrom}`` pattern) through :class:`prep.vcf_records.VcfFile`,
@@ -23,10 +43,18 @@ import numpy as np
 from prep.encoding import ENCODE_TABLE, decode
 from prep.kernels import VariantArrays
 from prep.vcf_files import VcfError, VcfSet, read_header
-from prep.vcf_records import VcfFile
+from prep.vcf_parse import (
+    FLAG_REF_LOWER,
+    FLAG_SYMBOLIC,
+    FLAG_SYMBOLIC_DEL,
+    FLAG_TRIM,
+    allele_table,
+)
+from prep.vcf_records import Records, VcfFile
 
 __all__ = [
     "SYMBOLIC",
+    "SYMBOLIC_DEL",
     "TRIM_FIRST_BASE",
     "REF_FIRST_LOWER",
     "UNPHASED_POLICIES",
@@ -37,13 +65,17 @@ __all__ = [
     "is_indel_htslib",
 ]
 
-SYMBOLIC = np.uint8(1)
-"""Allele flag: symbolic (``<DEL>``, ``<INS>``, ``*``, breakends); never applied, counted."""
-TRIM_FIRST_BASE = np.uint8(2)
+SYMBOLIC = np.uint8(FLAG_SYMBOLIC)
+"""Allele flag: symbolic (``<INS>``, ``<DUP>``, ``*``, breakends...; not ``<DEL>``); never
+applied, counted."""
+TRIM_FIRST_BASE = np.uint8(FLAG_TRIM)
 """Allele flag: an indel whose first base equals REF's (bcftools ``trim_beg``)."""
-REF_FIRST_LOWER = np.uint8(4)
+REF_FIRST_LOWER = np.uint8(FLAG_REF_LOWER)
 """Allele flag: the record's REF starts with a lower-case letter (matters to bcftools when an
 insertion joins the previous variant on soft-masked sequence)."""
+SYMBOLIC_DEL = np.uint8(FLAG_SYMBOLIC_DEL)
+"""Allele flag: a symbolic ``<DEL>``, stored as an ordinary deletion (ALT = the anchor base over
+the REF span ``[pos, pos + ref_len)``); the kernels ignore this bit."""
 
 UNPHASED_POLICIES = ("error", "reference", "as-phased", "random")
 
@@ -86,10 +118,6 @@ def is_indel_htslib(ref: str, alt: str) -> bool:
     return False
 
 
-def _is_symbolic(alt: str) -> bool:
-    return alt.startswith("<") or alt in ("*", ".") or "[" in alt or "]" in alt
-
-
 @dataclass
 class VariantBlock:
     """All records overlapping one span of one contig, ready for the kernels.
@@ -101,18 +129,24 @@ class VariantBlock:
     pos : np.ndarray, shape (n_rec,), int64
         0-based start of each record's REF.
     ref_len : np.ndarray, shape (n_rec,), int64
-        Length of REF.
+        Bases of reference the record spans: htslib's ``rlen`` (``END - POS + 1`` when INFO/END
+        >= POS, else len(REF)).
     first_allele : np.ndarray, shape (n_rec,), int64
         Row in the allele table of each record's ALT 1 (ALT k is row ``first_allele + k - 1``).
     allele_offsets : np.ndarray, shape (n_alleles + 1,), int64
         ALT allele ``j`` is ``allele_codes[allele_offsets[j]:allele_offsets[j + 1]]``.
     allele_codes : np.ndarray, shape (allele_offsets[-1],), uint8
-        ALT alleles as codes 0..4.
+        ALT alleles as codes 0..4 (a ``<DEL>``: its one anchor base; a skipped symbolic allele:
+        no codes).
     allele_flags : np.ndarray, shape (n_alleles,), uint8
-        :data:`SYMBOLIC`, :data:`TRIM_FIRST_BASE` and :data:`REF_FIRST_LOWER` bits.
+        :data:`SYMBOLIC`, :data:`TRIM_FIRST_BASE`, :data:`REF_FIRST_LOWER` and
+        :data:`SYMBOLIC_DEL` bits.
     hap_allele : np.ndarray, shape (2 * n_samples, n_rec), int16
         Allele index carried by haplotype ``2 * sample + hap`` (hap 0 = first GT allele):
         0 = REF, k = ALT k, -1 = missing (reference is kept and the miss is counted).
+    text, text_off, ref_chars : np.ndarray
+        Each record's ``REF<TAB>ALT`` as written (see :class:`prep.vcf_records.Records`);
+        :attr:`ref_alleles` and :attr:`alt_alleles` are built from it when first asked for.
     ref_mismatch : np.ndarray, shape (n_rec,), bool
         Records whose REF disagreed with the FASTA and were skipped (``ref_mismatch="skip"``).
     n_unphased : int
@@ -127,15 +161,39 @@ class VariantBlock:
     allele_codes: np.ndarray
     allele_flags: np.ndarray
     hap_allele: np.ndarray
-    ref_alleles: list[str] = field(default_factory=list)
-    alt_alleles: list[list[str]] = field(default_factory=list)
+    text: np.ndarray
+    text_off: np.ndarray
+    ref_chars: np.ndarray
     ref_mismatch: np.ndarray | None = None
     n_unphased: int = 0
     _max_deletion: np.ndarray | None = field(default=None, repr=False)
+    _strings: tuple | None = field(default=None, repr=False)
 
     @property
     def n_records(self) -> int:
         return int(self.pos.shape[0])
+
+    def _texts(self) -> tuple[list[str], list[list[str]]]:
+        if self._strings is None:
+            whole = bytes(self.text).decode("ascii", errors="replace")
+            refs, alts = [], []
+            for a, b in zip(self.text_off[:-1].tolist(), self.text_off[1:].tolist(),
+                            strict=True):
+                ref, _, alt = whole[a:b].partition("\t")
+                refs.append(ref)
+                alts.append(alt.split(","))
+            self._strings = (refs, alts)
+        return self._strings
+
+    @property
+    def ref_alleles(self) -> list[str]:
+        """REF of each record, as written (built on first use)."""
+        return self._texts()[0]
+
+    @property
+    def alt_alleles(self) -> list[list[str]]:
+        """ALT alleles of each record, as written (built on first use)."""
+        return self._texts()[1]
 
     def arrays(self) -> VariantArrays:
         """The arrays the kernels walk, as one bundle (:class:`prep.kernels.VariantArrays`)."""
@@ -145,7 +203,7 @@ class VariantBlock:
     def max_deletion(self) -> np.ndarray:
         """Upper bound of bases each record can remove: max(0, REF len - shortest ALT len).
 
-        Symbolic alleles do not count. Computed once per block.
+        Skipped symbolic alleles do not count (a ``<DEL>`` does). Computed once per block.
 
         Returns
         -------
@@ -160,6 +218,46 @@ class VariantBlock:
                 out = np.maximum(0, self.ref_len - np.minimum(shortest, self.ref_len))
             self._max_deletion = out
         return self._max_deletion
+
+    def max_insertion(self) -> np.ndarray:
+        """Upper bound of bases each record can add: max(0, longest ALT len - REF span).
+
+        Skipped symbolic alleles do not count.
+
+        Returns
+        -------
+        np.ndarray, shape (n_rec,), int64
+        """
+        lens = np.diff(self.allele_offsets)
+        lens = np.where((self.allele_flags & SYMBOLIC) != 0, 0, lens)
+        if not self.n_records:
+            return np.zeros(0, dtype=np.int64)
+        return np.maximum(0, np.maximum.reduceat(lens, self.first_allele) - self.ref_len)
+
+    def joined(self, keep_from: int, later: VariantBlock) -> VariantBlock:
+        """This block's records ``keep_from`` onwards, then every record of ``later`` (read
+        from the same file and contig after them): one block, in file order."""
+        k, j = keep_from, int(self.first_allele[keep_from]) if keep_from < self.n_records \
+            else self.allele_flags.shape[0]
+        c, t = int(self.allele_offsets[j]), int(self.text_off[k])
+        cat = np.concatenate
+        return VariantBlock(
+            chrom=self.chrom, pos=cat([self.pos[k:], later.pos]),
+            ref_len=cat([self.ref_len[k:], later.ref_len]),
+            first_allele=cat([self.first_allele[k:] - j,
+                              later.first_allele + (self.allele_flags.shape[0] - j)]),
+            allele_offsets=cat([self.allele_offsets[j:-1] - c,
+                                later.allele_offsets + (self.allele_offsets[-1] - c)]),
+            allele_codes=cat([self.allele_codes[c:], later.allele_codes]),
+            allele_flags=cat([self.allele_flags[j:], later.allele_flags]),
+            hap_allele=np.ascontiguousarray(cat([self.hap_allele[:, k:], later.hap_allele],
+                                                axis=1)),
+            text=cat([self.text[t:], later.text]),
+            text_off=cat([self.text_off[k:-1] - t, later.text_off + (self.text_off[-1] - t)]),
+            ref_chars=cat([self.ref_chars[k:], later.ref_chars]),
+            ref_mismatch=cat([self.ref_mismatch[k:], later.ref_mismatch]),
+            n_unphased=self.n_unphased + later.n_unphased,
+        )
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -177,43 +275,21 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 _REF_CHECK_RECORDS = 1 << 16  # records whose REF is checked against one reference fetch
 
 
-def _block(chrom: str, pos: list[int], refs: list[str], alts: list[list[str]],
-           n_hap: int) -> VariantBlock:
+def _block(chrom: str, rec: Records, n_hap: int) -> VariantBlock:
     """A block of records without genotypes yet: the allele table (codes, offsets, flags)."""
-    ref_len: list[int] = []
-    first: list[int] = []
-    codes: list[bytes] = []
-    flags: list[int] = []
-    n_alleles = 0
-    for ref, alt in zip(refs, alts, strict=True):
-        ref_len.append(len(ref))
-        first.append(n_alleles)
-        for a in alt:
-            sym = _is_symbolic(a)
-            fl = SYMBOLIC if sym else 0
-            if not sym and is_indel_htslib(ref, a) and ref[0] == a[0]:
-                fl |= TRIM_FIRST_BASE
-            if ref[:1].islower():
-                fl |= REF_FIRST_LOWER
-            flags.append(int(fl))
-            codes.append(b"" if sym else a.encode("ascii", errors="replace"))
-        n_alleles += len(alt)
-    lens = np.array([len(c) for c in codes], dtype=np.int64)
-    offsets = np.zeros(len(codes) + 1, dtype=np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    flat = np.frombuffer(b"".join(codes), dtype=np.uint8)
+    n = rec.pos.shape[0]
+    n_alleles = n + int(np.count_nonzero(rec.text == 44))  # one more per comma in ALT
+    first = np.empty(n, np.int64)
+    offsets = np.empty(n_alleles + 1, np.int64)
+    codes = np.empty(rec.text.shape[0], np.uint8)
+    flags = np.empty(n_alleles, np.uint8)
+    _, n_codes = allele_table(rec.text, rec.text_off, rec.ref_chars, rec.span, ENCODE_TABLE,
+                              first, offsets, codes, flags)
     return VariantBlock(
-        ref_mismatch=np.zeros(len(pos), dtype=bool),
-        chrom=chrom,
-        pos=np.array(pos, dtype=np.int64),
-        ref_len=np.array(ref_len, dtype=np.int64),
-        first_allele=np.array(first, dtype=np.int64),
-        allele_offsets=offsets,
-        allele_codes=ENCODE_TABLE[flat],
-        allele_flags=np.array(flags, dtype=np.uint8),
-        hap_allele=np.zeros((n_hap, 0), dtype=np.int16),
-        ref_alleles=refs,
-        alt_alleles=alts,
+        chrom=chrom, pos=rec.pos, ref_len=rec.span, first_allele=first,
+        allele_offsets=offsets, allele_codes=codes[:n_codes].copy(), allele_flags=flags,
+        hap_allele=np.zeros((n_hap, 0), dtype=np.int16), text=rec.text, text_off=rec.text_off,
+        ref_chars=rec.ref_chars, ref_mismatch=np.zeros(n, dtype=bool),
     )
 
 
@@ -305,7 +381,8 @@ class VariantReader:
         Parameters
         ----------
         reference : prep.reference.Reference, optional
-            When given, each record's REF is checked against it.
+            When given, REFs are checked against it and each ``<DEL>`` is anchored on its base
+            (see the module docstring); without it a ``<DEL>``'s anchor is REF's first base.
         ref_mismatch : {"error", "skip"}
             A REF that disagrees with the FASTA stops with an error naming the site, or
             (``skip``) the record is dropped and counted.
@@ -314,8 +391,10 @@ class VariantReader:
         parsed in chunks of about 32 MB, so unselected samples cost nothing.
         """
         path, vcf_chrom = self.locate(chrom)
-        pos, refs, alts, gt, ph = self._open(path).records(vcf_chrom, start, end)
-        block = _block(vcf_chrom, pos, refs, alts, 2 * len(self.samples))
+        rec = self._open(path).records(vcf_chrom, start, end)
+        gt, ph = rec.gt, rec.phased
+        block = _block(vcf_chrom, rec, 2 * len(self.samples))
+        del rec
         self._check_gt(path, block, gt)
         gt = self._apply_unphased_policy(path, block, gt, ph)
         del ph
@@ -374,24 +453,44 @@ class VariantReader:
         return gt
 
     def _check_ref(self, path, block, gt, reference, chrom, ref_mismatch):
-        """Compare every REF with the FASTA, ``_REF_CHECK_RECORDS`` records at a time.
+        """Check REFs against the FASTA and anchor every ``<DEL>`` on the FASTA's base.
 
-        Vectorised; the reference is fetched per chunk of records (their span only), so a
-        whole-chromosome preload never holds the chromosome's sequence.
+        Records with a sequence ALT allele are checked over REF's own bases (at most the REF
+        span); a span (END) longer than REF is a mismatch when a selected haplotype carries
+        one of those sequence alleles, which bcftools refuses to apply. Records whose ALT alleles are all symbolic are not checked (bcftools never
+        checks them, applied or not). A ``<DEL>``'s ALT code becomes the FASTA's base at POS,
+        the base bcftools keeps. Vectorised, ``_REF_CHECK_RECORDS`` records per reference
+        fetch (their span only), so a whole-chromosome preload never holds the chromosome.
         """
         n = block.n_records
+        flags = block.allele_flags
+        literal = ((flags & (SYMBOLIC | SYMBOLIC_DEL)) == 0).astype(np.int64)
+        checked = np.add.reduceat(literal, block.first_allele) > 0
+        text_len = block.ref_chars
+        lens = np.where(checked, np.minimum(text_len, block.ref_len), 0)
         mismatch = np.zeros(n, dtype=bool)
+        for i in np.flatnonzero(checked & (block.ref_len > text_len)).tolist():
+            carried = gt[i].ravel()  # rare: a sequence ALT in a record whose END passes REF
+            carried = carried[carried > 0] + (block.first_allele[i] - 1)
+            mismatch[i] = bool(literal[carried].any())
+        dels = np.flatnonzero(flags & SYMBOLIC_DEL)  # alleles to anchor
+        del_rec = np.searchsorted(block.first_allele, dels, side="right") - 1
         for c0 in range(0, n, _REF_CHECK_RECORDS):
             c1 = min(n, c0 + _REF_CHECK_RECORDS)
-            pos, lens = block.pos[c0:c1], block.ref_len[c0:c1]
-            lo, hi = int(pos.min()), int((pos + lens).max())
+            pos, ln = block.pos[c0:c1], lens[c0:c1]
+            d0, d1 = np.searchsorted(del_rec, [c0, c1])
+            use = (ln > 0) | np.isin(np.arange(c0, c1), del_rec[d0:d1])
+            if not use.any():
+                continue
+            lo, hi = int(pos[use].min()), int((pos + np.maximum(ln, 1))[use].max())
             ref_codes = reference.fetch(chrom, lo, hi)
-            text = "".join(block.ref_alleles[c0:c1]).encode("ascii", errors="replace")
-            want = ENCODE_TABLE[np.frombuffer(text, np.uint8)]
-            rec = np.repeat(np.arange(c1 - c0), lens)  # record of each REF base
-            first = np.cumsum(lens) - lens  # offset of each record's REF in ``want``
-            idx = (pos - lo)[rec] + (np.arange(rec.shape[0]) - first[rec])
-            mismatch[c0 + np.unique(rec[ref_codes[idx] != want])] = True
+            anchor = block.allele_offsets[dels[d0:d1]]
+            block.allele_codes[anchor] = ref_codes[block.pos[del_rec[d0:d1]] - lo]
+            rec = np.repeat(np.arange(c1 - c0), ln)  # record of each checked REF base
+            off = np.arange(rec.shape[0]) - (np.cumsum(ln) - ln)[rec]  # base within its REF
+            want = ENCODE_TABLE[block.text[block.text_off[c0:c1][rec] + off]]
+            differ = ref_codes[(pos - lo)[rec] + off] != want
+            mismatch[c0 + np.unique(rec[differ])] = True
         bad = np.nonzero(mismatch)[0].tolist()
         if not bad:
             return
@@ -399,14 +498,23 @@ class VariantReader:
             gt[bad] = 0
             block.ref_mismatch[bad] = True
             return
+        raise ReferenceMismatchError(self._mismatch_message(path, block, bad, reference, chrom))
+
+    @staticmethod
+    def _mismatch_message(path, block, bad, reference, chrom) -> str:
         i = bad[0]
-        p = int(block.pos[i])
-        fa = decode(reference.fetch(chrom, p, p + len(block.ref_alleles[i])))
-        raise ReferenceMismatchError(
-            f"{path}: REF at {block.chrom}:{block.pos[i] + 1} is {block.ref_alleles[i]} but "
-            f"the reference FASTA {reference.path} has {fa} there ({len(bad)} mismatching "
-            "record(s) in this region). Use the FASTA the VCF was called against (same build), "
-            "or set ref_mismatch = 'skip' to drop such records."
+        p, ref, span = int(block.pos[i]), block.ref_alleles[i], int(block.ref_len[i])
+        where = f"{path}: REF at {block.chrom}:{p + 1}"
+        if span > len(ref):
+            what = (f"{where} is {ref} ({len(ref)} base(s)) but its INFO/END makes the record "
+                    f"span {span} bases, which bcftools refuses to apply (only a symbolic <DEL> "
+                    "may span more than its REF)")
+        else:
+            fa = decode(reference.fetch(chrom, p, p + len(ref)))
+            what = f"{where} is {ref} but the reference FASTA {reference.path} has {fa} there"
+        return (
+            f"{what} ({len(bad)} mismatching record(s) in this region). Use the FASTA the VCF was "
+            "called against (same build), or set ref_mismatch = 'skip' to drop such records."
         )
 
     def close(self) -> None:

@@ -1,100 +1,98 @@
-"""Records of one VCF/BCF region as raw arrays: positions, alleles, genotypes of the selected
-samples.
+"""Records of one VCF/BCF region as raw arrays: positions, allele text, genotypes of the
+selected samples.
 
 :class:`VcfFile` is one open file of a :class:`prep.vcf_files.VcfSet`, reading only the
-selected samples. Text files (bgzip + tabix) are parsed line by line: the sample columns of
-about :data:`TEXT_CHUNK_BYTES` of lines are gathered into one byte buffer and parsed by the
-numba kernel :func:`parse_genotypes`, which skips unwanted sample columns without materialising
-them; BCF (and any file pysam cannot read as tabix text) goes through cyvcf2, whose htslib
-parses only the selected samples. Peak memory therefore scales with (records read x selected
-samples), not with the file's sample count.
+selected samples. Text files (bgzip + tabix) are read as whole lines, about
+:data:`TEXT_CHUNK_BYTES` at a time, joined into one byte buffer and parsed by the numba kernel
+:func:`prep.vcf_parse.parse_lines` (POS, REF, ALT, INFO/END and the GT of the selected sample
+columns; unwanted columns are skipped without being materialised): no Python step per record
+besides pysam handing the line over. BCF (and any file pysam cannot read as tabix text) goes
+through cyvcf2, whose htslib parses only the selected samples. Peak memory therefore scales with
+(records read x selected samples), not with the file's sample count.
 
-:meth:`VcfFile.records` returns ``(pos, refs, alts, gt, phased)``: 0-based positions (VCF POS -
-1), REF strings, ALT lists, GT allele indexes int16 (n_rec, n_samples, 2) (-1 missing; a haploid
-call's second allele 0) and phase flags bool (n_rec, n_samples). Records without ALT are
-skipped. :mod:`prep.variants` turns them into the kernels' arrays.
+:meth:`VcfFile.records` returns :class:`Records`: 0-based positions (VCF POS - 1), the reference
+bases each record spans (htslib's ``rlen``: ``INFO/END - POS + 1`` when a record has
+``END >= POS``, as a symbolic ``<DEL>`` does, else len(REF)), each record's ``REF<TAB>ALT`` text,
+GT allele indexes int16 (n_rec, n_samples, 2) (-1 missing; a haploid call's second allele 0) and
+phase flags bool (n_rec, n_samples). Records without ALT are skipped. A contig that the header
+declares but that has no records reads as no records, through tabix as through cyvcf2.
+:mod:`prep.variants` turns them into the kernels' arrays.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pysam
 from cyvcf2 import VCF
-from numba import njit
 
 from prep.vcf_files import VcfError, check_vcf_file
+from prep.vcf_parse import BAD_COLUMNS, empty_gt, parse_genotypes, parse_lines
 
-__all__ = ["TEXT_CHUNK_BYTES", "VcfFile", "parse_genotypes"]
+__all__ = ["TEXT_CHUNK_BYTES", "Records", "VcfFile", "parse_genotypes"]
 
-TEXT_CHUNK_BYTES = 32 << 20
-"""Text lines parsed per chunk (bytes of sample columns): bounds the transient line buffer."""
+TEXT_CHUNK_BYTES = 4 << 20
+"""Text lines parsed per chunk (bytes): the transient text (the lines, then one byte buffer)
+is about twice this, whatever the span."""
 
 
-@njit(cache=True, nogil=True)
-def parse_genotypes(buf, offsets, columns, gt, phased):
-    """Parse the GT field of the selected sample columns of every record.
+class Records(NamedTuple):
+    """The records of one region of one file, in file order (see the module docstring)."""
 
-    Unselected columns are skipped byte by byte (up to their tab) and never stored, so the
-    output holds only the selected samples whatever the file's sample count.
+    pos: np.ndarray
+    """int64 (n_rec,): 0-based start of each record (VCF POS - 1)."""
+    span: np.ndarray
+    """int64 (n_rec,): reference bases the record spans (htslib's ``rlen``)."""
+    text: np.ndarray
+    """uint8: record ``i``'s ``REF<TAB>ALT`` as written is ``text[text_off[i]:text_off[i+1]]``."""
+    text_off: np.ndarray
+    """int64 (n_rec + 1,)."""
+    ref_chars: np.ndarray
+    """int64 (n_rec,): length of REF (the text before the TAB)."""
+    gt: np.ndarray
+    """int16 (n_rec, n_samples, 2): allele indexes of the selected samples (-1 missing)."""
+    phased: np.ndarray
+    """bool (n_rec, n_samples)."""
 
-    Parameters
-    ----------
-    buf : uint8 (n_bytes,)
-        Sample columns of record ``r`` (tab-separated, GT first) in
-        ``buf[offsets[r]:offsets[r + 1]]``.
-    offsets : int64 (n_rec + 1,)
-    columns : int64 (n_file_samples,)
-        For each sample column of the file (header order), the output slot it is parsed into
-        (``0 <= slot < gt.shape[1]``), or -1 to skip it.
-    gt : int16 (n_rec, n_selected, 2), out
-        Allele indexes; ``.`` is -1; a haploid genotype's second entry is 0 (reference).
-    phased : bool (n_rec, n_selected), out
-        Whether the separator before the second allele is ``|`` (haploid: True).
+    @staticmethod
+    def empty(n_samples: int) -> Records:
+        gt, ph = empty_gt(n_samples)
+        z = np.zeros(0, np.int64)
+        return Records(z, z, np.zeros(0, np.uint8), np.zeros(1, np.int64), z, gt, ph)
 
-    Returns
-    -------
-    int
-        -1, or the first record with fewer sample columns than ``columns`` has entries.
-    """
-    n_rec, n_cols = gt.shape[0], columns.shape[0]
-    for r in range(n_rec):
-        i = offsets[r]
-        end = offsets[r + 1]
-        for col in range(n_cols):
-            if i >= end:
-                return r
-            s = columns[col]
-            if s >= 0:
-                k = 0
-                val = -1
-                ph = True
-                gt[r, s, 1] = 0
-                while i < end:
-                    c = buf[i]
-                    if c == 58 or c == 9 or c == 10:  # ':' TAB LF
-                        break
-                    if 48 <= c <= 57:
-                        val = (val if val > 0 else 0) * 10 + (c - 48)
-                    elif c == 46:  # '.'
-                        val = -1
-                    elif c == 124 or c == 47:  # '|' '/'
-                        if k < 2:
-                            gt[r, s, k] = val
-                        k += 1
-                        if k == 1:
-                            ph = c == 124
-                        val = -1
-                    i += 1
-                if k < 2:
-                    gt[r, s, k] = val
-                phased[r, s] = ph
-            while i < end and buf[i] != 9:
-                i += 1
-            i += 1
-    return -1
+    @staticmethod
+    def concat(parts: list[Records], n_samples: int) -> Records:
+        """One :class:`Records` of several consecutive ones."""
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return Records.empty(n_samples)
+        offs = [parts[0].text_off]
+        base = parts[0].text_off[-1]
+        for p in parts[1:]:
+            offs.append(p.text_off[1:] + base)
+            base += p.text_off[-1]
+        return Records(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("pos", "span", "text")),
+            np.concatenate(offs), np.concatenate([p.ref_chars for p in parts]),
+            np.concatenate([p.gt for p in parts]), np.concatenate([p.phased for p in parts]))
+
+
+def _spans(pos: np.ndarray, ref_chars: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """htslib's ``rlen``: ``END - POS + 1`` where END >= POS (``end`` -1: none), else len(REF)."""
+    return np.where(end > pos, end - pos, ref_chars)
+
+
+def _text_of(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+    """(text, text_off): the byte ranges ``buf[starts[i]:ends[i])`` back to back."""
+    lens = ends - starts
+    off = np.zeros(lens.shape[0] + 1, np.int64)
+    np.cumsum(lens, out=off[1:])
+    idx = np.repeat(starts - off[:-1], lens) + np.arange(off[-1], dtype=np.int64)
+    return buf[idx], off
 
 
 def _corrupt_message(path, chrom: str, start: int, end: int, err: Exception) -> str:
@@ -103,7 +101,7 @@ def _corrupt_message(path, chrom: str, start: int, end: int, err: Exception) -> 
             "and re-index it (`tabix -f -p vcf`)")
 
 
-def _check_sorted(path, chrom: str, pos: list[int]) -> None:
+def _check_sorted(path, chrom: str, pos: np.ndarray) -> None:
     """Records of one region must come in position order (bcftools consensus needs it too)."""
     if len(pos) < 2:
         return
@@ -145,17 +143,19 @@ class VcfFile:
         # column of each requested sample in cyvcf2's (file-ordered, subset) genotype array
         self.subset_columns = np.array([order[s] for s in samples], dtype=np.int64)
         self.tabix = None
+        self.tabix_contigs: frozenset[str] = frozenset()
         if path.suffix == ".gz" and os.path.exists(str(path) + ".tbi"):
             try:
                 self.tabix = pysam.TabixFile(str(path))
+                self.tabix_contigs = frozenset(self.tabix.contigs)
             except (OSError, ValueError):
                 self.tabix = None
 
     def records(self, vcf_chrom: str, start: int, end: int):
         """Records overlapping ``vcf_chrom:[start, end)`` (0-based half-open), in file order.
 
-        ``vcf_chrom`` is the contig as this file spells it. Returns ``(pos, refs, alts, gt,
-        phased)`` (see the module docstring).
+        ``vcf_chrom`` is the contig as this file spells it. Returns :class:`Records`; a contig
+        the header declares without records gives none.
 
         Raises
         ------
@@ -167,11 +167,11 @@ class VcfFile:
             found = self._records_text(vcf_chrom, start, end)
         else:
             found = self._records_cyvcf2(vcf_chrom, start, end)
-        _check_sorted(self.path, vcf_chrom, found[0])
+        _check_sorted(self.path, vcf_chrom, found.pos)
         return found
 
-    def _records_cyvcf2(self, vcf_chrom: str, start: int, end: int):
-        """(pos, refs, alts, gt (n_rec, n_s, 2) int16, phased (n_rec, n_s) bool) via cyvcf2.
+    def _records_cyvcf2(self, vcf_chrom: str, start: int, end: int) -> Records:
+        """:class:`Records` via cyvcf2 (htslib's ``rlen`` read from the record itself).
 
         Used for BCF and any file pysam cannot read as tabix-indexed text; htslib parses only
         the selected samples (``VCF(samples=...)``).
@@ -182,7 +182,7 @@ class VcfFile:
             records = self.vcf(region)
         except Exception as err:
             raise VcfError(f"cannot read {region} from {self.path}: {err}") from None
-        pos, refs, alts, gts, phased = [], [], [], [], []
+        pos, span, texts, ref_chars, gts, phased = [], [], [], [], [], []
         try:
             records = list(records)
         except Exception as err:  # noqa: BLE001 - cyvcf2 raises plain Exception on bad blocks
@@ -191,8 +191,9 @@ class VcfFile:
             if not rec.ALT:
                 continue  # no ALT allele: nothing to apply
             pos.append(rec.POS - 1)
-            refs.append(rec.REF)
-            alts.append(list(rec.ALT))
+            span.append(rec.end - rec.start)
+            texts.append(f"{rec.REF}\t{','.join(rec.ALT)}")
+            ref_chars.append(len(rec.REF))
             g = rec.genotype.array()[self.subset_columns]  # (n_s, ploidy + 1) int16
             if g.shape[1] >= 3:
                 pair = g[:, :2].copy()
@@ -202,78 +203,79 @@ class VcfFile:
             pair[ends_early, 1] = 0  # the second haplotype keeps the reference, as in bcftools
             gts.append(pair.astype(np.int16))
             phased.append((g[:, -1] != 0) | ends_early | (g.shape[1] < 3))
-        gt = np.stack(gts) if gts else np.zeros((0, n_s, 2), np.int16)
-        ph = np.stack(phased) if phased else np.zeros((0, n_s), bool)
-        return pos, refs, alts, gt, ph
+        if not pos:
+            return Records.empty(n_s)
+        lens = np.array([len(t) for t in texts], np.int64)
+        text_off = np.zeros(len(texts) + 1, np.int64)
+        np.cumsum(lens, out=text_off[1:])
+        text = np.frombuffer("".join(texts).encode("ascii", errors="replace"), np.uint8)
+        return Records(np.array(pos, np.int64), np.array(span, np.int64), text, text_off,
+                       np.array(ref_chars, np.int64), np.stack(gts), np.stack(phased))
 
-    def _records_text(self, vcf_chrom: str, start: int, end: int):
-        """Same as :meth:`_records_cyvcf2`, parsing tabix text lines with the numba GT parser.
+    def _records_text(self, vcf_chrom: str, start: int, end: int) -> Records:
+        """Same as :meth:`_records_cyvcf2`, parsing tabix text lines with the numba parser.
 
-        The sample columns of about :data:`TEXT_CHUNK_BYTES` of lines are gathered in one byte
-        buffer and parsed into (chunk records x selected samples) arrays; the buffer is reused,
-        so the text held at any time is bounded whatever the span.
+        About :data:`TEXT_CHUNK_BYTES` of lines at a time are joined into one byte buffer and
+        parsed into (chunk records x selected samples) arrays, so the text held at any time is
+        bounded whatever the span.
         """
+        if vcf_chrom not in self.tabix_contigs:  # declared in the header, no record indexed
+            return Records.empty(self.n_samples)
         try:
             lines = self.tabix.fetch(vcf_chrom, max(start, 0), max(end, 1))
         except (ValueError, OSError) as err:
             raise VcfError(f"cannot read {vcf_chrom}:{start + 1}-{end} from {self.path}: "
                            f"{err}") from None
-        pos: list[int] = []
-        refs: list[str] = []
-        alts: list[list[str]] = []
-        gts, phs = [], []
-        buf = bytearray()
-        ends: list[int] = []  # end of each record's sample columns in buf (exclusive, + tab)
-        has_gt: list[bool] = []
+        parts: list[Records] = []
+        chunk: list[str] = []
+        size = 0
         try:
             for line in lines:
-                fields = line.split("\t", 9)
-                if len(fields) < 10:
-                    raise VcfError(
-                        f"{self.path}: record at {fields[0]}:{fields[1] if len(fields) > 1 else '?'} "
-                        f"has {len(fields)} columns; expected 9 plus one per sample")
-                if fields[4] == ".":
-                    continue
-                pos.append(int(fields[1]) - 1)
-                refs.append(fields[3])
-                alts.append(fields[4].split(","))
-                has_gt.append(fields[8] == "GT" or fields[8].startswith("GT:"))
-                buf += fields[9].encode("ascii", errors="replace")
-                buf += b"\t"
-                ends.append(len(buf))
-                if len(buf) >= TEXT_CHUNK_BYTES:
-                    self._parse_chunk(vcf_chrom, pos, buf, ends, has_gt, gts, phs)
-                    buf.clear()
-                    ends, has_gt = [], []
-        except VcfError:
-            raise
+                chunk.append(line)
+                size += len(line)
+                if size >= TEXT_CHUNK_BYTES:
+                    parts.append(self._parse_chunk(vcf_chrom, chunk))
+                    size = 0
         except (OSError, ValueError) as err:  # pysam: "iteration failed (error code -2)"
             raise VcfError(_corrupt_message(self.path, vcf_chrom, start, end, err)) from None
-        self._parse_chunk(vcf_chrom, pos, buf, ends, has_gt, gts, phs)
-        if len(gts) == 1:
-            return pos, refs, alts, gts[0], phs[0]
-        return pos, refs, alts, np.concatenate(gts), np.concatenate(phs)
+        if chunk:
+            parts.append(self._parse_chunk(vcf_chrom, chunk))
+        return Records.concat(parts, self.n_samples)
 
-    def _parse_chunk(self, vcf_chrom, pos, buf, ends, has_gt, gts, phs) -> None:
-        """Parse the sample columns of the last ``len(ends)`` records into ``gts``/``phs``."""
-        n_rec, n_s = len(ends), self.n_samples
-        offsets = np.zeros(n_rec + 1, dtype=np.int64)
-        offsets[1:] = ends
-        gt = np.empty((n_rec, n_s, 2), dtype=np.int16)
-        ph = np.empty((n_rec, n_s), dtype=np.bool_)
-        view = np.frombuffer(buf, np.uint8) if n_rec else np.zeros(0, np.uint8)
-        bad = parse_genotypes(view, offsets, self.columns, gt, ph)
-        del view  # a live view would stop the caller from clearing (resizing) buf
-        if bad >= 0:
-            rec = len(pos) - n_rec + bad
-            raise VcfError(f"{self.path}: record {vcf_chrom}:{pos[rec] + 1} has fewer sample "
-                           f"columns than the header's {self.n_file_samples} samples")
-        no_gt = ~np.array(has_gt, dtype=bool)
-        if no_gt.any():  # no GT field: nothing applies (bcftools skips the record)
-            gt[no_gt] = 0
-            ph[no_gt] = True
-        gts.append(gt)
-        phs.append(ph)
+    def _parse_chunk(self, vcf_chrom: str, lines: list[str]) -> Records:
+        """Parse whole text lines (no LF) with :func:`prep.vcf_parse.parse_lines`; ``lines``
+        is emptied (its text is released once joined)."""
+        n, n_s = len(lines), self.n_samples
+        lines.append("")  # the join then ends in LF too
+        text = "\n".join(lines)
+        lines.clear()
+        buf = np.frombuffer(text.encode("ascii", errors="replace"), np.uint8)
+        del text
+        pos, ref_at, alt_at, alt_end, end_value = (np.empty(n, np.int64) for _ in range(5))
+        has_gt = np.empty(n, np.bool_)
+        gt = np.empty((n, n_s, 2), np.int16)
+        ph = np.empty((n, n_s), np.bool_)
+        n_rec, bad_at, bad_kind = parse_lines(buf, self.columns, pos, ref_at, alt_at, alt_end,
+                                              end_value, has_gt, gt, ph)
+        if bad_at >= 0:
+            raise self._bad_line(buf, bad_at, bad_kind)
+        pos, ref_at, alt_at, alt_end = pos[:n_rec], ref_at[:n_rec], alt_at[:n_rec], alt_end[:n_rec]
+        text, text_off = _text_of(buf, ref_at, alt_end)
+        ref_chars = alt_at - 1 - ref_at
+        if n_rec < n:  # records without ALT were dropped: do not keep the unused rows alive
+            gt, ph = gt[:n_rec].copy(), ph[:n_rec].copy()
+        return Records(pos, _spans(pos, ref_chars, end_value[:n_rec]), text, text_off,
+                       ref_chars, gt, ph)
+
+    def _bad_line(self, buf: np.ndarray, at: int, kind: int) -> VcfError:
+        fields = bytes(buf[at : at + 4096]).split(b"\n", 1)[0].decode("ascii", "replace")
+        fields = fields.split("\t")
+        if kind == BAD_COLUMNS:
+            return VcfError(
+                f"{self.path}: record at {fields[0]}:{fields[1] if len(fields) > 1 else '?'} "
+                f"has {len(fields)} columns; expected 9 plus one per sample")
+        return VcfError(f"{self.path}: record {fields[0]}:{fields[1]} has fewer sample "
+                        f"columns than the header's {self.n_file_samples} samples")
 
     def close(self) -> None:
         self.vcf.close()

@@ -19,6 +19,11 @@ What bcftools 1.16 does at the edges (checked by hand, and pinned by tests/test_
   at the last REF base of an applied record that was not an insertion.
 - Missing alleles (``.``) leave the reference; unphased genotypes give IUPAC codes with
   ``-H 1pIu`` (which read back here as N).
+- A symbolic ``<DEL>`` (any case) keeps the base at POS -- the FASTA's, REF is never checked --
+  and removes POS + 1 .. INFO/END (htslib's rlen; SVLEN is ignored; END < POS is ignored); it
+  may start on the last REF base of the previous record when it removes at least one base.
+  ``<*>``/``<NON_REF>`` are not applied; other symbolic ALTs stop bcftools with an error;
+  breakends and ``*`` are written literally (pinned by tests/test_builder_symbolic.py).
 
 The chain file (``-c``) is UCSC chain format, one chain per FASTA record:
 ``chain score tName tSize + tStart tEnd qName qSize + qStart qEnd id`` then ``size dt dq`` lines

@@ -48,14 +48,18 @@ def write_fasta(path: Path, contigs: dict[str, str]) -> Path:
 
 
 def write_vcf(
-    path: Path, records, contig: str = "1", length: int = len(REF), samples=("S1",)
+    path: Path, records, contig: str = "1", length: int = len(REF), samples=("S1",),
+    empty_contigs: tuple = (),
 ) -> Path:
     """bgzipped, tabix-indexed VCF; ``records`` are ``(pos1, REF, ALT, GT, ...[, INFO])``
-    with one GT per sample and an optional INFO string last."""
+    with one GT per sample and an optional INFO string last; ``empty_contigs`` are declared
+    in the header (``length`` bases each) without records."""
     lines = [
         "##fileformat=VCFv4.2",
         f"##contig=<ID={contig},length={length}>",
+        *(f"##contig=<ID={c},length={length}>" for c in empty_contigs),
         '##INFO=<ID=END,Number=1,Type=Integer,Description="End position">',
+        '##INFO=<ID=SVLEN,Number=.,Type=Integer,Description="Length of the SV">',
         '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
         "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT"])
         + "\t" + "\t".join(samples),
@@ -487,10 +491,10 @@ def test_snps_only_literal_is_bcftools_without_indels(genome, tmp_path):
 
 # ------------------------------------------------------------------ symbolic alleles
 def test_symbolic_alleles_are_skipped_and_counted(genome, tmp_path):
-    # bcftools 1.16 itself would apply <DEL> (END), write '*' literally and stop at <INS>;
-    # hapflow leaves the reference and counts them.
+    # bcftools 1.16 itself would stop at <DUP> and <INS> and write '*' literally; hapflow
+    # leaves the reference and counts them (<DEL> is applied: tests/test_builder_symbolic.py).
     records = (
-        (3, "G", "<DEL>", "1|0", "END=6"),
+        (3, "G", "<DUP>", "1|0", "END=6"),
         (10, "C", "*", "1|0"),
         (12, "G", "<INS>", "0|1"),
         (15, "C", "A", "1|1"),
