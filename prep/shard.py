@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import sys
 
-from hapflow.command import Call, Command, Option, run_command
+from hapflow.command import Call, Command, Keys, Option, run_command
 
 COMMAND = Command(
     prog="python -m prep.shard",
     summary="Build every (gene, individual)'s two haplotype windows and write them, with the "
             "targets table, as the study's WebDataset shards (DIR/shards).",
     reads=("haplotypes", "shard"),
+    keys=(Keys("haplotypes", skips=("bed",),
+               why="shards hold fixed windows around each TSS ([haplotypes] tss)"),
+          Keys("haplotypes", skips=("batch_mb",),
+               why="prep.shard's memory budget is [shard] batch_mb")),
     workdir="study working directory (writes DIR/shards; reads DIR/expression)",
     options=(
         Option("--part", metavar="K/N", help="build only part K of N, e.g. 2/8 (for job "
