@@ -236,8 +236,9 @@ class Command:
         leaving = [r for r in rules if r.leaves_out(key)]
         if not leaving:
             return None
-        # the rule of an option given (e.g. --run) says more than the command's general one
-        rule = min(leaving, key=lambda r: r.when is None and r.unless is None)
+        # a key the command never reads is explained by its general rule, before a rule of an
+        # option given (e.g. --run)
+        rule = min(leaving, key=lambda r: r.when is not None or r.unless is not None)
         text = f"{self.name} does not read [{section}] {key}{rule.condition()}: {rule.why}"
         read = [k for k in _section_keys(section) if not any(r.leaves_out(k) for r in rules)]
         return text + (f" (it reads [{section}] {', '.join(read)})" if read else "")

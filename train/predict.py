@@ -59,7 +59,8 @@ COMMAND = Command(
         Keys("loader", skips=("length",), when="run",
              why="the windows are as long as the run's model reads"),
         Keys("model", only=("track", "n_bins", "use_tf_gamma", "haplotypes"),
-             why="--weights predicts with the pretrained trunk and its track head"),
+             why="a run predicts with its exported model (DIR/runs/RUN/model.json), --weights "
+                 "with the pretrained trunk and its track head"),
         Keys("model", only=(), when="run",
              why="a run predicts with its exported model (DIR/runs/RUN/model.json)"),
     ),
