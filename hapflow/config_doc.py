@@ -29,7 +29,9 @@ Generated from `hapflow/sections.py` by `python -m hapflow.config_doc > docs/con
 keeps it in sync. A study file is TOML with one table per section. Unknown sections and keys are
 errors (with a did-you-mean); types are exact (an integer key given `49152.5` is an error); paths
 are relative to the study file's folder; `"none"` means unset. Every command takes `--set
-SECTION.KEY=VALUE` for the sections it reads, and saves the resolved settings next to its outputs.
+SECTION.KEY=VALUE` for the settings it reads (a key it does not read is an error; "Read by" names,
+for a command that reads part of a section, which keys), and saves the resolved settings next
+to its outputs.
 Rules between sections (checked when a study is loaded): `[loader] length <= [haplotypes]
 length`; `[loader] max_shift <= [shard] flank` with `shift_fill = "flank"`; the files each
 `[shard] splits` mode needs; the `[model] head` each `[train]` loss term needs.

@@ -313,11 +313,12 @@ def _total_steps(run: Run, cfg: TrainConfig) -> int:
 def train(t: Trainer, streams: Streams, state: TrainState, study: StudyConfig, run: Run,
           metrics: MetricsLog, d: Dist) -> None:
     """Optimizer steps until ``run.total_steps`` (or early stopping), epoch by epoch of the
-    strategy's stream: step, log, validate, checkpoint."""
+    strategy's stream: step, log, validate, checkpoint. Logged records carry
+    ``wall_seconds`` (the run's wall time so far, over every start); validation records also
+    ``seconds`` (the validation's own time)."""
     cfg = study.train
     main = streams.train[streams.main]
     others = {s: forever(loader) for s, loader in streams.train.items() if s != streams.main}
-    items_per_batch = study.loader.batch_size * d.world_size
     clock, base = time.monotonic(), state.wall_seconds
     while state.step < run.total_steps and not state.stopped_early:
         epoch = main.epoch
@@ -329,10 +330,11 @@ def train(t: Trainer, streams: Streams, state: TrainState, study: StudyConfig, r
             groups = streams.micro_batches(batches, others, n_micro, end_of_epoch=left == 0)
             record = train_step(t, groups, n_micro, cfg, d)
             state.step += 1
-            state.samples += n_micro * items_per_batch
+            state.samples += n_micro * run.items_per_batch
             last = state.step == run.total_steps
             if state.step % cfg.log_every_steps == 0 or last:
-                logged = _train_record(record, state.step, epoch, t, items_per_batch)
+                logged = _train_record(record, state.step, epoch, t, run.items_per_batch)
+                logged["wall_seconds"] = round(base + time.monotonic() - clock, 3)
                 state.last_loss = logged["loss"]
                 metrics.train_step(logged)
             validated = (state.step % cfg.val_every_steps == 0 if cfg.val_every_steps
@@ -343,7 +345,8 @@ def train(t: Trainer, streams: Streams, state: TrainState, study: StudyConfig, r
                 seconds = time.monotonic() - started
                 state.val_seconds += seconds
                 result.update({"kind": "val", "step": state.step, "epoch": epoch,
-                               "seconds": round(seconds, 3)})
+                               "seconds": round(seconds, 3),
+                               "wall_seconds": round(base + time.monotonic() - clock, 3)})
                 metrics.validation(result, seconds)
                 state.last_val = val_metrics(result)
                 keep_best(t.model, study, streams.length, run, state, result, d)
