@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 
-from hapflow.command import Call, Command, Option, run_command
+from hapflow.command import Call, Command, Keys, Option, run_command
 
 COMMAND = Command(
     prog="python -m analysis.attribute",
@@ -28,6 +28,9 @@ COMMAND = Command(
             "to the reference allele; ranked over a set of individuals and compared with the "
             "elastic net's weights.",
     reads=("haplotypes", "attribute"),
+    keys=(Keys("haplotypes", only=("reference", "vcf", "tss"),
+               why="a run's windows are made as its training windows were "
+                   "(DIR/runs/RUN/data.json)"),),
     workdir="study folder (reads DIR/runs/RUN, writes DIR/attribution/RUN)",
     options=(
         Option("--run", required=True, help="the fine-tuned run DIR/runs/RUN"),

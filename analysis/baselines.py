@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import sys
 
-from hapflow.command import Call, Command, Option, run_command
+from hapflow.command import Call, Command, Keys, Option, run_command
 
 COMMAND = Command(
     prog="python -m analysis.baselines",
     summary="Fit PrediXcan/FUSION-style variant baselines (elastic net, LASSO, ridge, top SNP) "
             "per gene on the study's training individuals; writes DIR/predictions/NAME/.",
     reads=("haplotypes", "baselines"),
+    keys=(Keys("haplotypes", only=("vcf", "length"),
+               why="the baselines read the genotype dosages of the window around each TSS of "
+                   "the shards' genes, for the shards' individuals"),),
     workdir="study working directory (reads DIR/shards, writes DIR/predictions)",
     options=(
         Option("--vcf", metavar="VCF", setting="haplotypes.vcf",

@@ -16,9 +16,9 @@ run), in the order of :data:`hapflow.names.STAGES`, each stage the command modul
 7. ``analysis.evaluate``   per-gene r, summaries, report.html (with the attribution)
                                                                  -> DIR/report/
 
-Each stage gets the study file, the workdir and the ``--set`` overrides of the sections it
-reads (its ``COMMAND.reads``), so an override reaches every stage that uses it; no resolved
-copy of the study is written. The attributed gene is chosen from the data
+Each stage gets the study file, the workdir and the ``--set`` overrides of the settings it
+reads (its ``COMMAND.reads`` and ``COMMAND.keys``), so an override reaches every stage that
+uses it; no resolved copy of the study is written. The attributed gene is chosen from the data
 (:func:`attribution_gene`): of the genes with test individuals that the elastic net weighs (at
 least 3 non-zero weights, when any), the one with the most variants in the model's window. A
 re-run resumes: finished shards are kept (same build), a finished run is not retrained.
@@ -36,7 +36,8 @@ import polars as pl
 
 from analysis.personal_variants import AttributionError
 from hapflow.cli import COMMANDS
-from hapflow.config import StudyConfig
+from hapflow.command import build_parser
+from hapflow.config import ConfigError, StudyConfig
 from hapflow.layout import Workdir
 from hapflow.names import STAGES
 
@@ -111,11 +112,27 @@ def _stage_arguments(stage: str, study: StudyConfig, layout: Workdir, name: str)
     return []
 
 
-def _stage_sets(module, sets: list[str]) -> list[str]:
-    """The ``--set`` items of the sections ``module``'s command reads, as ``--set`` options."""
-    reads = module.COMMAND.reads
-    mine = [item for item in sets if item.partition(".")[0].strip() in reads]
+def _stage_sets(module, sets: list[str], argv: list[str]) -> list[str]:
+    """The ``--set`` items of the settings ``module``'s command reads when run with ``argv``
+    (:meth:`hapflow.command.Command.reads_key`), as ``--set`` options."""
+    command = module.COMMAND
+    args = build_parser(command).parse_args(argv)
+    mine = []
+    for item in sets:
+        section, _, key = item.partition("=")[0].strip().partition(".")
+        if section in command.reads and command.reads_key(section, key.strip(), args):
+            mine.append(item)
     return [arg for item in mine for arg in ("--set", item)]
+
+
+def _check_sets_reach_a_stage(sets: Sequence[str]) -> None:
+    """A ``--set`` that no stage of the demo reads is an error (never silently ignored)."""
+    commands = [importlib.import_module(COMMANDS[stage]).COMMAND for stage in STAGES]
+    for item in sets:
+        section, _, key = item.partition("=")[0].strip().partition(".")
+        if not any(c.reads_key(section, key.strip()) for c in commands if section in c.reads):
+            raise ConfigError(f"--set {item}: no stage of the demo reads [{section}] "
+                              f"{key.strip()} (stages: {', '.join(STAGES)})")
 
 
 def run_demo(study: StudyConfig, workdir: str | os.PathLike | Workdir, config: str,
@@ -138,6 +155,7 @@ def run_demo(study: StudyConfig, workdir: str | os.PathLike | Workdir, config: s
         Pass ``--quiet`` to every stage.
     """
     layout = Workdir(workdir)
+    _check_sets_reach_a_stage(sets)
     common = ["--config", config, "--workdir", str(layout)] + (["--quiet"] if quiet else [])
     started = time.monotonic()
     for i, stage in enumerate(STAGES, 1):
@@ -146,8 +164,8 @@ def run_demo(study: StudyConfig, workdir: str | os.PathLike | Workdir, config: s
         log.info("[%d/%d] %s: python -m %s", i, len(STAGES), what, module_name)
         t0 = time.monotonic()
         module = importlib.import_module(module_name)
-        argv = (common + _stage_sets(module, list(sets))
-                + _stage_arguments(stage, study, layout, name))
+        own = _stage_arguments(stage, study, layout, name)
+        argv = common + _stage_sets(module, list(sets), common + own) + own
         code = module.main(argv)
         if code:
             log.error("The demo stopped at step %d (%s): python -m %s exited with %d", i, what,

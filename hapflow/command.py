@@ -24,7 +24,12 @@ Every command then has ``--config STUDY.toml`` (when it reads a study), ``--work
 (when it reads or writes one), ``--set SECTION.KEY=VALUE`` for the sections it reads, and
 ``--quiet``. An :class:`Option` with a ``setting`` is a shorthand for ``--set``: the study is
 loaded once, with every override applied, and handed to ``run`` as an object
-(:class:`Call`). A ``--set`` of a section the command does not read is an error.
+(:class:`Call`). A ``--set`` the command does not read is an error, never ignored: a section
+outside ``reads``, or a key a :class:`Keys` rule of the command leaves out (a command that
+reads only part of a section says which keys, and why, e.g.::
+
+    keys=(Keys("haplotypes", only=("unphased", "ref_mismatch", "seed"), when="vcf",
+               why="a run's windows are made as its training windows were"),)
 
 :func:`run_command` also gives every command the same behaviour on failure: one ``error: ...``
 line and exit status 2 for bad input (a :class:`ValueError` or :class:`OSError`, or any
@@ -35,6 +40,7 @@ exception class of hapflow's packages), 130 on Ctrl-C, htslib's warnings explain
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -44,16 +50,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hapflow.config import StudyConfig, load_study, split_overrides
+from hapflow.config import ConfigError, StudyConfig, load_study, split_overrides
 from hapflow.htslib import htslib_messages
 from hapflow.layout import Workdir
+from hapflow.sections import SECTIONS
 
-__all__ = ["Option", "Command", "Call", "run_command", "build_parser", "parse_command",
-           "setup_logging", "describe_error", "plain_doc", "LOG_FORMAT"]
+__all__ = ["Option", "Keys", "Command", "Call", "run_command", "build_parser", "parse_command",
+           "setup_logging", "describe_error", "plain_doc", "LOG_FORMAT", "LOG_DATE"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 """Every command's log lines: date and time, level, message."""
 LOG_DATE = "%Y-%m-%d %H:%M:%S"
+"""The date and time of a log line."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,62 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Keys:
+    """Which keys of a section a command reads, when it does not read all of them.
+
+    A command's rules for one section all apply: a key is read when every rule lets it. A
+    ``--set`` (or a flag with a ``setting``) of a key a rule leaves out is an error naming the
+    key and ``why``.
+
+    Attributes
+    ----------
+    section : str
+        A section of the command's ``reads``.
+    why : str
+        Why the other keys are not read, e.g. "a run's windows are made as its training
+        windows were (DIR/runs/RUN/data.json)".
+    only : tuple of str, optional
+        The keys read (every other key of the section is not); ``()``: none of them.
+    skips : tuple of str
+        Keys not read (the others are), instead of ``only``.
+    when, unless : str, optional
+        The rule holds only when the option of that name (its :attr:`Option.name`) is given,
+        or only when it is not (e.g. ``unless="vcf"``: without ``--vcf``).
+    """
+
+    section: str
+    why: str
+    only: tuple[str, ...] | None = None
+    skips: tuple[str, ...] = ()
+    when: str | None = None
+    unless: str | None = None
+
+    def applies(self, args: argparse.Namespace | None) -> bool:
+        """Whether the rule holds for these arguments (None: for some arguments)."""
+        if args is None:
+            return self.when is None and self.unless is None
+        if self.when is not None and not _given(getattr(args, self.when, None)):
+            return False
+        return self.unless is None or not _given(getattr(args, self.unless, None))
+
+    def leaves_out(self, key: str) -> bool:
+        """Whether the rule leaves ``key`` out."""
+        return key not in self.only if self.only is not None else key in self.skips
+
+    def condition(self) -> str:
+        """`` with --run``, `` without --vcf`` or nothing."""
+        if self.when is not None:
+            return f" with --{self.when.replace('_', '-')}"
+        if self.unless is not None:
+            return f" without --{self.unless.replace('_', '-')}"
+        return ""
+
+
+def _given(value: Any) -> bool:
+    return value is not None and value is not False and value != []
+
+
+@dataclass(frozen=True)
 class Command:
     """What a command is: its name, what it reads and writes, its own options.
 
@@ -128,6 +192,8 @@ class Command:
     reads : tuple of str
         The study sections it reads: loaded (with defaults where the file lacks them),
         checked, overridable with ``--set``.
+    keys : tuple of Keys
+        For sections it reads only in part: which keys, and why the others are not read.
     config : "required", "optional" or "none"
         Whether ``--config`` must be given (optional: flags and defaults can stand in).
     workdir : str, optional
@@ -143,6 +209,7 @@ class Command:
     prog: str
     summary: str
     reads: tuple[str, ...] = ()
+    keys: tuple[Keys, ...] = ()
     config: Literal["required", "optional", "none"] = "required"
     workdir: str | None = None
     workdir_required: bool = True
@@ -150,14 +217,71 @@ class Command:
     next_step: str | None = None
     doc: str | None = None
 
+    @property
+    def name(self) -> str:
+        """``train.predict`` of ``python -m train.predict``."""
+        return self.prog.split()[-1]
+
+    def refusal(self, section: str, key: str, args: argparse.Namespace | None = None
+                ) -> str | None:
+        """Why the command does not read ``[section] key`` (None: it does).
+
+        ``args``: the parsed arguments, for rules that hold with or without an option; None
+        judges by the rules that always hold.
+        """
+        if section not in self.reads:
+            return (f"{self.name} does not read the section [{section}]; it reads "
+                    f"{', '.join(f'[{s}]' for s in self.reads) or 'no study section'}")
+        rules = [r for r in self.keys if r.section == section and r.applies(args)]
+        leaving = [r for r in rules if r.leaves_out(key)]
+        if not leaving:
+            return None
+        # a key the command never reads is explained by its general rule, before a rule of an
+        # option given (e.g. --run)
+        rule = min(leaving, key=lambda r: r.when is not None or r.unless is not None)
+        text = f"{self.name} does not read [{section}] {key}{rule.condition()}: {rule.why}"
+        read = [k for k in _section_keys(section) if not any(r.leaves_out(k) for r in rules)]
+        return text + (f" (it reads [{section}] {', '.join(read)})" if read else "")
+
+    def reads_key(self, section: str, key: str, args: argparse.Namespace | None = None) -> bool:
+        """Whether a ``--set section.key=...`` reaches what the command does."""
+        return self.refusal(section, key, args) is None
+
+    def partly(self, section: str) -> str:
+        """How the command reads ``section`` in words: ``""`` (every key) or, e.g.,
+        ``"only unphased, ref_mismatch, seed with --vcf"``."""
+        parts = []
+        for rule in (r for r in self.keys if r.section == section):
+            if rule.only is not None:
+                what = f"only {', '.join(rule.only)}" if rule.only else "none"
+            else:
+                what = f"not {', '.join(rule.skips)}"
+            parts.append(what + rule.condition())
+        return "; ".join(parts)
+
+
+def _section_keys(section: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(SECTIONS[section])]
+
 
 @dataclass
 class Call:
-    """One invocation of a command: its arguments, the loaded study and the workdir."""
+    """One invocation of a command: its arguments, the loaded study and the workdir.
+
+    ``sets``: the settings given on the command line (``--set`` and flags with a
+    ``setting``), ``{section: {key: value as given}}``; their values as read are in ``study``.
+    """
 
     args: argparse.Namespace
     study: StudyConfig
     workdir: Workdir | None
+    sets: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def given(self, section: str) -> dict[str, Any]:
+        """``{key: value}`` of the ``section`` settings given on the command line, as the
+        study holds them (parsed and checked)."""
+        config = getattr(self.study, section)
+        return {key: getattr(config, key) for key in self.sets.get(section, {})}
 
 
 _SPHINX = re.compile(r":(?:func|mod|class|meth|data|attr|obj|ref):`~?([^`]+)`")
@@ -200,10 +324,11 @@ def build_parser(command: Command) -> argparse.ArgumentParser:
         parser.add_argument("--workdir", required=command.workdir_required, metavar="DIR",
                             help=command.workdir)
     if command.reads:
+        sections = ", ".join(s + (f" ({command.partly(s)})" if command.partly(s) else "")
+                             for s in command.reads)
         parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                             help="override one setting of the study file (repeatable), e.g. "
-                                 f"--set {command.reads[0]}.KEY=VALUE; sections: "
-                                 f"{', '.join(command.reads)}")
+                                 f"--set {command.reads[0]}.KEY=VALUE; sections: {sections}")
     for option in command.options:
         _add(parser, option)
     parser.add_argument("--quiet", action="store_true", help="print only warnings and errors")
@@ -230,7 +355,11 @@ def _add(parser: argparse.ArgumentParser, option: Option) -> None:
 
 
 def _overrides(command: Command, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """``{section: {key: value}}`` of ``--set`` and the flags with a ``setting``; a key the
+    command does not read is a ConfigError naming it (an unknown key is left to the study's
+    loading, which suggests the nearest)."""
     sets = split_overrides(getattr(args, "set", []), command.reads) if command.reads else {}
+    flags = {}
     for option in command.options:
         if option.setting is None:
             continue
@@ -240,7 +369,16 @@ def _overrides(command: Command, args: argparse.Namespace) -> dict[str, dict[str
         section, _, key = option.setting.partition(".")
         assert section in command.reads, f"{command.prog}: {option.setting} is not read"
         sets.setdefault(section, {})[key] = value
-    return sets
+        flags[(section, key)] = option.flags[0]
+    for section, items in sets.items():
+        known = set(_section_keys(section))
+        for key in items:
+            why = command.refusal(section, key, args) if key in known else None
+            if why is not None:
+                flag = flags.get((section, key))
+                given = f"{flag}" if flag else f"--set {section}.{key}"
+                raise ConfigError(f"{given}: {why}")
+    return {s: v for s, v in sets.items() if v}
 
 
 def parse_command(command: Command, argv: list[str] | None = None) -> Call:
@@ -248,9 +386,11 @@ def parse_command(command: Command, argv: list[str] | None = None) -> Call:
     args = build_parser(command).parse_args(argv)
     setup_logging(args.quiet, rank=int(os.environ.get("RANK", "0") or 0))
     config = getattr(args, "config", None)
-    study = load_study(config, _overrides(command, args), need=command.reads)
+    sets = _overrides(command, args)
+    study = load_study(config, sets, need=command.reads)
     workdir = getattr(args, "workdir", None)
-    return Call(args=args, study=study, workdir=Workdir(workdir) if workdir else None)
+    return Call(args=args, study=study, workdir=Workdir(workdir) if workdir else None,
+                sets=sets)
 
 
 def run_command(command: Command, run: Callable[[Call], int | None],

@@ -29,7 +29,9 @@ Generated from `hapflow/sections.py` by `python -m hapflow.config_doc > docs/con
 keeps it in sync. A study file is TOML with one table per section. Unknown sections and keys are
 errors (with a did-you-mean); types are exact (an integer key given `49152.5` is an error); paths
 are relative to the study file's folder; `"none"` means unset. Every command takes `--set
-SECTION.KEY=VALUE` for the sections it reads, and saves the resolved settings next to its outputs.
+SECTION.KEY=VALUE` for the settings it reads (a key it does not read is an error; "Read by" names,
+for a command that reads part of a section, which keys), and saves the resolved settings next
+to its outputs.
 Rules between sections (checked when a study is loaded): `[loader] length <= [haplotypes]
 length`; `[loader] max_shift <= [shard] flank` with `shift_fill = "flank"`; the files each
 `[shard] splits` mode needs; the `[model] head` each `[train]` loss term needs.
@@ -50,14 +52,17 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def readers() -> dict[str, list[str]]:
-    """``{section: [subcommand, ...]}``: which ``hapflow`` subcommands read each section."""
+    """``{section: [subcommand, ...]}``: which ``hapflow`` subcommands read each section; one
+    that reads only some keys is followed by them, e.g. ``predict (only unphased, ...)``
+    (:meth:`hapflow.command.Command.partly`)."""
     out: dict[str, list[str]] = {s: [] for s in SECTIONS}
     for name, module in COMMANDS.items():
         if name == "demo":
             continue  # it runs every stage, so it reads every section
         command = getattr(importlib.import_module(module), "COMMAND", None)
         for section in getattr(command, "reads", ()):
-            out[section].append(name)
+            partly = command.partly(section)
+            out[section].append(f"{name} ({partly})" if partly else name)
     return out
 
 
@@ -96,7 +101,7 @@ def render() -> str:
         hints = typing.get_type_hints(cls)
         docs = field_docs(cls)
         defaults = config_to_dict(cls(), keep_none=True)
-        commands = ", ".join(f"`hapflow {c}`" for c in who[section]) or "none"
+        commands = ", ".join(_command_text(c) for c in who[section]) or "none"
         intro = " ".join((cls.__doc__ or "").split()).replace("``", "`")
         parts.append(f"\n## [{section}]\n\n{intro} Read by: {commands}.\n")
         parts.append("\n| key | type | default | meaning |\n|---|---|---|---|")
@@ -107,6 +112,12 @@ def render() -> str:
                          f"{meaning} |")
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _command_text(reader: str) -> str:
+    """```hapflow predict``` or ```hapflow predict` (only unphased, ...)``."""
+    name, _, partly = reader.partition(" ")
+    return f"`hapflow {name}`" + (f" {partly}" if partly else "")
 
 
 def _path() -> Path:

@@ -3,7 +3,8 @@
 htslib (inside cyvcf2 and pysam) prints warnings straight to fd 2, bypassing Python, e.g.
 ``[W::bcf_hdr_check_sanity] GL should be declared as Number=G`` for the demo VCF.
 :func:`htslib_messages` filters them while a command runs: header-sanity warnings become one
-plain note, other warnings one line each (once per distinct message), errors pass unchanged.
+plain note, other warnings one line each (once per distinct message), both logged (so they
+carry the time, as every log line does); errors pass unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import sys
 import threading
 
 __all__ = ["htslib_messages"]
+
+log = logging.getLogger("hapflow.htslib")
 
 _HTSLIB_LINE = re.compile(rb"^\[([WEID])::(\w+)\] ?(.*)$")
 _HEADER_NOTE = ("note: htslib, the library that reads VCF/BCF and FASTA files, found that a "
@@ -50,9 +53,9 @@ def _explain(line: bytes, out) -> None:
             if _header_noted:
                 return
             _header_noted = True
-            out.write((_HEADER_NOTE.format(text=text) + "\n").encode())
+            log.warning(_HEADER_NOTE.format(text=text))
             return
-    out.write((_OTHER_NOTE.format(text=text, func=func) + "\n").encode())
+    log.warning(_OTHER_NOTE.format(text=text, func=func))
 
 
 def _pump(read_fd: int, write_fd: int) -> None:

@@ -63,10 +63,11 @@ class LineProgress:
             return
         elapsed = now - self.start
         text = f"{self.desc}: {self.n:,}"
+        units = self.unit + ("es" if self.unit.endswith(("s", "sh", "ch", "x")) else "s")
         if self.total:
-            text += f"/{self.total:,} {self.unit}s ({100 * self.n / self.total:.0f}%)"
+            text += f"/{self.total:,} {units} ({100 * self.n / self.total:.0f}%)"
         else:
-            text += f" {self.unit}s"
+            text += f" {units}"
         text += f" after {elapsed:.0f} s"
         if self.total and 0 < self.n < self.total:
             text += f", about {elapsed * (self.total - self.n) / self.n:.0f} s left"

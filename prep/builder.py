@@ -88,6 +88,9 @@ class FixedHaplotypes:
     n_ref_mismatch : np.ndarray, shape (n_regions,), int64
         Records skipped because REF disagreed with the FASTA (``ref_mismatch="skip"``).
     samples : list of str
+    n_unphased : np.ndarray, shape (n_regions,), int64
+        Unphased heterozygous genotypes (sample x record) in the span walked, resolved by the
+        builder's unphased policy.
     """
 
     seqs: np.ndarray
@@ -96,6 +99,7 @@ class FixedHaplotypes:
     n_variants: np.ndarray
     n_ref_mismatch: np.ndarray
     samples: list
+    n_unphased: np.ndarray | None = None
 
 
 @dataclass
@@ -109,7 +113,7 @@ class RaggedHaplotypes:
     offsets : np.ndarray, shape (n_regions * n_samples * 2 + 1,), int64
         Haplotype ``(g, s, h)`` is ``data[offsets[i]:offsets[i + 1]]`` with
         ``i = (g * n_samples + s) * 2 + h``.
-    counts, n_variants, n_ref_mismatch, samples
+    counts, n_variants, n_ref_mismatch, samples, n_unphased
         As in :class:`FixedHaplotypes` (the span is the interval).
     """
 
@@ -119,6 +123,7 @@ class RaggedHaplotypes:
     n_variants: np.ndarray
     n_ref_mismatch: np.ndarray
     samples: list
+    n_unphased: np.ndarray | None = None
 
     @property
     def n_samples(self) -> int:
@@ -264,8 +269,10 @@ class HaplotypeBuilder:
         counts = np.zeros((n_regions, n_hap, kernels.N_COUNTS), dtype=np.int32)
         n_var = np.zeros(n_regions, dtype=np.int64)
         n_bad = np.zeros(n_regions, dtype=np.int64)
+        n_unphased = np.zeros(n_regions, dtype=np.int64)
         for idx in _groups(tss, _GROUP_GAP):
-            self._fixed_group(chrom, tss[idx], length, minus[idx], idx, out, counts, n_var, n_bad)
+            self._fixed_group(chrom, tss[idx], length, minus[idx], idx, out, counts, n_var, n_bad,
+                              n_unphased)
         return FixedHaplotypes(
             seqs=out.reshape(n_regions, len(self.samples), 2, length),
             tss_index=length // 2,
@@ -273,9 +280,11 @@ class HaplotypeBuilder:
             n_variants=n_var,
             n_ref_mismatch=n_bad,
             samples=list(self.samples),
+            n_unphased=n_unphased,
         )
 
-    def _fixed_group(self, chrom, tss, length, minus, idx, out, counts, n_var, n_bad):
+    def _fixed_group(self, chrom, tss, length, minus, idx, out, counts, n_var, n_bad,
+                     n_unphased):
         block, span_lo, span_hi, rec_lo, rec_hi = self._fixed_block(chrom, tss, length)
         block_start = int(span_lo.min())
         ref_block, lower = self.reference.fetch_with_case(chrom, block_start, int(span_hi.max()))
@@ -291,6 +300,7 @@ class HaplotypeBuilder:
                               idx.astype(np.int64), out, counts, scratch)
         n_var[idx] = rec_hi - rec_lo
         n_bad[idx] = _count_in_ranges(block.ref_mismatch, rec_lo, rec_hi)
+        n_unphased[idx] = _count_in_ranges(block.unphased, rec_lo, rec_hi)
 
     # ------------------------------------------------------------------ edits
     def edits(self, chrom: str, tss: np.ndarray, width: int) -> list[RegionEdits]:
@@ -392,6 +402,7 @@ class HaplotypeBuilder:
         counts = np.zeros((n_regions, n_hap, kernels.N_COUNTS), dtype=np.int32)
         n_var = np.zeros(n_regions, dtype=np.int64)
         n_bad = np.zeros(n_regions, dtype=np.int64)
+        n_unphased = np.zeros(n_regions, dtype=np.int64)
         prepared = []
         for idx in _groups(starts, _GROUP_GAP):
             lo, hi = int(starts[idx].min()), int(ends[idx].max())
@@ -408,6 +419,7 @@ class HaplotypeBuilder:
             counts[idx] = sub_counts
             n_var[idx] = rec_hi - rec_lo
             n_bad[idx] = _count_in_ranges(block.ref_mismatch, rec_lo, rec_hi)
+            n_unphased[idx] = _count_in_ranges(block.unphased, rec_lo, rec_hi)
             prepared.append((idx, spans, block))
         offsets = np.zeros(n_regions * n_hap + 1, dtype=np.int64)
         np.cumsum(lengths.reshape(-1), out=offsets[1:])
@@ -429,6 +441,7 @@ class HaplotypeBuilder:
             n_variants=n_var,
             n_ref_mismatch=n_bad,
             samples=list(self.samples),
+            n_unphased=n_unphased,
         )
 
     # ------------------------------------------------------------------ VCF access
@@ -483,8 +496,12 @@ class HaplotypeBuilder:
         self.reference.close()
 
 
-def _count_in_ranges(mask: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    cum = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
+def _count_in_ranges(values: np.ndarray | None, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Sum of ``values`` (per record: a mask or counts; None: all zero) over each record range
+    ``[lo, hi)``."""
+    if values is None:
+        return np.zeros(np.shape(lo), dtype=np.int64)
+    cum = np.concatenate([[0], np.cumsum(values, dtype=np.int64)])
     return cum[hi] - cum[lo]
 
 

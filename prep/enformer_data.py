@@ -33,13 +33,16 @@ from __future__ import annotations
 
 import sys
 
-from hapflow.command import Call, Command, Option, run_command
+from hapflow.command import Call, Command, Keys, Option, run_command
 
 COMMAND = Command(
     prog="python -m prep.enformer_data",
     summary="Convert Enformer's own training data (Basenji2 TFRecords: human and mouse "
             "records with their targets) into shards for joint training (DIR/enformer_data).",
     reads=("enformer_data", "haplotypes"),
+    keys=(Keys("haplotypes", only=("reference",),
+               why="Enformer's records are reference sequences: [haplotypes] reference is the "
+                   "human FASTA when [enformer_data] human_reference is not set"),),
     workdir="study working directory (writes DIR/enformer_data)",
     options=(
         Option("--part", metavar="K/N", help="convert only part K of N of the TFRecord files, "

@@ -18,13 +18,19 @@ from __future__ import annotations
 
 import sys
 
-from hapflow.command import Call, Command, Option, run_command
+from hapflow.command import Call, Command, Keys, Option, run_command
 
 COMMAND = Command(
     prog="python -m prep.retarget",
     summary="Rewrite a study's targets table (DIR/shards/manifest.parquet) from new expression "
             "values; the shards themselves stay.",
     reads=("expression", "shard"),
+    keys=(Keys("expression", only=(), unless="expression",
+               why="the expression matrix is prepared again only with --expression"),
+          Keys("shard", only=("expression", "expression_format", "target_reference",
+                              "target_sets", "target_names"),
+               why="the shards and their splits stay as built (rebuild them with prep.shard "
+                   "--overwrite)")),
     workdir="study working directory (rewrites DIR/shards tables)",
     options=(
         Option("--expression", switch=True,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 
-from hapflow.command import Call, Command, Option, run_command
+from hapflow.command import Call, Command, Keys, Option, run_command
 
 COMMAND = Command(
     prog="python -m prep.shard",
@@ -28,6 +28,10 @@ COMMAND = Command(
             "the study's WebDataset shards (DIR/shards, shard format 3); windows of any length "
             "up to [haplotypes] length + 2 x [shard] flank are built from them on read.",
     reads=("haplotypes", "shard"),
+    keys=(Keys("haplotypes", skips=("bed",),
+               why="shards hold fixed windows around each TSS ([haplotypes] tss)"),
+          Keys("haplotypes", skips=("batch_mb",),
+               why="prep.shard's memory budget is [shard] batch_mb")),
     workdir="study working directory (writes DIR/shards; reads DIR/expression)",
     options=(
         Option("--part", metavar="K/N", help="build only part K of N, e.g. 2/8 (for job "

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import sys
 
-from hapflow.command import Call, Command, Option, run_command
+from hapflow.command import Call, Command, Keys, Option, run_command
 
 COMMAND = Command(
     prog="python -m prep.simulate",
     summary="Simulate expression with planted causal SNPs on real genotypes; writes "
             "DIR/expression (the matrix and the planted truth).",
     reads=("haplotypes", "simulate"),
+    keys=(Keys("haplotypes", only=("vcf", "tss", "tss_one_based", "samples", "samples_file",
+                                   "length"),
+               why="the simulation reads the SNP dosages of each gene's window, not sequences"),),
     workdir="study working directory (writes DIR/expression)",
     options=(
         Option("--vcf", metavar="VCF", setting="haplotypes.vcf",

@@ -151,6 +151,9 @@ class VariantBlock:
         Records whose REF disagreed with the FASTA and were skipped (``ref_mismatch="skip"``).
     n_unphased : int
         Unphased heterozygous genotypes met (resolved by the unphased policy).
+    unphased : np.ndarray, shape (n_rec,), int32, optional
+        Per record, the selected samples whose genotype there is unphased and heterozygous
+        (None when there is none in the block).
     """
 
     chrom: str
@@ -166,6 +169,7 @@ class VariantBlock:
     ref_chars: np.ndarray
     ref_mismatch: np.ndarray | None = None
     n_unphased: int = 0
+    unphased: np.ndarray | None = None
     _max_deletion: np.ndarray | None = field(default=None, repr=False)
     _strings: tuple | None = field(default=None, repr=False)
 
@@ -426,6 +430,7 @@ class VariantReader:
         block.n_unphased = int(het.sum())
         if not block.n_unphased:
             return gt
+        block.unphased = het.sum(axis=1, dtype=np.int32)
         if self.unphased == "error":
             i, s = np.argwhere(het)[0]
             a, b = (int(x) for x in gt[i, s])

@@ -283,7 +283,7 @@ def test_errors_are_clear(study, capsys):
     assert main(base + ["--gene", GENE, "--individuals", ","]) == 2
     assert "names no individual" in capsys.readouterr().err
     assert main(base + ["--gene", GENE, "--run", "nope"]) == 2
-    assert "has no exported model" in capsys.readouterr().err
+    assert "no run 'nope'" in capsys.readouterr().err
     assert main(base + ["--gene", GENE, "--set", "attribute.batch_size=0"]) == 2
     assert "batch_size = 0 must be >= 1" in capsys.readouterr().err
 

@@ -1,15 +1,19 @@
 """train.predict: every test sample once under torchrun; a VCF gives the same predictions as the
-shards for the same people."""
+shards for the same people; a partly phased VCF's policies come from the command line and are
+recorded; strands follow the run; run names are checked."""
 
 from __future__ import annotations
 
+import json
+import logging
 import subprocess
 import sys
 
+import numpy as np
 import polars as pl
 import pytest
 
-from tests.conftest import CHR22_REF, CHR22_VCF, ROOT
+from tests.conftest import CHR20_REF, CHR20_TSS, CHR20_UNPHASED, CHR22_REF, CHR22_VCF, ROOT
 from tests.test_train_run import _env, _free_port
 from tests.train_demo import load_train_study, train_study
 
@@ -81,10 +85,118 @@ def test_predict_errors_are_clear(trained, tmp_path):
     out = subprocess.run([sys.executable, "-m", "train.predict", "--config", str(config),
                           "--workdir", str(workdir), "--run", "nope"], cwd=ROOT, env=_env(),
                          capture_output=True, text=True)
-    assert out.returncode == 2 and "has no exported model" in out.stderr
+    assert out.returncode == 2 and "no run 'nope'" in out.stderr
     out = _predict(workdir, config, "--vcf", str(CHR22_VCF))
     assert out.returncode == 2 and "--vcf needs --reference" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def _main(workdir, config, *extra) -> int:
+    """train.predict in this process (its log lines reach caplog)."""
+    from train.predict import main
+
+    return main(["--config", str(config), "--workdir", str(workdir), *extra])
+
+
+def test_a_misspelt_run_lists_the_runs_and_never_advises_a_resume_without_checkpoint(
+        trained, capsys):
+    workdir, config = trained
+    assert _main(workdir, config, "--run", "shrot") == 2
+    err = capsys.readouterr().err
+    assert "no run 'shrot'" in err and "did you mean 'short'" in err and "short (finished)" in err
+    (workdir / "runs" / "started").mkdir()
+    assert _main(workdir, config, "--run", "started") == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint" in err and "--resume" not in err and "--name started" in err
+
+
+def _unphased_windows(tss_table, people, length) -> int:
+    """Unphased heterozygous genotypes of ``people`` within each gene's window (an oracle read
+    with cyvcf2, not hapflow)."""
+    from cyvcf2 import VCF
+
+    genes = pl.read_csv(tss_table, separator="\t")
+    vcf = VCF(str(CHR20_UNPHASED), samples=people)
+    total = 0
+    for tss in genes["tss_hg19"].cast(pl.Int64):
+        t = int(tss) - 1  # 0-based
+        for rec in vcf(f"20:{t - length // 2 + 1}-{t + length - length // 2}"):
+            gt = rec.genotype.array()
+            total += int(((gt[:, 0] != gt[:, 1]) & (gt[:, 2] == 0)).sum())
+    return total
+
+
+def test_a_partly_phased_vcf_takes_its_policy_from_the_command_line(trained, tmp_path, capsys,
+                                                                    caplog):
+    """The 203 people of the partly phased chr20 VCF (phased inside PS blocks only): the run's
+    policy ("error") stops naming the flags; --set haplotypes.unphased is honoured, recorded,
+    and the genotypes it resolved counted."""
+    workdir, config = trained
+    tss = tmp_path / "tss.tsv"
+    lines = CHR20_TSS.read_text().splitlines()
+    tss.write_text("\n".join([lines[0]] + [ln for ln in lines if ln.split("\t")[0] in
+                                             ("PSMF1", "PDYN-AS1", "PDYN")]) + "\n")
+    people = ["NA12878", "NA06989"]
+    vcf = ["--run", "short", "--vcf", str(CHR20_UNPHASED), "--reference", str(CHR20_REF),
+           "--tss", str(tss), "--samples", ",".join(people)]
+    assert _main(workdir, config, *vcf) == 2
+    err = capsys.readouterr().err
+    assert "unphased heterozygous genotype" in err
+    assert "--unphased random" in err and "--set haplotypes.unphased=" in err
+    caplog.set_level(logging.INFO)
+    assert _main(workdir, config, *vcf, "--set", "haplotypes.unphased=random") == 0
+    record = json.loads((workdir / "predictions" / "short" / "vcf.json").read_text())
+    assert record["haplotypes"]["settings"]["unphased"] == "random"
+    assert record["haplotypes"]["from"]["unphased"] == "the command line"
+    assert record["haplotypes"]["from"]["ref_mismatch"].startswith("the run short")
+    expected = _unphased_windows(tss, people, 2048)
+    assert expected > 0
+    assert record["genotypes"]["unphased_resolved"] == expected
+    assert record["rows"] == 3 * len(people) and record["strands"]["rc_average"] is True
+    assert f"{expected} unphased heterozygous resolved with 'random'" in caplog.text
+    assert "predicting genes: 3/3 genes" in caplog.text
+    assert _main(workdir, config, *vcf, "--unphased", "reference", "--set",
+                 "haplotypes.seed=3") == 0
+    record = json.loads((workdir / "predictions" / "short" / "vcf.json").read_text())
+    assert record["haplotypes"]["settings"]["unphased"] == "reference"
+    assert record["haplotypes"]["settings"]["seed"] == 3
+
+
+def test_strands_follow_the_run(trained, caplog):
+    """A run trained without reverse complements predicts forward only by default; --rc
+    averages; the choice and its reason are written beside the predictions."""
+    from train.loop import fine_tune
+
+    workdir, config = trained
+    fine_tune(load_train_study(config, {"train": {"max_steps": 1, "tensorboard": False},
+                                        "loader": {"rc_prob": 0},
+                                        "model": {"num_downsamples": 3}}),
+              workdir, name="forward")
+    caplog.set_level(logging.INFO)
+    assert _main(workdir, config, "--run", "forward", "--split", "test") == 0
+    out = workdir / "predictions" / "forward"
+    table = pl.read_parquet(out / "test.parquet")
+    assert table["prediction_rc"].is_nan().all()
+    assert (table["prediction"] == table["prediction_forward"]).all()
+    strands = json.loads((out / "test.json").read_text())["strands"]
+    assert strands["rc_average"] is False and "rc_prob = 0" in strands["why"]
+    assert "Strands: forward only" in caplog.text and "predicting test:" in caplog.text
+    assert _main(workdir, config, "--run", "forward", "--split", "test", "--rc") == 0
+    table = pl.read_parquet(out / "test.parquet")
+    mean = (table["prediction_forward"] + table["prediction_rc"]) / 2
+    assert np.allclose(table["prediction"], mean) and not table["prediction_rc"].is_nan().any()
+    assert json.loads((out / "test.json").read_text())["strands"] == {
+        "rc_average": True, "why": "--rc given"}
+
+
+def test_a_run_validated_forward_only_predicts_forward_only():
+    from hapflow.config import StudyConfig
+    from hapflow.sections import LoaderConfig, TrainConfig
+    from train.prediction import _run_strands
+
+    assert _run_strands(StudyConfig(train=TrainConfig(val_rc_average=False)))[0] is False
+    assert _run_strands(StudyConfig(loader=LoaderConfig(rc_prob=0.0)))[0] is False
+    assert _run_strands(StudyConfig())[0] is True
 
 
 def test_pretrained_baseline_predicts_from_a_weights_folder(trained, tmp_path):

@@ -4,7 +4,9 @@ outputs, and clear errors."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -181,3 +183,83 @@ def test_every_strategy_trains(study, strategy, extra):
     assert len(losses) == 2 and all(np.isfinite(losses))
     val = _records(run, "val")[-1]
     assert np.isfinite(val["val_loss"]) and val["val_genes"] == 4
+
+
+def test_resume_needs_a_run_with_a_checkpoint(study):
+    """A misspelt run name lists the runs; a run without checkpoint is not silently started
+    afresh."""
+    from train.loop import fine_tune
+    from train.resume import ResumeError
+    from train.runs import RunError
+
+    workdir, config = study
+    (workdir / "runs" / "pairwise_regression").mkdir(parents=True, exist_ok=True)
+    with pytest.raises(RunError, match=r"no run 'pairwise_regresion' .*did you mean "
+                                       r"'pairwise_regression'.*pairwise_regression \(no "
+                                       r"checkpoint\)"):
+        fine_tune(load_train_study(config), workdir, name="pairwise_regresion", resume=True)
+    assert not (workdir / "runs" / "pairwise_regresion").exists()
+    with pytest.raises(ResumeError, match="has no checkpoint to resume from"):
+        fine_tune(load_train_study(config), workdir, name="pairwise_regression", resume=True)
+
+
+def test_resume_refuses_changed_settings_unless_a_schedule_change_is_allowed(study, caplog):
+    from train.loop import fine_tune
+    from train.resume import ResumeError
+
+    workdir, config = study
+    first = {"train": {"max_steps": 2, "tensorboard": False}}
+    fine_tune(load_train_study(config, first), workdir, name="changed")
+
+    def resume(extra: dict, allow: bool = False):
+        overrides = {s: {**first.get(s, {}), **extra.get(s, {})} for s in
+                     ("train", "loader", "model")}
+        return fine_tune(load_train_study(config, overrides), workdir, name="changed",
+                         resume=True, allow_schedule_change=allow)
+
+    with pytest.raises(ResumeError, match=r"the schedule: \[train\] max_steps 2 -> 3.*"
+                                          r"--allow-schedule-change"):
+        resume({"train": {"max_steps": 3}})
+    with pytest.raises(ResumeError, match=r"the data: \[loader\] batch_size 4 -> 2") as err:
+        resume({"loader": {"batch_size": 2}, "train": {"max_steps": 3}}, allow=True)
+    assert "allow-schedule-change" not in str(err.value)  # only schedule changes may be allowed
+    with pytest.raises(ResumeError, match=r"the model: \[model\] depth 1 -> 2"):
+        resume({"model": {"depth": 2}})
+    with pytest.raises(ResumeError, match=r"optimiser or validation: \[train\] "
+                                          r"strategy \"single\" -> \"in_batch\""):
+        resume({"train": {"strategy": "in_batch"}})
+    assert resume({"train": {"patience": 9}})["steps"] == 2  # how it runs may change
+
+    caplog.set_level(logging.INFO)
+    result = resume({"train": {"max_steps": 3, "lr": 1e-3, "min_lr_ratio": 0.5}}, allow=True)
+    assert result["steps"] == 3
+    assert "recomputed: steps in all 2 -> 3" in caplog.text
+    step3 = _records(workdir / "runs" / "changed", "train")[-1]
+    assert step3["step"] == 3 and step3["lr"] == pytest.approx(1e-3 * 0.5)  # the new schedule
+
+    run = workdir / "runs" / "changed"
+    log_lines = (run / "train.log").read_text().splitlines()
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z]+ ", ln) for ln in log_lines)
+    text = "\n".join(log_lines)
+    assert text.count("Starting run") == 1 and text.count("Resuming (step-0000002)") >= 2
+    assert "step 1/2" in text and "step 3/3" in text and "validating: " in text
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["samples"] == 3 * 8
+    assert summary["wall_seconds"] > summary["val_seconds"] > 0 and summary["samples_per_s"] > 0
+    assert np.isfinite(summary["final"]["train_loss"])
+    assert summary["final"]["val_genes"] == 4 and "val_pearson_r" in summary["final"]
+    assert summary["best"]["step"] == summary["best_step"]
+    assert summary["best_val_pearson_r"] == summary["best"]["val_pearson_r"]
+
+
+def test_eta_counts_the_validations_left(tmp_path):
+    from train.metrics import MetricsLog, validations_left
+
+    assert validations_left(5, 10, 2, 0) == 3  # steps 6, 8, 10
+    assert validations_left(5, 11, 2, 0) == 4  # 6, 8, 10 and the last
+    assert validations_left(3, 9, 0, 3) == 2  # every epoch of 3 steps
+    assert validations_left(9, 9, 0, 3) == 0
+    log = MetricsLog(tmp_path, total_steps=10, start_step=0, enabled=False, val_every=2)
+    log.t0 = time.monotonic() - 100.0
+    log.val_times = [10.0, 20.0]  # 30 s of the 100 s validating: 70 s for 5 steps
+    assert log.eta(5) == pytest.approx(14.0 * 5 + 15.0 * 3, abs=0.5)

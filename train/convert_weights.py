@@ -23,13 +23,16 @@ from __future__ import annotations
 import logging
 import sys
 
-from hapflow.command import Call, Command, Option, run_command
+from hapflow.command import Call, Command, Keys, Option, run_command
 
 COMMAND = Command(
     prog="python -m train.convert_weights",
     summary="Convert Enformer weights (Hugging Face layout) to model.safetensors + config.json, "
             "and check the round trip tensor by tensor.",
     reads=("model",),
+    keys=(Keys("model", only=("weights",),
+               why="the conversion reads the weights folder; the architecture comes from its "
+                   "config.json"),),
     config="optional",
     options=(
         Option("src", metavar="SRC_DIR", nargs="?",

@@ -19,8 +19,15 @@ ranks), keeps the best model (``best/``), stops early, and saves checkpoints
 (:func:`train.checkpoint.save_checkpoint`). At the end the best model is exported as
 ``model.safetensors`` + ``model.json`` (:func:`export`).
 
+Rank 0's log lines also go to ``DIR/runs/NAME/train.log`` (appended on resume); validation
+shows progress (a bar on a terminal, a line every 30 s in a log) and the ETA counts it.
+``summary.json`` holds steps, wall time, samples/s, and the final and best metrics.
+
 Exact resume: a checkpoint holds model, optimizer, scheduler, step, every stream's loader
-position and every rank's RNG states. Data-loader iterators are created without touching the
+position and every rank's RNG states. A resume must name a run with a checkpoint, and the
+settings that set the schedule, the data or the model must not have changed
+(:mod:`train.resume`; ``--allow-schedule-change`` allows schedule changes and logs what was
+recomputed). Data-loader iterators are created without touching the
 global RNG (:func:`train.data.rng_neutral`), so dropout draws do not depend on where a run was
 resumed: on CPU in fp32 eager mode a resumed run's per-step losses equal the uninterrupted
 run's. ``metrics.jsonl`` is cut back to the checkpoint's step on resume.
@@ -44,6 +51,7 @@ import torch
 from hapflow.config import StudyConfig, check_study, config_to_dict
 from hapflow.io import atomic_write_json
 from hapflow.layout import Workdir
+from hapflow.progress import progress
 from hapflow.sections import LoaderConfig, TrainConfig
 from train.checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
 from train.data import Streams, build_streams, forever, rng_neutral
@@ -59,8 +67,9 @@ from train.distributed import (
 from train.export import load_exported, save_exported
 from train.inference import forward_codes, per_gene_pearson, predict_loader
 from train.losses import STREAMS, TERMS, weighted_loss
-from train.metrics import MetricsLog, truncate_metrics
+from train.metrics import MetricsLog, hms, run_log, run_summary, truncate_metrics, val_metrics
 from train.model import ExpressionModel, build_model
+from train.resume import apply_schedule, check_resumable
 
 __all__ = ["TrainError", "fine_tune", "train_step", "step_loss", "validate", "export",
            "warmup_cosine", "accumulation_steps"]
@@ -90,6 +99,16 @@ class Run:
     """Micro-batches per optimizer step."""
     total_steps: int = 0
     """Optimizer steps of the whole run."""
+    steps_per_epoch: int = 0
+    """Optimizer steps of one epoch of the strategy's stream."""
+    epoch_batches: int = 0
+    """Batches of one epoch of the strategy's stream, per rank."""
+    items_per_batch: int = 0
+    """Samples (pairs) of one micro-step over all ranks: batch size x world size."""
+    saved: StudyConfig | None = None
+    """A resumed run's settings as it started (its config.toml before this start)."""
+    schedule_changes: list[str] = dataclasses.field(default_factory=list)
+    """A resumed run's schedule settings changed with --allow-schedule-change."""
 
     @property
     def checkpoints(self) -> Path:
@@ -106,6 +125,18 @@ class TrainState:
     bad: int = 0
     """Validations in a row without improvement (early stopping)."""
     stopped_early: bool = False
+    wall_seconds: float = 0.0
+    """Wall time of the steps done, over every start of the run (validation included)."""
+    val_seconds: float = 0.0
+    """Of which validating."""
+    samples: int = 0
+    """Samples (pairs) of the training steps done, over all ranks."""
+    last_loss: float | None = None
+    """The last logged training loss (mean over ranks)."""
+    last_val: dict | None = None
+    """The last validation's metrics."""
+    best_val: dict | None = None
+    """The best validation's metrics (by [train] val_metric)."""
 
 
 @dataclass
@@ -124,7 +155,7 @@ class Trainer:
 
 
 def fine_tune(study: StudyConfig, workdir: str | Path | Workdir, name: str | None = None,
-              resume: bool = False) -> dict:
+              resume: bool = False, allow_schedule_change: bool = False) -> dict:
     """Fine-tune on a study's shards (``DIR/shards``) into ``DIR/runs/NAME``.
 
     Parameters
@@ -132,7 +163,10 @@ def fine_tune(study: StudyConfig, workdir: str | Path | Workdir, name: str | Non
     study : the loaded study (:func:`hapflow.config.load_study`): [model], [train], [loader]
     workdir : the study folder (a :class:`~hapflow.layout.Workdir` or a path)
     name : run name (default: the strategy)
-    resume : continue from the run's latest checkpoint
+    resume : continue from the run's latest checkpoint (the run must have one, and its
+        schedule, data and model settings must be unchanged: :mod:`train.resume`)
+    allow_schedule_change : with ``resume``, continue with changed schedule settings (the
+        learning-rate schedule is recomputed, and the change logged)
 
     Returns
     -------
@@ -145,34 +179,45 @@ def fine_tune(study: StudyConfig, workdir: str | Path | Workdir, name: str | Non
     cfg = study.train
     d = setup(cfg.device)  # distributed: set up once here, torn down once below
     try:
-        run = open_run(study, Workdir(workdir), name or cfg.strategy, resume, d)
-        streams = build_streams(run.shards, study.loader, cfg, d)
-        plan_steps(run, streams, study.loader, cfg, d)
-        trainer = build_trainer(study, streams.length, run.total_steps, d)
-        state = resume_run(run, trainer, streams, d) if resume else TrainState()
-        if d.is_main and state.step == 0:
-            (run.dir / "metrics.jsonl").unlink(missing_ok=True)
-        barrier()
-        metrics = MetricsLog(run.dir, run.total_steps, state.step, d.is_main, cfg.tensorboard)
-        try:
-            train(trainer, streams, state, study, run, metrics, d)
-        finally:
-            metrics.close()
-        return export(trainer.model, study, streams.length, run, state, d)
+        run = open_run(study, Workdir(workdir), name or cfg.strategy, resume, d,
+                       allow_schedule_change)
+        with run_log(run.dir / "train.log", d.is_main) as file:
+            if d.is_main:
+                log.info("%s run %s", f"Resuming ({run.latest.name})" if resume else "Starting",
+                         run.dir)
+            streams = build_streams(run.shards, study.loader, cfg, d)
+            plan_steps(run, streams, study.loader, cfg, d)
+            trainer = build_trainer(study, streams.length, run.total_steps, d)
+            state = resume_run(run, trainer, streams, d, cfg) if resume else TrainState()
+            if d.is_main and state.step == 0:
+                (run.dir / "metrics.jsonl").unlink(missing_ok=True)
+            barrier()
+            metrics = MetricsLog(run.dir, run.total_steps, state.step, d.is_main,
+                                 cfg.tensorboard, cfg.val_every_steps, run.steps_per_epoch, file)
+            try:
+                train(trainer, streams, state, study, run, metrics, d)
+            finally:
+                metrics.close()
+            return export(trainer.model, study, streams.length, run, state, d)
     finally:
         teardown()
 
 
 # -- before the first step ------------------------------------------------------------------------
 
-def open_run(study: StudyConfig, layout: Workdir, name: str, resume: bool, d: Dist) -> Run:
-    """Check the shards are there and the run may start; rank 0 saves the resolved study."""
+def open_run(study: StudyConfig, layout: Workdir, name: str, resume: bool, d: Dist,
+             allow_schedule_change: bool = False) -> Run:
+    """Check the shards are there and the run may start (or resume:
+    :func:`train.resume.check_resumable`); rank 0 saves the resolved study."""
     if not layout.manifest.exists():
         raise TrainError(f"{layout.shards} holds no shards (no manifest.parquet): run `python -m "
                          f"prep.shard --config ... --workdir {layout}` first")
     run = Run(name=name, dir=layout.run(name), shards=layout.shards, latest=None)
     run.latest = latest_checkpoint(run.checkpoints)
-    if run.latest is not None and not resume:
+    if resume:
+        run.saved, run.schedule_changes = check_resumable(study, layout, name, run.latest,
+                                                          allow_schedule_change)
+    elif run.latest is not None:
         raise TrainError(f"run {run.dir} already has checkpoints: pass --resume to continue it, "
                          "or --name NEW to start another run")
     if d.is_main:
@@ -188,6 +233,9 @@ def plan_steps(run: Run, streams: Streams, loader_cfg: LoaderConfig, cfg: TrainC
     main = streams.train[streams.main]
     run.accum = accumulation_steps(cfg.effective_batch, loader_cfg.batch_size, d.world_size)
     steps_per_epoch = math.ceil(len(main) / run.accum)
+    run.steps_per_epoch = steps_per_epoch
+    run.epoch_batches = len(main)
+    run.items_per_batch = loader_cfg.batch_size * d.world_size
     run.total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     if d.is_main:
         log.info("Fine-tuning %s on %s: %d train batches of %d per device per epoch, %d device(s), "
@@ -230,14 +278,22 @@ def parallelize(model: torch.nn.Module, cfg: TrainConfig, d: Dist
     return net, ddp
 
 
-def resume_run(run: Run, t: Trainer, streams: Streams, d: Dist) -> TrainState:
-    """Continue from the run's latest checkpoint (a fresh state when it has none yet)."""
-    if run.latest is None:
-        if d.is_main:
-            log.info("No checkpoint in %s yet: starting from the beginning", run.checkpoints)
-        return TrainState()
+def resume_run(run: Run, t: Trainer, streams: Streams, d: Dist, cfg: TrainConfig
+               ) -> TrainState:
+    """Continue from the run's latest checkpoint (:func:`check_resumable` made sure there is
+    one); with schedule changes, the learning rate follows the new schedule from here on."""
     saved = restore_checkpoint(run.latest, t.model, t.optimizer, t.scheduler, streams.train, d)
-    state = TrainState(**saved)
+    known = {f.name for f in dataclasses.fields(TrainState)}
+    state = TrainState(**{k: v for k, v in saved.items() if k in known})
+    if run.schedule_changes:
+        factor = warmup_cosine(cfg.warmup_steps, run.total_steps, cfg.min_lr_ratio)
+        old_lr, new_lr = apply_schedule(t.optimizer, t.scheduler, cfg.lr, factor, state.step)
+        if d.is_main:
+            log.warning("Resuming with a changed schedule (--allow-schedule-change): %s; "
+                        "recomputed: steps in all %d -> %d, learning rate at step %d %.3g -> "
+                        "%.3g (the new schedule from here on)",
+                        ", ".join(run.schedule_changes), _total_steps(run, cfg=run.saved.train),
+                        run.total_steps, state.step, old_lr, new_lr)
     if d.is_main:
         truncate_metrics(run.dir / "metrics.jsonl", state.step)
         main = streams.train[streams.main]
@@ -246,16 +302,24 @@ def resume_run(run: Run, t: Trainer, streams: Streams, d: Dist) -> TrainState:
     return state
 
 
+def _total_steps(run: Run, cfg: TrainConfig) -> int:
+    """The run's steps in all under ``cfg``'s schedule (same data and devices)."""
+    accum = max(1, cfg.effective_batch // run.items_per_batch)
+    return cfg.max_steps or cfg.epochs * math.ceil(run.epoch_batches / accum)
+
+
 # -- the loop -------------------------------------------------------------------------------------
 
 def train(t: Trainer, streams: Streams, state: TrainState, study: StudyConfig, run: Run,
           metrics: MetricsLog, d: Dist) -> None:
     """Optimizer steps until ``run.total_steps`` (or early stopping), epoch by epoch of the
-    strategy's stream: step, log, validate, checkpoint."""
+    strategy's stream: step, log, validate, checkpoint. Logged records carry
+    ``wall_seconds`` (the run's wall time so far, over every start); validation records also
+    ``seconds`` (the validation's own time)."""
     cfg = study.train
     main = streams.train[streams.main]
     others = {s: forever(loader) for s, loader in streams.train.items() if s != streams.main}
-    items_per_batch = study.loader.batch_size * d.world_size
+    clock, base = time.monotonic(), state.wall_seconds
     while state.step < run.total_steps and not state.stopped_early:
         epoch = main.epoch
         batches = rng_neutral(main)  # from the loader's position to the epoch's end
@@ -266,16 +330,27 @@ def train(t: Trainer, streams: Streams, state: TrainState, study: StudyConfig, r
             groups = streams.micro_batches(batches, others, n_micro, end_of_epoch=left == 0)
             record = train_step(t, groups, n_micro, cfg, d)
             state.step += 1
+            state.samples += n_micro * run.items_per_batch
             last = state.step == run.total_steps
             if state.step % cfg.log_every_steps == 0 or last:
-                metrics.train_step(_train_record(record, state.step, epoch, t, items_per_batch))
+                logged = _train_record(record, state.step, epoch, t, run.items_per_batch)
+                logged["wall_seconds"] = round(base + time.monotonic() - clock, 3)
+                state.last_loss = logged["loss"]
+                metrics.train_step(logged)
             validated = (state.step % cfg.val_every_steps == 0 if cfg.val_every_steps
                          else left == 0) or last
             if validated:
+                started = time.monotonic()
                 result = validate(t.model, streams, cfg, d)
-                result.update({"kind": "val", "step": state.step, "epoch": epoch})
-                metrics.validation(result)
+                seconds = time.monotonic() - started
+                state.val_seconds += seconds
+                result.update({"kind": "val", "step": state.step, "epoch": epoch,
+                               "seconds": round(seconds, 3),
+                               "wall_seconds": round(base + time.monotonic() - clock, 3)})
+                metrics.validation(result, seconds)
+                state.last_val = val_metrics(result)
                 keep_best(t.model, study, streams.length, run, state, result, d)
+            state.wall_seconds = base + time.monotonic() - clock
             if (state.step % cfg.checkpoint_every_steps == 0 if cfg.checkpoint_every_steps
                     else validated) or last or state.stopped_early:
                 save_checkpoint(run.checkpoints, state.step, t.model, t.optimizer, t.scheduler,
@@ -353,7 +428,9 @@ def step_loss(net, group: dict[str, dict], cfg: TrainConfig, device: torch.devic
 
 def validate(model, streams: Streams, cfg: TrainConfig, d: Dist) -> dict:
     """The strategy's loss on the validation stream and per-gene Pearson r across validation
-    individuals (predictions forward + reverse complement averaged), over all ranks.
+    individuals (predictions forward + reverse complement averaged, unless
+    ``val_rc_average = false``), over all ranks; rank 0 shows progress (a bar on a terminal,
+    else a line every 30 s).
 
     Returns
     -------
@@ -364,15 +441,19 @@ def validate(model, streams: Streams, cfg: TrainConfig, d: Dist) -> dict:
     term = TERMS[cfg.strategy]
     total = torch.zeros(2, dtype=torch.float64, device=d.device)
     one = dataclasses.replace(cfg, terms={cfg.strategy: 1.0})  # the strategy's term alone
-    with torch.no_grad():
-        for batch in rng_neutral(streams.val):
-            loss, _ = step_loss(model, {term.stream: batch}, one, d.device)
-            n = float(batch["valid"].sum())
-            total += torch.tensor([float(loss) * n, n], dtype=torch.float64, device=d.device)
-    if d.distributed:
-        torch.distributed.all_reduce(total)
-    preds = predict_loader(model, rng_neutral(streams.eval), d.device, cfg.precision,
-                           cfg.val_rc_average)
+    with progress(total=len(streams.val) + len(streams.eval), desc="validating", unit="batch",
+                  leave=False, disable=not d.is_main or not log.isEnabledFor(logging.INFO)
+                  ) as bar:
+        with torch.no_grad():
+            for batch in _counted(rng_neutral(streams.val), bar):
+                loss, _ = step_loss(model, {term.stream: batch}, one, d.device)
+                n = float(batch["valid"].sum())
+                total += torch.tensor([float(loss) * n, n], dtype=torch.float64,
+                                      device=d.device)
+        if d.distributed:
+            torch.distributed.all_reduce(total)
+        preds = predict_loader(model, _counted(rng_neutral(streams.eval), bar), d.device,
+                               cfg.precision, cfg.val_rc_average)
     r = per_gene_pearson(preds["gene"], preds["prediction"], preds["Y"])
     model.train()
     values = np.array(list(r.values())) if r else np.array([np.nan])
@@ -388,6 +469,7 @@ def keep_best(model: ExpressionModel, study: StudyConfig, length: int, run: Run,
     cfg = study.train
     if _improved(record[cfg.val_metric], state.best, cfg.val_metric):
         state.best, state.best_step, state.bad = record[cfg.val_metric], state.step, 0
+        state.best_val = val_metrics(record)
         if d.is_main:
             save_exported(model, study.model, length, run.dir / "best")
             atomic_write_json(run.dir / "best" / "best.json", record)
@@ -414,15 +496,22 @@ def export(model: ExpressionModel, study: StudyConfig, length: int, run: Run,
             save_exported(load_exported(best), study.model, length, run.dir)
         else:
             save_exported(model, study.model, length, run.dir)
-        summary = {"run": str(run.dir), "steps": state.step, "best_" + cfg.val_metric: state.best,
-                   "best_step": state.best_step, "stopped_early": state.stopped_early}
+        summary = run_summary(run.dir, state, cfg.val_metric)
         atomic_write_json(run.dir / "summary.json", summary)
-        log.info("Done: %d steps; best %s %.4f at step %s; model in %s", state.step,
+        log.info("Done: %d steps in %s (%.1f samples/s); best %s %.4f at step %s; model in %s",
+                 state.step, hms(state.wall_seconds), summary["samples_per_s"] or 0.0,
                  cfg.val_metric, state.best if state.best is not None else float("nan"),
                  state.best_step, run.dir)
     barrier()
     return {"run": str(run.dir), "steps": state.step, "best": state.best,
             "best_step": state.best_step, "stopped_early": state.stopped_early}
+
+
+def _counted(iterable, bar):
+    """``iterable``, one ``bar.update(1)`` per item."""
+    for item in iterable:
+        yield item
+        bar.update(1)
 
 
 # -- small pieces -------------------------------------------------------------------------------

@@ -16,6 +16,12 @@ Continue after an interruption (same command plus ``--resume``)::
 
     python -m train.run --config configs/demo.toml --workdir work/demo --resume
 
+A resume needs the run's checkpoint and the settings it started with: changes to the schedule
+([train] epochs, max_steps, lr, warmup_steps, min_lr_ratio, effective_batch), the data
+([loader], the shards) or the model ([model]) are refused, each named;
+``--allow-schedule-change`` continues with a changed schedule (the learning rate is recomputed
+and the change logged). Rank 0's log lines go to ``DIR/runs/NAME/train.log`` as well.
+
 Reads ``[model]``, ``[train]`` and ``[loader]``; ``--set section.key=value`` overrides any of
 them. Writes ``DIR/runs/NAME/`` (see :mod:`train.loop`). Next: ``python -m train.predict``.
 """
@@ -34,7 +40,12 @@ COMMAND = Command(
     workdir="study folder (reads DIR/shards, writes DIR/runs/NAME)",
     options=(
         Option("--name", help="run name, the folder DIR/runs/NAME (default: the strategy)"),
-        Option("--resume", switch=True, help="continue the run from its latest checkpoint"),
+        Option("--resume", switch=True, help="continue the run from its latest checkpoint "
+               "(with the settings it started with)"),
+        Option("--allow-schedule-change", switch=True,
+               help="with --resume: continue with changed [train] epochs, max_steps, lr, "
+                    "warmup_steps, min_lr_ratio or effective_batch (the learning-rate schedule "
+                    "is recomputed and logged)"),
     ),
     next_step="python -m train.predict --config C --workdir DIR --run NAME --split test",
     doc=None,
@@ -45,7 +56,11 @@ def run(call: Call) -> None:
     # imported here so that --help stays instant
     from train.loop import fine_tune
 
-    fine_tune(call.study, call.workdir, call.args.name, call.args.resume)
+    args = call.args
+    if args.allow_schedule_change and not args.resume:
+        raise ValueError("--allow-schedule-change applies to --resume (a new run takes its "
+                         "schedule from the settings)")
+    fine_tune(call.study, call.workdir, args.name, args.resume, args.allow_schedule_change)
 
 
 def main(argv: list[str] | None = None) -> int:
