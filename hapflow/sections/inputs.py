@@ -25,7 +25,9 @@ class HaplotypesConfig:
     reference: str | None = field(default=None, metadata={"path": True})
     """Reference FASTA, plain or bgzip, indexed."""
     vcf: list[str] | str | None = field(default=None, metadata={"path": True})
-    """Phased VCF/BCF, bgzipped and indexed: one file, a list, or a pattern with {chrom}."""
+    """Phased VCF/BCF, bgzipped and indexed: one file, a list, or a pattern with {chrom}. Files
+    may hold different samples: the study uses those in every file (the others are named in a
+    warning and in the shards' quality.json)."""
     tss: str | None = field(default=None, metadata={"path": True})
     """Gene TSS table (CSV/TSV/BED; layouts in prep.regions) for fixed-length windows."""
     bed: str | None = field(default=None, metadata={"path": True})
