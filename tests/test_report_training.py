@@ -1,0 +1,235 @@
+"""The report shows how the results came about (issue 15, 6): per fine-tuned run its training
+curves (loss and validation r against step and wall time, from metrics.jsonl, which carries
+``elapsed_s``), gene symbols next to the Ensembl ids, and for a simulated study the oracle r as a
+reference row. Real data: the chr22 demo shards (symbols from its TSS table) and a chr20 study
+simulated and sharded here with ``prep.simulate`` and ``prep.shard``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from analysis.evaluate import main
+from analysis.evaluation import ORACLE
+from analysis.report import run_evaluation
+from analysis.training_log import read_training_log
+from hapflow.config import StudyConfig, load_config, load_study
+from hapflow.sections import EvaluateConfig
+from tests.conftest import ROOT
+from tests.test_evaluate import make_study
+from train.metrics import MetricsLog
+
+CONFIG = ROOT / "configs" / "demo.toml"
+OWN = ROOT / "configs" / "chr20_own_study.toml"
+
+
+def _log_run(run_dir: Path, steps: int = 30, start: int = 0, tick: float = 0.0) -> None:
+    """metrics.jsonl of a run, written by the trainer's own MetricsLog: a training record every
+    5 steps and a validation every 10, with a loss that falls and an r that rises."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = MetricsLog(run_dir, steps, start, enabled=True, tensorboard=False)
+    log.t0 -= tick  # as if ``tick`` seconds had passed since the run started
+    for step in range(start + 1, steps + 1):
+        if step % 5 == 0:
+            log.train_step({"kind": "train", "step": step, "epoch": 0, "loss": 2.0 / step,
+                            "lr": 1e-3, "grad_norm": 1.0, "samples_per_s": 10.0,
+                            "data_wait": 0.0})
+        if step % 10 == 0:
+            log.validation({"kind": "val", "step": step, "epoch": 0, "val_loss": 1.0 / step,
+                            "val_pearson_r": step / 100, "val_pearson_r_median": 0.1,
+                            "val_genes": 26})
+    log.close()
+
+
+def _img_count(text: str) -> int:
+    return text.count("<img ")
+
+
+class _Text(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.parts: list[str] = []
+
+    def handle_data(self, data):
+        self.parts.append(data)
+
+
+def _text(html: str) -> str:
+    parser = _Text()
+    parser.feed(html)
+    return " ".join(" ".join(parser.parts).split())
+
+
+# ------------------------------------------------------------------ metrics.jsonl: elapsed_s
+def test_metrics_records_carry_elapsed_seconds_that_continue_on_resume(tmp_path):
+    _log_run(tmp_path, steps=20, tick=100.0)
+    first = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["elapsed_s"] >= 100.0 for r in first)
+    assert [r["elapsed_s"] for r in first] == sorted(r["elapsed_s"] for r in first)
+    _log_run(tmp_path, steps=30, start=20)  # a resumed run: its clock continues
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    later = [r["elapsed_s"] for r in records[len(first):]]
+    assert later and min(later) >= first[-1]["elapsed_s"]
+
+
+# ------------------------------------------------------------------ metrics.jsonl: the reader
+def test_training_log_reader_describes_missing_and_broken_files(tmp_path):
+    missing = read_training_log(tmp_path / "none", "none")
+    assert "does not exist" in missing.problem and missing.train.height == 0
+    _log_run(tmp_path / "cut", steps=30)
+    path = tmp_path / "cut" / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:4]) + "\n" + lines[4][:17] + "\n")  # killed mid-write
+    cut = read_training_log(tmp_path / "cut", "cut")
+    assert cut.problem.endswith("line 5 is not JSON (cut by a kill?); the curves show the 4 "
+                                "record(s) before it")
+    assert cut.train["step"].to_list() == [5, 10, 15] and cut.val["step"].to_list() == [10]
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "metrics.jsonl").write_text('{"kind": "train", "step": "5"}\n')
+    assert "line 1: train record without an integer step" in read_training_log(
+        tmp_path / "odd", "odd").problem
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "metrics.jsonl").write_text('{"kind": "train", "step": 5, "loss": 1.5}\n'
+                                      '{"kind": "val", "step": 5, "val_pearson_r": null, '
+                                      '"val_loss": 1.0}\n')
+    log = read_training_log(old, "old")  # a log of a run trained before elapsed_s existed
+    assert log.problem is None and not log.has_time and np.isnan(log.val["val_pearson_r"][0])
+
+
+# ------------------------------------------------------------------ the report: curves, symbols
+@pytest.fixture(scope="module")
+def curves(tmp_path_factory):
+    """The evaluate study with three predictors as runs: ``noisy`` logged whole, ``flat_gene``
+    cut by a kill, ``permuted`` without metrics.jsonl."""
+    study = make_study(tmp_path_factory.getbasetemp(), "curves_study")
+    runs = study / "runs"
+    if runs.exists():
+        shutil.rmtree(runs)
+    _log_run(runs / "noisy", steps=40, tick=90.0)
+    _log_run(runs / "flat_gene", steps=30)
+    path = runs / "flat_gene" / "metrics.jsonl"
+    path.write_text(path.read_text()[:-20])
+    (runs / "permuted").mkdir()
+    cfg = dataclasses.replace(load_config(EvaluateConfig, CONFIG, "evaluate"), bootstrap=100)
+    result, html = run_evaluation(StudyConfig(evaluate=cfg), study)
+    return result, html, html.read_text()
+
+
+def test_every_run_gets_its_curves_or_one_line(curves):
+    result, html, text = curves
+    assert [log.run for log in result.training] == [r for r in result.predictors
+                                                   if r in ("noisy", "flat_gene", "permuted")]
+    words = _text(text)
+    assert "How the runs trained" in words
+    assert re.search(r"Run permuted No complete training curves: \S+/runs/permuted/metrics"
+                     r"\.jsonl does not exist \(the run logged no metrics\)\.", words), words
+    assert re.search(r"No complete training curves: \S+/runs/flat_gene/metrics\.jsonl line \d+ "
+                     r"is not JSON \(cut by a kill\?\); the curves show the \d+ record\(s\) "
+                     r"before it", words)
+    for run in ("noisy", "flat_gene"):
+        png = html.parent / "figures" / f"training_{run}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f'alt="training curves of {run}"' in text
+    assert not (html.parent / "figures" / "training_permuted.png").exists()
+    # distributions, best/worst, predictor pairs, published + two runs' curves
+    assert _img_count(text) == 6
+
+
+def test_the_numbers_of_a_run(curves):
+    _, _, text = curves
+    words = _text(text)
+    # noisy: 40 steps, last loss 2/40, best validation r 0.40 at step 40, 4 validations,
+    # wall time 90 s and a little
+    assert re.search(r"Run noisy steps final training loss best validation r at step last "
+                     r"validation r validations wall time 40 0\.050 0\.400 40 0\.400 4 "
+                     r"0:01:3\d", words), words
+
+
+def test_gene_symbols_stand_next_to_ids(curves):
+    result, html, text = curves
+    per_gene = pl.read_parquet(html.parent / "per_gene.parquet")
+    assert per_gene.columns[:3] == ["predictor", "gene", "symbol"]
+    assert dict(zip(per_gene["gene"], per_gene["symbol"], strict=False))[
+        "ENSG00000099889.9"] == "ARVCF"
+    assert result.symbols["ENSG00000183597.11"] == "TANGO2"
+    # the genes left out of the means: symbol and id in the table
+    sparse = per_gene.filter((pl.col("predictor") == "sparse") & pl.col("excluded").is_not_null()
+                             & (pl.col("population") == "all")).row(0, named=True)
+    assert f"<td>sparse</td><td>{sparse['symbol']}</td><td>{sparse['gene']}</td>" in text
+
+
+def test_a_report_without_runs_has_no_training_section(tmp_path_factory):
+    study = make_study(tmp_path_factory.getbasetemp(), "no_runs_study")
+    cfg = dataclasses.replace(load_config(EvaluateConfig, CONFIG, "evaluate"), bootstrap=50)
+    result, html = run_evaluation(StudyConfig(evaluate=cfg), study)
+    assert result.training == [] and "How the runs trained" not in html.read_text()
+    assert result.oracle is None and "oracle" not in html.read_text()
+
+
+# ------------------------------------------------------------------ a simulated study's oracle
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """configs/chr20_own_study.toml simulated and sharded (real chr20 genotypes), with one
+    predictor: the test split's simulated expression plus seeded noise."""
+    from prep.sharding import run_shard
+    from prep.simulation import run_simulate
+
+    workdir = tmp_path_factory.mktemp("simulated")
+    study = load_study(OWN, need=("haplotypes", "simulate", "shard", "evaluate"))
+    run_simulate(study, workdir)
+    run_shard(study, workdir)
+    test = pl.read_parquet(workdir / "shards" / "manifest.parquet").filter(
+        pl.col("split") == "test")
+    rng = np.random.default_rng(5)
+    path = workdir / "predictions" / "noisy" / "test.parquet"
+    path.parent.mkdir(parents=True)
+    test.select("gene", "individual", prediction=pl.col("Y") + rng.normal(0, 1, test.height)
+                ).write_parquet(path)
+    return workdir, study
+
+
+def test_simulated_study_shows_the_oracle_as_a_reference_row(simulated, capsys):
+    workdir, study = simulated
+    assert main(["--config", str(OWN), "--workdir", str(workdir)]) == 0
+    printed = capsys.readouterr().out
+    genes = pl.read_parquet(workdir / "expression" / "simulation_genes.parquet")
+    test_genes = pl.read_parquet(workdir / "shards" / "manifest.parquet").filter(
+        pl.col("split") == "test")["gene"].unique()
+    expected = genes.filter(pl.col("gene").is_in(test_genes.implode()))["oracle_r"].mean()
+    oracle = pl.read_parquet(workdir / "report" / "oracle.parquet")
+    assert oracle["predictor"].unique().to_list() == [ORACLE]
+    assert oracle["class"].to_list()[0] == "all" and oracle["n_genes"][0] == test_genes.len()
+    assert oracle["mean_r"][0] == pytest.approx(expected)
+    assert oracle["mean_r_low"][0] < expected < oracle["mean_r_high"][0]
+    assert f"Oracle r of this simulated study (the best any predictor can reach): " \
+           f"{expected:.3f}" in printed
+    text = (workdir / "report" / "report.html").read_text()
+    assert f"<td>{ORACLE}</td><td>all</td><td>{test_genes.len()}</td><td>{expected:.3f}</td>" \
+        in text
+    assert f"oracle r {expected:.3f}</b>" in text
+    # the predictors' own summary is not changed by the reference rows
+    summary = pl.read_parquet(workdir / "report" / "summary.parquet")
+    assert ORACLE not in summary["predictor"].to_list()
+
+
+def test_an_oracle_table_of_another_simulation_is_an_error(simulated, tmp_path):
+    workdir, study = simulated
+    other = tmp_path / "w"
+    shutil.copytree(workdir / "shards", other / "shards")
+    shutil.copytree(workdir / "predictions", other / "predictions")
+    (other / "expression").mkdir()
+    pl.DataFrame({"gene": ["ENSG00000000001"], "oracle_r": [0.5]}).write_parquet(
+        other / "expression" / "simulation_genes.parquet")
+    from analysis.evaluation_inputs import EvaluationError
+
+    with pytest.raises(EvaluationError, match="names none of the split's"):
+        run_evaluation(study, other)
