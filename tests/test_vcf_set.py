@@ -388,3 +388,12 @@ def test_shards_of_files_with_different_samples(study, uneven, tmp_path, caplog,
     warnings = _partial_warnings(caplog)
     assert len(warnings) == 1, warnings
     assert "171 of them have expression" in warnings[0] and "quality.json" in warnings[0]
+
+
+def test_attribution_names_an_individual_missing_from_one_file(uneven):
+    from analysis.personal_variants import AttributionError, check_individuals
+
+    _, chr22, _, both, gone = uneven
+    check_individuals([str(CHR20_VCF), str(chr22)], both[:2])
+    with pytest.raises(AttributionError, match=rf"{gone[0]} is missing from {chr22.name}"):
+        check_individuals([str(CHR20_VCF), str(chr22)], [both[0], gone[0]])
