@@ -440,7 +440,7 @@ def _training_numbers(log: TrainingLog) -> dict:
     if scored.height:
         best = scored.sort("val_pearson_r", descending=True).row(0, named=True)
         row.update(best_val_r=best["val_pearson_r"], best_step=best["step"])
-    seconds = max(train["elapsed_s"].max() or 0, val["elapsed_s"].max() or 0) \
+    seconds = max(train["wall_seconds"].max() or 0, val["wall_seconds"].max() or 0) \
         if log.has_time else None
     row["wall"] = _duration(seconds) if seconds is not None else "not logged"
     return row

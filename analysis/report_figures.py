@@ -186,11 +186,11 @@ def figure_published(published: pl.DataFrame, summary: pl.DataFrame,
 
 def figure_training_curves(log: TrainingLog) -> bytes:
     """A run's training curves: loss (training and validation) and validation Pearson r, against
-    the optimizer step (top row) and, when the log has ``elapsed_s``, against wall time in
+    the optimizer step (top row) and, when the log has ``wall_seconds``, against wall time in
     minutes (bottom row). Returns PNG bytes."""
     rows = [("step", "optimizer step", 1.0)]
     if log.has_time:
-        rows.append(("elapsed_s", "wall time (minutes)", 60.0))
+        rows.append(("wall_seconds", "wall time (minutes)", 60.0))
     fig = _figure(10.0, 3.0 * len(rows) + 0.4)
     axes = fig.subplots(len(rows), 2, squeeze=False)
     train, val = log.train, log.val

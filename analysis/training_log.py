@@ -2,12 +2,12 @@
 tables of training and validation records (:func:`read_training_log`).
 
 ``train.metrics.MetricsLog`` writes one JSON object per logged step (``kind: "train"``: step,
-epoch, loss, lr, grad_norm, samples_per_s, data_wait, elapsed_s) and per validation
+epoch, loss, lr, grad_norm, samples_per_s, data_wait, wall_seconds) and per validation
 (``kind: "val"``: step, epoch, val_loss, val_pearson_r, val_pearson_r_median, val_genes,
-elapsed_s). ``elapsed_s`` (seconds of the run's wall time) is missing from logs of runs trained
-before it existed: their curves are drawn against steps only. A missing or broken file is
-described in one sentence (:attr:`TrainingLog.problem`), never raised: the report shows that
-sentence instead of a curve.
+seconds, wall_seconds). ``wall_seconds`` (the run's wall time so far, over every start of a
+resumed run) is missing from logs of runs trained before it existed: their curves are drawn
+against steps only. A missing or broken file is described in one sentence
+(:attr:`TrainingLog.problem`), never raised: the report shows that sentence instead of a curve.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ class TrainingLog:
     path : Path
         ``DIR/runs/RUN/metrics.jsonl``.
     train : pl.DataFrame
-        One row per logged training step: step (int64), loss, elapsed_s (float64; NaN where
+        One row per logged training step: step (int64), loss, wall_seconds (float64; NaN where
         not logged).
     val : pl.DataFrame
-        One row per validation: step, val_pearson_r, val_loss, elapsed_s (float64; NaN where
+        One row per validation: step, val_pearson_r, val_loss, wall_seconds (float64; NaN where
         not logged).
     problem : str or None
         Why the file is missing or could not be read to its end (the tables then hold the
@@ -50,14 +50,14 @@ class TrainingLog:
 
     @property
     def has_time(self) -> bool:
-        """Every record carries elapsed_s (logs of older runs do not)."""
+        """Every record carries wall_seconds (logs of older runs do not)."""
         return bool(self.train.height + self.val.height) and not any(
-            t["elapsed_s"].is_nan().any() for t in (self.train, self.val))
+            t["wall_seconds"].is_nan().any() for t in (self.train, self.val))
 
 
-_TRAIN_COLUMNS = {"step": pl.Int64, "loss": pl.Float64, "elapsed_s": pl.Float64}
+_TRAIN_COLUMNS = {"step": pl.Int64, "loss": pl.Float64, "wall_seconds": pl.Float64}
 _VAL_COLUMNS = {"step": pl.Int64, "val_pearson_r": pl.Float64, "val_loss": pl.Float64,
-                "elapsed_s": pl.Float64}
+                "wall_seconds": pl.Float64}
 
 
 def _metric_problem(record) -> str | None:
@@ -73,7 +73,7 @@ def _metric_problem(record) -> str | None:
     need = "loss" if kind == "train" else "val_pearson_r"
     if need not in record:
         return f"{kind} record of step {step} without {need}"
-    for key in ("loss", "val_pearson_r", "val_loss", "elapsed_s"):
+    for key in ("loss", "val_pearson_r", "val_loss", "wall_seconds"):
         value = record.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             return f"{key} of step {step} is {type(value).__name__}, expected a number"
@@ -83,8 +83,8 @@ def _metric_problem(record) -> str | None:
 def read_training_log(run_dir: str | os.PathLike, run: str) -> TrainingLog:
     """Read ``run_dir/metrics.jsonl`` (``train.metrics.MetricsLog``'s records) for the curves.
 
-    Records of kind ``train`` (step, loss, elapsed_s) and ``val`` (step, val_pearson_r,
-    val_loss, elapsed_s) are kept; nulls (non-finite values) become NaN. Reading stops at the
+    Records of kind ``train`` (step, loss, wall_seconds) and ``val`` (step, val_pearson_r,
+    val_loss, wall_seconds) are kept; nulls (non-finite values) become NaN. Reading stops at the
     first line that is not a usable record (a run killed mid-write leaves a cut last line).
     Never raises: a missing, unreadable or broken file is described in ``problem``.
     """

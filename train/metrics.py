@@ -2,10 +2,7 @@
 
 Only rank 0 writes. ``metrics.jsonl`` holds one JSON object per logged step (``kind: "train"``)
 and per validation (``kind: "val"``); on resume, lines after the checkpoint's step are dropped
-first, so the file reads as one uninterrupted run. Every record carries ``elapsed_s``: seconds
-of this run's wall time since its first step (a resumed run continues from the last kept
-record's value, so time between the kill and the resume is not counted); the report's training
-curves plot against it.
+first, so the file reads as one uninterrupted run.
 """
 
 from __future__ import annotations
@@ -62,8 +59,6 @@ class MetricsLog:
         self.tb = None
         if not enabled:
             return
-        # -- elapsed_s (issue 15, report curves against wall time; added by the ux-report work)
-        self.elapsed_before = _last_elapsed(run_dir / "metrics.jsonl")
         self.fh = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
         if tensorboard:
             # imported only when asked for: tensorboard is a heavy import ([train] tensorboard)
@@ -80,7 +75,6 @@ class MetricsLog:
             return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                  for k, v in record.items()}
-        clean.setdefault("elapsed_s", round(self.elapsed_before + time.monotonic() - self.t0, 3))
         self.fh.write(json.dumps(clean) + "\n")
         self.fh.flush()
         if self.tb is not None:
@@ -129,24 +123,6 @@ class MetricsLog:
         if self.tb is not None:
             self.tb.close()
         self.fh.close()
-
-
-def _last_elapsed(path: Path) -> float:
-    """The ``elapsed_s`` of the last record of ``path`` (0 without one): where a resumed run's
-    clock continues."""
-    last = 0.0
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return last
-    for line in lines:
-        try:
-            value = json.loads(line).get("elapsed_s")
-        except (json.JSONDecodeError, AttributeError):
-            break
-        if isinstance(value, (int, float)):
-            last = float(value)
-    return last
 
 
 def _hms(seconds: float) -> str:
