@@ -109,9 +109,10 @@ def write_report(result: EvaluationResult, out: str | os.PathLike) -> Path:
     pairs = figure_predictor_pairs(result.per_gene, result.predictors)
     if pairs is not None:
         figures["predictor_pairs"] = pairs
+    ceiling = result.oracle["mean_r"][0] if result.oracle is not None else None
     for log in result.training:
         if log.train.height or log.val.height:
-            figures[f"training_{log.run}"] = figure_training_curves(log)
+            figures[f"training_{log.run}"] = figure_training_curves(log, ceiling)
     published = read_published(cfg.published) if cfg.published else None
     if published is not None:
         figures["published"] = figure_published(published, result.summary, result.predictors)

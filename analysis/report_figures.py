@@ -184,10 +184,11 @@ def figure_published(published: pl.DataFrame, summary: pl.DataFrame,
     return _png(fig)
 
 
-def figure_training_curves(log: TrainingLog) -> bytes:
+def figure_training_curves(log: TrainingLog, oracle_r: float | None = None) -> bytes:
     """A run's training curves: loss (training and validation) and validation Pearson r, against
     the optimizer step (top row) and, when the log has ``wall_seconds``, against wall time in
-    minutes (bottom row). Returns PNG bytes."""
+    minutes (bottom row); ``oracle_r`` (a simulated study's) is drawn as a dashed line over the
+    validation r. Returns PNG bytes."""
     rows = [("step", "optimizer step", 1.0)]
     if log.has_time:
         rows.append(("wall_seconds", "wall time (minutes)", 60.0))
@@ -209,6 +210,10 @@ def figure_training_curves(log: TrainingLog) -> bytes:
         r_ax.set_xlabel(label)
         r_ax.set_ylabel("validation mean per-gene r")
         r_ax.axhline(0, color="grey", lw=0.8, ls="--")
+        if oracle_r is not None and np.isfinite(oracle_r):
+            r_ax.axhline(oracle_r, color=_COLORS[3], lw=1.0, ls="--",
+                         label=f"oracle r {oracle_r:.2f} (simulated)")
+            r_ax.legend(fontsize=8, loc="lower right")
     axes[0][0].set_title(f"{log.run}: loss", fontsize=10)
     axes[0][1].set_title(f"{log.run}: validation r across individuals", fontsize=10)
     return _png(fig)

@@ -221,3 +221,27 @@ def test_an_oracle_table_of_another_simulation_is_an_error(simulated, tmp_path):
 
     with pytest.raises(EvaluationError, match="names none of the split's"):
         run_evaluation(study, other)
+
+
+def test_curves_against_wall_time_when_logged(tmp_path):
+    """Two rows of panels (step, then wall time) for a log with wall_seconds, one for an older
+    log without; a simulated study's oracle r is drawn over the validation r."""
+    import io
+
+    import matplotlib.image
+
+    from analysis.report_figures import figure_training_curves
+
+    _log_run(tmp_path / "new", steps=20)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "metrics.jsonl").write_text(
+        "".join(line.replace(', "wall_seconds"', ', "x"') + "\n" for line in
+                (tmp_path / "new" / "metrics.jsonl").read_text().splitlines()))
+    new, old = (read_training_log(tmp_path / n, n) for n in ("new", "old"))
+    assert new.has_time and not old.has_time
+
+    def height(png: bytes) -> int:
+        return matplotlib.image.imread(io.BytesIO(png), format="png").shape[0]
+
+    assert height(figure_training_curves(new)) > 1.7 * height(figure_training_curves(old))
+    assert figure_training_curves(new, 0.71) != figure_training_curves(new)
