@@ -24,6 +24,12 @@ tables, figures and report.html (:func:`analysis.report.run_evaluation` does bot
 ``python -m analysis.attribute`` has written ``DIR/attribution/NAME/GENE.json`` and ``GENE.png``
 for an evaluated predictor NAME (a fine-tuned run), the result carries them for the report's
 section "Variant attribution" (a broken file is an error naming it).
+
+Beside the scores: the gene symbols of the manifest (shown next to the ids), each evaluated
+run's training history (``DIR/runs/NAME/metrics.jsonl``, :mod:`analysis.training_log`) and, for
+a simulated study (``simulation_genes.parquet`` of ``python -m prep.simulate`` beside the
+expression matrix), the oracle r: the simulated genetic value's r with expression, the best any
+predictor can reach, summarised over the split's genes like a predictor (:data:`ORACLE`).
 """
 
 from __future__ import annotations
@@ -45,7 +51,9 @@ from analysis.evaluation_inputs import (
     load_split,
     read_attribution,
     read_gene_class_table,
+    read_oracle,
     read_predictions,
+    read_symbols,
     split_gene_classes,
 )
 from analysis.metrics import (
@@ -53,6 +61,7 @@ from analysis.metrics import (
     paired_comparison,
     summarize_r,
 )
+from analysis.training_log import TrainingLog, read_training_log
 from hapflow.config import StudyConfig
 from hapflow.layout import Workdir
 from hapflow.metrics import grouped_pearson, offsets_from_counts
@@ -60,6 +69,7 @@ from hapflow.sections import EvaluateConfig
 
 __all__ = [
     "ALL",
+    "ORACLE",
     "EvaluationResult",
     "per_gene_metrics",
     "summarize",
@@ -72,6 +82,9 @@ log = logging.getLogger(__name__)
 
 ALL = "all"
 """Label of the rows that pool every class or every population."""
+
+ORACLE = "oracle (simulated genetic value)"
+"""Predictor label of a simulated study's reference rows (:attr:`EvaluationResult.oracle`)."""
 
 
 @dataclass
@@ -97,6 +110,15 @@ class EvaluationResult:
     attribution: list[Attribution] = field(default_factory=list)
     """:class:`analysis.evaluation_inputs.Attribution` of the evaluated predictors, from
     ``DIR/attribution/NAME/*.json`` (+ ``.png``), in predictor order; empty without files."""
+    symbols: dict[str, str] = field(default_factory=dict)
+    """gene id -> symbol, from the manifest (genes without a symbol absent)."""
+    training: list[TrainingLog] = field(default_factory=list)
+    """The training history of each run in :attr:`runs` (same order)."""
+    oracle: pl.DataFrame | None = None
+    """A simulated study's reference rows: the oracle r summarised per class like
+    :attr:`summary` (predictor :data:`ORACLE`, population "all"); None when not simulated."""
+    oracle_source: Path | None = None
+    """The ``simulation_genes.parquet`` the oracle r comes from."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,7 +323,9 @@ def evaluate(study: StudyConfig, workdir: str | os.PathLike | Workdir) -> Evalua
                                   warnings))
         per_gene.append(genes_table)
         joined.append(scored)
-    per_gene_df = pl.concat(per_gene).sort("predictor", "population", "gene")
+    symbols = read_symbols(layout.manifest)
+    per_gene_df = _with_symbols(pl.concat(per_gene).sort("predictor", "population", "gene"),
+                                symbols)
     excluded = per_gene_df.filter(pl.col("excluded").is_not_null() & (pl.col("population") == ALL))
     if excluded.height:
         warnings.append(f"{excluded.height} (predictor, gene) pair(s) are not scored (too few "
@@ -312,15 +336,55 @@ def evaluate(study: StudyConfig, workdir: str | os.PathLike | Workdir) -> Evalua
     overall = summary.filter((pl.col("class") == ALL) & (pl.col("population") == ALL))
     ranked = overall.sort(pl.col("mean_r").fill_nan(-np.inf), "predictor",
                           descending=[True, False])["predictor"].to_list()
+    runs = [p for p in ranked if layout.run(p).is_dir()]
+    oracle_path = _oracle_path(study, layout)
     return EvaluationResult(
         config=cfg, manifest=layout.manifest, predictors=ranked, per_gene=per_gene_df,
         summary=summary, paired=compare_predictors(per_gene_df, ranked, cfg),
         coverage=pl.DataFrame(coverage).sort("predictor"),
         joined=pl.concat(joined).sort("predictor", "gene", "individual"),
         class_source=class_source, populations=populations, warnings=warnings,
-        runs=[p for p in ranked if layout.run(p).is_dir()],
-        attribution=read_attribution(layout.attribution, ranked),
+        runs=runs, attribution=read_attribution(layout.attribution, ranked), symbols=symbols,
+        training=[read_training_log(layout.run(r), r) for r in runs],
+        oracle=oracle_summary(read_oracle(oracle_path, genes), classes, cfg),
+        oracle_source=oracle_path if oracle_path.exists() else None,
     )
+
+
+def _with_symbols(per_gene: pl.DataFrame, symbols: dict[str, str]) -> pl.DataFrame:
+    """``per_gene`` with a column symbol (null without one) after gene."""
+    symbol = pl.col("gene").replace_strict(symbols, default=None, return_dtype=pl.Utf8)
+    columns = per_gene.columns
+    at = columns.index("gene") + 1
+    return per_gene.with_columns(symbol.alias("symbol")).select(
+        *columns[:at], "symbol", *columns[at:])
+
+
+def _oracle_path(study: StudyConfig, layout: Workdir) -> Path:
+    """Where ``prep.simulate`` wrote its gene table: beside ``[simulate] output``, else in
+    ``DIR/expression``."""
+    output = study.simulate.output
+    folder = Path(output).parent if output else layout.expression
+    return folder / "simulation_genes.parquet"
+
+
+def oracle_summary(oracle: pl.DataFrame | None, classes: pl.DataFrame,
+                   cfg: EvaluateConfig) -> pl.DataFrame | None:
+    """The oracle r of the split's genes summarised per class and over all (as
+    :func:`summarize` does for a predictor): predictor (:data:`ORACLE`), class, population
+    ("all"), n_genes, mean_r with its bootstrap interval, median_r with its interval,
+    mean_abs_r, share_positive. None without an oracle."""
+    if oracle is None:
+        return None
+    table = oracle.join(classes, on="gene", how="left")
+    rows = []
+    for cls, frame in [(ALL, table), *((c, g) for (c,), g in table.group_by(
+            "class", maintain_order=True))]:
+        stats = summarize_r(frame["oracle_r"].to_numpy(), cfg.bootstrap,
+                            _seed(cfg.seed, ORACLE, ALL), cfg.ci_level)
+        rows.append({"predictor": ORACLE, "class": cls, "population": ALL, **stats})
+    order = {ALL: ""}
+    return pl.DataFrame(rows).sort(pl.col("class").replace(order))
 
 
 def _gene_classes(cfg: EvaluateConfig, manifest: Path, genes: list[str],
@@ -380,4 +444,8 @@ def headline(result: EvaluationResult, html: Path) -> str:
     for r in rows.iter_rows(named=True):
         lines.append(f"  {r['class']:>14}: {r['mean_r']:.3f} ({r['mean_r_low']:.3f} to "
                      f"{r['mean_r_high']:.3f}), {r['n_genes']} genes")
+    if result.oracle is not None:
+        r = result.oracle.row(0, named=True)
+        lines.append(f"Oracle r of this simulated study (the best any predictor can reach): "
+                     f"{r['mean_r']:.3f} over {r['n_genes']} genes")
     return "\n".join(lines)

@@ -13,7 +13,10 @@ and the fix:
   (gene, individual, prediction);
 * :func:`read_published` — the paper's ``perf_summary.csv``;
 * :func:`read_attribution` — ``DIR/attribution/RUN/GENE.json`` and ``GENE.png`` as
-  ``python -m analysis.attribute`` wrote them.
+  ``python -m analysis.attribute`` wrote them;
+* :func:`read_symbols` — the manifest's gene symbols, shown next to the ids;
+* :func:`read_oracle` — a simulated study's per-gene oracle r
+  (``DIR/expression/simulation_genes.parquet``, written by ``python -m prep.simulate``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ __all__ = [
     "read_predictions",
     "read_published",
     "read_attribution",
+    "read_symbols",
+    "gene_label",
+    "read_oracle",
 ]
 
 UNLISTED = "unlisted"
@@ -423,3 +429,60 @@ def read_attribution(root: str | os.PathLike, runs: list[str]) -> list[Attributi
     return found
 
 
+
+
+# --------------------------------------------------------------------------------------------
+# gene symbols and a simulation's oracle
+
+
+def read_symbols(manifest: str | os.PathLike) -> dict[str, str]:
+    """gene -> symbol from the manifest's ``symbol`` column (genes without one left out; an
+    older manifest without the column gives ``{}``)."""
+    try:
+        table = pl.read_parquet(manifest, columns=["gene", "symbol"])
+    except Exception:  # noqa: BLE001 - no such column (an older manifest): polars raises several
+        return {}
+    table = table.unique("gene").filter(pl.col("symbol").is_not_null() & (pl.col("symbol") != "")
+                                        & (pl.col("symbol") != pl.col("gene")))
+    return dict(zip(table["gene"], table["symbol"], strict=True))
+
+
+def gene_label(gene: str, symbols: dict[str, str]) -> str:
+    """``SYMBOL (gene id)`` when the gene has a symbol, else the id."""
+    symbol = symbols.get(gene)
+    return f"{symbol} ({gene})" if symbol else gene
+
+
+def read_oracle(path: str | os.PathLike, genes: list[str]) -> pl.DataFrame | None:
+    """A simulated study's oracle r of ``genes``: the genetic value's Pearson r with the
+    simulated expression (``oracle_r`` of ``simulation_genes.parquet``, over every simulated
+    individual). Genes match exactly, else by :func:`hapflow.names.gene_key`.
+
+    Returns
+    -------
+    pl.DataFrame or None
+        gene, oracle_r (float64; NaN for genes the table lacks); None without the file.
+
+    Raises
+    ------
+    EvaluationError
+        The file exists but is not such a table, or names none of ``genes``.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    table = _read_parquet(path, "simulation gene table")
+    if not {"gene", "oracle_r"} <= set(table.columns):
+        raise EvaluationError(f"{path}: lacks the column(s) gene and oracle_r of python -m "
+                              "prep.simulate's gene table; simulate again or remove the file")
+    values = dict(zip(table["gene"].cast(pl.Utf8), table["oracle_r"].cast(pl.Float64),
+                      strict=True))
+    loose = {gene_key(g): v for g, v in values.items()}
+    r = [values.get(g, loose.get(gene_key(g))) for g in genes]
+    if genes and all(v is None for v in r):
+        raise EvaluationError(f"{path}: names none of the split's {len(genes)} genes (e.g. "
+                              f"{genes[0]}): it belongs to another simulation; simulate again "
+                              "or remove it")
+    return pl.DataFrame({"gene": genes, "oracle_r": [float("nan") if v is None else v
+                                                      for v in r]},
+                        schema={"gene": pl.Utf8, "oracle_r": pl.Float64})

@@ -239,6 +239,13 @@ def check_individuals(vcf, individuals: list[str]) -> None:
     vcfs = VcfSet(vcf)
     known = set(vcfs.samples)
     missing = [s for s in individuals if s not in known]
+    partial = [s for s in missing if s in vcfs.partial]
+    if partial:
+        raise AttributionError(
+            f"individual(s) {', '.join(partial[:10])} are not in every file of "
+            f"{vcfs.describe()} (e.g. {partial[0]} is missing from "
+            f"{', '.join(p.name for p in vcfs.partial[partial[0]])}): the study's individuals "
+            "are those in every file")
     if missing:
         raise AttributionError(
             f"individual(s) {', '.join(missing[:10])} are not samples of the VCF "

@@ -14,6 +14,12 @@ Variant attribution: when ``python -m analysis.attribute`` has written
 by :func:`analysis.evaluation_inputs.read_attribution`), the report shows a section "Variant
 attribution" (per gene: a summary table, the top variants, the plot embedded from its file);
 without such files the report says in one sentence how to produce them.
+
+Training: for every evaluated predictor that is a fine-tuned run, a section shows its curves
+(loss and validation r against step and wall time, from ``DIR/runs/RUN/metrics.jsonl``) and a
+row of numbers (steps, final loss, best validation r, wall time); a missing or broken log is one
+sentence there. Genes are named by symbol and Ensembl id wherever they are listed. A simulated
+study's oracle r (the genetic value's r with expression) is a reference row of the summary.
 """
 
 from __future__ import annotations
@@ -26,14 +32,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from analysis.evaluation import ALL, EvaluationResult, evaluate
+from analysis.evaluation import ALL, ORACLE, EvaluationResult, evaluate
 from analysis.evaluation_inputs import PAPER_CLASSES, Attribution, read_published
 from analysis.report_figures import (
     figure_best_worst,
     figure_predictor_pairs,
     figure_published,
     figure_r_distributions,
+    figure_training_curves,
 )
+from analysis.training_log import TrainingLog
 from hapflow.config import StudyConfig, config_to_dict, save_config
 from hapflow.io import atomic_write_bytes, atomic_write_parquet, atomic_write_text
 from hapflow.layout import Workdir
@@ -72,13 +80,16 @@ def run_evaluation(study: StudyConfig, workdir: str | os.PathLike | Workdir,
 
 
 def write_outputs(result: EvaluationResult, out: str | os.PathLike) -> Path:
-    """Write the tables (per_gene, summary, paired, coverage .parquet), config.toml (the
-    resolved ``[evaluate]``), the figures and report.html to ``out``; returns the HTML path."""
+    """Write the tables (per_gene, summary, paired, coverage .parquet; oracle.parquet for a
+    simulated study), config.toml (the resolved ``[evaluate]``), the figures and report.html
+    to ``out``; returns the HTML path."""
     out = Path(out)
     atomic_write_parquet(result.per_gene, out / "per_gene.parquet")
     atomic_write_parquet(result.summary, out / "summary.parquet")
     atomic_write_parquet(result.paired, out / "paired.parquet")
     atomic_write_parquet(result.coverage, out / "coverage.parquet")
+    if result.oracle is not None:
+        atomic_write_parquet(result.oracle, out / "oracle.parquet")
     save_config({"evaluate": result.config}, out / "config.toml")
     return write_report(result, out)
 
@@ -98,6 +109,10 @@ def write_report(result: EvaluationResult, out: str | os.PathLike) -> Path:
     pairs = figure_predictor_pairs(result.per_gene, result.predictors)
     if pairs is not None:
         figures["predictor_pairs"] = pairs
+    ceiling = result.oracle["mean_r"][0] if result.oracle is not None else None
+    for log in result.training:
+        if log.train.height or log.val.height:
+            figures[f"training_{log.run}"] = figure_training_curves(log, ceiling)
     published = read_published(cfg.published) if cfg.published else None
     if published is not None:
         figures["published"] = figure_published(published, result.summary, result.predictors)
@@ -118,6 +133,7 @@ def render_html(result: EvaluationResult, figures: dict[str, bytes],
         *_section_warnings(result),
         *_section_summary(result),
         *_section_figures(result, figures),
+        *_section_training(result.training, figures),
         *_section_paired(result),
         *_section_populations(result),
         *_section_coverage(result),
@@ -237,7 +253,19 @@ def _section_headline(result: EvaluationResult) -> list[str]:
         f"{cfg.seed}):</p>",
         _table(head, {k: _SUMMARY_HEADERS[k] for k in (
             "class", "n_genes", "mean_r", "mean_r_low", "mean_r_high", "median_r")}),
+        *_oracle_sentence(result),
     ]
+
+
+def _oracle_sentence(result: EvaluationResult) -> list[str]:
+    """For a simulated study: the oracle r, the ceiling the headline should be read against."""
+    if result.oracle is None:
+        return []
+    r = result.oracle.row(0, named=True)
+    return [f"<p class='explain'>This study's expression is simulated: the best any predictor "
+            f"can reach is the <b>oracle r {_fmt(r['mean_r'])}</b> (mean over {r['n_genes']} "
+            f"genes of the simulated genetic value's r with the simulated expression), shown "
+            f"as a reference row in the summary below.</p>"]
 
 
 def _section_warnings(result: EvaluationResult) -> list[str]:
@@ -260,8 +288,29 @@ def _section_summary(result: EvaluationResult) -> list[str]:
         "'not scored' genes had too few individuals or no predictions (listed "
         "below); coverage is the fraction of the split's (gene, individual) pairs "
         "that were predicted.</p>",
-        _table(_by_rank(_overall(result), result, maintain_order=True), _SUMMARY_HEADERS),
+        _table(_summary_rows(result), _SUMMARY_HEADERS),
+        *_oracle_note(result),
     ]
+
+
+def _summary_rows(result: EvaluationResult) -> pl.DataFrame:
+    """The summary's rows over every individual in rank order, then a simulated study's oracle
+    rows (the reference)."""
+    rows = _by_rank(_overall(result), result, maintain_order=True)
+    if result.oracle is None:
+        return rows
+    return pl.concat([rows, result.oracle], how="diagonal_relaxed")
+
+
+def _oracle_note(result: EvaluationResult) -> list[str]:
+    if result.oracle is None:
+        return []
+    return [f"<p class='explain'>The rows <b>{html.escape(ORACLE)}</b> are a reference, not a "
+            "predictor: per gene, the Pearson r between the simulated genetic value and the "
+            "simulated expression, over every simulated individual (from "
+            f"{html.escape(str(result.oracle_source))}). No predictor can expect more; a "
+            "predictor's mean r divided by the oracle's says how much of the reachable "
+            "signal it recovers.</p>"]
 
 
 def _section_figures(result: EvaluationResult, figures: dict[str, bytes]) -> list[str]:
@@ -347,10 +396,60 @@ def _section_not_scored(result: EvaluationResult) -> list[str]:
              "predictions, or whose measured expression is the same for every individual have "
              "no meaningful correlation; they are left out of every mean above.</p>"]
     if excluded.height:
-        parts.append(_table(excluded, {"predictor": "predictor", "gene": "gene",
+        parts.append(_table(excluded, {"predictor": "predictor", "symbol": "symbol",
+                                       "gene": "gene",
                                        "class": "class", "n_split": "individuals in split",
                                        "n": "scored", "excluded": "reason"}))
     return parts
+
+
+def _section_training(logs: list[TrainingLog], figures: dict[str, bytes]) -> list[str]:
+    """Per fine-tuned run: its curves and numbers, or one sentence on why there are none."""
+    if not logs:
+        return []
+    parts = ["<h2>How the runs trained</h2><p class='explain'>Per fine-tuned run, from its "
+             "<code>metrics.jsonl</code>: the training loss at each logged step and the "
+             "validation loss, and the validation mean per-gene Pearson r across the validation "
+             "individuals, against the optimizer step (top) and the run's wall time (bottom, "
+             "when logged). A validation r that stops rising while the training loss keeps "
+             "falling is overfitting; the exported model is the best validated one.</p>"]
+    for log in logs:
+        parts.append(f"<h3>Run {html.escape(log.run)}</h3>")
+        if log.problem:
+            parts.append(f"<p class='warn'>No complete training curves: "
+                         f"{html.escape(log.problem)}.</p>")
+        if not (log.train.height or log.val.height):
+            continue
+        parts.append(_table(pl.DataFrame([_training_numbers(log)], strict=False), {
+            "steps": "steps", "final_loss": "final training loss",
+            "best_val_r": "best validation r", "best_step": "at step",
+            "last_val_r": "last validation r", "validations": "validations",
+            "wall": "wall time"}))
+        parts.append(_img(figures[f"training_{log.run}"], f"training curves of {log.run}"))
+    return parts
+
+
+def _training_numbers(log: TrainingLog) -> dict:
+    """One run's row: steps, final loss, best and last validation r, wall time."""
+    train, val = log.train, log.val
+    steps = max([*train["step"].to_list(), *val["step"].to_list()])
+    row = {"steps": steps,
+           "final_loss": float(train["loss"][-1]) if train.height else float("nan"),
+           "validations": val.height, "best_val_r": float("nan"), "best_step": None,
+           "last_val_r": float(val["val_pearson_r"][-1]) if val.height else float("nan")}
+    scored = val.filter(pl.col("val_pearson_r").is_not_nan())
+    if scored.height:
+        best = scored.sort("val_pearson_r", descending=True).row(0, named=True)
+        row.update(best_val_r=best["val_pearson_r"], best_step=best["step"])
+    seconds = max(train["wall_seconds"].max() or 0, val["wall_seconds"].max() or 0) \
+        if log.has_time else None
+    row["wall"] = _duration(seconds) if seconds is not None else "not logged"
+    return row
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def _section_attribution(items: list[Attribution], runs: list[str]) -> list[str]:

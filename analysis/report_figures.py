@@ -18,12 +18,14 @@ from matplotlib.figure import Figure
 
 from analysis.evaluation import ALL
 from analysis.evaluation_inputs import PAPER_CLASSES
+from analysis.training_log import TrainingLog
 
 __all__ = [
     "figure_r_distributions",
     "figure_best_worst",
     "figure_predictor_pairs",
     "figure_published",
+    "figure_training_curves",
 ]
 
 _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -107,7 +109,8 @@ def figure_best_worst(joined: pl.DataFrame, per_gene: pl.DataFrame, predictor: s
             pts = rows.filter(pl.col("gene") == g["gene"])
             ax.scatter(pts["observed"].to_numpy(), pts["prediction"].to_numpy(), s=12,
                        alpha=0.7, color=_COLORS[0] if row == 0 else _COLORS[3], linewidths=0)
-            ax.set_title(f"{label}: {g['gene']}\nr = {g['pearson_r']:.2f}, n = {g['n']}",
+            name = f"{g['symbol']} ({g['gene']})" if g.get("symbol") else g["gene"]
+            ax.set_title(f"{label}: {name}\nr = {g['pearson_r']:.2f}, n = {g['n']}",
                          fontsize=9)
             ax.set_xlabel("observed expression")
             if col == 0:
@@ -178,4 +181,39 @@ def figure_published(published: pl.DataFrame, summary: pl.DataFrame,
     right.set_title("THIS RUN: this study's data", fontsize=10)
     right.axvline(0, color="grey", lw=0.8)
     right.legend(fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+def figure_training_curves(log: TrainingLog, oracle_r: float | None = None) -> bytes:
+    """A run's training curves: loss (training and validation) and validation Pearson r, against
+    the optimizer step (top row) and, when the log has ``wall_seconds``, against wall time in
+    minutes (bottom row); ``oracle_r`` (a simulated study's) is drawn as a dashed line over the
+    validation r. Returns PNG bytes."""
+    rows = [("step", "optimizer step", 1.0)]
+    if log.has_time:
+        rows.append(("wall_seconds", "wall time (minutes)", 60.0))
+    fig = _figure(10.0, 3.0 * len(rows) + 0.4)
+    axes = fig.subplots(len(rows), 2, squeeze=False)
+    train, val = log.train, log.val
+    for (x, label, scale), (loss_ax, r_ax) in zip(rows, axes, strict=True):
+        if train.height:
+            loss_ax.plot(train[x].to_numpy() / scale, train["loss"].to_numpy(), color=_COLORS[0],
+                         lw=1.2, marker=".", ms=3, label="training loss (logged steps)")
+        if val.height:
+            loss_ax.plot(val[x].to_numpy() / scale, val["val_loss"].to_numpy(), color=_COLORS[1],
+                         lw=1.2, marker="o", ms=4, label="validation loss")
+            r_ax.plot(val[x].to_numpy() / scale, val["val_pearson_r"].to_numpy(),
+                      color=_COLORS[2], lw=1.2, marker="o", ms=4)
+        loss_ax.set_xlabel(label)
+        loss_ax.set_ylabel("loss")
+        loss_ax.legend(fontsize=8, loc="upper right")
+        r_ax.set_xlabel(label)
+        r_ax.set_ylabel("validation mean per-gene r")
+        r_ax.axhline(0, color="grey", lw=0.8, ls="--")
+        if oracle_r is not None and np.isfinite(oracle_r):
+            r_ax.axhline(oracle_r, color=_COLORS[3], lw=1.0, ls="--",
+                         label=f"oracle r {oracle_r:.2f} (simulated)")
+            r_ax.legend(fontsize=8, loc="lower right")
+    axes[0][0].set_title(f"{log.run}: loss", fontsize=10)
+    axes[0][1].set_title(f"{log.run}: validation r across individuals", fontsize=10)
     return _png(fig)

@@ -42,6 +42,7 @@ import warnings
 
 import numpy as np
 import polars as pl
+import scipy.linalg
 from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import ElasticNetCV, LassoCV
@@ -141,10 +142,20 @@ def fit_method(method: str, xs: np.ndarray, y: np.ndarray, config: BaselinesConf
     return np.asarray(m.coef_, dtype=np.float64), float(m.intercept_), float(m.alpha_)
 
 
+def _svd(a: np.ndarray):
+    """Thin SVD of ``a`` (n, p): u (n, r), s (r,), vt (r, p). LAPACK's divide-and-conquer
+    driver (gesdd, numpy's) fails to converge on some rank-deficient dosage matrices (many SNPs
+    in perfect LD: on chr20 a 216 x 139 matrix of rank 45); the slower gesvd then decides."""
+    try:
+        return np.linalg.svd(a, full_matrices=False)
+    except np.linalg.LinAlgError:
+        return scipy.linalg.svd(a, full_matrices=False, lapack_driver="gesvd")
+
+
 def _ridge_path(x: np.ndarray, y: np.ndarray, alphas: np.ndarray):
     """Ridge (with intercept) for every alpha from one SVD: coef (n_alphas, p), intercepts."""
     mx, my = x.mean(axis=0), y.mean()
-    u, s, vt = np.linalg.svd(x - mx, full_matrices=False)  # (n, r), (r,), (r, p)
+    u, s, vt = _svd(x - mx)  # (n, r), (r,), (r, p)
     uty = u.T @ (y - my)  # (r,)
     d = s / (s**2 + alphas[:, None])  # (n_alphas, r)
     coef = (d * uty) @ vt  # (n_alphas, p)

@@ -424,7 +424,8 @@ def setup_logging(quiet: bool = False, rank: int = 0) -> None:
 
 
 def describe_error(err: BaseException) -> str:
-    """One line for the user: an OSError names its path(s) and cause, others their message."""
+    """One line for the user: an OSError names its path(s) and cause, others their message (a
+    long message of several lines joined into one, every line kept)."""
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
         where = str(err.filename)
         if err.filename2 is not None:
@@ -435,7 +436,8 @@ def describe_error(err: BaseException) -> str:
         text = err.args[0].strip()  # str(KeyError) would be the repr, quotes and all
     else:
         text = str(err).strip() or type(err).__name__
-    return " ".join(text.split("\n")[0].split()) if "\n" in text and len(text) > 400 else text
+    # a long message of several lines becomes one line: nothing after its first line is lost
+    return " ".join(text.split()) if "\n" in text and len(text) > 400 else text
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, EOFError)

@@ -53,7 +53,13 @@ from prep.enformer_plan import (
     plan_enformer_data,
 )
 from prep.enformer_tables import meta_record, quality_record, readme_text
-from prep.fingerprint import build_components, describe_changes, file_sha256, fingerprint
+from prep.fingerprint import (
+    build_components,
+    describe_changes,
+    file_sha256,
+    fingerprint,
+    stale_message,
+)
 from prep.reference import Reference
 from prep.shard_format import FORMAT_VERSION
 from prep.shard_resume import remove_stale_temps
@@ -138,10 +144,7 @@ def _stale_message(out: Path, stale: list[str], components: dict, cache: Path) -
         if record.get("build") == old_build:
             old = record.get("components")
             break
-    changes = describe_changes(old, components)
-    return (f"{out} holds {len(stale)} shard(s) (e.g. {stale[0]}) built from other settings or "
-            "inputs than this run's, so they cannot be resumed:\n  - " + "\n  - ".join(changes)
-            + "\nRe-run with --overwrite to rebuild them, or use another --workdir.")
+    return stale_message(out, stale, describe_changes(old, components))
 
 
 def run_enformer_data(study: StudyConfig, workdir: str | os.PathLike | Workdir,

@@ -46,6 +46,9 @@ __all__ = [
     "build_components",
     "fingerprint",
     "describe_changes",
+    "stale_message",
+    "SETTING_EFFECTS",
+    "LAYOUT_SETTINGS",
 ]
 
 BUILD_JSON = "build.json"
@@ -137,20 +140,57 @@ def fingerprint(components: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def describe_changes(old: dict | None, new: dict) -> list[str]:
-    """What differs between two builds' components, one line per change, in plain words."""
+SETTING_EFFECTS = {
+    ("haplotypes", "length"): "the window length",
+    ("haplotypes", "snps_only"): "which variants are applied",
+    ("haplotypes", "unphased"): "how unphased genotypes are read",
+    ("haplotypes", "ref_mismatch"): "how REF mismatches are handled",
+    ("haplotypes", "reverse_minus"): "the strand of minus-strand windows",
+    ("haplotypes", "seed"): "the coin flips of the 'random' unphased policy",
+    ("shard", "seed"): "the split of individuals",
+    ("shard", "splits"): "the split of individuals",
+    ("shard", "n_test"): "the split of individuals",
+    ("shard", "test_fraction"): "the split of individuals",
+    ("shard", "val_fraction"): "the split of individuals",
+    ("shard", "population"): "the split of individuals",
+    ("shard", "test_chroms"): "the split of genes",
+    ("shard", "group_size"): "how samples are grouped",
+    ("shard", "shard_samples"): "how groups fill shards",
+    ("shard", "flank"): "the bases stored beside each window",
+    ("shard", "compression_level"): "how groups are compressed",
+}
+"""What a changed build setting changes in the shards, in words (said beside the change)."""
+
+LAYOUT_SETTINGS = {key for key, what in SETTING_EFFECTS.items()
+                   if what.startswith(("the split", "how samples", "how groups fill"))}
+"""Settings that move samples between splits, groups or shards (a changed layout follows)."""
+
+
+def describe_changes(old: dict | None, new: dict, layout: list[str] | None = None) -> list[str]:
+    """What differs between two builds' components, one item per change, in plain words.
+
+    Every component is compared: format and code versions, each setting (with what it changes,
+    :data:`SETTING_EFFECTS`), each input file's checksum and the sample layout. ``layout``:
+    how the (gene, individual) samples differ, when the caller could compare the old and new
+    manifests (``prep.shard_resume.describe_layout_change``); said when the layout digests
+    differ.
+    """
     if not old:
         return ["the existing shards carry no build record (written by an older hapflow)"]
     lines = []
     for key, label in (("format", "shard format version"), ("code", "hapflow build version")):
         if old.get(key) != new.get(key):
             lines.append(f"{label}: {old.get(key)} -> {new.get(key)}")
+    changed = set()
     for section in sorted(set(old.get("settings", {})) | set(new.get("settings", {}))):
         a = old.get("settings", {}).get(section, {})
         b = new.get("settings", {}).get(section, {})
         for k in sorted(set(a) | set(b)):
             if a.get(k) != b.get(k):
-                lines.append(f"[{section}] {k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}")
+                changed.add((section, k))
+                effect = SETTING_EFFECTS.get((section, k))
+                lines.append(f"[{section}] {k}: {a.get(k, '(unset)')!r} -> "
+                             f"{b.get(k, '(unset)')!r}" + (f" ({effect})" if effect else ""))
     a, b = old.get("inputs", {}), new.get("inputs", {})
     for name in sorted(set(a) | set(b)):
         if name not in a:
@@ -161,7 +201,25 @@ def describe_changes(old: dict | None, new: dict) -> list[str]:
             lines.append(f"input {name}: content changed (sha256 {a[name][:12]}... -> "
                          f"{b[name][:12]}...)")
     if old.get("samples") != new.get("samples"):
-        lines.append("the (gene, individual) samples to shard changed (the expression matrix's "
-                     "genes or individuals, the VCF's samples or the split): their sequences "
-                     "need a rebuild")
+        lines.append(_layout_line(layout, changed & LAYOUT_SETTINGS))
     return lines or ["(no difference in settings or inputs: the shards were changed by hand)"]
+
+
+def _layout_line(layout: list[str] | None, because: set) -> str:
+    """The sample layout's change in words: what moved (when known) and why it may have."""
+    what = ("the sample layout changed: " + ", ".join(layout) if layout else
+            "the (gene, individual) samples to shard or their split, group or shard changed")
+    if because:
+        names = ", ".join(f"[{s}] {k}" for s, k in sorted(because))
+        return f"{what} (as {names} decide{'s' if len(because) == 1 else ''})"
+    return (f"{what} (from the expression matrix's genes or individuals, the VCF's samples or "
+            "the split file)")
+
+
+def stale_message(out_dir: Path, stale: list[str], changes: list[str]) -> str:
+    """The one-line error of a re-run that finds shards of another build: what changed and
+    the flag that rebuilds them."""
+    return (f"{out_dir} holds {len(stale)} shard(s) (e.g. {stale[0]}) built from other settings "
+            f"or inputs than this run's, so they cannot be resumed; what changed: "
+            + "; ".join(changes)
+            + ". Re-run with --overwrite to rebuild them, or use another --workdir to keep both")

@@ -44,7 +44,7 @@ from prep.targets import compute_targets
 from prep.vcf_files import VcfSet, check_vcf_file, read_sample_list
 
 __all__ = ["ShardError", "StudyPlan", "plan_study", "layout_digest", "input_files",
-           "IDENTITY_COLUMNS"]
+           "IDENTITY_COLUMNS", "PARTIAL_REASON"]
 
 IDENTITY_COLUMNS = ("split", "shard", "key", "row", "gene", "individual", "population", "chrom",
                     "tss", "strand")
@@ -153,30 +153,56 @@ def _drop(drops: dict, reason: str, items: list) -> None:
 
 def _individuals(hcfg: HaplotypesConfig, matrix: pl.DataFrame, vcfs: VcfSet,
                  expression_path: str, drops: dict) -> list[str]:
-    """Individuals with genotypes and expression (and requested, when samples are named)."""
+    """Individuals with genotypes in every VCF of the set and expression (and requested, when
+    samples are named). Samples missing from some VCF are recorded in ``drops`` with the files
+    they are missing from and named in one warning."""
     vcf_samples = set(vcfs.samples)
     wanted = read_sample_list(hcfg.samples, hcfg.samples_file)
     expr_individuals = [c for c in matrix.columns if c != "gene"]
     if wanted is not None:
         unknown = [s for s in wanted if s not in vcf_samples]
         if unknown:
+            partial = [s for s in unknown if s in vcfs.partial]
+            where = (f" ({len(partial)} of them are in some of its files only, e.g. {partial[0]}"
+                     f", missing from {', '.join(p.name for p in vcfs.partial[partial[0]])})"
+                     if partial else "")
             raise ShardError(
-                f"{len(unknown)} requested sample(s) are not in {hcfg.vcf}, e.g. {unknown[:5]}"
+                f"{len(unknown)} requested sample(s) are not in every file of {vcfs.describe()}"
+                f", e.g. {unknown[:5]}{where}"
             )
         expr_individuals = [s for s in expr_individuals if s in set(wanted)]
         _drop(drops, "requested but without expression", [s for s in wanted
                                                              if s not in set(matrix.columns)])
+    _drop_partial(vcfs, drops, set(expr_individuals))
     _drop(drops, "individual has expression but is not in the VCF",
-          [s for s in expr_individuals if s not in vcf_samples])
+          [s for s in expr_individuals if s not in vcf_samples and s not in vcfs.partial])
     _drop(drops, "individual is in the VCF but has no expression",
           sorted(vcf_samples - set(expr_individuals) - ({"gene"})) if wanted is None else [])
     individuals = sorted(s for s in expr_individuals if s in vcf_samples)
     if not individuals:
         raise ShardError(
-            f"no individual is both in the expression matrix {expression_path} and the VCF "
-            f"{hcfg.vcf}; check that both use the same sample ids"
+            f"no individual is both in the expression matrix {expression_path} and in every "
+            f"file of the VCF set {vcfs.describe()}; check that they use the same sample ids"
         )
     return individuals
+
+
+PARTIAL_REASON = "individual is not in every VCF of the set"
+"""The ``quality.json`` ``dropped`` reason of samples that some VCF of the set lacks."""
+
+
+def _drop_partial(vcfs: VcfSet, drops: dict, with_expression: set[str]) -> None:
+    """Record the samples some VCF of the set lacks (each with the files it is missing from,
+    and how many have expression) and name them in one warning."""
+    if not vcfs.partial:
+        return
+    _drop(drops, PARTIAL_REASON, list(vcfs.partial))
+    drops[PARTIAL_REASON].update(
+        with_expression=sum(s in with_expression for s in vcfs.partial),
+        missing_from={s: [str(p) for p in files] for s, files in vcfs.partial.items()})
+    vcfs.warn_partial(f"; {drops[PARTIAL_REASON]['with_expression']} of them have expression. "
+                      f"All are listed in the shards' quality.json under dropped, "
+                      f"{PARTIAL_REASON!r}")
 
 
 def _genes(tss: pl.DataFrame, matrix: pl.DataFrame, hcfg: HaplotypesConfig,

@@ -22,14 +22,14 @@ import polars as pl
 
 from hapflow.io import atomic_write_json
 from hapflow.layout import Workdir
-from prep.fingerprint import BUILD_JSON, describe_changes
+from prep.fingerprint import BUILD_JSON, describe_changes, stale_message
 from prep.shard_finalize import META_JSON, STUDY_TABLES
 from prep.shard_format import ShardFormatError, check_study_format
-from prep.shard_plan import ShardError, StudyPlan
+from prep.shard_plan import IDENTITY_COLUMNS, ShardError, StudyPlan
 from prep.shard_tar import read_tar_members
 
 __all__ = ["PartWork", "part_work", "prepare_folder", "remove_stale_temps", "targets_build_of",
-           "STALE_TEMP_SECONDS"]
+           "describe_layout_change", "STALE_TEMP_SECONDS"]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ def part_work(plan: StudyPlan, workdir: Workdir, part: tuple[int, int], build: s
     on_disk = sorted(p.name for p in out_dir.glob("shard-*.tar")) if out_dir.exists() else []
     stale = [s for s in on_disk if _shard_build(out_dir / s) != build]
     if stale and not overwrite:
-        raise ShardError(_stale_message(out_dir, stale, components, workdir.cache))
+        layout = describe_layout_change(workdir.manifest, plan.manifest)
+        raise ShardError(_stale_message(out_dir, stale, components, workdir.cache, layout))
     planned = set(plan.shards)
     done_before = {s for s in on_disk if s in planned and s not in stale}
     if overwrite:
@@ -170,8 +171,8 @@ def _meta_build(out_dir: Path) -> str | None:
 
 
 def _stale_message(out_dir: Path, stale: list[str], components: dict,
-                  cache: Path | None = None) -> str:
-    """Why shards on disk cannot be resumed: what changed since their build, line by line."""
+                   cache: Path | None = None, layout: list[str] | None = None) -> str:
+    """Why shards on disk cannot be resumed: what changed since their build, in one line."""
     old_build = _shard_build(out_dir / stale[0])
     old = None
     candidates = [out_dir / BUILD_JSON]
@@ -185,12 +186,38 @@ def _stale_message(out_dir: Path, stale: list[str], components: dict,
         if old_build is None or record.get("build") == old_build:
             old = record.get("components")
             break
-    changes = describe_changes(old, components)
-    return (
-        f"{out_dir} holds {len(stale)} shard(s) (e.g. {stale[0]}) built from other settings or "
-        "inputs than this run's, so they cannot be resumed:\n  - " + "\n  - ".join(changes)
-        + "\nRe-run with --overwrite to rebuild them, or use another --workdir to keep both."
-    )
+    return stale_message(out_dir, stale, describe_changes(old, components, layout))
+
+
+def describe_layout_change(old_manifest: Path, new: pl.DataFrame) -> list[str] | None:
+    """How the planned samples (``new``, a manifest) differ from those of the manifest on disk,
+    one item per difference: genes and individuals left out or added, samples in another split,
+    other identity columns (:data:`prep.shard_plan.IDENTITY_COLUMNS`). None when there is no
+    readable manifest (an unfinished study) or nothing differs."""
+    try:
+        old = pl.read_parquet(old_manifest, columns=list(IDENTITY_COLUMNS))
+    except Exception:  # noqa: BLE001 - missing or unreadable: polars raises several types
+        return None
+    out = []
+    for col, what in (("gene", "genes"), ("individual", "individuals")):
+        a, b = set(old[col].to_list()), set(new[col].to_list())
+        if a != b:
+            gone, added = sorted(a - b), sorted(b - a)
+            detail = ([f"{len(gone)} left out, e.g. {gone[0]}"] if gone else []) + (
+                [f"{len(added)} added, e.g. {added[0]}"] if added else [])
+            out.append(f"{what} {len(a)} -> {len(b)} ({', '.join(detail)})")
+    keys = ["gene", "individual"]
+    both = old.join(new.select(IDENTITY_COLUMNS), on=keys, how="inner", suffix="_new")
+    moved = both.filter(pl.col("split") != pl.col("split_new"))
+    if moved.height:
+        g, i, a, b = moved.select("gene", "individual", "split", "split_new").row(0)
+        out.append(f"{moved.height} of {both.height} (gene, individual) samples are in another "
+                   f"split (e.g. {g}, {i}: {a} -> {b})")
+    others = [c for c in IDENTITY_COLUMNS if c not in (*keys, "split") and both.filter(
+        pl.col(c).ne_missing(pl.col(f"{c}_new"))).height]
+    if others and not moved.height:
+        out.append(f"the samples differ in {', '.join(others)}")
+    return out or None
 
 
 def remove_stale_temps(shard: Path) -> None:

@@ -305,8 +305,9 @@ class VariantReader:
     vcf : str, Path, list of them, or VcfSet
         One VCF/BCF, a list, or a ``{chrom}`` pattern (see :class:`VcfSet`).
     samples : list of str, optional
-        Samples to keep, in this order; ``None`` keeps all, in the (first) VCF's order. Only
-        these are parsed.
+        Samples to keep, in this order; ``None`` keeps every sample that is in all files of
+        the set, in the first file's order (the others are named in one warning). Only these
+        are parsed.
     unphased : {"error", "reference", "as-phased", "random"}
         What to do with an unphased heterozygous genotype (``0/1``): stop with an error naming
         sample and site; give both haplotypes the reference allele; take the alleles in the
@@ -337,6 +338,14 @@ class VariantReader:
         samples = list(samples)
         index = {s: i for i, s in enumerate(all_samples)}
         missing = [s for s in samples if s not in index]
+        partial = [s for s in missing if s in self.vcfs.partial]
+        if partial:
+            s = partial[0]
+            raise VcfError(
+                f"{len(partial)} requested sample(s) are not in every file of "
+                f"{self.vcfs.describe()}, e.g. {s} (missing from "
+                f"{', '.join(p.name for p in self.vcfs.partial[s])}); a sample is read only "
+                "from a set whose every file holds it: leave it out or add it to that file")
         if missing:
             raise VcfError(
                 f"{len(missing)} requested sample(s) are not in {self.vcfs.describe()}: "
@@ -346,6 +355,7 @@ class VariantReader:
         if len(set(samples)) != len(samples):
             raise VcfError(f"the sample list for {self.vcfs.describe()} names a sample twice")
         self.samples = samples
+        self.vcfs.warn_partial()
         # sample index in the set's order: the key of the 'random' unphased policy
         self._sample_ids = np.array([index[s] for s in samples], dtype=np.uint64)
         self._files: dict[Path, VcfFile] = {}
@@ -359,8 +369,7 @@ class VariantReader:
     def _open(self, path: Path) -> VcfFile:
         handle = self._files.get(path)
         if handle is None:
-            first = path == self.vcfs.files[0]
-            file_samples = self.vcfs.samples if first else read_header(path)[0]
+            file_samples = self.vcfs.file_samples.get(path) or read_header(path)[0]
             handle = self._files[path] = VcfFile(path, self.samples, file_samples)
         return handle
 

@@ -2,7 +2,9 @@
 
 ``[haplotypes] vcf`` may be one file, a list of files or a ``{chrom}`` pattern (1000 Genomes
 ships one VCF per chromosome): :class:`VcfSet` says which file holds which contig (names matched
-through :func:`hapflow.names.contig_aliases`) and checks that every file has the same samples.
+through :func:`hapflow.names.contig_aliases`) and which samples are in every file (the study's;
+files with different sample sets are allowed, the samples missing from some file are left out
+and named once in a warning).
 :func:`check_vcf_file` stops early on a file that cannot be read by region (missing, truncated,
 unindexed, index older than the data). :func:`read_sample_list` reads ``[haplotypes] samples`` /
 ``samples_file``: the samples to read from these files.
@@ -14,6 +16,7 @@ reader the haplotype engine uses).
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 from pathlib import Path
@@ -28,10 +31,15 @@ __all__ = ["VcfError", "VcfSet", "check_vcf_file", "read_header", "index_contigs
            "read_sample_list"]
 
 
+log = logging.getLogger(__name__)
+
+
 class VcfError(ValueError):
     """The VCF cannot be read or a record is malformed; the message names file and record."""
 
 
+_WARNED: set[tuple[str, ...]] = set()
+"""File sets whose left-out samples were already named in this process (one warning each)."""
 
 
 def index_contigs(path: Path) -> list[str]:
@@ -115,14 +123,21 @@ class VcfSet:
         index lists it (a contig in two files is an error); or a pattern with ``{chrom}``
         (``ALL.chr{chrom}.phase3_shapeit2_mvncall_integrated_v5b.20130502.genotypes.vcf.gz``),
         where a contig's file is found by substituting its name or an alias (``chr22``, ``22``).
-        Every file must have the same samples; the first file's order is the set's order.
+        Files may hold different samples: the set's samples are those in every file, in the
+        first file's order; the others are in :attr:`partial` (:meth:`warn_partial` names them
+        once). No sample in every file is an error.
 
     Attributes
     ----------
     files : list of Path
         Every file of the set (a pattern: every existing file it matches, sorted).
     samples : list of str
-        Samples of the first file, in its order.
+        Samples in every file, in the first file's order.
+    file_samples : dict of Path to list of str
+        Every file's samples, in its header's order.
+    partial : dict of str to list of Path
+        Samples in some file but not in all: sample -> the files it is missing from (samples
+        in the first file's order, then those of later files).
     """
 
     def __init__(self, spec):
@@ -130,6 +145,7 @@ class VcfSet:
             self.spec, self.pattern, self.files = spec.spec, spec.pattern, list(spec.files)
             self.samples, self._contigs = list(spec.samples), dict(spec._contigs)
             self._seqnames = dict(spec._seqnames)
+            self.file_samples, self.partial = dict(spec.file_samples), dict(spec.partial)
             return
         if isinstance(spec, (str, os.PathLike)):
             items = [str(spec)]
@@ -152,6 +168,8 @@ class VcfSet:
             if len(set(self.files)) != len(self.files):
                 raise VcfError(f"the vcf list names a file twice: {items}")
         self._seqnames: dict[Path, list[str]] = {}
+        self.file_samples: dict[Path, list[str]] = {}
+        self.partial: dict[str, list[Path]] = {}
         self.samples = self._check_samples()
         if self.pattern is None and len(self.files) > 1:
             for path in self.files:
@@ -180,26 +198,55 @@ class VcfSet:
         return found
 
     def _check_samples(self) -> list[str]:
-        first = None
+        """Read every file's samples; the set's are those in every file (first file's order).
+
+        Raises
+        ------
+        VcfError
+            No sample is in every file.
+        """
         for path in self.files:
             samples, seqnames = read_header(path)
             self._seqnames[path] = seqnames
-            if first is None:
-                first = (path, samples)
-                continue
-            want, have = set(first[1]), set(samples)
-            if want != have:
-                missing = [s for s in first[1] if s not in have]
-                extra = [s for s in samples if s not in want]
-                show = lambda xs: ", ".join(xs[:10]) + (" ..." if len(xs) > 10 else "")  # noqa: E731
-                raise VcfError(
-                    f"{path} does not have the same samples as {first[0]}: "
-                    + (f"{len(missing)} missing ({show(missing)})" if missing else "")
-                    + ("; " if missing and extra else "")
-                    + (f"{len(extra)} not in {first[0].name} ({show(extra)})" if extra else "")
-                    + ". Every file of the set must hold the same samples."
-                )
-        return list(first[1])
+            self.file_samples[path] = samples
+        sets = {path: set(samples) for path, samples in self.file_samples.items()}
+        everyone = list(dict.fromkeys(s for samples in self.file_samples.values() for s in samples))
+        self.partial = {s: [p for p in self.files if s not in sets[p]] for s in everyone
+                        if any(s not in sets[p] for p in self.files)}
+        common = [s for s in self.file_samples[self.files[0]] if s not in self.partial]
+        if not common:
+            sizes = ", ".join(f"{p.name}: {len(sets[p])}" for p in self.files[:5])
+            raise VcfError(
+                f"no sample is in every file of {self.describe()} (samples per file: {sizes}): "
+                "the study's individuals are those in every file; check that the files use the "
+                "same sample ids (`bcftools query -l FILE`)"
+            )
+        return common
+
+    def describe_partial(self, limit: int = 3) -> str | None:
+        """The samples left out because some file lacks them, in one sentence (None: none)."""
+        if not self.partial:
+            return None
+        per_file = []
+        for path in self.files:
+            lacking = [s for s, files in self.partial.items() if path in files]
+            if lacking:
+                more = ", ..." if len(lacking) > limit else ""
+                per_file.append(f"{len(lacking)} from {path.name} (e.g. "
+                                f"{', '.join(lacking[:limit])}{more})")
+        total = len(self.partial) + len(self.samples)
+        return (f"{len(self.partial)} of the {total} samples of {self.describe()} are not in "
+                f"every file and are left out: missing {'; '.join(per_file)}. The "
+                f"{len(self.samples)} samples in every file are used")
+
+    def warn_partial(self, where: str = "") -> None:
+        """Log :meth:`describe_partial` as one warning, once per process and file set;
+        ``where`` is appended (e.g. where the full list is written)."""
+        text = self.describe_partial()
+        key = tuple(str(p) for p in self.files)
+        if text and key not in _WARNED:
+            _WARNED.add(key)
+            log.warning("%s%s", text, where)
 
     def describe(self) -> str:
         """The set in words, for logs and errors."""

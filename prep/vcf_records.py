@@ -134,6 +134,11 @@ class VcfFile:
         self.n_samples = len(samples)
         check_vcf_file(path)
         col_of = {s: i for i, s in enumerate(file_samples)}
+        lacking = [s for s in samples if s not in col_of]
+        if lacking:
+            raise VcfError(f"{path} lacks {len(lacking)} of the samples read from the other "
+                           f"files of its set (e.g. {lacking[0]}); a file of the set added "
+                           "after the run started must hold the same samples")
         # output slot of every column of the file, -1 for samples not selected (text path)
         self.columns = np.full(len(file_samples), -1, dtype=np.int64)
         self.columns[[col_of[s] for s in samples]] = np.arange(len(samples))

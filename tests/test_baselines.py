@@ -185,3 +185,19 @@ def test_errors(tmp_path, capsys):
                       tmp_path, progress=False)
     assert main(["--config", str(CONFIG), "--workdir", str(tmp_path), "--quiet"]) == 2
     assert "prep.shard" in capsys.readouterr().err
+
+
+def test_ridge_on_genes_whose_svd_needs_the_slower_driver(tmp_path):
+    """The own-study walk of issue 15 stopped with "SVD did not converge": on the chr20 study
+    of configs/chr20_own_study.toml, ENSG00000244588's training dosages in one fold (216 x 139,
+    rank 45) make LAPACK's gesdd fail; ridge now falls back to gesvd and fits every gene."""
+    from hapflow.config import load_study
+
+    study = load_study(ROOT / "configs" / "chr20_own_study.toml",
+                       {"baselines": {"methods": ["ridge"], "n_jobs": 1}},
+                       need=("haplotypes", "simulate", "shard", "baselines"))
+    run_simulate(study, tmp_path)
+    run_shard(study, tmp_path)
+    run_baselines(study, tmp_path, progress=False)
+    ridge = pl.read_parquet(tmp_path / "predictions" / "ridge" / "test.parquet")
+    assert "ENSG00000244588" in set(ridge["gene"]) and ridge["prediction"].is_finite().all()

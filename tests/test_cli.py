@@ -183,6 +183,14 @@ def test_describe_error_of_os_errors(tmp_path):
         "sample file x does not exist")
 
 
+def test_describe_error_keeps_every_line_of_a_long_message():
+    """A long message of several lines becomes one line, its last line kept (it used to be cut
+    to its first line, so a list after a colon and the fix at its end were lost)."""
+    text = "shards cannot be resumed:\n  - " + "\n  - ".join(["x" * 150] * 3) + "\nuse --overwrite"
+    line = describe_error(ValueError(text))
+    assert "\n" not in line and line.endswith("use --overwrite") and line.count("x" * 150) == 3
+
+
 def test_line_progress_writes_plain_lines(caplog):
     caplog.set_level(logging.INFO, logger="hapflow.progress")
     with LineProgress(total=4, desc="shards", unit="gene", every_s=0.0) as bar:

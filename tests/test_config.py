@@ -214,3 +214,21 @@ def test_docs_config_md_is_generated_from_the_sections():
         assert f"## [{section}]" in text
         for name in cls.__dataclass_fields__:
             assert f"| `{name}` |" in text, (section, name)
+
+
+def test_split_fractions_say_what_they_apply_to():
+    """Issue 15, 7: val_fraction is taken of the individuals left after test (0.1 of 300 with
+    test_fraction 0.2 gives 24, not 30); its text says so, with the numbers a split gives."""
+    from hapflow.config_doc import field_docs
+    from hapflow.sections import ShardConfig
+    from prep.splits import random_split
+
+    docs = field_docs(ShardConfig)
+    assert "left after test is taken out" in docs["val_fraction"]
+    assert "of all the study's individuals" in docs["test_fraction"]
+    assert "of all the study's individuals" in docs["n_test"]
+    people = [f"S{i:03d}" for i in range(300)]
+    split = random_split(["G1"], people, test_fraction=0.2, val_fraction=0.1)
+    counts = dict(split.group_by("split").len().iter_rows())
+    assert counts == {"test": 60, "val": 24, "train": 216}
+    assert "60 test, 24 validation (0.1 of 240), 216 train" in docs["val_fraction"]

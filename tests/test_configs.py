@@ -53,3 +53,22 @@ def test_geuvadis_is_the_papers_setting():
             train.warmup_steps, train.grad_clip) == ("pairwise_regression", 64, 1e-4, 1e-3,
                                                      1000, 0.2)
     assert loader.length is None and loader.pairs_per_gene == 250
+
+
+def test_chr20_own_study_is_a_whole_study_of_bundled_files():
+    """configs/chr20_own_study.toml (the README's "own data in ten minutes") loads as a whole
+    study, every input file it names exists, and its tiny model trains for 150 steps."""
+    from pathlib import Path
+
+    from hapflow.config import load_study
+
+    path = ROOT / "configs" / "chr20_own_study.toml"
+    study = load_study(path, need=("haplotypes", "simulate", "shard", "loader", "model",
+                                   "train", "baselines", "evaluate"))
+    h = study.haplotypes
+    for name in (h.reference, h.vcf, h.tss):
+        assert Path(name).exists(), name
+    assert study.loader.epoch_batches * study.train.epochs == 150
+    assert (study.model.source, study.train.device) == ("random", "cpu")
+    assert study.simulate.max_distance <= study.loader.length // 2
+    assert "shapeit4_unphased.chr20_1-2Mb.203.vcf.gz" in path.read_text()

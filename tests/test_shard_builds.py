@@ -5,8 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +24,8 @@ from prep.shard_plan import ShardError, plan_study
 from prep.shard_resume import remove_stale_temps
 from prep.shard_tar import ShardWriter
 from prep.sharding import run_shard
-from tests.test_shard import _configs, _digests, _prepare
+from tests.conftest import ROOT, assert_one_error_line
+from tests.test_shard import CONFIG, _configs, _digests, _prepare
 
 
 def _shift_expression(workdir: Path, delta: float = 1.0) -> None:
@@ -82,13 +86,37 @@ def test_rerun_with_other_length_names_the_setting(built):
         run_shard(StudyConfig(haplotypes=dataclasses.replace(h, snps_only=True), shard=s), built)
 
 
+def test_rerun_with_another_seed_says_what_changed_and_names_overwrite(built):
+    """Issue 15, 9a: the command's one error line lists the changed seed, what it changes (the
+    split) and how many samples moved, and names --overwrite (it used to stop at the colon)."""
+    cmd = [sys.executable, "-m", "prep.shard", "--config", str(CONFIG), "--workdir", str(built),
+           "--set", "shard.shard_samples=700", "--set", "shard.seed=1"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert_one_error_line(out, "[shard] seed: 0 -> 1 (the split of individuals)",
+                          "samples are in another split", "--overwrite")
+    error = next(ln for ln in out.stderr.splitlines() if ln.startswith("error: "))
+    assert error.rstrip().endswith("use another --workdir to keep both"), error
+
+
+def test_rerun_with_another_group_size_names_the_layout_change(built):
+    h, s = _configs()
+    with pytest.raises(ShardError) as err:
+        run_shard(StudyConfig(haplotypes=h, shard=dataclasses.replace(s, group_size=32)), built)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "[shard] group_size: 64 -> 32 (how samples are grouped)" in message
+    assert re.search(r"the sample layout changed: the samples differ in [a-z, ]*group", message)
+    assert "--overwrite" in message
+
+
 def test_rerun_with_other_individuals_refuses_as_another_layout(built):
     path = built / "expression" / "expression.parquet"
     m = read_expression(path)
     write_expression(m.drop(m.columns[1:4]), path)  # three individuals fewer: other samples
     h, s = _configs()
-    with pytest.raises(ShardError, match="samples to shard changed"):
+    with pytest.raises(ShardError, match=r"individuals 162 -> 159 \(3 left out, e\.g\. ") as err:
         run_shard(StudyConfig(haplotypes=h, shard=s), built)
+    assert "the expression matrix's genes or individuals" in str(err.value)
 
 
 def test_overwrite_rebuilds_and_loader_targets_match_manifest(built):
@@ -186,10 +214,16 @@ def test_describe_changes_lists_each_difference():
     new = {"format": 1, "code": 1, "settings": {"shard": {"flank": 16}},
            "inputs": {"vcf": "b" * 64, "samples_file": "c" * 64}}
     lines = describe_changes(old, new)
-    assert "[shard] flank: 8 -> 16" in lines
+    assert "[shard] flank: 8 -> 16 (the bases stored beside each window)" in lines
     assert any(line.startswith("input vcf: content changed") for line in lines)
     assert "input samples_file: added" in lines
     assert describe_changes(None, new)[0].startswith("the existing shards carry no build")
+    seed = describe_changes({**old, "samples": "a"}, {**old, "samples": "b", "settings": {
+        "shard": {"flank": 8, "seed": 1}}}, ["3 of 9 (gene, individual) samples are in another "
+                                             "split"])
+    assert seed == ["[shard] seed: '(unset)' -> 1 (the split of individuals)",
+                    "the sample layout changed: 3 of 9 (gene, individual) samples are in another "
+                    "split (as [shard] seed decides)"]
 
 
 def test_a_chrom_pattern_names_the_same_build(built, tmp_path):

@@ -25,7 +25,9 @@ class HaplotypesConfig:
     reference: str | None = field(default=None, metadata={"path": True})
     """Reference FASTA, plain or bgzip, indexed."""
     vcf: list[str] | str | None = field(default=None, metadata={"path": True})
-    """Phased VCF/BCF, bgzipped and indexed: one file, a list, or a pattern with {chrom}."""
+    """Phased VCF/BCF, bgzipped and indexed: one file, a list, or a pattern with {chrom}. Files
+    may hold different samples: the study uses those in every file (the others are named in a
+    warning and in the shards' quality.json)."""
     tss: str | None = field(default=None, metadata={"path": True})
     """Gene TSS table (CSV/TSV/BED; layouts in prep.regions) for fixed-length windows."""
     bed: str | None = field(default=None, metadata={"path": True})
@@ -153,11 +155,16 @@ class ShardConfig:
     gene_classes: str | None = field(default=None, metadata={"path": True})
     """The paper's gene_class.csv (``paper`` splits: unseen genes go entirely to test)."""
     n_test: int | None = None
-    """Random split: test individuals per gene (the paper: 77 of 421)."""
+    """Random split: test individuals per gene, of all the study's individuals (the paper: 77
+    of 421); instead of test_fraction."""
     test_fraction: float | None = 0.2
-    """Random split: fraction of individuals to test, when n_test is not set."""
+    """Random split: fraction of all the study's individuals put in test per gene (rounded),
+    when n_test is not set."""
     val_fraction: float = 0.05
-    """Fraction of non-test individuals put in validation."""
+    """Fraction of the individuals left after test is taken out that go to validation, per
+    gene (rounded): 300 individuals with test_fraction 0.2 and val_fraction 0.1 give 60 test,
+    24 validation (0.1 of 240), 216 train. Population split: of those outside the test
+    population; unseen-gene split: of all individuals of a gene that is not held out."""
     population: str = "YRI"
     """Population split: the population held out as test."""
     samples_table: str | None = field(default=None, metadata={"path": True})
