@@ -248,11 +248,22 @@ def _check_sections(data: dict[str, Any], where: str, extra: tuple[str, ...] = (
                           f"under its section (e.g. [shard]){_suggest(name, known)}")
 
 
+REMOVED_KEYS = {
+    ("ShardConfig", "group_size"): "shard format 3 stores each gene's individuals as one record "
+                                   "of variants, so there are no groups to size: delete the line",
+}
+"""Settings earlier versions read, by (section class, key): why each is gone and what to do."""
+
+
 def _build(cls: type[T], raw: dict[str, Any], overrides: dict[str, Any] | None, base: Path,
            where: str) -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
+    removed = [k for k in unknown if (cls.__name__, k) in REMOVED_KEYS]
+    if removed:
+        raise ConfigError(f"{where}: {removed[0]} is no longer a setting: "
+                          f"{REMOVED_KEYS[(cls.__name__, removed[0])]}")
     if unknown:
         hints_text = "".join(_suggest(u, fields) for u in unknown)
         raise ConfigError(

@@ -36,6 +36,16 @@ def test_load_config_raises_on_unknown_key(tmp_path):
         load_config(Demo, cfg, "demo")
 
 
+def test_a_removed_setting_says_why_it_went_and_what_to_do(tmp_path):
+    from hapflow.sections import ShardConfig
+
+    cfg = tmp_path / "study.toml"
+    cfg.write_text("[shard]\ngroup_size = 256\n")
+    with pytest.raises(ConfigError, match=r"\[shard\]: group_size is no longer a setting: shard "
+                                          r"format 3 .* delete the line"):
+        load_config(ShardConfig, cfg, "shard")
+
+
 def test_load_config_raises_on_bad_type(tmp_path):
     cfg = tmp_path / "study.toml"
     cfg.write_text('[demo]\nlength = "many"\n')
