@@ -154,16 +154,15 @@ SETTING_EFFECTS = {
     ("shard", "val_fraction"): "the split of individuals",
     ("shard", "population"): "the split of individuals",
     ("shard", "test_chroms"): "the split of genes",
-    ("shard", "group_size"): "how samples are grouped",
-    ("shard", "shard_samples"): "how groups fill shards",
+    ("shard", "shard_samples"): "how genes fill shards",
     ("shard", "flank"): "the bases stored beside each window",
-    ("shard", "compression_level"): "how groups are compressed",
+    ("shard", "compression_level"): "how gene records are compressed",
 }
 """What a changed build setting changes in the shards, in words (said beside the change)."""
 
 LAYOUT_SETTINGS = {key for key, what in SETTING_EFFECTS.items()
-                   if what.startswith(("the split", "how samples", "how groups fill"))}
-"""Settings that move samples between splits, groups or shards (a changed layout follows)."""
+                   if what.startswith(("the split", "how genes fill"))}
+"""Settings that move samples between splits or shards (a changed layout follows)."""
 
 
 def describe_changes(old: dict | None, new: dict, layout: list[str] | None = None) -> list[str]:

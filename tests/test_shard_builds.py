@@ -98,14 +98,15 @@ def test_rerun_with_another_seed_says_what_changed_and_names_overwrite(built):
     assert error.rstrip().endswith("use another --workdir to keep both"), error
 
 
-def test_rerun_with_another_group_size_names_the_layout_change(built):
+def test_rerun_with_another_shard_size_names_the_layout_change(built):
     h, s = _configs()
     with pytest.raises(ShardError) as err:
-        run_shard(StudyConfig(haplotypes=h, shard=dataclasses.replace(s, group_size=32)), built)
+        run_shard(StudyConfig(haplotypes=h, shard=dataclasses.replace(s, shard_samples=300)),
+                  built)
     message = str(err.value)
     assert "\n" not in message
-    assert "[shard] group_size: 64 -> 32 (how samples are grouped)" in message
-    assert re.search(r"the sample layout changed: the samples differ in [a-z, ]*group", message)
+    assert "[shard] shard_samples: 700 -> 300 (how genes fill shards)" in message
+    assert re.search(r"the sample layout changed: the samples differ in [a-z, ]*shard", message)
     assert "--overwrite" in message
 
 

@@ -352,7 +352,7 @@ def test_prediction_from_files_of_different_samples(uneven, tmp_path):
     tss = tmp_path / "tss.tsv"
     tss.write_text("chrom\ttss\tgene\n20\t1100000\tA\n20\t1200000\tB\n")
     d = Dist(0, 1, 0, torch.device("cpu"))
-    table = predict_vcf(p, str(CHR20_REF), [str(CHR20_VCF), str(chr22)], str(tss), d)
+    table, _ = predict_vcf(p, str(CHR20_REF), [str(CHR20_VCF), str(chr22)], str(tss), d)
     assert sorted(set(table["individual"])) == sorted(both) and table.height == 2 * len(both)
     with pytest.raises(VcfError, match="no sample is in every file"):
         predict_vcf(p, str(CHR20_REF), [str(CHR20_VCF), str(disjoint)], str(tss), d)
@@ -374,7 +374,7 @@ def test_shards_of_files_with_different_samples(study, uneven, tmp_path, caplog,
                          length=4096)
     run_simulate(StudyConfig(haplotypes=h, simulate=SimulateConfig()), tmp_path)
     h = dataclasses.replace(h, vcf=[str(CHR20_VCF), str(chr22)])
-    s = ShardConfig(group_size=0, shard_samples=4096)
+    s = ShardConfig(shard_samples=4096)
     with caplog.at_level("WARNING"):
         run_shard(StudyConfig(haplotypes=h, shard=s), tmp_path)
     manifest = pl.read_parquet(tmp_path / "shards" / "manifest.parquet")
