@@ -25,7 +25,7 @@ __all__ = ["field_docs", "readers", "render"]
 
 HEADER = """# The study file: every section and key
 
-Generated from `hapflow/sections.py` by `python -m hapflow.config_doc > docs/config.md`; a test
+Generated from `hapflow/sections/` by `python -m hapflow.config_doc > docs/config.md`; a test
 keeps it in sync. A study file is TOML with one table per section. Unknown sections and keys are
 errors (with a did-you-mean); types are exact (an integer key given `49152.5` is an error); paths
 are relative to the study file's folder; `"none"` means unset. Every command takes `--set
