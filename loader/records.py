@@ -21,10 +21,7 @@ yet read. A stale build (:class:`loader.sources.StaleShardError`) always raises.
 
 from __future__ import annotations
 
-import http.client
 import logging
-import os
-import tarfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 
@@ -33,6 +30,7 @@ import numpy as np
 from loader.sources import SplitIndex, StaleShardError, check_build, open_url
 from prep.gene_record import META_EXT, REF_EXT, VAR_EXT, GeneRecord, decode_gene
 from prep.shard_format import ShardFormatError, safe_key
+from prep.shard_tar import iter_tar
 
 __all__ = ["RECORD_EXTS", "open_stream", "iter_records", "GeneReader"]
 
@@ -65,32 +63,8 @@ def iter_records(fileobj, url: str, want: Callable[[str], bool]) -> Iterator[dic
     ShardFormatError
         A truncated or corrupt tar; the message names ``url``.
     """
-    current: dict | None = None
-    seekable = getattr(fileobj, "seekable", lambda: False)()
-    try:
-        with tarfile.open(fileobj=fileobj, mode="r:" if seekable else "r|") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                key, _, ext = os.path.basename(info.name).partition(".")
-                if ext not in RECORD_EXTS or not want(key):
-                    continue
-                if current is not None and current["__key__"] != key:
-                    yield current
-                    current = None
-                data = tar.extractfile(info).read()
-                if len(data) != info.size:
-                    raise ShardFormatError(f"shard {url}: member {info.name} is truncated")
-                if current is None:
-                    current = {"__key__": key, "__url__": url}
-                current[ext] = data
-                if len(current) == 2 + len(RECORD_EXTS):
-                    yield current
-                    current = None
-    except (tarfile.TarError, EOFError, OSError, http.client.HTTPException) as err:
-        raise ShardFormatError(f"shard {url} is corrupt or truncated: {err}") from None
-    if current is not None:
-        yield current
+    return iter_tar(fileobj, url, lambda key, ext: ext in RECORD_EXTS and want(key),
+                    complete=len(RECORD_EXTS))
 
 
 class _Stream:

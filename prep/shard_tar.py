@@ -82,12 +82,16 @@ class ShardWriter:
             pass
 
 
-def iter_tar(fileobj, url: str, want: Callable[[str, str], bool] | None = None) -> Iterator[dict]:
+def iter_tar(fileobj, url: str, want: Callable[[str, str], bool] | None = None,
+             complete: int | None = None) -> Iterator[dict]:
     """Raw WebDataset samples of one tar stream: ``{"__key__", "__url__", ext: bytes}``.
 
     Members with the same key (name up to the first dot) form one sample. Members for which
     ``want(key, ext)`` is false are skipped without being read into memory (seeked over in
-    local files). ``fileobj`` may be a local file or a non-seekable stream (HTTP, pipes).
+    local files); ``want`` is asked as each member comes, so it may change between samples.
+    ``fileobj`` may be a local file or a non-seekable stream (HTTP, pipes). With ``complete``,
+    a sample is yielded as soon as it holds that many members, without waiting for the next
+    member (a stream reader can stop right after the sample it wants).
 
     Raises
     ------
@@ -114,6 +118,9 @@ def iter_tar(fileobj, url: str, want: Callable[[str, str], bool] | None = None) 
                 if current is None:
                     current = {"__key__": key, "__url__": url}
                 current[ext] = data
+                if complete is not None and len(current) == 2 + complete:
+                    yield current
+                    current = None
     except (tarfile.TarError, EOFError, OSError, http.client.HTTPException) as err:
         raise ShardFormatError(f"shard {url} is corrupt or truncated: {err}") from None
     if current is not None:
