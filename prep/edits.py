@@ -364,76 +364,27 @@ def haplotype_tss(tss_rel, starts, ends, alt_offsets, bits, n_edits):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _put(src, s, e, out, k, lo, hi, win_lo):
-    """Haplotype indexes ``[k, k + e - s)`` hold ``src[s:e]``; copy those in ``[lo, hi)``."""
+def _put(src, s, e, out, k, lo, hi, win_lo, flip):
+    """Haplotype indexes ``[k, k + e - s)`` hold ``src[s:e]``; copy those in ``[lo, hi)`` to
+    ``out`` (index ``i`` at ``i - win_lo``; with ``flip``, reverse-complemented: index ``i`` at
+    ``len(out) - 1 - (i - win_lo)``, complemented)."""
     a = max(k, lo)
     b = min(k + e - s, hi)
     if b > a:
-        # two views and an explicit loop: LLVM vectorises it (numba's slice copy is slower)
-        dst = out[a - win_lo:b - win_lo]
+        # views and explicit loops: LLVM vectorises both (numba's slice copy is slower); the
+        # reversed read with unsigned indexes costs what a forward copy does
         part = src[s + a - k:s + b - k]
-        for t in range(dst.shape[0]):
-            dst[t] = part[t]
+        if flip:
+            m = b - a
+            dst = out[out.shape[0] - (b - win_lo):out.shape[0] - (a - win_lo)]
+            for t in range(m):
+                v = part[np.uint64(m - 1 - t)]
+                dst[t] = np.uint8(3) - v if v < 4 else v
+        else:
+            dst = out[a - win_lo:b - win_lo]
+            for t in range(dst.shape[0]):
+                dst[t] = part[t]
     return k + e - s
-
-
-_C3 = np.uint64(0x0303030303030303)
-_C1 = np.uint64(0x0101010101010101)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _rc_word(w):
-    """Reverse complement 8 codes packed in a uint64 (bytes reversed, then complemented)."""
-    w = ((w & np.uint64(0x00000000FFFFFFFF)) << np.uint64(32)) | (w >> np.uint64(32))
-    w = (((w & np.uint64(0x0000FFFF0000FFFF)) << np.uint64(16))
-         | ((w & np.uint64(0xFFFF0000FFFF0000)) >> np.uint64(16)))
-    w = (((w & np.uint64(0x00FF00FF00FF00FF)) << np.uint64(8))
-         | ((w & np.uint64(0xFF00FF00FF00FF00)) >> np.uint64(8)))
-    # A, C, G, T = 0..3 -> 3..0 by x ^ 3; N = 4 -> 7 -> 4 by subtracting 3 where bit 2 is set
-    w ^= _C3
-    return w - ((w >> np.uint64(2)) & _C1) * np.uint64(3)
-
-
-@njit(cache=True, nogil=True)
-def _reverse_complement(x):
-    """Reverse complement ``x`` (uint8 codes) in place, 8 codes at a time when aligned."""
-    n = x.shape[0]
-    if n % 8 == 0 and x.ctypes.data % 8 == 0:
-        w = x.view(np.uint64)
-        m = w.shape[0]
-        top = np.uint64(m - 1)
-        for j in range((m + 1) // 2):
-            i = np.uint64(j)  # unsigned indexes: no negative-index wraparound to check
-            a = _rc_word(w[i])
-            b = _rc_word(w[top - i])
-            w[i] = b
-            w[top - i] = a
-    else:
-        for i in range((n + 1) // 2):
-            a = x[i]
-            b = x[n - 1 - i]
-            x[i] = 3 - b if b < 4 else b
-            x[n - 1 - i] = 3 - a if a < 4 else a
-
-
-@njit(cache=True, nogil=True)
-def _reverse_complement_into(src, dst):
-    """``dst`` = the reverse complement of ``src`` (uint8 codes, same length, not overlapping).
-
-    Out of place and with unsigned indexes, LLVM vectorises the word loop: about 4x faster than
-    reversing in place (a copy's speed).
-    """
-    n = src.shape[0]
-    if n % 8 == 0 and src.ctypes.data % 8 == 0 and dst.ctypes.data % 8 == 0:
-        s = src.view(np.uint64)
-        d = dst.view(np.uint64)
-        top = np.uint64(s.shape[0] - 1)
-        for j in range(s.shape[0]):
-            d[np.uint64(j)] = _rc_word(s[top - np.uint64(j)])
-    else:
-        for i in range(n):
-            v = src[n - 1 - i]
-            dst[i] = 3 - v if v < 4 else v
 
 
 @njit(cache=True, nogil=True)
@@ -441,8 +392,8 @@ def write_window(ref, n_ref, starts, ends, alt_offsets, alt_codes, bits, n_edits
                  ok_hi, flip, out):
     """Write haplotype indexes ``[win_lo, win_lo + len(out))`` into ``out``.
 
-    Bases outside ``[ok_lo, ok_hi)`` and outside the haplotype are N; ``flip`` reverse-
-    complements the result in place.
+    Bases outside ``[ok_lo, ok_hi)`` and outside the haplotype are N; with ``flip`` the window
+    is written reverse-complemented, in the same single pass (no second pass over ``out``).
     """
     n_out = out.shape[0]
     win_hi = win_lo + n_out
@@ -452,32 +403,33 @@ def write_window(ref, n_ref, starts, ends, alt_offsets, alt_codes, bits, n_edits
     c = 0
     e = _next_carried(bits, 0, n_edits)
     while e < n_edits and k < hi:
-        k = _put(ref, c, starts[e], out, k, lo, hi, win_lo)
+        k = _put(ref, c, starts[e], out, k, lo, hi, win_lo, flip)
         a0 = alt_offsets[e]
         if alt_offsets[e + 1] - a0 == 1:  # one ALT base (SNPs): no views to build
             if lo <= k < hi:
-                out[k - win_lo] = alt_codes[a0]
+                v = alt_codes[a0]
+                if flip:
+                    out[n_out - 1 - (k - win_lo)] = np.uint8(3) - v if v < 4 else v
+                else:
+                    out[k - win_lo] = v
             k += 1
         else:
-            k = _put(alt_codes, a0, alt_offsets[e + 1], out, k, lo, hi, win_lo)
+            k = _put(alt_codes, a0, alt_offsets[e + 1], out, k, lo, hi, win_lo, flip)
         c = ends[e]
         e = _next_carried(bits, e + 1, n_edits)
     if k < hi:
-        k = _put(ref, c, n_ref, out, k, lo, hi, win_lo)
+        k = _put(ref, c, n_ref, out, k, lo, hi, win_lo, flip)
     hi = min(hi, k)
-    for t in range(win_lo, min(lo, win_hi)):
-        out[t - win_lo] = _N
+    for t in range(win_lo, min(lo, win_hi)):  # N before the data, N after it
+        out[n_out - 1 - (t - win_lo) if flip else t - win_lo] = _N
     for t in range(max(hi, win_lo), win_hi):
-        out[t - win_lo] = _N
-    if flip:
-        _reverse_complement(out)
+        out[n_out - 1 - (t - win_lo) if flip else t - win_lo] = _N
 
 
 @njit(cache=True, nogil=True)
-def _window_job(pool, slot, row, shift, rc, width, fill_n, out, tss_index, job, scratch):
+def _window_job(pool, slot, row, shift, rc, width, fill_n, out, tss_index, job):
     """Window ``job`` of a batch: haplotype ``job % 2`` of sample ``job // 2``
-    (see :func:`build_windows`). A window to reverse-complement is built forward into
-    ``scratch`` (at least n codes) and reverse-complemented from there into the batch."""
+    (see :func:`build_windows`), reverse-complemented as it is written when it must be."""
     n = out.shape[2]
     b = job // 2
     h = job % 2
@@ -493,13 +445,9 @@ def _window_job(pool, slot, row, shift, rc, width, fill_n, out, tss_index, job, 
     base = t - n // 2
     win_lo = base + shift[b] if minus else base - shift[b]
     ok_lo, ok_hi = (base, base + n) if fill_n else (t - width // 2, t - width // 2 + width)
-    flip = rc[b] != minus
-    target = scratch[:n] if flip else out[b, h]
     write_window(pool.refs[s], pool.ref_len[s], pool.starts[s], pool.ends[s],
                  pool.alt_offsets[s], pool.alt_codes[s], bits, pool.n_edits[s], win_lo,
-                 ok_lo, ok_hi, False, target)
-    if flip:
-        _reverse_complement_into(target, out[b, h])
+                 ok_lo, ok_hi, rc[b] != minus, out[b, h])
     if h == 0:
         tss = (n - 1 - n // 2 if minus else n // 2) + shift[b]
         tss_index[b] = n - 1 - tss if rc[b] else tss
@@ -530,9 +478,7 @@ def build_windows(pool, slot, row, shift, rc, width, fill_n, out, tss_index):
         Receives the TSS's index in each window.
     """
     for job in prange(out.shape[0] * 2):
-        b = job // 2
-        scratch = np.empty(out.shape[2] if rc[b] != pool.flip[max(slot[b], 0)] else 0, np.uint8)
-        _window_job(pool, slot, row, shift, rc, width, fill_n, out, tss_index, job, scratch)
+        _window_job(pool, slot, row, shift, rc, width, fill_n, out, tss_index, job)
 
 
 @njit(cache=True, nogil=True)
@@ -542,9 +488,8 @@ def build_windows_serial(pool, slot, row, shift, rc, width, fill_n, out, tss_ind
     For processes forked from one that already ran a parallel kernel (DataLoader workers):
     numba's GNU OpenMP threading layer cannot run parallel code in such a child.
     """
-    scratch = np.empty(out.shape[2], np.uint8)  # one forward window, reused (cache-warm)
     for job in range(out.shape[0] * 2):
-        _window_job(pool, slot, row, shift, rc, width, fill_n, out, tss_index, job, scratch)
+        _window_job(pool, slot, row, shift, rc, width, fill_n, out, tss_index, job)
 
 
 def fixed_windows_from_edits(ref: np.ndarray, edits: GeneEdits, tss_rel: int, length: int,

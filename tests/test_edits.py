@@ -16,14 +16,12 @@ from test_builder_edges import FIXED, RAGGED, _builder, genome  # noqa: F401 (fi
 from prep.builder import HaplotypeBuilder
 from prep.edits import (
     _next_carried,
-    _reverse_complement,
-    _reverse_complement_into,
     build_windows,
     build_windows_serial,
     fixed_windows_from_edits,
     make_pool,
 )
-from prep.encoding import decode, reverse_complement
+from prep.encoding import decode
 from prep.gene_record import decode_gene, encode_gene
 from prep.regions import read_tss_table
 from tests.conftest import CHR20_REF, CHR20_TSS, CHR20_VCF, CHR22_REF, CHR22_TSS, CHR22_VCF
@@ -169,21 +167,6 @@ def test_gene_record_corruption_is_an_error_naming_the_member(ext):
     sample[ext] = bytes(blob)
     with pytest.raises(ShardFormatError, match=rf"s.tar.*\.{ext}.*corrupt"):
         decode_gene(sample, "s.tar")
-
-
-@pytest.mark.parametrize("n", [6, 8, 24, 64, 4096])
-def test_reverse_complement_in_place_and_into_another_buffer(n):
-    """Both word kernels (in place; out of place, vectorised) and their byte fallbacks
-    (lengths that are no multiple of 8, unaligned views) equal prep.encoding's."""
-    codes = np.random.default_rng(n).integers(0, 5, size=n + 1).astype(np.uint8)
-    for x in (codes[:n], codes[1:]):  # aligned, then one byte off
-        want = reverse_complement(x[None])[0]
-        into = np.empty(n + 8, np.uint8)[:n]
-        _reverse_complement_into(x, into)
-        assert into.tolist() == want.tolist()
-        y = x.copy()
-        _reverse_complement(y)
-        assert y.tolist() == want.tolist()
 
 
 def test_next_carried_edit_skips_empty_bytes_and_stale_bits():
