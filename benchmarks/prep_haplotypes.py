@@ -2,7 +2,7 @@
 
 Run from the repository root (a full run takes about 6 minutes on 2 busy cores, ``--quick`` 1)::
 
-    python benchmarks/prep_haplotypes.py --gvl-python PEERS_VENV/bin/python
+    python benchmarks/prep_haplotypes.py --gvl-python PEERS/bin/python
     python benchmarks/prep_haplotypes.py --quick --tools bcftools,pyconsensus-rs
 
 (``PEERS_VENV``: the virtual environment holding GenVarLoader and pyconsensus-rs; how to make
@@ -50,9 +50,9 @@ so it lives in a virtual environment of its own that also sees the main site-pac
 pyconsensus-rs (imported as ``pyconsensus``), which is no dependency of hapflow, goes there too.
 Any folder will do, e.g.::
 
-    python -m venv --system-site-packages ~/.venvs/hapflow-peers
-    ~/.venvs/hapflow-peers/bin/pip install genvarloader pyconsensus-rs
-    python benchmarks/prep_haplotypes.py --gvl-python ~/.venvs/hapflow-peers/bin/python
+    python -m venv --system-site-packages PEERS
+    PEERS/bin/pip install genvarloader pyconsensus-rs
+    python benchmarks/prep_haplotypes.py --gvl-python PEERS/bin/python
 
 Without ``--gvl-python`` GenVarLoader and pyconsensus-rs run under this interpreter if it can
 import them, else they are skipped with a message; with it, pyconsensus-rs runs under this
