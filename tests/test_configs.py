@@ -14,11 +14,13 @@ CONFIGS = sorted((ROOT / "configs").glob("*.toml"))
 def _section_classes() -> dict:
     from hapflow.sections import (
         BaselinesConfig,
+        EnformerDataConfig,
         EvaluateConfig,
         ExpressionConfig,
         HaplotypesConfig,
         LoaderConfig,
         ModelConfig,
+        MpraConfig,
         ShardConfig,
         SimulateConfig,
         TrainConfig,
@@ -27,7 +29,8 @@ def _section_classes() -> dict:
     return {"haplotypes": HaplotypesConfig, "expression": ExpressionConfig,
             "shard": ShardConfig, "loader": LoaderConfig, "model": ModelConfig,
             "train": TrainConfig, "baselines": BaselinesConfig, "evaluate": EvaluateConfig,
-            "simulate": SimulateConfig}
+            "simulate": SimulateConfig, "enformer_data": EnformerDataConfig,
+            "mpra": MpraConfig}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
@@ -72,3 +75,15 @@ def test_chr20_own_study_is_a_whole_study_of_bundled_files():
     assert (study.model.source, study.train.device) == ("random", "cpu")
     assert study.simulate.max_distance <= study.loader.length // 2
     assert "shapeit4_unphased.chr20_1-2Mb.203.vcf.gz" in path.read_text()
+
+
+def test_geuvadis_joint_is_the_papers_joint_setting():
+    from hapflow.config import load_study
+
+    study = load_study(ROOT / "configs" / "geuvadis_joint.toml",
+                       need=("model", "train", "loader", "enformer_data", "mpra"))
+    train = study.train
+    assert train.loss_terms == {"pairwise_regression": 1.0, "enformer_human": 0.5,
+                                "enformer_mouse": 0.5, "mpra": 0.1}
+    assert train.mixing == "ratio" and train.stream_ratios["pairs"] == 4
+    assert study.mpra.cell_types == ["K562", "HepG2", "GM12878", "SK-N-SH", "A549"]

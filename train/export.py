@@ -26,7 +26,7 @@ from torch import nn
 from hapflow.config import config_to_dict
 from hapflow.io import atomic_write_bytes, atomic_write_json
 from hapflow.sections import ModelConfig
-from train.model import ExpressionModel, assemble, unwrap
+from train.model import JOINT_PREFIXES, ExpressionModel, assemble, unwrap
 from train.weights import WeightsError, load_state_dict_strict, new_enformer, read_state_dict
 
 __all__ = ["save_exported", "load_exported", "EXPORT_WEIGHTS", "EXPORT_META"]
@@ -50,14 +50,17 @@ def save_exported(model: nn.Module, cfg: ModelConfig, length: int,
     The weights are the plain module's state dict (no ``module.`` / ``_orig_mod.`` prefixes);
     model.json holds the ModelConfig, ``length``, the trunk hyper-parameters (``use_tf_gamma``
     resolved) and the hapflow version: all :func:`load_exported` needs, without the original
-    weights folder. Same model, same bytes.
+    weights folder. Same model, same bytes. The joint-training heads (Enformer output tracks,
+    MPRA) are left out: an exported model predicts expression only.
     """
     plain = unwrap(model)
     if not isinstance(plain, ExpressionModel):
         raise TypeError(f"save_exported needs an ExpressionModel, got {type(plain).__name__}")
     if length != plain.length:
         raise ValueError(f"length {length} differs from the model's {plain.length}")
-    state = {k: v.detach().cpu().contiguous() for k, v in plain.state_dict().items()}
+    # the joint-training heads (Enformer tracks, MPRA) are training-only: not exported
+    state = {k: v.detach().cpu().contiguous() for k, v in plain.state_dict().items()
+             if not k.startswith(JOINT_PREFIXES)}
     meta = {
         "format": EXPORT_FORMAT,
         "hapflow_version": _hapflow_version(),

@@ -65,10 +65,16 @@ from train.distributed import (
     teardown,
 )
 from train.export import load_exported, save_exported
-from train.inference import forward_codes, per_gene_pearson, predict_loader
+from train.inference import autocast, forward_codes, per_gene_pearson, predict_loader
+from train.joint import (
+    joint_heads,
+    model_inputs,
+    stream_outputs,
+    validate_joint,
+)
 from train.losses import STREAMS, TERMS, weighted_loss
 from train.metrics import MetricsLog, hms, run_log, run_summary, truncate_metrics, val_metrics
-from train.model import ExpressionModel, build_model
+from train.model import ExpressionModel, build_model, unwrap
 from train.resume import apply_schedule, check_resumable
 
 __all__ = ["TrainError", "fine_tune", "train_step", "step_loss", "validate", "export",
@@ -102,7 +108,8 @@ class Run:
     steps_per_epoch: int = 0
     """Optimizer steps of one epoch of the strategy's stream."""
     epoch_batches: int = 0
-    """Batches of one epoch of the strategy's stream, per rank."""
+    """Micro-steps of one epoch (each reads a batch of every stream the mixing schedule draws
+    there; with mixing = "all", the strategy stream's batches per rank)."""
     items_per_batch: int = 0
     """Samples (pairs) of one micro-step over all ranks: batch size x world size."""
     saved: StudyConfig | None = None
@@ -137,6 +144,11 @@ class TrainState:
     """The last validation's metrics."""
     best_val: dict | None = None
     """The best validation's metrics (by [train] val_metric)."""
+    epoch_micro: int = 0
+    """Micro-steps done in the current epoch (where the mixing schedule stands)."""
+    last_terms: dict = dataclasses.field(default_factory=dict)
+    """Each loss term's last value (this rank's; a term is computed only on micro-steps that
+    draw its stream)."""
 
 
 @dataclass
@@ -185,9 +197,10 @@ def fine_tune(study: StudyConfig, workdir: str | Path | Workdir, name: str | Non
             if d.is_main:
                 log.info("%s run %s", f"Resuming ({run.latest.name})" if resume else "Starting",
                          run.dir)
-            streams = build_streams(run.shards, study.loader, cfg, d)
+            streams = build_streams(run.shards, study.loader, cfg, d, Workdir(workdir))
             plan_steps(run, streams, study.loader, cfg, d)
-            trainer = build_trainer(study, streams.length, run.total_steps, d)
+            trainer = build_trainer(study, streams.length, run.total_steps, d,
+                                    joint_heads(streams))
             state = resume_run(run, trainer, streams, d, cfg) if resume else TrainState()
             if d.is_main and state.step == 0:
                 (run.dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -232,9 +245,10 @@ def plan_steps(run: Run, streams: Streams, loader_cfg: LoaderConfig, cfg: TrainC
     ``data.json``."""
     main = streams.train[streams.main]
     run.accum = accumulation_steps(cfg.effective_batch, loader_cfg.batch_size, d.world_size)
-    steps_per_epoch = math.ceil(len(main) / run.accum)
+    micro = streams.epoch_micro_steps
+    steps_per_epoch = math.ceil(micro / run.accum)
     run.steps_per_epoch = steps_per_epoch
-    run.epoch_batches = len(main)
+    run.epoch_batches = micro
     run.items_per_batch = loader_cfg.batch_size * d.world_size
     run.total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     if d.is_main:
@@ -242,15 +256,23 @@ def plan_steps(run: Run, streams: Streams, loader_cfg: LoaderConfig, cfg: TrainC
                  "%d micro-batch(es) per step -> %d steps per epoch, %d steps in all; windows "
                  "of %d bp", cfg.strategy, run.shards, len(main), loader_cfg.batch_size,
                  d.world_size, run.accum, steps_per_epoch, run.total_steps, streams.length)
+        if len(streams.train) > 1:
+            log.info("Streams %s, mixing %s: %d micro-steps per epoch (period %s)",
+                     ", ".join(f"{s} ({len(ld)} batches per epoch)"
+                               for s, ld in streams.train.items()), cfg.mixing, micro,
+                     " ".join("+".join(streams.schedule(j))
+                              for j in range(streams.schedule.period)))
         _write_data_record(run, loader_cfg, streams.length)
 
 
-def build_trainer(study: StudyConfig, length: int, total_steps: int, d: Dist) -> Trainer:
+def build_trainer(study: StudyConfig, length: int, total_steps: int, d: Dist,
+                  heads: dict | None = None) -> Trainer:
     """The model (identical initial weights on every rank, then per-rank seeds for dropout),
-    wrapped for DDP and compile; AdamW with linear warm-up and cosine decay."""
+    with the joint heads ``heads`` asks for (:func:`joint_heads`), wrapped for DDP and compile;
+    AdamW with linear warm-up and cosine decay."""
     cfg = study.train
     seed_everything(cfg.seed)
-    model = build_model(study.model, length).to(d.device)
+    model = build_model(study.model, length, **(heads or {})).to(d.device)
     seed_everything(rank_seed(cfg.seed, d.rank))
     if d.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
@@ -320,20 +342,30 @@ def train(t: Trainer, streams: Streams, state: TrainState, study: StudyConfig, r
     main = streams.train[streams.main]
     others = {s: forever(loader) for s, loader in streams.train.items() if s != streams.main}
     clock, base = time.monotonic(), state.wall_seconds
+    if cfg.mixing == "all":  # micro-step j of the epoch reads main batch j
+        state.epoch_micro = main.batch
     while state.step < run.total_steps and not state.stopped_early:
         epoch = main.epoch
         batches = rng_neutral(main)  # from the loader's position to the epoch's end
-        left = len(main) - main.batch
+        left = run.epoch_batches - state.epoch_micro
         while left > 0 and state.step < run.total_steps and not state.stopped_early:
             n_micro = min(run.accum, left)
             left -= n_micro
-            groups = streams.micro_batches(batches, others, n_micro, end_of_epoch=left == 0)
+            drawn = streams.schedule.counts(state.epoch_micro + n_micro)[streams.main] - \
+                streams.schedule.counts(state.epoch_micro)[streams.main]
+            groups = streams.micro_batches(batches, others, n_micro, end_of_epoch=left == 0,
+                                           start=state.epoch_micro)
             record = train_step(t, groups, n_micro, cfg, d)
+            state.epoch_micro = 0 if left == 0 else state.epoch_micro + n_micro
+            state.last_terms.update(record["terms"])
             state.step += 1
-            state.samples += n_micro * run.items_per_batch
+            state.samples += drawn * run.items_per_batch
             last = state.step == run.total_steps
             if state.step % cfg.log_every_steps == 0 or last:
-                logged = _train_record(record, state.step, epoch, t, run.items_per_batch)
+                logged = _train_record(record, state.step, epoch, t,
+                                       drawn * run.items_per_batch / max(n_micro, 1))
+                logged.update({f"loss_{k}": float(all_mean(torch.tensor(v, device=d.device)))
+                               for k, v in sorted(state.last_terms.items())})
                 logged["wall_seconds"] = round(base + time.monotonic() - clock, 3)
                 state.last_loss = logged["loss"]
                 metrics.train_step(logged)
@@ -366,12 +398,14 @@ def train_step(t: Trainer, groups: Iterator[dict[str, dict]], n_micro: int, cfg:
     Returns
     -------
     dict: ``loss`` (this rank's mean over the micro-batches, a tensor), ``grad_norm``,
-    ``n_micro``, ``data_wait`` and ``started`` (seconds; perf_counter).
+    ``n_micro``, ``data_wait`` and ``started`` (seconds; perf_counter), ``terms`` (each term's
+    last value in this step, floats; only the terms of streams drawn).
     """
     started = time.perf_counter()
     wait = 0.0
     t.net.train()
     loss_sum = torch.zeros((), device=d.device)
+    terms = {}
     t_data = time.perf_counter()
     for m, group in enumerate(groups):
         wait += time.perf_counter() - t_data
@@ -379,16 +413,18 @@ def train_step(t: Trainer, groups: Iterator[dict[str, dict]], n_micro: int, cfg:
         sync = contextlib.nullcontext() if m == n_micro - 1 or not d.distributed \
             else t.ddp.no_sync()
         with sync:
-            loss, _ = step_loss(t.net, group, cfg, d.device)
+            loss, parts = step_loss(t.net, group, cfg, d.device)
             (loss / n_micro).backward()
         loss_sum += loss.detach()
+        terms.update(parts)
         t_data = time.perf_counter()
     grad_norm = _clip(t.params, cfg.grad_clip)
     t.optimizer.step()
     t.scheduler.step()
     t.optimizer.zero_grad(set_to_none=True)
     return {"loss": loss_sum / n_micro, "grad_norm": grad_norm, "n_micro": n_micro,
-            "data_wait": wait, "started": started}
+            "data_wait": wait, "started": started,
+            "terms": {k: float(v) for k, v in terms.items()}}
 
 
 def step_loss(net, group: dict[str, dict], cfg: TrainConfig, device: torch.device
@@ -404,10 +440,23 @@ def step_loss(net, group: dict[str, dict], cfg: TrainConfig, device: torch.devic
         ``seq_a`` / ``seq_b``; every batch carries ``tss_index`` (B,) and ``valid`` (B,)
     cfg : TrainConfig (terms and their weights)
 
+    With joint heads in the model (joint-data terms configured, :mod:`train.joint`), every stream of the group goes
+    through one model call that runs each length's sequences in one trunk forward (personal
+    windows and MPRA oligos at L, Enformer records at 196,608 bp); the call's ``anchor`` (0 x
+    the unused heads) joins the loss so that DDP sees a gradient for every parameter.
+
     Returns
     -------
     (loss, {term: value}) scalar tensors on ``device``.
     """
+    plain = unwrap(net)
+    if len(plain.track_heads) or plain.mpra_head is not None:
+        inputs = model_inputs(group, plain.length, device)
+        sizes = inputs.pop("sizes")
+        with autocast(device, cfg.precision):
+            out = net(**inputs)
+        loss, parts = weighted_loss(stream_outputs(out, group, sizes), group, cfg, device)
+        return loss + out["anchor"].float(), parts
     seqs, tss, sizes = [], [], []
     for stream, batch in group.items():
         names = ("seq_a", "seq_b") if STREAMS[stream]["pairs"] else ("seq",)
@@ -435,13 +484,16 @@ def validate(model, streams: Streams, cfg: TrainConfig, d: Dist) -> dict:
     Returns
     -------
     dict: ``val_loss``, ``val_pearson_r`` (mean over genes), ``val_pearson_r_median``,
-    ``val_genes``.
+    ``val_genes``; with joint streams their metrics too (:func:`train.joint.validate_joint`:
+    ``val_enformer_human_r``, ``val_mpra_r``, ...).
     """
     model.eval()
     term = TERMS[cfg.strategy]
     total = torch.zeros(2, dtype=torch.float64, device=d.device)
     one = dataclasses.replace(cfg, terms={cfg.strategy: 1.0})  # the strategy's term alone
-    with progress(total=len(streams.val) + len(streams.eval), desc="validating", unit="batch",
+    n_joint = sum(len(ld) for ld in streams.joint_val.values())
+    with progress(total=len(streams.val) + len(streams.eval) + n_joint, desc="validating",
+                  unit="batch",
                   leave=False, disable=not d.is_main or not log.isEnabledFor(logging.INFO)
                   ) as bar:
         with torch.no_grad():
@@ -454,12 +506,13 @@ def validate(model, streams: Streams, cfg: TrainConfig, d: Dist) -> dict:
             torch.distributed.all_reduce(total)
         preds = predict_loader(model, _counted(rng_neutral(streams.eval), bar), d.device,
                                cfg.precision, cfg.val_rc_average)
+        joint = validate_joint(model, streams.joint_val, cfg, d, bar)
     r = per_gene_pearson(preds["gene"], preds["prediction"], preds["Y"])
     model.train()
     values = np.array(list(r.values())) if r else np.array([np.nan])
     return {"val_loss": float(total[0] / total[1].clamp(min=1)),
             "val_pearson_r": float(np.mean(values)),
-            "val_pearson_r_median": float(np.median(values)), "val_genes": len(r)}
+            "val_pearson_r_median": float(np.median(values)), "val_genes": len(r), **joint}
 
 
 def keep_best(model: ExpressionModel, study: StudyConfig, length: int, run: Run,
@@ -548,7 +601,7 @@ def warmup_cosine(warmup: int, total: int, min_ratio: float = 0.0):
     return factor
 
 
-def _train_record(step_out: dict, step: int, epoch: int, t: Trainer, items_per_batch: int
+def _train_record(step_out: dict, step: int, epoch: int, t: Trainer, items_per_batch: float
                   ) -> dict:
     """A metrics.jsonl line of a training step (the loss averaged over ranks: a collective)."""
     loss = float(all_mean(step_out["loss"]))

@@ -17,14 +17,30 @@ in_batch                   gene        α·MSE(ŷ, z) + (1 − α)·mean over i<
                                        ((ŷi − ŷj) − (zi − zj))², one gene per batch
 =========================  ==========  ======================================================
 
-Joint-data slot: a later stage adds terms on other streams — a Poisson NLL on Enformer's own
-output tracks for reference sequences, MPRA ref − alt effects — by registering a
-:class:`Term` whose ``stream`` names a new :data:`STREAMS` entry (a function that builds the
-loader of that data) and whose ``fn`` takes (model outputs, batch). The loop needs no change:
-it draws a batch from every stream a configured term needs and sums the weighted terms
-(:func:`weighted_loss`). A new term's name and the head it needs go into
-:data:`hapflow.sections.LOSS_TERM_HEADS` too (the config side checks ``[train] terms`` there
-without importing torch); this module asserts at import that both name the same terms.
+Joint-data terms (issue 16) read streams of other data, not of the study's individuals:
+
+=========================  ==============  ==================================================
+enformer_human             enformer_human  Poisson NLL ŷ − y·log(ŷ + ε) of Enformer's human
+                                           head (softplus) over all 896 bins x 5,313 tracks
+                                           of Basenji2 records (196,608 bp), mean
+enformer_mouse             enformer_mouse  the same on the mouse head (1,643 tracks)
+mpra                       mpra            masked MSE of the predicted effect
+                                           head(alt) − head(ref) vs the measured (normalised)
+                                           alt − ref effect, over measured cell types
+=========================  ==============  ==================================================
+
+A new term is a :class:`Term` whose ``stream`` names a :data:`STREAMS` entry and whose ``fn``
+takes (model outputs, batch, cfg); its name goes into
+:data:`hapflow.sections.LOSS_TERM_HEADS` and :data:`hapflow.sections.LOSS_TERM_STREAMS` too (the
+config side checks ``[train] terms`` there without importing torch); this module asserts at
+import that they agree.
+
+Each term is counted once, with its configured weight: the original code
+(ni-lab/finetuning-enformer) added the pairwise term twice in joint training (once as the
+"main" loss, once among the summed terms), doubling its effective weight; here
+``{pairwise_regression = 1.0, mpra = 0.1}`` means exactly 1.0 x pairwise + 0.1 x mpra. Which
+streams a micro-step draws is ``[train] mixing`` (:mod:`loader.mix`); a term whose stream the
+micro-step does not draw adds nothing to that micro-step's loss.
 
 Every function masks padding rows (``valid`` False) and returns a scalar tensor; an all-padding
 batch gives 0 (with a gradient path), never NaN.
@@ -38,12 +54,13 @@ from dataclasses import dataclass
 
 import torch
 
-from hapflow.sections import LOSS_TERM_HEADS, TrainConfig
+from hapflow.sections import LOSS_TERM_HEADS, LOSS_TERM_STREAMS, TrainConfig
 
 __all__ = [
     "Term",
     "TERMS",
     "STREAMS",
+    "is_personal",
     "weighted_loss",
     "smape",
     "masked_mean",
@@ -53,6 +70,8 @@ __all__ = [
     "pairwise_classification_loss",
     "in_batch_loss",
     "pair_probability",
+    "poisson_nll_loss",
+    "mpra_effect_loss",
 ]
 
 
@@ -138,6 +157,31 @@ def in_batch_loss(pred: torch.Tensor, batch: dict, alpha: float = 0.5) -> torch.
     return alpha * mse + (1 - alpha) * pair
 
 
+def poisson_nll_loss(pred: torch.Tensor, batch: dict, eps: float = 1e-6) -> torch.Tensor:
+    """Poisson NLL (Keras' ``poisson``, Enformer's loss): mean over valid records, bins and
+    tracks of ŷ − y·log(ŷ + ε) (the y-only terms dropped).
+
+    pred : (B, bins, tracks) non-negative (softplus) predictions; ``batch`` holds ``target``
+    (B, bins, tracks) float and ``valid`` (B,) bool.
+    """
+    y = clean_target(batch, "target", pred)
+    per = (pred - y * torch.log(pred + eps)).flatten(1).mean(dim=1)  # (B,)
+    return masked_mean(per, batch["valid"])
+
+
+def mpra_effect_loss(pred: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Masked MSE of predicted vs measured MPRA effects, both alt − ref.
+
+    pred : (B, C) predicted effects head(alt) − head(ref); ``batch`` holds ``effect`` (B, C)
+    float32 (normalised alt − ref, 0 where unmeasured), ``mask`` (B, C) bool and ``valid``
+    (B,). Mean over the measured (row, cell type) entries of valid rows; 0 when none is.
+    """
+    keep = batch["mask"].to(pred.device) & batch["valid"].to(pred.device)[:, None]
+    y = batch["effect"].to(device=pred.device, dtype=pred.dtype)
+    y = torch.where(keep, y, torch.zeros_like(y))
+    return masked_mean(((pred - y) ** 2).reshape(-1), keep.reshape(-1))
+
+
 @dataclass(frozen=True)
 class Term:
     """One loss term: the stream it reads and how it scores the model's predictions.
@@ -173,9 +217,19 @@ STREAMS: dict[str, dict] = {
     "pairs_p": {"mode": "pairwise", "pairs": True,
                 "from_train": {"min_percentile_diff": "classification_min_percentile_diff"}},
     "gene": {"mode": "gene", "pairs": False},
+    # joint-data streams (loader.joint): no [loader] mode; kind says which loader and output
+    "enformer_human": {"kind": "enformer", "organism": "human", "pairs": False},
+    "enformer_mouse": {"kind": "enformer", "organism": "mouse", "pairs": False},
+    "mpra": {"kind": "mpra", "pairs": False},
 }
-"""Batch streams. ``mode`` is the loader mode; ``from_train`` maps LoaderConfig fields to the
-TrainConfig fields that set them for this stream."""
+"""Batch streams. ``mode`` is the loader mode of the study's own shards; ``from_train`` maps
+LoaderConfig fields to the TrainConfig fields that set them for this stream; ``kind`` (joint
+data) is ``enformer`` (``organism``: which head) or ``mpra``."""
+
+
+def is_personal(stream: str) -> bool:
+    """Whether ``stream`` reads the study's own shards (not joint data)."""
+    return "kind" not in STREAMS[stream]
 
 TERMS: dict[str, Term] = {
     "single": Term("single", "samples",
@@ -188,12 +242,19 @@ TERMS: dict[str, Term] = {
                                         out["pred_a"], out["pred_b"], b)),
     "in_batch": Term("in_batch", "gene",
                      lambda out, b, cfg: in_batch_loss(out["pred"], b, cfg.in_batch_alpha)),
+    "enformer_human": Term("enformer_human", "enformer_human",
+                           lambda out, b, cfg: poisson_nll_loss(out["tracks"], b)),
+    "enformer_mouse": Term("enformer_mouse", "enformer_mouse",
+                           lambda out, b, cfg: poisson_nll_loss(out["tracks"], b)),
+    "mpra": Term("mpra", "mpra", lambda out, b, cfg: mpra_effect_loss(out["effect"], b)),
 }
 """Every loss term by name; add joint-data terms here (see the module docstring)."""
 
-assert TERMS.keys() == LOSS_TERM_HEADS.keys() and all(
-    term.name == name for name, term in TERMS.items()), (
-    "train.losses.TERMS and hapflow.sections.LOSS_TERM_HEADS must name the same loss terms")
+assert TERMS.keys() == LOSS_TERM_HEADS.keys() == LOSS_TERM_STREAMS.keys() and all(
+    term.name == name and term.stream == LOSS_TERM_STREAMS[name]
+    for name, term in TERMS.items()), (
+    "train.losses.TERMS and hapflow.sections.LOSS_TERM_HEADS / LOSS_TERM_STREAMS must name the "
+    "same loss terms and streams")
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -206,22 +267,27 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 def weighted_loss(outputs: dict[str, dict[str, torch.Tensor]], group: dict[str, dict],
                   cfg: TrainConfig, device: torch.device
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The weighted sum of the configured terms (``cfg.loss_terms``), each term once.
+    """The weighted sum of the configured terms (``cfg.loss_terms``) whose streams ``group``
+    holds, each term once (terms of streams not drawn this micro-step add nothing).
 
     Parameters
     ----------
-    outputs : {stream: {"pred": (B,)} or {"pred_a": (B,), "pred_b": (B,)}}, on ``device``
+    outputs : {stream: {"pred": (B,)}, {"pred_a": (B,), "pred_b": (B,)}, {"tracks":
+        (B, bins, tracks)} or {"effect": (B, C)}}, on ``device``
     group : {stream: batch} the predictions were made on
     cfg : TrainConfig (terms, weights and the terms' own settings)
 
     Returns
     -------
-    (loss, {term: value}) scalar tensors on ``device`` (the values detached).
+    (loss, {term: value}) scalar tensors on ``device`` (the values detached; only the terms
+    of drawn streams).
     """
     parts = {}
     total = torch.zeros((), device=device)
     for name, weight in cfg.loss_terms.items():
         term = TERMS[name]
+        if term.stream not in group:
+            continue
         value = term.fn(outputs[term.stream], _to_device(group[term.stream], device), cfg)
         parts[name] = value.detach()
         total = total + weight * value

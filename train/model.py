@@ -21,6 +21,24 @@ centre bins ``n/2 - 5 .. n/2 + 4`` for a TSS at ``L // 2``), moved inwards whole
 run past either end of the window. Gathering uses tensor index ops only, so ``forward`` compiles
 with ``torch.compile(fullgraph=True)``.
 
+Joint training (issue 16) adds, only when its loss terms are configured:
+
+* **Enformer output heads** (``track_heads``: ``human`` and/or ``mouse``, linear + softplus,
+  the trunk's own heads when pretrained): :meth:`ExpressionModel.tracks` maps 196,608 bp
+  one-hot records to (B, 896, tracks), the centre 896 of the 1,536 bins (Enformer's crop).
+  The trunk's ``target_length`` (L // 128, the personal window) plays no part: the embeddings
+  are cropped here. TensorFlow gamma positional features are switched on for that forward
+  when the weights need them at its length (:func:`train.weights.resolve_tf_gamma`), whatever
+  the personal window's setting.
+* **MPRA head** (:class:`MpraHead`): ``Linear(2 * dim, n_cell_types)`` on the mean trunk
+  embedding of the bins the oligo covers; the oligo (width W, centred in W with N) is centred
+  in the model's L bp input with N (all-zero one-hot) around it. The predicted effect is
+  ``head(alt) − head(ref)`` (alt − ref, the data's sign).
+
+:meth:`ExpressionModel.forward` runs every input of a micro-step in one call (sequences of
+the same length in one trunk forward), so DDP sees one forward per backward. These heads are
+training-only: exported models (:mod:`train.export`) leave them out.
+
 Exported models (``model.safetensors`` + ``model.json``) are written and read by
 :mod:`train.export`; weight files of the trunk are :mod:`train.weights`.
 
@@ -34,6 +52,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -47,11 +66,14 @@ from train.weights import (
     load_trunk,
     random_hparams,
     read_hf_config,
+    resolve_tf_gamma,
     trunk_folder,
 )
 
 __all__ = [
     "ExpressionModel",
+    "MpraHead",
+    "JOINT_PREFIXES",
     "FrozenBatchNorm1d",
     "build_model",
     "apply_batchnorm_policy",
@@ -107,6 +129,32 @@ class TrackHead(nn.Module):
         return F.softplus(self.output(bins)).squeeze(-1).sum(dim=1)  # (N,)
 
 
+class MpraHead(nn.Module):
+    """MPRA activity per cell type from the trunk embeddings of an oligo's bins.
+
+    ``(N, T, C) -> (N, n_cell_types)``: the mean embedding of bins ``first .. last``
+    (inclusive, the bins overlapping the oligo's W bp centred in the L bp input), then
+    ``Linear(C, n_cell_types)``.
+    """
+
+    def __init__(self, channels: int, n_cell_types: int, length: int, width: int,
+                 bin_size: int):
+        super().__init__()
+        self.output = nn.Linear(channels, n_cell_types)
+        lo = (length - width) // 2
+        self.first, self.last = lo // bin_size, (lo + width - 1) // bin_size
+
+    def forward(self, emb: Tensor) -> Tensor:
+        return self.output(emb[:, self.first:self.last + 1].mean(dim=1))
+
+
+ENFORMER_BINS = 896
+"""Bins of Enformer's output (the centre 896 of a 196,608 bp input's 1,536)."""
+
+JOINT_PREFIXES = ("track_heads.", "mpra_head.")
+"""State-dict prefixes of the training-only joint heads (left out of exported models)."""
+
+
 class ExpressionModel(nn.Module):
     """Enformer trunk + expression head; see the module docstring.
 
@@ -125,7 +173,8 @@ class ExpressionModel(nn.Module):
     """
 
     def __init__(self, enformer: nn.Module, config: ModelConfig, length: int,
-                 hparams: dict[str, Any]):
+                 hparams: dict[str, Any], organisms: tuple[str, ...] = (),
+                 mpra: tuple[int, int] | None = None):
         super().__init__()
         self.config = config
         self.length = length
@@ -143,6 +192,10 @@ class ExpressionModel(nn.Module):
             self.head = AttentionPoolHead(channels)
         else:
             self.head = TrackHead(enformer.heads["human"][0], config.track)
+        # joint training: Enformer's own heads and the MPRA head, only when asked for
+        self.track_heads = nn.ModuleDict({o: enformer.heads[o] for o in organisms})
+        self.mpra_head = (MpraHead(channels, mpra[0], length, mpra[1], self.bin_size)
+                          if mpra else None)
 
     def embeddings(self, x1: Tensor) -> Tensor:
         """Trunk embeddings of single sequences.
@@ -190,7 +243,132 @@ class ExpressionModel(nn.Module):
         index = index[:, :, None].expand(-1, -1, emb.shape[-1])  # (N, n_bins, C)
         return torch.gather(emb, 1, index)
 
-    def forward(self, x: Tensor, tss_index: Tensor) -> Tensor:
+    def _tf_gamma(self, length: int) -> bool:
+        """Whether the trunk needs TF gamma features for ``length`` bp inputs."""
+        if length == self.length:
+            return bool(self.trunk.get("use_tf_gamma"))
+        if self.config.use_tf_gamma is False:
+            return False
+        # None or true: on where pretrained weights need it (196,608 bp and a trunk that fits)
+        return resolve_tf_gamma(dataclasses.replace(self.config, use_tf_gamma=None), length,
+                                self.trunk)
+
+    def _embed(self, seqs: Tensor) -> Tensor:
+        """:meth:`embeddings` with the TF gamma setting of ``seqs``' length."""
+        want = self._tf_gamma(seqs.shape[1])
+        layers = [m for m in self.transformer.modules() if hasattr(m, "use_tf_gamma")]
+        before = [m.use_tf_gamma for m in layers]
+        for m in layers:
+            m.use_tf_gamma = want
+        try:
+            return self.embeddings(seqs)
+        finally:
+            for m, b in zip(layers, before, strict=True):
+                m.use_tf_gamma = b
+
+    def _crop(self, emb: Tensor, bins: int) -> Tensor:
+        extra = emb.shape[1] - bins
+        if extra < 0 or extra % 2:
+            raise ValueError(f"{emb.shape[1]} trunk bins cannot be cropped to the targets' "
+                             f"{bins} centre bins")
+        return emb[:, extra // 2: emb.shape[1] - extra // 2]
+
+    def tracks(self, x1: Tensor, organism: str, bins: int | None = None) -> Tensor:
+        """Enformer's output tracks of single sequences (e.g. Basenji2 records).
+
+        Parameters
+        ----------
+        x1 : Tensor, shape=(N, 196608, 4), float one-hot (any length with >= ``bins`` bins)
+        organism : "human" or "mouse" (the head; it must have been built)
+        bins : the centre bins kept (896: Enformer's crop of 1,536)
+
+        Returns
+        -------
+        Tensor, shape=(N, bins, tracks), >= 0 (softplus)
+        """
+        emb = self._crop(self._embed(x1), bins or ENFORMER_BINS)
+        return self.track_heads[organism](emb).float()
+
+    def forward(self, x: Tensor | None, tss_index: Tensor | None,
+                tracks: dict[str, Tensor] | None = None, mpra: Tensor | None = None):
+        """Predict expression; with joint inputs, every output of a micro-step in one call.
+
+        Parameters
+        ----------
+        x : (B, 2, L, 4) float one-hot of the two haplotypes, or None (joint inputs only)
+        tss_index : (B,) int64 TSS index per window, or None with ``x``
+        tracks : {organism: (N, 196608, 4) one-hot records}, optional
+        mpra : (M, 2, L, 4) one-hot of each pair's ref and alt oligo centred in L, optional
+
+        Returns
+        -------
+        Without joint inputs, (B,) float32 (as :meth:`expression`). With them, a dict:
+        ``pred`` (B,) or None, ``tracks`` {organism: (N, 896, tracks)}, ``effect`` (M, C)
+        float32 = head(alt) − head(ref) or None, ``anchor`` (0 times every head parameter the
+        call did not use: added to the loss, it gives DDP a gradient for each).
+        """
+        if tracks is None and mpra is None:
+            return self.expression(x, tss_index)
+        tracks = tracks or {}
+        groups: dict[int, list[Tensor]] = {}
+        parts = []  # (name, length, position in group, rows)
+        personal = None
+        if x is not None:
+            personal = x.flatten(0, 1) if self.config.haplotypes == "average" else x.mean(1)
+            parts.append(("x", personal))
+        if mpra is not None:
+            parts.append(("mpra", mpra.flatten(0, 1)))  # ref, alt of pair 0, then pair 1 ...
+        parts += [(f"tracks:{o}", t) for o, t in tracks.items()]
+        where = {}
+        for name, seqs in parts:
+            group = groups.setdefault(seqs.shape[1], [])
+            where[name] = (seqs.shape[1], sum(g.shape[0] for g in group), seqs.shape[0])
+            group.append(seqs)
+        emb = {n: self._embed(torch.cat(g) if len(g) > 1 else g[0]) for n, g in groups.items()}
+        out = {"pred": None, "tracks": {}, "effect": None}
+        used = []
+
+        def take(name: str) -> Tensor:
+            n, start, rows = where[name]
+            return emb[n][start:start + rows]
+
+        if x is not None:
+            out["pred"] = self._head(take("x"), tss_index, x.shape[0])
+            used.append(self.head)
+        if mpra is not None:
+            act = self.mpra_head(take("mpra")).float().reshape(mpra.shape[0], 2, -1)
+            out["effect"] = act[:, 1] - act[:, 0]  # alt − ref
+            used.append(self.mpra_head)
+        for o in tracks:
+            out["tracks"][o] = self.track_heads[o](self._crop(take(f"tracks:{o}"),
+                                                              ENFORMER_BINS)).float()
+            used.append(self.track_heads[o])
+        out["anchor"] = self._anchor(used)
+        return out
+
+    def _anchor(self, used: list[nn.Module]) -> Tensor:
+        """0 x the sum of the trainable head parameters of heads not in ``used``."""
+        heads = [self.head, *self.track_heads.values()]
+        if self.mpra_head is not None:
+            heads.append(self.mpra_head)
+        ids = {id(m) for m in used}
+        zero = self.stem[0].weight.new_zeros(())
+        for h in heads:
+            if id(h) not in ids:
+                for p in h.parameters():
+                    if p.requires_grad:
+                        zero = zero + 0.0 * p.sum()
+        return zero
+
+    def _head(self, emb: Tensor, tss_index: Tensor, B: int) -> Tensor:
+        """The expression head on the personal embeddings (N = B * 2 or B, T, C) -> (B,)."""
+        tss = tss_index.repeat_interleave(2) if self.config.haplotypes == "average" else tss_index
+        y = self.head(self.tss_bins(emb, tss))
+        if self.config.haplotypes == "average":
+            y = y.reshape(B, 2).mean(dim=1)
+        return y.float()
+
+    def expression(self, x: Tensor, tss_index: Tensor) -> Tensor:
         """Predict expression for diploid windows.
 
         Parameters
@@ -204,20 +382,13 @@ class ExpressionModel(nn.Module):
         -------
         Tensor, shape=(B,), float32
         """
-        B = x.shape[0]
-        if self.config.haplotypes == "average":
-            seqs = x.flatten(0, 1)  # (B * 2, L, 4): haplotypes folded into the batch
-            tss = tss_index.repeat_interleave(2)  # (B * 2,)
-        else:
-            seqs = x.mean(dim=1)  # (B, L, 4)
-            tss = tss_index
-        y = self.head(self.tss_bins(self.embeddings(seqs), tss))  # (B * 2,) or (B,)
-        if self.config.haplotypes == "average":
-            y = y.reshape(B, 2).mean(dim=1)  # (B,)
-        return y.float()
+        # average: (B * 2, L, 4), the haplotypes folded into the batch; mean_onehot: (B, L, 4)
+        seqs = x.flatten(0, 1) if self.config.haplotypes == "average" else x.mean(dim=1)
+        return self._head(self.embeddings(seqs), tss_index, x.shape[0])
 
 
-def build_model(cfg: ModelConfig, length: int) -> ExpressionModel:
+def build_model(cfg: ModelConfig, length: int, organisms: tuple[str, ...] = (),
+                mpra: tuple[int, int] | None = None) -> ExpressionModel:
     """Build the expression model for ``length``-bp windows.
 
     The steps, in order: find the trunk's weights (none, a local folder or the hub), read its
@@ -234,6 +405,8 @@ def build_model(cfg: ModelConfig, length: int) -> ExpressionModel:
     cfg : ModelConfig
     length : int
         L, the input window the loader yields (a multiple of the bin size, 128).
+    organisms : the Enformer output heads to keep for joint training ("human", "mouse")
+    mpra : (n_cell_types, oligo width W) of an MPRA head for joint training, or None
 
     Raises
     ------
@@ -249,15 +422,23 @@ def build_model(cfg: ModelConfig, length: int) -> ExpressionModel:
         _require_sync_batchnorm()
     hparams.update(construction_settings(cfg, length, hparams))
     _check_track(cfg, hparams)
+    if folder is None and "mouse" in organisms:  # random trunks get a mouse head on demand
+        hparams["output_heads"] = {**hparams["output_heads"], "mouse": cfg.output_heads_mouse}
+    missing = [o for o in organisms if o not in hparams["output_heads"]]
+    if missing:
+        raise ConfigError(f"the trunk has no {', '.join(missing)} output head for the "
+                          f"enformer_{missing[0]} loss term (heads: "
+                          f"{', '.join(hparams['output_heads'])})")
     enformer = load_trunk(hparams, folder)
-    return assemble(enformer, cfg, length, hparams)
+    return assemble(enformer, cfg, length, hparams, organisms, mpra)
 
 
 def assemble(enformer: nn.Module, cfg: ModelConfig, length: int,
-             hparams: dict[str, Any]) -> ExpressionModel:
-    """The expression model on a built trunk: head added, batch-norm policy and freezing
-    applied (in place on the trunk's modules)."""
-    model = ExpressionModel(enformer, cfg, length, hparams)
+             hparams: dict[str, Any], organisms: tuple[str, ...] = (),
+             mpra: tuple[int, int] | None = None) -> ExpressionModel:
+    """The expression model on a built trunk: head added (and the joint heads asked for),
+    batch-norm policy and freezing applied (in place on the trunk's modules)."""
+    model = ExpressionModel(enformer, cfg, length, hparams, organisms, mpra)
     apply_batchnorm_policy(model, cfg.batchnorm)
     apply_freeze(model, cfg.freeze)
     return model

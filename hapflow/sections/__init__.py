@@ -22,6 +22,7 @@ from __future__ import annotations
 from hapflow.sections.base import (
     BASELINE_METHODS,
     LOSS_TERM_HEADS,
+    LOSS_TERM_STREAMS,
     MAX_LENGTH,
     MPRA_CELL_TYPES,
     ORGANISMS,
@@ -58,6 +59,7 @@ __all__ = [
     "MAX_LENGTH",
     "STRATEGIES",
     "LOSS_TERM_HEADS",
+    "LOSS_TERM_STREAMS",
     "BASELINE_METHODS",
     "PRIMARY_TARGETS",
     "target_set_labels",

@@ -12,7 +12,7 @@ import typing
 from pathlib import Path
 
 __all__ = ["ConfigError", "require", "file_stem", "MAX_LENGTH", "STRATEGIES", "LOSS_TERM_HEADS",
-           "BASELINE_METHODS", "PRIMARY_TARGETS", "ORGANISMS", "MPRA_CELL_TYPES"]
+           "LOSS_TERM_STREAMS", "BASELINE_METHODS", "PRIMARY_TARGETS", "ORGANISMS", "MPRA_CELL_TYPES"]
 
 
 class ConfigError(ValueError):
@@ -60,9 +60,25 @@ LOSS_TERM_HEADS: dict[str, str | None] = {
     "pairwise_regression": None,
     "pairwise_classification": "track",
     "in_batch": None,
+    "enformer_human": None,
+    "enformer_mouse": None,
+    "mpra": None,
 }
 """Every loss term ``[train] terms`` may name, and the ``[model] head`` it needs (None: any).
 The terms themselves are :data:`train.losses.TERMS` (same names)."""
+
+LOSS_TERM_STREAMS: dict[str, str] = {
+    "single": "samples",
+    "pairwise_regression": "pairs",
+    "pairwise_classification": "pairs_p",
+    "in_batch": "gene",
+    "enformer_human": "enformer_human",
+    "enformer_mouse": "enformer_mouse",
+    "mpra": "mpra",
+}
+"""The batch stream each loss term reads (:data:`train.losses.STREAMS`; ``[train]
+stream_ratios`` names these). The joint-data streams read ``DIR/enformer_data`` and
+``DIR/mpra``."""
 
 BASELINE_METHODS = ("elastic_net", "lasso", "ridge", "top_snp")
 """The baseline methods, as named in ``[baselines] methods`` and ``DIR/predictions/NAME``."""

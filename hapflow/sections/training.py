@@ -7,6 +7,7 @@ from typing import Literal
 
 from hapflow.sections.base import (
     LOSS_TERM_HEADS,
+    LOSS_TERM_STREAMS,
     ConfigError,
     require,
 )
@@ -130,7 +131,11 @@ class ModelConfig:
     dim_divisible_by: int = 128
     """Random init: conv tower widths are rounded to multiples of this (<= dim // 2)."""
     output_heads_human: int = 5313
-    """Random init: tracks of the human output head (used by head = "track")."""
+    """Random init: tracks of the human output head (used by head = "track" and the
+    enformer_human loss term)."""
+    output_heads_mouse: int = 1643
+    """Random init: tracks of the mouse output head (built only for the enformer_mouse loss
+    term)."""
     dropout_rate: float = 0.4
     """Transformer and final dropout, for every source (Enformer's value: 0.4)."""
     attn_dropout: float = 0.05
@@ -187,8 +192,27 @@ class TrainConfig:
     pairwise_classification: which of two people expresses more (track head); in_batch: all
     pairs inside a batch of one gene's individuals (Drusinsky et al.)."""
     terms: dict[str, float] = field(default_factory=dict)
-    """Loss terms and their weights (default: the strategy's term with weight 1). Terms on other
-    batch streams add a batch of that stream per step (see train.losses.TERMS)."""
+    """Loss terms and their weights (default: the strategy's term with weight 1), each counted
+    once. Terms on other batch streams read that stream too (see train.losses.TERMS; joint
+    training: enformer_human, enformer_mouse read DIR/enformer_data, mpra reads DIR/mpra), e.g.
+    {pairwise_regression = 1.0, enformer_human = 0.5, mpra = 0.1}."""
+    mixing: Literal["all", "round_robin", "ratio"] = "all"
+    """Which streams a micro-step draws: all (one batch of every stream), round_robin (one
+    stream per micro-step, in turn) or ratio (one stream per micro-step, as often as
+    stream_ratios say, spread evenly). An epoch ends when the strategy's stream has been read
+    once; terms of streams a micro-step does not draw add nothing to it."""
+    stream_ratios: dict[str, float] = field(default_factory=dict)
+    """mixing = "ratio": how often each stream is drawn, e.g. {pairs = 4, enformer_human = 1,
+    mpra = 1}; streams left out count 1. Streams: samples, pairs, pairs_p, gene,
+    enformer_human, enformer_mouse, mpra (those of the configured terms only)."""
+    enformer_batch_size: int = 1
+    """Records per batch of the enformer_human / enformer_mouse streams on each rank (196,608 bp
+    each)."""
+    mpra_batch_size: int = 64
+    """Oligo pairs per batch of the mpra stream on each rank."""
+    joint_val_batches: int | None = None
+    """Validation batches per rank of each joint stream (Enformer records, MPRA pairs);
+    default: the whole validation split."""
     single_target: Literal["Y", "Z"] = "Y"
     """single: SMAPE on log expression Y (the paper) or MSE on the z-score Z."""
     in_batch_alpha: float = 0.5
@@ -249,6 +273,8 @@ class TrainConfig:
     def __post_init__(self):
         terms = self.terms or {self.strategy: 1.0}
         unknown = sorted(set(terms) - set(LOSS_TERM_HEADS))
+        streams = {LOSS_TERM_STREAMS[t] for t in terms if t in LOSS_TERM_STREAMS}
+        bad_streams = sorted(set(self.stream_ratios) - streams)
         require(self, "train", [
             (not unknown, f"unknown loss term(s) {', '.join(unknown)}; known: "
                           f"{', '.join(sorted(LOSS_TERM_HEADS))}"),
@@ -264,6 +290,14 @@ class TrainConfig:
             (self.patience >= 0 and self.keep_checkpoints >= 1,
              "patience must be >= 0 and keep_checkpoints >= 1"),
             (self.log_every_steps > 0, "log_every_steps must be > 0"),
+            (not bad_streams, f"stream_ratios names stream(s) {', '.join(bad_streams)} that no "
+                              f"configured term reads; the terms' streams: "
+                              f"{', '.join(sorted(streams))}"),
+            (all(r > 0 for r in self.stream_ratios.values()), "stream_ratios must be > 0"),
+            (self.enformer_batch_size > 0 and self.mpra_batch_size > 0,
+             "enformer_batch_size and mpra_batch_size must be > 0"),
+            (self.joint_val_batches is None or self.joint_val_batches > 0,
+             "joint_val_batches must be > 0"),
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              f"device {self.device!r}: use auto, cpu or cuda"),
         ])
