@@ -76,6 +76,7 @@ from train.losses import STREAMS, TERMS, weighted_loss
 from train.metrics import MetricsLog, hms, run_log, run_summary, truncate_metrics, val_metrics
 from train.model import ExpressionModel, build_model, unwrap
 from train.resume import apply_schedule, check_resumable
+from train.schedule import accumulation_steps, warmup_cosine
 
 __all__ = ["TrainError", "fine_tune", "train_step", "step_loss", "validate", "export",
            "warmup_cosine", "accumulation_steps"]
@@ -568,38 +569,6 @@ def _counted(iterable, bar):
 
 
 # -- small pieces -------------------------------------------------------------------------------
-
-def accumulation_steps(effective_batch: int, batch_size: int, world_size: int) -> int:
-    """Micro-batches per optimizer step so that one step sees ``effective_batch`` items.
-
-    Raises
-    ------
-    TrainError
-        When ``effective_batch`` is not a multiple of ``batch_size x world_size``.
-    """
-    per_step = batch_size * world_size
-    if effective_batch % per_step:
-        raise TrainError(
-            f"[train] effective_batch = {effective_batch} is not a multiple of [loader] "
-            f"batch_size x devices = {batch_size} x {world_size} = {per_step}: choose an "
-            f"effective batch of {max(1, effective_batch // per_step) * per_step} or another "
-            "batch size")
-    return effective_batch // per_step
-
-
-def warmup_cosine(warmup: int, total: int, min_ratio: float = 0.0):
-    """LR multiplier for LambdaLR: linear 0 -> 1 over ``warmup`` steps, cosine to ``min_ratio``
-    at ``total``. (A plain function, which LambdaLR leaves out of its state dict.)"""
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        span = max(total - warmup, 1)
-        progress = min(max(step - warmup, 0) / span, 1.0)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
 
 def _train_record(step_out: dict, step: int, epoch: int, t: Trainer, items_per_batch: float
                   ) -> dict:

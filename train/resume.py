@@ -136,7 +136,7 @@ def check_resume(changes: dict[str, list[str]], allow_schedule: bool, run_dir: P
 def apply_schedule(optimizer: torch.optim.Optimizer, scheduler, lr: float, factor,
                    step: int) -> tuple[float, float]:
     """Put a restored optimizer on a new schedule from ``step`` on: peak ``lr`` and the
-    multiplier ``factor(step)`` (:func:`train.loop.warmup_cosine`).
+    multiplier ``factor(step)`` (:func:`train.schedule.warmup_cosine`).
 
     A checkpoint restores the old peak lr (the scheduler's ``base_lrs``) and the lr of the
     step; both are replaced. Returns (old lr, new lr) at ``step``.
