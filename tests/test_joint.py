@@ -135,6 +135,41 @@ tensorboard = false
     assert len(model.track_heads) == 0 and model.mpra_head is None
 
 
+def test_two_process_torchrun_joint_run_with_streams_taking_turns(study):
+    """DDP (gloo, 2 processes) with round-robin mixing: each step draws one stream, so the other
+    heads get no gradient from their loss that step; the run must neither hang nor fail, and
+    every rank logs the same steps."""
+    from tests.test_train_run import _free_port
+
+    workdir, _ = study
+    config = write_config(workdir / "joint_ddp.toml", """
+[loader]
+num_workers = 0
+[model]
+output_heads_human = 5
+[train]
+strategy = "pairwise_regression"
+joint_val_batches = 1
+mpra_batch_size = 8
+terms = { pairwise_regression = 1.0, enformer_human = 0.5, mpra = 0.1 }
+mixing = "round_robin"
+effective_batch = 8
+max_steps = 3
+tensorboard = false
+""")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "train.run",
+           "--config", str(config), "--workdir", str(workdir), "--name", "joint_ddp", "--quiet"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = _records(workdir / "runs" / "joint_ddp", "train")
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(np.isfinite(r["loss"]) for r in records)
+    (val,) = _records(workdir / "runs" / "joint_ddp", "val")
+    assert np.isfinite(val["val_enformer_human_r"]) and np.isfinite(val["val_mpra_r"])
+
+
 def test_missing_joint_data_names_the_folder_and_the_command(study, tmp_path):
     from loader.joint import JointDataError
     from train.loop import fine_tune
