@@ -9,20 +9,22 @@ records of real chr22 sequence, MPRA tables of real chr22 oligos), built once un
 Each variant times ``--steps`` optimizer steps of ``train.loop.train_step`` after ``--warmup``
 untimed ones, mixing = "all" (every stream every micro-step, the most data per step): step
 seconds, items per second of the personal stream and the share of the step spent waiting for
-batches (``data_wait``). Prints one JSON line.
+batches (``data_wait``). Prints a table and appends one JSON line to
+``benchmarks/results/joint_step.jsonl`` (``--no-record``: not).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import append_result, print_table  # noqa: E402 - after the path
 
 
 def measure(workdir: Path, config: Path, terms: dict, args) -> dict:
@@ -82,6 +84,7 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=1, help="[loader] num_workers")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--no-record", action="store_true", help="do not append a result line")
     args = p.parse_args(argv)
     # imported here so that --help stays instant
     import torch
@@ -96,7 +99,13 @@ def main(argv=None) -> int:
                                                 "enformer_human": 0.5, "mpra": 0.1}, args)
     result["joint_vs_pairwise_step"] = round(result["joint"]["step_s"]
                                              / result["pairwise"]["step_s"], 2)
-    print(json.dumps(result))
+    rows = [{"step": name, **{k: v for k, v in result[name].items() if k != "streams"},
+             "streams": ", ".join(result[name]["streams"])} for name in ("pairwise", "joint")]
+    print_table(rows, ["step", "step_s", "pairs_per_s", "data_wait_pct", "streams"])
+    print(f"joint step / pairwise step: {result['joint_vs_pairwise_step']}x; "
+          f"data wait with all three streams: {result['joint']['data_wait_pct']} % (goal < 5 %)")
+    if not args.no_record:
+        print(f"appended to {append_result('joint_step', result)}")
     return 0
 
 
