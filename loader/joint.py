@@ -53,7 +53,7 @@ import torch
 from hapflow.names import SPLITS
 from hapflow.sections import ORGANISMS
 from loader.order import seeded_rng
-from prep.encoding import COMPLEMENT
+from prep.encoding import reverse_complement
 from prep.enformer_format import decode_enformer_sample
 from prep.mpra_format import unpack_mpra_groups
 from prep.shard_format import ShardFormatError
@@ -101,10 +101,6 @@ def shift_codes(seq: np.ndarray, shift: int) -> np.ndarray:
     else:
         out[:shift] = seq[-shift:]
     return out
-
-
-def _reverse_complement(seq: np.ndarray) -> np.ndarray:
-    return COMPLEMENT[seq[..., ::-1]]
 
 
 class _EpochLoader:
@@ -260,7 +256,7 @@ class EnformerLoader(_EpochLoader):
             s = self._sample(int(i))
             codes, t = shift_codes(s["seq"], int(shift[row])), s["target"]
             if rc[row]:
-                codes, t = _reverse_complement(codes), t[::-1]
+                codes, t = reverse_complement(codes), t[::-1]
             seq[row], target[row], keys[row] = codes, t, s["__key__"]
         return {"seq": torch.from_numpy(seq), "target": torch.from_numpy(target), "key": keys}
 
@@ -318,7 +314,7 @@ class MpraLoader(_EpochLoader):
         alt[~ok] = N_CODE
         if rng is not None:
             rc = rng.random(len(items)) < self.rc_prob
-            ref[rc], alt[rc] = _reverse_complement(ref[rc]), _reverse_complement(alt[rc])
+            ref[rc], alt[rc] = reverse_complement(ref[rc]), reverse_complement(alt[rc])
         effect = np.where(ok[:, None], self.effect[safe], 0.0).astype(np.float32)
         mask = self.mask[safe] & ok[:, None]
         return {"seq_ref": torch.from_numpy(ref), "seq_alt": torch.from_numpy(alt),
