@@ -24,8 +24,8 @@ with ``torch.compile(fullgraph=True)``.
 Joint training (issue 16) adds, only when its loss terms are configured:
 
 * **Enformer output heads** (``track_heads``: ``human`` and/or ``mouse``, linear + softplus,
-  the trunk's own heads when pretrained): :meth:`ExpressionModel.tracks` maps 196,608 bp
-  one-hot records to (B, 896, tracks), the centre 896 of the 1,536 bins (Enformer's crop).
+  the trunk's own heads when pretrained): ``forward(..., tracks={organism: x})`` maps 196,608
+  bp one-hot records to (B, 896, tracks), the centre 896 of the 1,536 bins (Enformer's crop).
   The trunk's ``target_length`` (L // 128, the personal window) plays no part: the embeddings
   are cropped here. TensorFlow gamma positional features are switched on for that forward
   when the weights need them at its length (:func:`train.weights.resolve_tf_gamma`), whatever
@@ -272,22 +272,6 @@ class ExpressionModel(nn.Module):
             raise ValueError(f"{emb.shape[1]} trunk bins cannot be cropped to the targets' "
                              f"{bins} centre bins")
         return emb[:, extra // 2: emb.shape[1] - extra // 2]
-
-    def tracks(self, x1: Tensor, organism: str, bins: int | None = None) -> Tensor:
-        """Enformer's output tracks of single sequences (e.g. Basenji2 records).
-
-        Parameters
-        ----------
-        x1 : Tensor, shape=(N, 196608, 4), float one-hot (any length with >= ``bins`` bins)
-        organism : "human" or "mouse" (the head; it must have been built)
-        bins : the centre bins kept (896: Enformer's crop of 1,536)
-
-        Returns
-        -------
-        Tensor, shape=(N, bins, tracks), >= 0 (softplus)
-        """
-        emb = self._crop(self._embed(x1), bins or ENFORMER_BINS)
-        return self.track_heads[organism](emb).float()
 
     def forward(self, x: Tensor | None, tss_index: Tensor | None,
                 tracks: dict[str, Tensor] | None = None, mpra: Tensor | None = None):
