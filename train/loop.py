@@ -65,14 +65,14 @@ from train.distributed import (
     teardown,
 )
 from train.export import load_exported, save_exported
-from train.inference import autocast, forward_codes, per_gene_pearson, predict_loader
+from train.inference import autocast, per_gene_pearson, predict_loader
 from train.joint import (
     joint_heads,
     model_inputs,
     stream_outputs,
     validate_joint,
 )
-from train.losses import STREAMS, TERMS, weighted_loss
+from train.losses import TERMS, weighted_loss
 from train.metrics import MetricsLog, hms, run_log, run_summary, truncate_metrics, val_metrics
 from train.model import ExpressionModel, build_model, unwrap
 from train.resume import apply_schedule, check_resumable
@@ -451,29 +451,14 @@ def step_loss(net, group: dict[str, dict], cfg: TrainConfig, device: torch.devic
     (loss, {term: value}) scalar tensors on ``device``.
     """
     plain = unwrap(net)
-    if len(plain.track_heads) or plain.mpra_head is not None:
-        inputs = model_inputs(group, plain.length, device)
-        sizes = inputs.pop("sizes")
-        with autocast(device, cfg.precision):
-            out = net(**inputs)
-        loss, parts = weighted_loss(stream_outputs(out, group, sizes), group, cfg, device)
-        return loss + out["anchor"].float(), parts
-    seqs, tss, sizes = [], [], []
-    for stream, batch in group.items():
-        names = ("seq_a", "seq_b") if STREAMS[stream]["pairs"] else ("seq",)
-        for n in names:
-            seqs.append(batch[n])
-            tss.append(batch["tss_index"])
-            sizes.append(batch[n].shape[0])
-    pred = forward_codes(net, torch.cat(seqs), torch.cat(tss), device, cfg.precision)  # (N,)
-    chunks = iter(pred.split(sizes))
-    outputs = {}
-    for stream in group:
-        if STREAMS[stream]["pairs"]:
-            outputs[stream] = {"pred_a": next(chunks), "pred_b": next(chunks)}
-        else:
-            outputs[stream] = {"pred": next(chunks)}
-    return weighted_loss(outputs, group, cfg, device)
+    joint = bool(len(plain.track_heads)) or plain.mpra_head is not None
+    inputs = model_inputs(group, plain.length, device)
+    sizes = inputs.pop("sizes")
+    with autocast(device, cfg.precision):
+        # the plain call keeps the compiled expression forward's signature
+        out = net(**inputs) if joint else {"pred": net(inputs["x"], inputs["tss_index"]).float()}
+    loss, parts = weighted_loss(stream_outputs(out, group, sizes), group, cfg, device)
+    return (loss + out["anchor"].float(), parts) if joint else (loss, parts)
 
 
 def validate(model, streams: Streams, cfg: TrainConfig, d: Dist) -> dict:
