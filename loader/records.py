@@ -161,10 +161,6 @@ class GeneReader:
         for shard in list(self._streams):
             self.close_shard(shard)
 
-    @property
-    def open_streams(self) -> int:
-        return sum(len(v) for v in self._streams.values())
-
     # -- internals ------------------------------------------------------------------------------
 
     def _closest(self, shard: int, target: int) -> _Stream | None:

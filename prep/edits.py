@@ -320,11 +320,6 @@ def select_haplotypes(edits: GeneEdits, rows: np.ndarray) -> GeneEdits:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _has(bits, e):
-    return (bits[e >> 3] >> (7 - (e & 7))) & 1
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _next_carried(bits, e, n_edits):
     """The first edit ``>= e`` that the bit row ``bits`` carries, or ``n_edits``: a byte at a
     time, so a haplotype's walk costs its carried edits and the row's bytes, not the table's
