@@ -161,32 +161,18 @@ def parse_lines(buf, columns, pos, ref_at, alt_at, alt_end, end_value, has_gt, g
     n = buf.shape[0]
     i = 0
     r = 0
+    at = np.zeros(10, np.int64)  # at[k]: byte offset of column k's first byte (k = 1..9)
     while i < n:
         line = i
         col = 0
-        c1 = c2 = c3 = c4 = c5 = c7 = c8 = c9 = 0
         while i < n and buf[i] != _LF and col < 9:
             if buf[i] == _TAB:
                 col += 1
-                if col == 1:
-                    c1 = i + 1
-                elif col == 2:
-                    c2 = i + 1
-                elif col == 3:
-                    c3 = i + 1
-                elif col == 4:
-                    c4 = i + 1
-                elif col == 5:
-                    c5 = i + 1
-                elif col == 7:
-                    c7 = i + 1
-                elif col == 8:
-                    c8 = i + 1
-                else:
-                    c9 = i + 1
+                at[col] = i + 1
             i += 1
         if col < 9:
             return r, line, BAD_COLUMNS
+        c1, c2, c3, c4, c5, c7, c8, c9 = at[1], at[2], at[3], at[4], at[5], at[7], at[8], at[9]
         e = i
         while e < n and buf[e] != _LF:
             e += 1
