@@ -45,7 +45,13 @@ import polars as pl
 
 from hapflow.sections import PRIMARY_TARGETS
 from prep.gene_record import META_EXT, check_gene_meta
-from prep.shard_format import FORMAT_VERSION, ShardFormatError, decode_meta, sample_key
+from prep.shard_format import (
+    FORMAT_VERSION,
+    ShardFormatError,
+    decode_meta,
+    old_format_message,
+    sample_key,
+)
 from prep.shard_tar import iter_tar
 
 __all__ = [
@@ -338,10 +344,9 @@ def _read_manifest(url: str, timeout: float) -> pl.DataFrame | None:
     except Exception as err:  # noqa: BLE001 - polars raises several types
         raise ShardFormatError(f"manifest {url} is not a readable parquet file: {err}") from None
     if "row" not in table.columns or "group" in table.columns:
-        raise ShardFormatError(
-            f"manifest {url} describes shards of format 2 (one folder per split, haplotype "
-            f"groups) in {_parent(url)}; this hapflow reads format 3: rebuild them with "
-            "`python -m prep.shard --config C --workdir DIR --overwrite`")
+        raise ShardFormatError(old_format_message(
+            f"manifest {url} (shards in {_parent(url)})", 2,
+            "one folder per split, haplotype groups"))
     return table
 
 
@@ -464,9 +469,8 @@ def resolve_source(
 def _given_manifest(manifest, timeout: float) -> tuple[pl.DataFrame | None, str]:
     if isinstance(manifest, pl.DataFrame):
         if "row" not in manifest.columns:
-            raise ShardFormatError("the given manifest has no row column: it describes shards "
-                                   "of format 2; rebuild them with `python -m prep.shard ... "
-                                   "--overwrite`")
+            raise ShardFormatError(old_format_message(
+                "the given manifest", 2, "no row column: one folder per split, haplotype groups"))
         return manifest, "(given)"
     return _read_manifest(str(manifest), timeout), str(manifest)
 

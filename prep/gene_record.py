@@ -44,6 +44,7 @@ from prep.shard_format import (
     decode_reference,
     encode_meta,
     encode_reference,
+    old_format_message,
 )
 
 __all__ = ["META_EXT", "REF_EXT", "VAR_EXT", "GENE_EXTS", "GeneRecord", "encode_gene",
@@ -199,10 +200,8 @@ def decode_gene(sample: dict, url: str = "?") -> GeneRecord:
     """
     key = sample.get("__key__", "?")
     if "hap.zst" in sample or key.endswith("__reference"):  # format 2's groups and references
-        raise ShardFormatError(f"shard {url}: member {key} was written in shard format 2 "
-                               "(haplotypes stored base by base in groups), but this hapflow "
-                               f"reads format {FORMAT_VERSION}: rebuild the shards with "
-                               "`python -m prep.shard ... --overwrite`")
+        raise ShardFormatError(old_format_message(
+            f"shard {url}: member {key}", 2, "haplotypes stored base by base in groups"))
     missing = [ext for ext in GENE_EXTS if ext not in sample]
     if missing:
         raise ShardFormatError(f"shard {url}: gene {key} lacks its .{', .'.join(missing)} "

@@ -35,6 +35,7 @@ import numpy as np
 
 __all__ = [
     "FORMAT_VERSION",
+    "old_format_message",
     "safe_key",
     "sample_key",
     "shard_name",
@@ -180,7 +181,7 @@ def decode_meta(blob: bytes, where: str = "json member", version: int = FORMAT_V
     tail = blob[-_CHECKSUM_TAIL:]
     if not (tail.startswith(_CHECKSUM_FIELD) and tail.endswith(b'"}')):
         if meta.get("format", 1) != version and "sha256" not in meta:
-            raise ShardFormatError(_old_format(where, meta.get("format", 1), version))
+            raise ShardFormatError(old_format_message(where, meta.get("format", 1), version=version))
         raise ShardFormatError(f"{where}: the JSON does not end in its sha256; it is corrupt")
     body = blob[:-_CHECKSUM_TAIL] + b"}"
     if _sha256(body) != tail[len(_CHECKSUM_FIELD):-2].decode("ascii", "replace"):
@@ -189,12 +190,17 @@ def decode_meta(blob: bytes, where: str = "json member", version: int = FORMAT_V
             "(a changed digit gives wrong sequences); rebuild the shard"
         )
     if meta.get("format") != version:
-        raise ShardFormatError(_old_format(where, meta.get("format"), version))
+        raise ShardFormatError(old_format_message(where, meta.get("format"), version=version))
     return meta
 
 
-def _old_format(where: str, found, version: int) -> str:
-    return (f"{where}: written in shard format {found}, but this hapflow reads format "
+def old_format_message(where: str, found, detail: str = "",
+                       version: int = FORMAT_VERSION) -> str:
+    """The sentence for shards of another format, said alike by every reader: where, the format
+    found (``detail``: what that format stored), the format read and the command that rebuilds
+    them."""
+    stored = f" ({detail})" if detail else ""
+    return (f"{where} was written in shard format {found}{stored}, but this hapflow reads format "
             f"{version}: rebuild the shards with `python -m prep.shard ... --overwrite`")
 
 
