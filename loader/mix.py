@@ -19,13 +19,16 @@ Torch-free.
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 from fractions import Fraction
 
+from hapflow.sections import TrainConfig
+
 __all__ = ["MIXING_MODES", "Schedule", "stream_schedule"]
 
-MIXING_MODES = ("all", "round_robin", "ratio")
-"""The ``[train] mixing`` modes."""
+MIXING_MODES = typing.get_args(typing.get_type_hints(TrainConfig)["mixing"])
+"""The ``[train] mixing`` modes (those the setting's type lists: one list of them)."""
 
 
 @dataclass(frozen=True)
